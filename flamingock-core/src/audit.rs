@@ -1,0 +1,424 @@
+//! The audit model: entries, states, the snapshot reduction and the
+//! [`AuditStore`] trait that backends implement.
+
+use std::cmp::Ordering;
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::change::RecoveryStrategy;
+use crate::error::StoreError;
+use crate::lock::LockProvider;
+
+/// The state an audit entry records. The declaration order is the tie-break
+/// order of the snapshot (DESIGN section 4): on equal `created_at` the later
+/// variant wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AuditState {
+    /// Execution began (separate-transaction and non-transactional strategies).
+    Started,
+    /// The change's effect is in place.
+    Applied,
+    /// The change failed.
+    Failed,
+    /// The change's effect was undone (by the database or by its rollback).
+    RolledBack,
+    /// The change's rollback failed.
+    RollbackFailed,
+    /// An operator declared the change applied.
+    ManualMarkedAsApplied,
+    /// An operator declared the change rolled back.
+    ManualMarkedAsRolledBack,
+}
+
+impl AuditState {
+    /// All states, in tie-break order.
+    pub const ALL: [AuditState; 7] = [
+        AuditState::Started,
+        AuditState::Applied,
+        AuditState::Failed,
+        AuditState::RolledBack,
+        AuditState::RollbackFailed,
+        AuditState::ManualMarkedAsApplied,
+        AuditState::ManualMarkedAsRolledBack,
+    ];
+
+    /// The stored name, e.g. `MANUAL_MARKED_AS_APPLIED`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditState::Started => "STARTED",
+            AuditState::Applied => "APPLIED",
+            AuditState::Failed => "FAILED",
+            AuditState::RolledBack => "ROLLED_BACK",
+            AuditState::RollbackFailed => "ROLLBACK_FAILED",
+            AuditState::ManualMarkedAsApplied => "MANUAL_MARKED_AS_APPLIED",
+            AuditState::ManualMarkedAsRolledBack => "MANUAL_MARKED_AS_ROLLED_BACK",
+        }
+    }
+
+    /// Position in the tie-break order (0 = first).
+    pub fn rank(self) -> u8 {
+        self as u8
+    }
+}
+
+impl fmt::Display for AuditState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Returned when a stored state name is not one of [`AuditState::ALL`].
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("unknown audit state '{0}'")]
+pub struct UnknownState(pub String);
+
+impl FromStr for AuditState {
+    type Err = UnknownState;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        AuditState::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| UnknownState(s.to_owned()))
+    }
+}
+
+/// How a change was executed (recorded with each entry; the decision table
+/// depends on it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TxStrategy {
+    /// Change and its APPLIED entry commit in one transaction of the audit store's database.
+    SharedTx,
+    /// The change commits in the target's own transaction; audit written separately.
+    SeparateTx,
+    /// As [`TxStrategy::SeparateTx`], plus a marker record written inside the target
+    /// transaction that lets the next run resolve a crash after commit.
+    SeparateTxWithMarker,
+    /// No transaction: the effect may be partial on failure.
+    NonTransactional,
+    /// Written by an operator, not by an execution.
+    Manual,
+}
+
+impl TxStrategy {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TxStrategy::SharedTx => "SHARED_TX",
+            TxStrategy::SeparateTx => "SEPARATE_TX",
+            TxStrategy::SeparateTxWithMarker => "SEPARATE_TX_WITH_MARKER",
+            TxStrategy::NonTransactional => "NON_TRANSACTIONAL",
+            TxStrategy::Manual => "MANUAL",
+        }
+    }
+
+    /// Whether the database undid a failed change by itself.
+    pub fn rolls_back_on_failure(self) -> bool {
+        matches!(
+            self,
+            TxStrategy::SharedTx | TxStrategy::SeparateTx | TxStrategy::SeparateTxWithMarker
+        )
+    }
+}
+
+impl fmt::Display for TxStrategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for TxStrategy {
+    type Err = UnknownState;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            TxStrategy::SharedTx,
+            TxStrategy::SeparateTx,
+            TxStrategy::SeparateTxWithMarker,
+            TxStrategy::NonTransactional,
+            TxStrategy::Manual,
+        ]
+        .into_iter()
+        .find(|t| t.as_str() == s)
+        .ok_or_else(|| UnknownState(s.to_owned()))
+    }
+}
+
+/// A recorded error: its message and the messages of its `source` chain.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ErrorInfo {
+    /// Top-level message.
+    pub message: String,
+    /// Messages of the source chain, outermost first.
+    #[serde(default)]
+    pub chain: Vec<String>,
+}
+
+impl ErrorInfo {
+    /// Captures an error and its source chain.
+    pub fn from_error(err: &(dyn std::error::Error + 'static)) -> Self {
+        ErrorInfo {
+            message: err.to_string(),
+            chain: crate::error::error_chain(err),
+        }
+    }
+}
+
+impl fmt::Display for ErrorInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)?;
+        for c in &self.chain {
+            write!(f, ": {c}")?;
+        }
+        Ok(())
+    }
+}
+
+/// One state transition of one change (append-only history).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct AuditEntry {
+    /// The run that wrote it.
+    pub run_id: String,
+    /// Stage id.
+    pub stage_id: String,
+    /// Change id.
+    pub change_id: String,
+    /// Change author.
+    pub author: String,
+    /// Change order within its stage.
+    pub order: String,
+    /// Target system id.
+    pub target_system: String,
+    /// The state recorded.
+    pub state: AuditState,
+    /// When (UTC). Stores with a clock overwrite this with their own time.
+    pub created_at: DateTime<Utc>,
+    /// How long the execution took, in milliseconds.
+    pub duration_ms: u64,
+    /// Host of the runner.
+    pub hostname: String,
+    /// Runner id (`service@hostname#uuid`).
+    pub runner_id: String,
+    /// For failures: the error.
+    pub error: Option<ErrorInfo>,
+    /// Free-form metadata (run metadata, operator reason...).
+    pub metadata: serde_json::Value,
+    /// The execution strategy used.
+    pub tx_strategy: TxStrategy,
+    /// The change's recovery strategy at the time.
+    pub recovery: RecoveryStrategy,
+    /// Whether the change ran transactionally.
+    pub transactional: bool,
+    /// Fencing token of the lease this was written under.
+    pub fencing_token: u64,
+    /// Content checksum, for template (file-based) changes.
+    pub checksum: Option<String>,
+}
+
+impl AuditEntry {
+    /// A minimal entry; fill the rest with struct update syntax on the result or
+    /// the `with_*` helpers. Used by stores' tests and by operations.
+    pub fn new(change_id: impl Into<String>, state: AuditState, fencing_token: u64) -> Self {
+        AuditEntry {
+            run_id: String::new(),
+            stage_id: String::new(),
+            change_id: change_id.into(),
+            author: String::new(),
+            order: String::new(),
+            target_system: String::new(),
+            state,
+            created_at: Utc::now(),
+            duration_ms: 0,
+            hostname: String::new(),
+            runner_id: String::new(),
+            error: None,
+            metadata: serde_json::Value::Null,
+            tx_strategy: TxStrategy::NonTransactional,
+            recovery: RecoveryStrategy::ManualIntervention,
+            transactional: false,
+            fencing_token,
+            checksum: None,
+        }
+    }
+
+    /// Sets `created_at`.
+    pub fn at(mut self, created_at: DateTime<Utc>) -> Self {
+        self.created_at = created_at;
+        self
+    }
+
+    /// Sets the strategy.
+    pub fn strategy(mut self, s: TxStrategy) -> Self {
+        self.tx_strategy = s;
+        self
+    }
+
+    /// Sets the run id.
+    pub fn run(mut self, run_id: impl Into<String>) -> Self {
+        self.run_id = run_id.into();
+        self
+    }
+
+    /// Sets the recovery strategy.
+    pub fn recovery(mut self, r: RecoveryStrategy) -> Self {
+        self.recovery = r;
+        self
+    }
+
+    /// Sets the error.
+    pub fn error(mut self, e: ErrorInfo) -> Self {
+        self.error = Some(e);
+        self
+    }
+
+    /// Whether `self` supersedes `other` in the snapshot: later `created_at`,
+    /// or on a tie the later state in [`AuditState`] order.
+    pub fn supersedes(&self, other: &AuditEntry) -> bool {
+        snapshot_order(self, other) == Ordering::Greater
+    }
+}
+
+/// Total order used by the snapshot: `created_at`, then state rank.
+pub fn snapshot_order(a: &AuditEntry, b: &AuditEntry) -> Ordering {
+    a.created_at
+        .cmp(&b.created_at)
+        .then(a.state.rank().cmp(&b.state.rank()))
+}
+
+/// Reduces a history to the latest entry per change id (DESIGN section 4),
+/// sorted by change id. The reference for every store's current-state table.
+pub fn reduce_snapshot<I: IntoIterator<Item = AuditEntry>>(history: I) -> Vec<AuditEntry> {
+    let mut latest: HashMap<String, AuditEntry> = HashMap::new();
+    for e in history {
+        match latest.get(&e.change_id) {
+            Some(cur) if !e.supersedes(cur) => {}
+            _ => {
+                latest.insert(e.change_id.clone(), e);
+            }
+        }
+    }
+    let mut out: Vec<AuditEntry> = latest.into_values().collect();
+    out.sort_by(|a, b| a.change_id.cmp(&b.change_id));
+    out
+}
+
+/// Filter for [`AuditStore::history`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HistoryFilter {
+    /// Only this change.
+    pub change_id: Option<String>,
+    /// Only entries at or after this time.
+    pub since: Option<DateTime<Utc>>,
+}
+
+impl HistoryFilter {
+    /// Everything.
+    pub fn all() -> Self {
+        Self::default()
+    }
+
+    /// Only `change_id`.
+    pub fn change(mut self, change_id: impl Into<String>) -> Self {
+        self.change_id = Some(change_id.into());
+        self
+    }
+
+    /// Only entries at or after `since`.
+    pub fn since(mut self, since: DateTime<Utc>) -> Self {
+        self.since = Some(since);
+        self
+    }
+
+    /// Whether `e` passes the filter.
+    pub fn matches(&self, e: &AuditEntry) -> bool {
+        self.change_id.as_deref().is_none_or(|c| c == e.change_id)
+            && self.since.is_none_or(|s| e.created_at >= s)
+    }
+}
+
+/// Where the history of executions lives.
+///
+/// Backends implement small primitives; the runner in core does the rest.
+/// The contract (checked by `flamingock-test-support`'s audit suite):
+///
+/// * [`append`](AuditStore::append) is atomic: the history row and the
+///   current-state row are written together, and the write is rejected with
+///   [`StoreError::Fenced`] when `entry.fencing_token` is lower than the fence,
+///   in the same atomic operation.
+/// * [`snapshot`](AuditStore::snapshot) returns the latest entry per change
+///   (see [`reduce_snapshot`]) in one read sized by the number of changes.
+/// * [`raise_fence`](AuditStore::raise_fence) sets the fence to `token` if it
+///   is not lower than the current fence; otherwise it fails with `Fenced`.
+#[async_trait]
+pub trait AuditStore: Send + Sync + 'static {
+    /// A human-readable name used in errors and logs, e.g. `postgres(public.flamingock_audit)`.
+    fn describe(&self) -> String;
+
+    /// Identity of the database/namespace. Targets whose
+    /// [`TargetCapabilities::shared_audit_store`](crate::TargetCapabilities::shared_audit_store)
+    /// equals this id commit their changes together with the audit entry.
+    fn store_id(&self) -> &str;
+
+    /// Creates tables/indexes if needed and allowed. Called once per runner.
+    async fn prepare(&self) -> Result<(), StoreError>;
+
+    /// Raises the fence to `token` (idempotent for an equal token).
+    async fn raise_fence(&self, token: u64) -> Result<(), StoreError>;
+
+    /// The current fence (0 when none was ever raised).
+    async fn fence(&self) -> Result<u64, StoreError>;
+
+    /// Appends one entry atomically with its current-state update and the fence check.
+    async fn append(&self, entry: &AuditEntry) -> Result<(), StoreError>;
+
+    /// Latest entry per change id, sorted by change id.
+    async fn snapshot(&self) -> Result<Vec<AuditEntry>, StoreError>;
+
+    /// Full history matching `filter`, oldest first.
+    async fn history(&self, filter: &HistoryFilter) -> Result<Vec<AuditEntry>, StoreError>;
+
+    /// The lock provider that lives in the same store, used when the builder is
+    /// given none.
+    fn default_lock(&self) -> Option<Arc<dyn LockProvider>> {
+        None
+    }
+}
+
+#[async_trait]
+impl<S: AuditStore + ?Sized> AuditStore for Arc<S> {
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+    fn store_id(&self) -> &str {
+        (**self).store_id()
+    }
+    async fn prepare(&self) -> Result<(), StoreError> {
+        (**self).prepare().await
+    }
+    async fn raise_fence(&self, token: u64) -> Result<(), StoreError> {
+        (**self).raise_fence(token).await
+    }
+    async fn fence(&self) -> Result<u64, StoreError> {
+        (**self).fence().await
+    }
+    async fn append(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        (**self).append(entry).await
+    }
+    async fn snapshot(&self) -> Result<Vec<AuditEntry>, StoreError> {
+        (**self).snapshot().await
+    }
+    async fn history(&self, filter: &HistoryFilter) -> Result<Vec<AuditEntry>, StoreError> {
+        (**self).history(filter).await
+    }
+    fn default_lock(&self) -> Option<Arc<dyn LockProvider>> {
+        (**self).default_lock()
+    }
+}

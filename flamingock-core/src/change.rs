@@ -1,0 +1,177 @@
+//! Changes: the unit of work, bound at compile time to its target's context.
+
+use std::future::Future;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{BoxError, NoRollback};
+use crate::target::TargetSystem;
+
+/// What the runner does with a change whose previous execution ended in an
+/// uncertain state (see the decision table in [`decide`](crate::decide)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RecoveryStrategy {
+    /// Stop and ask an operator (default: safety first).
+    #[default]
+    ManualIntervention,
+    /// Apply again: only for idempotent changes.
+    AlwaysRetry,
+}
+
+impl RecoveryStrategy {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecoveryStrategy::ManualIntervention => "MANUAL_INTERVENTION",
+            RecoveryStrategy::AlwaysRetry => "ALWAYS_RETRY",
+        }
+    }
+}
+
+impl std::str::FromStr for RecoveryStrategy {
+    type Err = crate::audit::UnknownState;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "MANUAL_INTERVENTION" => Ok(RecoveryStrategy::ManualIntervention),
+            "ALWAYS_RETRY" => Ok(RecoveryStrategy::AlwaysRetry),
+            other => Err(crate::audit::UnknownState(other.to_owned())),
+        }
+    }
+}
+
+/// What a change declares about itself.
+///
+/// ```
+/// use flamingock_core::{ChangeMeta, RecoveryStrategy};
+/// let meta = ChangeMeta::new("create-users-table", "0001")
+///     .author("ana")
+///     .description("users table with unique email")
+///     .recovery(RecoveryStrategy::AlwaysRetry);
+/// assert_eq!(meta.id, "create-users-table");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ChangeMeta {
+    /// Unique across the pipeline; non-empty, printable, at most 255 bytes.
+    pub id: String,
+    /// Sort key within the stage (lexicographic); prefer zero-padded numbers.
+    pub order: String,
+    /// Who wrote it.
+    pub author: String,
+    /// What it does.
+    pub description: Option<String>,
+    /// Id of the target system; `None` means "the only registered target of
+    /// this change's target type".
+    pub target_system: Option<String>,
+    /// `None`: transactional wherever the target supports it. `Some(true)` on a
+    /// target without transactions is a validation error.
+    pub transactional: Option<bool>,
+    /// Recovery strategy.
+    pub recovery: RecoveryStrategy,
+    /// Content checksum (template changes).
+    pub checksum: Option<String>,
+}
+
+impl ChangeMeta {
+    /// A change with an id and an order; everything else defaulted.
+    pub fn new(id: impl Into<String>, order: impl Into<String>) -> Self {
+        ChangeMeta {
+            id: id.into(),
+            order: order.into(),
+            author: String::new(),
+            description: None,
+            target_system: None,
+            transactional: None,
+            recovery: RecoveryStrategy::ManualIntervention,
+            checksum: None,
+        }
+    }
+    /// Sets the author.
+    pub fn author(mut self, author: impl Into<String>) -> Self {
+        self.author = author.into();
+        self
+    }
+    /// Sets the description.
+    pub fn description(mut self, d: impl Into<String>) -> Self {
+        self.description = Some(d.into());
+        self
+    }
+    /// Names the target system by id.
+    pub fn target(mut self, target_id: impl Into<String>) -> Self {
+        self.target_system = Some(target_id.into());
+        self
+    }
+    /// Declares whether the change must run in a transaction.
+    pub fn transactional(mut self, yes: bool) -> Self {
+        self.transactional = Some(yes);
+        self
+    }
+    /// Sets the recovery strategy.
+    pub fn recovery(mut self, r: RecoveryStrategy) -> Self {
+        self.recovery = r;
+        self
+    }
+    /// Sets the content checksum.
+    pub fn checksum(mut self, c: impl Into<String>) -> Self {
+        self.checksum = Some(c.into());
+        self
+    }
+}
+
+/// The result of a change's `apply` or `rollback`: any error converts with `?`.
+pub type ChangeResult = Result<(), BoxError>;
+
+/// A change to one target system.
+///
+/// The associated [`Target`](Change::Target) fixes, at compile time, the
+/// context the change receives: a change written for a SQL target cannot be
+/// handed a MongoDB session. Implement `apply` (and optionally `rollback`)
+/// with plain `async fn`s:
+///
+/// ```
+/// use flamingock_core::{Change, ChangeMeta, ChangeResult};
+/// use flamingock_core::memory::{KvTx, InMemoryTarget};
+///
+/// struct SeedCountries;
+///
+/// impl Change for SeedCountries {
+///     type Target = InMemoryTarget;
+///
+///     fn meta(&self) -> ChangeMeta {
+///         ChangeMeta::new("seed-countries", "0002").author("ana")
+///     }
+///
+///     async fn apply(&self, tx: &mut KvTx) -> ChangeResult {
+///         tx.put("country:es", "Spain");
+///         tx.put("country:pt", "Portugal");
+///         Ok(())
+///     }
+/// }
+/// ```
+///
+/// `rollback` is used by the non-transactional strategy only (a database
+/// transaction undoes a transactional change by itself); when a change
+/// defines none, a failure leaves it `FAILED` for an operator.
+pub trait Change: Send + Sync + 'static {
+    /// The kind of target system this change runs against.
+    type Target: TargetSystem;
+
+    /// Id, order, author and options.
+    fn meta(&self) -> ChangeMeta;
+
+    /// Applies the change.
+    fn apply(
+        &self,
+        ctx: &mut <Self::Target as TargetSystem>::Context,
+    ) -> impl Future<Output = ChangeResult> + Send;
+
+    /// Undoes the change after a failed non-transactional apply.
+    fn rollback(
+        &self,
+        ctx: &mut <Self::Target as TargetSystem>::Context,
+    ) -> impl Future<Output = ChangeResult> + Send {
+        let _ = ctx;
+        async { Err(Box::new(NoRollback) as BoxError) }
+    }
+}

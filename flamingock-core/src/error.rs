@@ -1,0 +1,293 @@
+//! Error types. Every variant names what failed and where (store, lock, target,
+//! change id) and keeps the underlying error as its `source`.
+
+use std::time::Duration;
+
+use crate::audit::AuditState;
+use crate::lock::LockInfo;
+use crate::report::RunReport;
+use crate::validate::ValidationErrors;
+
+/// A boxed error from user code or a driver.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Errors raised by an [`AuditStore`](crate::AuditStore).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The write carried a fencing token lower than the store's fence: a runner
+    /// with a newer lease has been here since, so this runner must stop.
+    #[error("audit store {store}: write with fencing token {token} rejected, the fence is already at {fence} (another runner holds a newer lease)")]
+    Fenced {
+        /// Store description.
+        store: String,
+        /// The token this write carried.
+        token: u64,
+        /// The token recorded at the fence.
+        fence: u64,
+    },
+    /// The driver or server failed.
+    #[error("audit store {store}: {operation} failed: {source}")]
+    Backend {
+        /// Store description.
+        store: String,
+        /// What was being done.
+        operation: &'static str,
+        /// Driver error.
+        #[source]
+        source: BoxError,
+    },
+    /// Data read from the store does not have the expected shape.
+    #[error("audit store {store}: malformed {what}: {detail}")]
+    Malformed {
+        /// Store description.
+        store: String,
+        /// Which record (table/collection and key).
+        what: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// The store's tables/collections do not exist and automatic creation is off.
+    #[error("audit store {store}: {detail}")]
+    NotReady {
+        /// Store description.
+        store: String,
+        /// What is missing and how to fix it.
+        detail: String,
+    },
+}
+
+/// Errors raised by a [`LockProvider`](crate::LockProvider) or by the lock protocol.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LockError {
+    /// Waited for the lock longer than the configured timeout.
+    #[error("lock {lock}: not acquired after {waited:?}; held by {} (token {}) until {}", holder.owner, holder.token, holder.expires_at)]
+    Timeout {
+        /// Lock description.
+        lock: String,
+        /// How long this runner waited.
+        waited: Duration,
+        /// The holder seen at the last attempt.
+        holder: LockInfo,
+    },
+    /// The lease is not ours any more (expired and taken, or force-released).
+    #[error("lock {lock}: lease of {owner} with token {token} is no longer held")]
+    Lost {
+        /// Lock description.
+        lock: String,
+        /// The owner that believed it held the lease.
+        owner: String,
+        /// The token of that lease.
+        token: u64,
+    },
+    /// The driver or server failed.
+    #[error("lock {lock}: {operation} failed: {source}")]
+    Backend {
+        /// Lock description.
+        lock: String,
+        /// What was being done.
+        operation: &'static str,
+        /// Driver error.
+        #[source]
+        source: BoxError,
+    },
+    /// The lock record has an unexpected shape.
+    #[error("lock {lock}: malformed lock record: {detail}")]
+    Malformed {
+        /// Lock description.
+        lock: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+}
+
+/// Errors raised by a [`TargetSystem`](crate::TargetSystem).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TargetError {
+    /// The driver or server failed.
+    #[error("target system {target}: {operation} failed: {source}")]
+    Backend {
+        /// Target id.
+        target: String,
+        /// What was being done.
+        operation: &'static str,
+        /// Driver error.
+        #[source]
+        source: BoxError,
+    },
+    /// The audit write that shares the change's transaction failed (fence included).
+    #[error(
+        "target system {target}: audit write inside the change's transaction failed: {source}"
+    )]
+    Audit {
+        /// Target id.
+        target: String,
+        /// The store error.
+        #[source]
+        source: StoreError,
+    },
+    /// The change cannot run on this target as declared.
+    #[error("target system {target}: {detail}")]
+    Unsupported {
+        /// Target id.
+        target: String,
+        /// What is not supported and what to do instead.
+        detail: String,
+    },
+}
+
+/// A change that could not be applied, with its id and stage.
+#[derive(Debug, thiserror::Error)]
+#[error("change '{change_id}' (stage '{stage}') failed: {source}")]
+pub struct ChangeFailure {
+    /// Stage id.
+    pub stage: String,
+    /// Change id.
+    pub change_id: String,
+    /// What the change (or its target) returned.
+    #[source]
+    pub source: BoxError,
+}
+
+/// A change the runner refuses to run until an operator resolves it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockedChange {
+    /// Stage id.
+    pub stage: String,
+    /// Change id.
+    pub change_id: String,
+    /// Its latest audit state.
+    pub state: AuditState,
+    /// The recorded error, if any.
+    pub error: Option<String>,
+    /// Why it is blocked and what to check.
+    pub reason: String,
+    /// The operator command(s) that resolve it.
+    pub resolution: String,
+}
+
+impl std::fmt::Display for BlockedChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "  - '{}' (stage '{}'): last state {}",
+            self.change_id, self.stage, self.state
+        )?;
+        if let Some(e) = &self.error {
+            write!(f, ", error: {e}")?;
+        }
+        write!(
+            f,
+            "\n    why: {}\n    resolve: {}",
+            self.reason, self.resolution
+        )
+    }
+}
+
+fn list_blocked(blocked: &[BlockedChange]) -> String {
+    blocked
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The error returned by runs and operations.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The pipeline is invalid; every problem is listed.
+    #[error(transparent)]
+    Validation(#[from] ValidationErrors),
+    /// One or more changes need an operator before the pipeline can go on.
+    #[error("{} change(s) need manual intervention; nothing in their stage was run:\n{}", blocked.len(), list_blocked(blocked))]
+    Blocked {
+        /// Every blocked change.
+        blocked: Vec<BlockedChange>,
+        /// What the run did before stopping.
+        report: Box<RunReport>,
+    },
+    /// A change failed; its outcome is recorded in the audit store.
+    #[error("{failure}")]
+    ChangeFailed {
+        /// The failure.
+        #[source]
+        failure: ChangeFailure,
+        /// What the run did before stopping.
+        report: Box<RunReport>,
+    },
+    /// `validate_only` found changes that would run.
+    #[error("validate-only: {} change(s) pending: {}", pending.len(), pending.join(", "))]
+    Pending {
+        /// Pending change ids, in execution order.
+        pending: Vec<String>,
+    },
+    /// The runner's lease ended before its work did; it stopped without committing.
+    #[error("run {run_id} stopped: the lock lease was lost ({detail}); another runner may now continue the work")]
+    LeaseLost {
+        /// The run that stopped.
+        run_id: String,
+        /// What was observed.
+        detail: String,
+        /// What the run did before stopping.
+        report: Box<RunReport>,
+    },
+    /// The audit store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The lock provider failed.
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    /// A target system failed outside of a change.
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    /// An operation named a change the store knows nothing about.
+    #[error("change '{change_id}' has no audit entry in {store}")]
+    UnknownChange {
+        /// The id given.
+        change_id: String,
+        /// Store description.
+        store: String,
+    },
+    /// `fix` was asked for a change that has nothing to fix.
+    #[error("change '{change_id}' has no issue to fix (latest state {state}); refusing to overwrite its audit")]
+    NothingToFix {
+        /// The id given.
+        change_id: String,
+        /// Its latest state.
+        state: AuditState,
+    },
+    /// The builder was given an inconsistent configuration.
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+impl Error {
+    /// The run report carried by this error, when the run got far enough to make one.
+    pub fn report(&self) -> Option<&RunReport> {
+        match self {
+            Error::Blocked { report, .. }
+            | Error::ChangeFailed { report, .. }
+            | Error::LeaseLost { report, .. } => Some(report),
+            _ => None,
+        }
+    }
+}
+
+/// The error a change returns from its default `rollback`: it has none.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the change defines no rollback")]
+pub struct NoRollback;
+
+/// Formats an error and its `source` chain as a list of messages.
+pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        out.push(e.to_string());
+        cur = e.source();
+    }
+    out
+}

@@ -1,0 +1,116 @@
+//! # flamingock-core
+//!
+//! Change-as-Code for Rust: an application ships an ordered list of
+//! **changes** to the systems it depends on (SQL schemas, MongoDB, DynamoDB,
+//! brokers, feature flags...). At start-up the runner applies every pending
+//! change exactly once, in order, records each execution in an **audit
+//! store**, and serialises concurrent replicas with a fenced **distributed
+//! lock**. When it cannot guarantee a safe outcome it stops and says exactly
+//! what an operator must resolve.
+//!
+//! This crate holds the traits ([`Change`], [`TargetSystem`], [`AuditStore`],
+//! [`LockProvider`]), the whole algorithm (validation, planning, execution
+//! strategies, lock protocol and fencing, events, report, operations) and
+//! in-memory reference backends ([`memory`]). Database backends live in their
+//! own crates and implement only small primitives.
+//!
+//! ```
+//! use flamingock_core::memory::{InMemoryAuditStore, InMemoryTarget, KvTx};
+//! use flamingock_core::{Change, ChangeMeta, ChangeResult, Flamingock, Stage};
+//!
+//! struct CreateUsers;
+//! impl Change for CreateUsers {
+//!     type Target = InMemoryTarget;
+//!     fn meta(&self) -> ChangeMeta {
+//!         ChangeMeta::new("create-users", "0001").author("ana")
+//!     }
+//!     async fn apply(&self, tx: &mut KvTx) -> ChangeResult {
+//!         tx.put("table:users", "id, email");
+//!         Ok(())
+//!     }
+//! }
+//!
+//! struct SeedAdmin;
+//! impl Change for SeedAdmin {
+//!     type Target = InMemoryTarget;
+//!     fn meta(&self) -> ChangeMeta {
+//!         ChangeMeta::new("seed-admin", "0002").author("ana")
+//!     }
+//!     async fn apply(&self, tx: &mut KvTx) -> ChangeResult {
+//!         tx.put("users:1", "admin@example.com");
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), flamingock_core::Error> {
+//! let store = InMemoryAuditStore::new();
+//! let runner = Flamingock::builder()
+//!     .audit_store(store.clone())
+//!     .target(store.target("app-db")) // same database: shared transactions
+//!     .stage(Stage::new("init").change(CreateUsers).change(SeedAdmin))
+//!     .build()?;
+//!
+//! let report = runner.run().await?;
+//! assert_eq!(report.applied(), ["create-users", "seed-admin"]);
+//!
+//! // A second start finds nothing pending and does not even take the lock.
+//! let again = runner.run().await?;
+//! assert_eq!(again.totals().skipped, 2);
+//! assert!(!again.took_lock);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Safety model
+//!
+//! * Each change's strategy follows from its target: **shared transaction**
+//!   (target and audit store are one database: effect and APPLIED entry
+//!   commit together, so no crash ever needs an operator), **separate
+//!   transaction** (optionally with a marker record in the target that lets
+//!   the next run resolve a crash after commit by itself) and
+//!   **non-transactional** (with the change's rollback, if it has one).
+//! * What the next run does with an interrupted change is the pure function
+//!   [`decide`].
+//! * The lock hands out strictly increasing fencing tokens; the runner raises
+//!   the audit store's fence to its token before reading the snapshot, and
+//!   every audit write (and every shared-transaction commit) is rejected
+//!   atomically when its token is below the fence. A runner that lost its
+//!   lease can therefore never record, or in the shared strategy commit, anything.
+#![deny(missing_docs)]
+#![warn(unreachable_pub)]
+
+pub mod audit;
+pub mod change;
+pub mod decision;
+pub mod error;
+pub mod events;
+pub mod fault;
+pub mod lock;
+pub mod memory;
+mod pipeline;
+pub mod report;
+mod runner;
+pub mod target;
+pub mod validate;
+
+pub use audit::{
+    reduce_snapshot, AuditEntry, AuditState, AuditStore, ErrorInfo, HistoryFilter, TxStrategy,
+};
+pub use change::{Change, ChangeMeta, ChangeResult, RecoveryStrategy};
+pub use decision::{decide, Decision};
+pub use error::{
+    BlockedChange, BoxError, ChangeFailure, Error, LockError, NoRollback, StoreError, TargetError,
+};
+pub use events::{Event, EventListener};
+pub use lock::{Acquire, Lease, LockConfig, LockInfo, LockProvider};
+pub use pipeline::Stage;
+pub use report::{ChangeOutcome, ChangeReport, RunReport, Totals};
+pub use runner::{Flamingock, FlamingockBuilder, PlanAction, PlanItem};
+pub use target::{
+    CommitWith, ContextMode, DependencyTarget, Marker, TargetCapabilities, TargetSystem,
+};
+pub use validate::{OrphanPolicy, ValidationErrors, ValidationProblem};
+
+/// Re-exported so backends implement the object-safe traits with the same macro.
+pub use async_trait::async_trait;

@@ -1,0 +1,181 @@
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
+
+use super::lock::InMemoryLock;
+use super::target::{InMemoryTarget, KvData};
+use crate::audit::{AuditEntry, AuditStore, HistoryFilter};
+use crate::error::StoreError;
+use crate::lock::LockProvider;
+
+#[derive(Debug, Default)]
+pub(crate) struct StoreState {
+    history: Vec<AuditEntry>,
+    current: BTreeMap<String, AuditEntry>,
+    fence: u64,
+    last_ts: Option<DateTime<Utc>>,
+}
+
+impl StoreState {
+    /// The store's clock: strictly increasing, so the history order is total.
+    fn now(&mut self) -> DateTime<Utc> {
+        let mut now = Utc::now();
+        if let Some(last) = self.last_ts {
+            if now <= last {
+                now = last + ChronoDuration::microseconds(1);
+            }
+        }
+        self.last_ts = Some(now);
+        now
+    }
+
+    pub(crate) fn check_fence(&self, store: &str, token: u64) -> Result<(), StoreError> {
+        if token < self.fence {
+            return Err(StoreError::Fenced {
+                store: store.to_owned(),
+                token,
+                fence: self.fence,
+            });
+        }
+        Ok(())
+    }
+
+    /// History row + current-state row + fence check, under one mutex.
+    pub(crate) fn append(&mut self, store: &str, entry: &AuditEntry) -> Result<(), StoreError> {
+        self.check_fence(store, entry.fencing_token)?;
+        let mut e = entry.clone();
+        e.created_at = self.now();
+        match self.current.get(&e.change_id) {
+            Some(cur) if !e.supersedes(cur) => {}
+            _ => {
+                self.current.insert(e.change_id.clone(), e.clone());
+            }
+        }
+        self.history.push(e);
+        Ok(())
+    }
+}
+
+pub(crate) struct StoreInner {
+    id: String,
+    pub(crate) state: Mutex<StoreState>,
+    pub(crate) kv: Arc<Mutex<KvData>>,
+    lock: InMemoryLock,
+}
+
+/// An in-memory audit store with a current-state map, a fence, and its own
+/// lock ([`AuditStore::default_lock`]). Clones share the same data, so clones
+/// stand for several runners connected to one store.
+///
+/// ```
+/// use flamingock_core::memory::InMemoryAuditStore;
+/// use flamingock_core::AuditStore;
+/// let store = InMemoryAuditStore::new();
+/// let target = store.target("kv"); // shares transactions with the store
+/// assert_eq!(target.capabilities().shared_audit_store.as_deref(), Some(store.store_id()));
+/// # use flamingock_core::TargetSystem;
+/// ```
+#[derive(Clone)]
+pub struct InMemoryAuditStore {
+    pub(crate) inner: Arc<StoreInner>,
+}
+
+impl std::fmt::Debug for InMemoryAuditStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InMemoryAuditStore")
+            .field("id", &self.inner.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for InMemoryAuditStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+pub(crate) fn guard<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the guard cannot leave these maps half-written
+    // (every mutation is a single insert/push), so poisoning is ignored.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl InMemoryAuditStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        let id = format!("memory:{}", uuid::Uuid::new_v4());
+        InMemoryAuditStore {
+            inner: Arc::new(StoreInner {
+                lock: InMemoryLock::named(&format!("{id}/lock")),
+                id,
+                state: Mutex::new(StoreState::default()),
+                kv: Arc::new(Mutex::new(KvData::default())),
+            }),
+        }
+    }
+
+    /// A transactional key-value target living in the same "database": its
+    /// changes commit together with their APPLIED entry (shared transaction).
+    pub fn target(&self, id: impl Into<String>) -> InMemoryTarget {
+        InMemoryTarget::shared(id.into(), self.clone())
+    }
+
+    /// The store's own lock.
+    pub fn lock(&self) -> InMemoryLock {
+        self.inner.lock.clone()
+    }
+
+    /// Number of history entries (for tests).
+    pub fn history_len(&self) -> usize {
+        guard(&self.inner.state).history.len()
+    }
+}
+
+#[async_trait]
+impl AuditStore for InMemoryAuditStore {
+    fn describe(&self) -> String {
+        self.inner.id.clone()
+    }
+
+    fn store_id(&self) -> &str {
+        &self.inner.id
+    }
+
+    async fn prepare(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn raise_fence(&self, token: u64) -> Result<(), StoreError> {
+        let mut st = guard(&self.inner.state);
+        st.check_fence(&self.inner.id, token)?;
+        st.fence = token;
+        Ok(())
+    }
+
+    async fn fence(&self) -> Result<u64, StoreError> {
+        Ok(guard(&self.inner.state).fence)
+    }
+
+    async fn append(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        guard(&self.inner.state).append(&self.inner.id, entry)
+    }
+
+    async fn snapshot(&self) -> Result<Vec<AuditEntry>, StoreError> {
+        Ok(guard(&self.inner.state).current.values().cloned().collect())
+    }
+
+    async fn history(&self, filter: &HistoryFilter) -> Result<Vec<AuditEntry>, StoreError> {
+        Ok(guard(&self.inner.state)
+            .history
+            .iter()
+            .filter(|e| filter.matches(e))
+            .cloned()
+            .collect())
+    }
+
+    fn default_lock(&self) -> Option<Arc<dyn LockProvider>> {
+        Some(Arc::new(self.inner.lock.clone()))
+    }
+}

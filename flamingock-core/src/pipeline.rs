@@ -1,0 +1,571 @@
+//! Stages hold type-erased changes; binding ties each change to its target
+//! (checked by type), and the per-change execution strategies live here.
+
+use std::any::{Any, TypeId};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use tracing::{info, warn, Instrument};
+
+use crate::audit::{AuditEntry, AuditState, AuditStore, ErrorInfo, TxStrategy};
+use crate::change::{Change, ChangeMeta, RecoveryStrategy};
+use crate::error::{BoxError, NoRollback, StoreError, TargetError};
+use crate::events::{Event, EventListener};
+use crate::fault::{FaultInjector, FaultPoint};
+use crate::lock::HeldLease;
+use crate::target::{CommitWith, ContextMode, Marker, TargetCapabilities, TargetSystem};
+
+/// An ordered group of changes. Changes run in lexicographic order of their
+/// `order` within the stage; stages run in the order they were added.
+///
+/// ```
+/// use flamingock_core::{Change, ChangeMeta, ChangeResult, Stage};
+/// use flamingock_core::memory::{InMemoryTarget, KvTx};
+///
+/// struct CreateIndex;
+/// impl Change for CreateIndex {
+///     type Target = InMemoryTarget;
+///     fn meta(&self) -> ChangeMeta { ChangeMeta::new("create-index", "0001") }
+///     async fn apply(&self, tx: &mut KvTx) -> ChangeResult { tx.put("index:users", "email"); Ok(()) }
+/// }
+///
+/// let stage = Stage::new("schema").change(CreateIndex);
+/// assert_eq!(stage.len(), 1);
+/// ```
+#[derive(Clone)]
+pub struct Stage {
+    pub(crate) id: String,
+    pub(crate) changes: Vec<Arc<dyn UnboundChange>>,
+}
+
+impl std::fmt::Debug for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stage")
+            .field("id", &self.id)
+            .field(
+                "changes",
+                &self
+                    .changes
+                    .iter()
+                    .map(|c| &c.meta().id)
+                    .collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl Stage {
+    /// An empty stage.
+    pub fn new(id: impl Into<String>) -> Self {
+        Stage {
+            id: id.into(),
+            changes: Vec::new(),
+        }
+    }
+
+    /// Adds a change (builder style).
+    pub fn change<C: Change>(mut self, change: C) -> Self {
+        self.add(change);
+        self
+    }
+
+    /// Adds a change.
+    pub fn add<C: Change>(&mut self, change: C) -> &mut Self {
+        self.add_shared(Arc::new(change))
+    }
+
+    /// Adds a change shared with other pipelines (e.g. several runners in one process).
+    pub fn add_shared<C: Change>(&mut self, change: Arc<C>) -> &mut Self {
+        let meta = change.meta();
+        self.changes.push(Arc::new(Unbound { change, meta }));
+        self
+    }
+
+    /// The stage id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Number of changes.
+    pub fn len(&self) -> usize {
+        self.changes.len()
+    }
+
+    /// Whether the stage has no changes.
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+}
+
+pub(crate) trait UnboundChange: Send + Sync {
+    fn meta(&self) -> &ChangeMeta;
+    fn target_type(&self) -> TypeId;
+    fn target_type_name(&self) -> &'static str;
+    fn bind(&self, target: &Arc<dyn Any + Send + Sync>) -> Option<Arc<dyn BoundChange>>;
+}
+
+struct Unbound<C: Change> {
+    change: Arc<C>,
+    meta: ChangeMeta,
+}
+
+impl<C: Change> UnboundChange for Unbound<C> {
+    fn meta(&self) -> &ChangeMeta {
+        &self.meta
+    }
+    fn target_type(&self) -> TypeId {
+        TypeId::of::<C::Target>()
+    }
+    fn target_type_name(&self) -> &'static str {
+        std::any::type_name::<C::Target>()
+    }
+    fn bind(&self, target: &Arc<dyn Any + Send + Sync>) -> Option<Arc<dyn BoundChange>> {
+        let target = target.clone().downcast::<C::Target>().ok()?;
+        Some(Arc::new(Bound {
+            change: self.change.clone(),
+            target,
+        }))
+    }
+}
+
+/// A target as the registry keeps it.
+#[derive(Clone)]
+pub(crate) struct RegisteredTarget {
+    pub(crate) id: String,
+    pub(crate) caps: TargetCapabilities,
+    pub(crate) type_id: TypeId,
+    pub(crate) any: Arc<dyn Any + Send + Sync>,
+}
+
+impl RegisteredTarget {
+    pub(crate) fn new<T: TargetSystem>(target: T) -> Self {
+        RegisteredTarget {
+            id: target.id().to_owned(),
+            caps: target.capabilities(),
+            type_id: TypeId::of::<T>(),
+            any: Arc::new(target),
+        }
+    }
+}
+
+/// A change bound to its target, ready to execute.
+pub(crate) trait BoundChange: Send + Sync {
+    fn execute<'a>(&'a self, x: &'a ExecCtx<'a>) -> BoxFuture<'a, Exec>;
+    fn marker<'a>(
+        &'a self,
+        change_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Marker>, TargetError>>;
+    fn clear_marker<'a>(&'a self, change_id: &'a str) -> BoxFuture<'a, Result<(), TargetError>>;
+}
+
+struct Bound<C: Change> {
+    change: Arc<C>,
+    target: Arc<C::Target>,
+}
+
+impl<C: Change> BoundChange for Bound<C> {
+    fn execute<'a>(&'a self, x: &'a ExecCtx<'a>) -> BoxFuture<'a, Exec> {
+        Box::pin(execute(&*self.change, &*self.target, x))
+    }
+    fn marker<'a>(
+        &'a self,
+        change_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Marker>, TargetError>> {
+        Box::pin(self.target.marker(change_id))
+    }
+    fn clear_marker<'a>(&'a self, change_id: &'a str) -> BoxFuture<'a, Result<(), TargetError>> {
+        Box::pin(self.target.clear_marker(change_id))
+    }
+}
+
+/// A change of the validated pipeline.
+#[derive(Clone)]
+pub(crate) struct PlannedChange {
+    pub(crate) stage: String,
+    pub(crate) meta: ChangeMeta,
+    pub(crate) target_id: String,
+    pub(crate) strategy: TxStrategy,
+    pub(crate) transactional: bool,
+    pub(crate) bound: Arc<dyn BoundChange>,
+}
+
+/// Who is running: identity fields of every audit entry.
+#[derive(Debug, Clone)]
+pub(crate) struct RunIdentity {
+    pub(crate) run_id: String,
+    pub(crate) runner_id: String,
+    pub(crate) hostname: String,
+    pub(crate) metadata: serde_json::Value,
+}
+
+/// Everything one change execution needs.
+pub(crate) struct ExecCtx<'a> {
+    pub(crate) store: &'a dyn AuditStore,
+    pub(crate) lease: &'a HeldLease,
+    pub(crate) who: &'a RunIdentity,
+    pub(crate) change: &'a PlannedChange,
+    pub(crate) fault: Option<&'a dyn FaultInjector>,
+    pub(crate) listeners: &'a [Arc<dyn EventListener>],
+}
+
+/// Why an execution stopped without a normal failure record.
+#[derive(Debug)]
+pub(crate) enum Abort {
+    LeaseLost(String),
+    Store(StoreError),
+    Target(TargetError),
+    Injected(BoxError),
+}
+
+/// The result of one change execution.
+#[derive(Debug)]
+pub(crate) enum Exec {
+    Applied,
+    Failed { error: BoxError, rolled_back: bool },
+    Abort(Abort),
+}
+
+impl ExecCtx<'_> {
+    pub(crate) fn entry(
+        &self,
+        state: AuditState,
+        elapsed: Duration,
+        error: Option<&BoxError>,
+    ) -> AuditEntry {
+        let c = self.change;
+        AuditEntry {
+            run_id: self.who.run_id.clone(),
+            stage_id: c.stage.clone(),
+            change_id: c.meta.id.clone(),
+            author: c.meta.author.clone(),
+            order: c.meta.order.clone(),
+            target_system: c.target_id.clone(),
+            state,
+            created_at: Utc::now(),
+            duration_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+            hostname: self.who.hostname.clone(),
+            runner_id: self.who.runner_id.clone(),
+            error: error.map(|e| ErrorInfo::from_error(&**e)),
+            metadata: self.who.metadata.clone(),
+            tx_strategy: c.strategy,
+            recovery: c.meta.recovery,
+            transactional: c.transactional,
+            fencing_token: self.lease.token(),
+            checksum: c.meta.checksum.clone(),
+        }
+    }
+
+    async fn append(
+        &self,
+        state: AuditState,
+        started: Instant,
+        error: Option<&BoxError>,
+    ) -> Result<(), StoreError> {
+        self.store
+            .append(&self.entry(state, started.elapsed(), error))
+            .await
+    }
+
+    async fn fault(&self, point: FaultPoint) -> Result<(), BoxError> {
+        match self.fault {
+            Some(f) => f.at(point, &self.change.meta.id).await,
+            None => Ok(()),
+        }
+    }
+
+    fn emit(&self, event: Event) {
+        for l in self.listeners {
+            l.on_event(&event);
+        }
+    }
+
+    fn id(&self) -> String {
+        self.change.meta.id.clone()
+    }
+
+    /// Records a failure whose effects the database undid: FAILED then ROLLED_BACK.
+    async fn record_rolled_back_failure(&self, started: Instant, error: BoxError) -> Exec {
+        if let Err(e) = self.append(AuditState::Failed, started, Some(&error)).await {
+            return Exec::Abort(Abort::Store(e));
+        }
+        if let Err(e) = self.append(AuditState::RolledBack, started, None).await {
+            return Exec::Abort(Abort::Store(e));
+        }
+        self.emit(Event::ChangeFailed {
+            change_id: self.id(),
+            error: error.to_string(),
+        });
+        self.emit(Event::ChangeRolledBack {
+            change_id: self.id(),
+        });
+        Exec::Failed {
+            error,
+            rolled_back: true,
+        }
+    }
+}
+
+/// Runs a change's `apply`, turning a panic into an error so the audit and
+/// the lock are still handled.
+async fn guarded_apply<C: Change>(
+    change: &C,
+    ctx: &mut <C::Target as TargetSystem>::Context,
+) -> Result<(), BoxError> {
+    match AssertUnwindSafe(change.apply(ctx)).catch_unwind().await {
+        Ok(r) => r,
+        Err(panic) => Err(panic_error("apply", panic)),
+    }
+}
+
+fn panic_error(what: &str, panic: Box<dyn Any + Send>) -> BoxError {
+    let msg = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".to_owned());
+    format!("{what} panicked: {msg}").into()
+}
+
+async fn execute<C: Change>(change: &C, target: &C::Target, x: &ExecCtx<'_>) -> Exec {
+    let span = tracing::info_span!(
+        "change",
+        change_id = %x.change.meta.id,
+        stage = %x.change.stage,
+        strategy = %x.change.strategy,
+        token = x.lease.token(),
+    );
+    async move {
+        if let Err(why) = x.lease.check() {
+            return Exec::Abort(Abort::LeaseLost(why));
+        }
+        if let Err(e) = x.fault(FaultPoint::BeforeStart).await {
+            return Exec::Abort(Abort::Injected(e));
+        }
+        x.emit(Event::ChangeStarted { change_id: x.id() });
+        let started = Instant::now();
+        let out = match x.change.strategy {
+            TxStrategy::SharedTx => shared_tx(change, target, x, started).await,
+            TxStrategy::SeparateTx | TxStrategy::SeparateTxWithMarker => {
+                separate_tx(change, target, x, started).await
+            }
+            TxStrategy::NonTransactional | TxStrategy::Manual => {
+                non_transactional(change, target, x, started).await
+            }
+        };
+        match &out {
+            Exec::Applied => {
+                info!(elapsed = ?started.elapsed(), "applied");
+                x.emit(Event::ChangeApplied {
+                    change_id: x.id(),
+                    duration: started.elapsed(),
+                });
+            }
+            Exec::Failed { error, rolled_back } => {
+                warn!(%error, rolled_back, "change failed")
+            }
+            Exec::Abort(a) => warn!(reason = ?a, "change execution stopped"),
+        }
+        out
+    }
+    .instrument(span)
+    .await
+}
+
+/// Begin, apply, write APPLIED with the fence check, commit: all or nothing.
+async fn shared_tx<C: Change>(
+    change: &C,
+    target: &C::Target,
+    x: &ExecCtx<'_>,
+    started: Instant,
+) -> Exec {
+    let mut ctx = match target.begin(ContextMode::Transaction).await {
+        Ok(c) => c,
+        Err(e) => return x.record_rolled_back_failure(started, Box::new(e)).await,
+    };
+    let applied = match guarded_apply(change, &mut ctx).await {
+        Ok(()) => x.fault(FaultPoint::BeforeCommit).await,
+        Err(e) => Err(e),
+    };
+    if let Err(error) = applied {
+        if let Err(e) = target.abort(ctx).await {
+            warn!(error = %e, "rollback of the failed change's transaction failed");
+        }
+        return x.record_rolled_back_failure(started, error).await;
+    }
+    let entry = x.entry(AuditState::Applied, started.elapsed(), None);
+    match target.commit(ctx, CommitWith::Audit(&entry)).await {
+        Ok(()) => {}
+        Err(TargetError::Audit {
+            source: e @ StoreError::Fenced { .. },
+            ..
+        }) => return Exec::Abort(Abort::LeaseLost(e.to_string())),
+        // Outcome unknown (e.g. connection lost during COMMIT): write nothing.
+        // The APPLIED entry is in the same transaction, so the next run sees
+        // exactly what the database kept.
+        Err(e) => return Exec::Abort(Abort::Target(e)),
+    }
+    if let Err(e) = x.fault(FaultPoint::AfterCommit).await {
+        return Exec::Abort(Abort::Injected(e));
+    }
+    Exec::Applied
+}
+
+/// STARTED; begin; apply; commit (with marker); APPLIED.
+async fn separate_tx<C: Change>(
+    change: &C,
+    target: &C::Target,
+    x: &ExecCtx<'_>,
+    started: Instant,
+) -> Exec {
+    if let Err(e) = x.append(AuditState::Started, started, None).await {
+        return Exec::Abort(Abort::Store(e));
+    }
+    let mut ctx = match target.begin(ContextMode::Transaction).await {
+        Ok(c) => c,
+        Err(e) => return x.record_rolled_back_failure(started, Box::new(e)).await,
+    };
+    let applied = match guarded_apply(change, &mut ctx).await {
+        Ok(()) => x.fault(FaultPoint::BeforeCommit).await,
+        Err(e) => Err(e),
+    };
+    if let Err(error) = applied {
+        if let Err(e) = target.abort(ctx).await {
+            warn!(error = %e, "rollback of the failed change's transaction failed");
+        }
+        return x.record_rolled_back_failure(started, error).await;
+    }
+    if let Err(why) = x.lease.check() {
+        // Not committed: say so if the fence still lets us.
+        let _ = target.abort(ctx).await;
+        let _ = x.append(AuditState::RolledBack, started, None).await;
+        return Exec::Abort(Abort::LeaseLost(why));
+    }
+    let marker = Marker {
+        change_id: x.id(),
+        run_id: x.who.run_id.clone(),
+        fencing_token: x.lease.token(),
+    };
+    let with = if x.change.strategy == TxStrategy::SeparateTxWithMarker {
+        CommitWith::Marker(&marker)
+    } else {
+        CommitWith::Nothing
+    };
+    // On a commit error the outcome is unknown: STARTED stays, and the next
+    // run resolves it by marker or asks an operator.
+    if let Err(e) = target.commit(ctx, with).await {
+        return Exec::Abort(Abort::Target(e));
+    }
+    if let Err(e) = x.fault(FaultPoint::AfterCommit).await {
+        return Exec::Abort(Abort::Injected(e));
+    }
+    if let Err(e) = x.append(AuditState::Applied, started, None).await {
+        return Exec::Abort(Abort::Store(e));
+    }
+    if x.change.strategy == TxStrategy::SeparateTxWithMarker {
+        if let Err(e) = target.clear_marker(&marker.change_id).await {
+            warn!(error = %e, "could not remove the change's marker (harmless: APPLIED is recorded)");
+        }
+    }
+    if let Err(e) = x.fault(FaultPoint::AfterApplied).await {
+        return Exec::Abort(Abort::Injected(e));
+    }
+    Exec::Applied
+}
+
+/// STARTED; apply; APPLIED. On failure: FAILED, then the change's rollback if any.
+async fn non_transactional<C: Change>(
+    change: &C,
+    target: &C::Target,
+    x: &ExecCtx<'_>,
+    started: Instant,
+) -> Exec {
+    if let Err(e) = x.append(AuditState::Started, started, None).await {
+        return Exec::Abort(Abort::Store(e));
+    }
+    let mut ctx = match target.begin(ContextMode::NonTransactional).await {
+        Ok(c) => c,
+        // Nothing of the change ran.
+        Err(e) => return x.record_rolled_back_failure(started, Box::new(e)).await,
+    };
+    let applied = match guarded_apply(change, &mut ctx).await {
+        Ok(()) => x.fault(FaultPoint::BeforeCommit).await,
+        Err(e) => Err(e),
+    };
+    if let Err(error) = applied {
+        if let Err(e) = x.append(AuditState::Failed, started, Some(&error)).await {
+            let _ = target.abort(ctx).await;
+            return Exec::Abort(Abort::Store(e));
+        }
+        x.emit(Event::ChangeFailed {
+            change_id: x.id(),
+            error: error.to_string(),
+        });
+        let rollback = match AssertUnwindSafe(change.rollback(&mut ctx))
+            .catch_unwind()
+            .await
+        {
+            Ok(r) => r,
+            Err(panic) => Err(panic_error("rollback", panic)),
+        };
+        let _ = target.abort(ctx).await;
+        let rolled_back = match rollback {
+            Ok(()) => {
+                if let Err(e) = x.append(AuditState::RolledBack, started, None).await {
+                    return Exec::Abort(Abort::Store(e));
+                }
+                x.emit(Event::ChangeRolledBack { change_id: x.id() });
+                true
+            }
+            Err(e) if e.is::<NoRollback>() => false,
+            Err(e) => {
+                if let Err(e) = x
+                    .append(AuditState::RollbackFailed, started, Some(&e))
+                    .await
+                {
+                    return Exec::Abort(Abort::Store(e));
+                }
+                false
+            }
+        };
+        return Exec::Failed { error, rolled_back };
+    }
+    if let Err(e) = target.commit(ctx, CommitWith::Nothing).await {
+        warn!(error = %e, "releasing the non-transactional context failed");
+    }
+    if let Err(e) = x.fault(FaultPoint::AfterCommit).await {
+        return Exec::Abort(Abort::Injected(e));
+    }
+    if let Err(e) = x.append(AuditState::Applied, started, None).await {
+        return Exec::Abort(Abort::Store(e));
+    }
+    if let Err(e) = x.fault(FaultPoint::AfterApplied).await {
+        return Exec::Abort(Abort::Injected(e));
+    }
+    Exec::Applied
+}
+
+/// The strategy a change gets from its declaration and its target.
+pub(crate) fn strategy_for(
+    transactional: bool,
+    caps: &TargetCapabilities,
+    store_id: &str,
+) -> TxStrategy {
+    if !transactional || !caps.transactions {
+        TxStrategy::NonTransactional
+    } else if caps.shared_audit_store.as_deref() == Some(store_id) {
+        TxStrategy::SharedTx
+    } else if caps.marker {
+        TxStrategy::SeparateTxWithMarker
+    } else {
+        TxStrategy::SeparateTx
+    }
+}
+
+/// Recovery strategy used when a change is only known from the audit.
+pub(crate) fn stored_recovery(e: &AuditEntry) -> RecoveryStrategy {
+    e.recovery
+}

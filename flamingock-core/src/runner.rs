@@ -1,0 +1,1027 @@
+//! The runner: builder, validation, planning, the locked run and the
+//! operations API.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::FutureExt;
+use serde::Serialize;
+use tracing::{info, warn, Instrument};
+
+use crate::audit::{AuditEntry, AuditState, AuditStore, HistoryFilter, TxStrategy};
+use crate::decision::{decide, resolution_for, Decision};
+use crate::error::{BlockedChange, ChangeFailure, Error, LockError, StoreError};
+use crate::events::{Event, EventListener};
+use crate::fault::FaultInjector;
+use crate::lock::{HeldLease, LockConfig, LockInfo, LockProvider};
+use crate::pipeline::{
+    stored_recovery, strategy_for, Abort, Exec, ExecCtx, PlannedChange, RegisteredTarget,
+    RunIdentity, Stage,
+};
+use crate::report::{ChangeOutcome, ChangeReport, RunReport};
+use crate::target::TargetSystem;
+use crate::validate::{check_id, OrphanPolicy, ValidationErrors, ValidationProblem};
+
+/// Builds a [`Flamingock`] runner. See the crate docs for a full example.
+#[must_use]
+pub struct FlamingockBuilder {
+    store: Option<Arc<dyn AuditStore>>,
+    lock: Option<Arc<dyn LockProvider>>,
+    targets: Vec<RegisteredTarget>,
+    stages: Vec<Stage>,
+    lock_config: LockConfig,
+    enabled: bool,
+    validate_only: bool,
+    service: String,
+    metadata: serde_json::Value,
+    listeners: Vec<Arc<dyn EventListener>>,
+    orphans: OrphanPolicy,
+    fault: Option<Arc<dyn FaultInjector>>,
+}
+
+impl std::fmt::Debug for FlamingockBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlamingockBuilder")
+            .field("service", &self.service)
+            .field("stages", &self.stages)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for FlamingockBuilder {
+    fn default() -> Self {
+        FlamingockBuilder {
+            store: None,
+            lock: None,
+            targets: Vec::new(),
+            stages: Vec::new(),
+            lock_config: LockConfig::default(),
+            enabled: true,
+            validate_only: false,
+            service: "flamingock".to_owned(),
+            metadata: serde_json::Value::Null,
+            listeners: Vec::new(),
+            orphans: OrphanPolicy::Error,
+            fault: None,
+        }
+    }
+}
+
+impl FlamingockBuilder {
+    /// The audit store (required).
+    pub fn audit_store(mut self, store: impl AuditStore) -> Self {
+        self.store = Some(Arc::new(store));
+        self
+    }
+    /// The lock provider; defaults to the audit store's own.
+    pub fn lock_provider(mut self, lock: impl LockProvider) -> Self {
+        self.lock = Some(Arc::new(lock));
+        self
+    }
+    /// Registers a target system.
+    pub fn target<T: TargetSystem>(mut self, target: T) -> Self {
+        self.targets.push(RegisteredTarget::new(target));
+        self
+    }
+    /// Appends a stage.
+    pub fn stage(mut self, stage: Stage) -> Self {
+        self.stages.push(stage);
+        self
+    }
+    /// Lock timings.
+    pub fn lock_config(mut self, cfg: LockConfig) -> Self {
+        self.lock_config = cfg;
+        self
+    }
+    /// When false, `run` does nothing and returns an empty report.
+    pub fn enabled(mut self, yes: bool) -> Self {
+        self.enabled = yes;
+        self
+    }
+    /// When true, `run` applies nothing and fails if anything is pending or blocked.
+    pub fn validate_only(mut self, yes: bool) -> Self {
+        self.validate_only = yes;
+        self
+    }
+    /// Service name, the first part of the runner id `service@hostname#uuid`.
+    pub fn service(mut self, name: impl Into<String>) -> Self {
+        self.service = name.into();
+        self
+    }
+    /// Metadata stored with every audit entry of this runner.
+    pub fn metadata(mut self, metadata: serde_json::Value) -> Self {
+        self.metadata = metadata;
+        self
+    }
+    /// Adds an event listener.
+    pub fn listener(mut self, l: impl EventListener) -> Self {
+        self.listeners.push(Arc::new(l));
+        self
+    }
+    /// What to do with audit entries of changes no longer in code.
+    pub fn orphans(mut self, policy: OrphanPolicy) -> Self {
+        self.orphans = policy;
+        self
+    }
+    /// Fault injection for crash tests (see [`crate::fault`]).
+    #[doc(hidden)]
+    pub fn fault_injector(mut self, f: Arc<dyn FaultInjector>) -> Self {
+        self.fault = Some(f);
+        self
+    }
+
+    /// Validates the pipeline (every problem at once) and builds the runner.
+    pub fn build(self) -> Result<Flamingock, Error> {
+        let store = self
+            .store
+            .ok_or_else(|| Error::Config("no audit store: call .audit_store(..)".into()))?;
+        let lock = match self.lock.or_else(|| store.default_lock()) {
+            Some(l) => l,
+            None => {
+                return Err(Error::Config(format!(
+                    "audit store {} has no lock of its own: call .lock_provider(..)",
+                    store.describe()
+                )))
+            }
+        };
+        let changes = plan_pipeline(&self.stages, &self.targets, store.store_id())?;
+        let hostname = gethostname::gethostname().to_string_lossy().into_owned();
+        let runner_id = format!("{}@{}#{}", self.service, hostname, uuid::Uuid::new_v4());
+        Ok(Flamingock {
+            inner: Arc::new(Inner {
+                store,
+                lock,
+                changes,
+                lock_config: self.lock_config,
+                enabled: self.enabled,
+                validate_only: self.validate_only,
+                runner_id,
+                hostname,
+                metadata: self.metadata,
+                listeners: self.listeners,
+                orphans: self.orphans,
+                fault: self.fault,
+                prepared: tokio::sync::OnceCell::new(),
+            }),
+        })
+    }
+}
+
+/// Validates stages and targets, binds each change to its target and sorts
+/// the result into execution order.
+fn plan_pipeline(
+    stages: &[Stage],
+    targets: &[RegisteredTarget],
+    store_id: &str,
+) -> Result<Vec<PlannedChange>, ValidationErrors> {
+    let mut problems = Vec::new();
+    let mut seen_targets = HashSet::new();
+    for t in targets {
+        if !seen_targets.insert(t.id.as_str()) {
+            problems.push(ValidationProblem::DuplicateTarget {
+                target: t.id.clone(),
+            });
+        }
+    }
+    let known: Vec<String> = targets.iter().map(|t| t.id.clone()).collect();
+    let mut ids: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    let mut stage_ids = HashSet::new();
+    let mut out = Vec::new();
+    for stage in stages {
+        if stage.id.is_empty() || !stage_ids.insert(stage.id.as_str()) {
+            problems.push(ValidationProblem::BadStage {
+                stage: stage.id.clone(),
+                detail: if stage.id.is_empty() {
+                    "empty stage id".into()
+                } else {
+                    "stage id used twice".into()
+                },
+            });
+        }
+        let mut orders: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        let mut sorted: Vec<PlannedChange> = Vec::new();
+        for c in &stage.changes {
+            let meta = c.meta();
+            check_id(&stage.id, &meta.order, &meta.id, &mut problems);
+            ids.entry(meta.id.as_str())
+                .or_default()
+                .push(stage.id.clone());
+            orders
+                .entry(meta.order.as_str())
+                .or_default()
+                .push(meta.id.clone());
+            let target = match &meta.target_system {
+                Some(name) => match targets.iter().find(|t| &t.id == name) {
+                    None => {
+                        problems.push(ValidationProblem::UnknownTarget {
+                            change_id: meta.id.clone(),
+                            target: name.clone(),
+                            known: known.clone(),
+                        });
+                        None
+                    }
+                    Some(t) if t.type_id != c.target_type() => {
+                        problems.push(ValidationProblem::TargetTypeMismatch {
+                            change_id: meta.id.clone(),
+                            target: name.clone(),
+                            expected: c.target_type_name(),
+                        });
+                        None
+                    }
+                    Some(t) => Some(t),
+                },
+                None => {
+                    let fits: Vec<&RegisteredTarget> = targets
+                        .iter()
+                        .filter(|t| t.type_id == c.target_type())
+                        .collect();
+                    match fits.as_slice() {
+                        [one] => Some(*one),
+                        [] => {
+                            problems.push(ValidationProblem::UnknownTarget {
+                                change_id: meta.id.clone(),
+                                target: format!("(any {})", c.target_type_name()),
+                                known: known.clone(),
+                            });
+                            None
+                        }
+                        many => {
+                            problems.push(ValidationProblem::AmbiguousTarget {
+                                change_id: meta.id.clone(),
+                                candidates: many.iter().map(|t| t.id.clone()).collect(),
+                            });
+                            None
+                        }
+                    }
+                }
+            };
+            let Some(target) = target else { continue };
+            if meta.transactional == Some(true) && !target.caps.transactions {
+                problems.push(ValidationProblem::TransactionalUnsupported {
+                    change_id: meta.id.clone(),
+                    target: target.id.clone(),
+                });
+                continue;
+            }
+            let transactional = meta.transactional.unwrap_or(true) && target.caps.transactions;
+            let Some(bound) = c.bind(&target.any) else {
+                continue;
+            };
+            sorted.push(PlannedChange {
+                stage: stage.id.clone(),
+                meta: meta.clone(),
+                target_id: target.id.clone(),
+                strategy: strategy_for(transactional, &target.caps, store_id),
+                transactional,
+                bound,
+            });
+        }
+        for (order, changes) in orders {
+            if changes.len() > 1 {
+                problems.push(ValidationProblem::DuplicateOrder {
+                    stage: stage.id.clone(),
+                    order: order.to_owned(),
+                    change_ids: changes,
+                });
+            }
+        }
+        sorted.sort_by(|a, b| a.meta.order.cmp(&b.meta.order));
+        out.extend(sorted);
+    }
+    for (id, stages) in ids {
+        if stages.len() > 1 && !id.is_empty() {
+            problems.push(ValidationProblem::DuplicateId {
+                change_id: id.to_owned(),
+                stages,
+            });
+        }
+    }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(ValidationErrors { problems })
+    }
+}
+
+struct Inner {
+    store: Arc<dyn AuditStore>,
+    lock: Arc<dyn LockProvider>,
+    changes: Vec<PlannedChange>,
+    lock_config: LockConfig,
+    enabled: bool,
+    validate_only: bool,
+    runner_id: String,
+    hostname: String,
+    metadata: serde_json::Value,
+    listeners: Vec<Arc<dyn EventListener>>,
+    orphans: OrphanPolicy,
+    fault: Option<Arc<dyn FaultInjector>>,
+    prepared: tokio::sync::OnceCell<()>,
+}
+
+/// The runner. Cheap to clone; `run` may be called more than once.
+#[derive(Clone)]
+pub struct Flamingock {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Flamingock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Flamingock")
+            .field("runner_id", &self.inner.runner_id)
+            .field("store", &self.inner.store.describe())
+            .field("lock", &self.inner.lock.describe())
+            .field("changes", &self.inner.changes.len())
+            .finish()
+    }
+}
+
+/// What `plan` says would happen to a change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum PlanAction {
+    /// It would run.
+    Apply,
+    /// It is applied already.
+    Skip,
+    /// Its previous run left a marker question the runner answers by itself.
+    ResolveByMarker,
+    /// An operator must resolve it first.
+    Block {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// One line of a plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlanItem {
+    /// Stage id.
+    pub stage: String,
+    /// Change id.
+    pub change_id: String,
+    /// Order.
+    pub order: String,
+    /// Target system id.
+    pub target: String,
+    /// Execution strategy.
+    pub strategy: TxStrategy,
+    /// What would happen.
+    pub action: PlanAction,
+}
+
+impl Flamingock {
+    /// A builder.
+    pub fn builder() -> FlamingockBuilder {
+        FlamingockBuilder::default()
+    }
+
+    /// This runner's id, `service@hostname#uuid`.
+    pub fn runner_id(&self) -> &str {
+        &self.inner.runner_id
+    }
+
+    /// Applies every pending change, in order, exactly once.
+    ///
+    /// Fast path: when the snapshot (read without the lock) shows nothing to
+    /// do, returns without touching the lock. Otherwise takes the lock, raises
+    /// the audit store's fence to the lease's token, re-reads and re-plans.
+    pub async fn run(&self) -> Result<RunReport, Error> {
+        let run_id = uuid::Uuid::new_v4().to_string();
+        let span =
+            tracing::info_span!("flamingock_run", %run_id, runner_id = %self.inner.runner_id);
+        async {
+            self.emit(Event::PipelineStarted {
+                run_id: run_id.clone(),
+            });
+            let started = Instant::now();
+            let res = self.run_inner(&run_id).await.map(|mut r| {
+                r.duration = started.elapsed();
+                r
+            });
+            match &res {
+                Ok(r) => {
+                    let t = r.totals();
+                    info!(
+                        applied = t.applied,
+                        skipped = t.skipped,
+                        took_lock = r.took_lock,
+                        "run completed"
+                    );
+                    self.emit(Event::PipelineCompleted {
+                        run_id: run_id.clone(),
+                        applied: t.applied,
+                    });
+                }
+                Err(e) => {
+                    warn!(error = %e, "run failed");
+                    self.emit(Event::PipelineFailed {
+                        run_id: run_id.clone(),
+                        error: e.to_string(),
+                    });
+                }
+            }
+            res
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn prepare(&self) -> Result<(), StoreError> {
+        self.inner
+            .prepared
+            .get_or_try_init(|| self.inner.store.prepare())
+            .await
+            .map(|_| ())
+    }
+
+    fn emit(&self, event: Event) {
+        for l in &self.inner.listeners {
+            l.on_event(&event);
+        }
+    }
+
+    async fn run_inner(&self, run_id: &str) -> Result<RunReport, Error> {
+        let mut report = RunReport {
+            run_id: run_id.to_owned(),
+            ..RunReport::default()
+        };
+        if !self.inner.enabled {
+            info!("flamingock disabled: nothing run");
+            return Ok(report);
+        }
+        self.prepare().await?;
+        let snapshot = self.inner.store.snapshot().await?;
+        let latest = index(&snapshot);
+        self.check_orphans(&latest)?;
+        let decisions: Vec<Decision> = self
+            .inner
+            .changes
+            .iter()
+            .map(|c| decide(latest.get(c.meta.id.as_str()).copied(), c.meta.recovery))
+            .collect();
+        if decisions.iter().all(|d| *d == Decision::Skip) {
+            report.changes = self
+                .inner
+                .changes
+                .iter()
+                .map(|c| line(c, ChangeOutcome::Skipped))
+                .collect();
+            return Ok(report);
+        }
+        if self.inner.validate_only {
+            return Err(self.validate_only_error(&latest, &decisions, report));
+        }
+        let lease = HeldLease::acquire(
+            self.inner.lock.clone(),
+            &self.inner.runner_id,
+            &self.inner.lock_config,
+        )
+        .await?;
+        let who = RunIdentity {
+            run_id: run_id.to_owned(),
+            runner_id: self.inner.runner_id.clone(),
+            hostname: self.inner.hostname.clone(),
+            metadata: self.inner.metadata.clone(),
+        };
+        report.took_lock = true;
+        report.fencing_token = Some(lease.token());
+        // Release on every exit path, panics included.
+        let result = AssertUnwindSafe(self.locked_run(&lease, &who, report))
+            .catch_unwind()
+            .await;
+        let released = lease.release().await;
+        let mut result = match result {
+            Ok(r) => r,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        if let Err(e) = released {
+            warn!(error = %e, "lock release failed; the lease will expire by itself");
+            if let Ok(r) = &mut result {
+                r.release_error = Some(e.to_string());
+            }
+        }
+        result
+    }
+
+    fn validate_only_error(
+        &self,
+        latest: &HashMap<&str, &AuditEntry>,
+        decisions: &[Decision],
+        report: RunReport,
+    ) -> Error {
+        let blocked: Vec<BlockedChange> = self
+            .inner
+            .changes
+            .iter()
+            .zip(decisions)
+            .filter_map(|(c, d)| match d {
+                Decision::Block { reason } => Some(blocked(c, latest, reason)),
+                _ => None,
+            })
+            .collect();
+        if !blocked.is_empty() {
+            return Error::Blocked {
+                blocked,
+                report: Box::new(report),
+            };
+        }
+        Error::Pending {
+            pending: self
+                .inner
+                .changes
+                .iter()
+                .zip(decisions)
+                .filter(|(_, d)| **d != Decision::Skip)
+                .map(|(c, _)| c.meta.id.clone())
+                .collect(),
+        }
+    }
+
+    fn check_orphans(&self, latest: &HashMap<&str, &AuditEntry>) -> Result<(), Error> {
+        let known: HashSet<&str> = self
+            .inner
+            .changes
+            .iter()
+            .map(|c| c.meta.id.as_str())
+            .collect();
+        let mut orphans: Vec<String> = latest
+            .keys()
+            .filter(|id| !known.contains(*id))
+            .map(|id| (*id).to_owned())
+            .collect();
+        if orphans.is_empty() {
+            return Ok(());
+        }
+        orphans.sort();
+        match self.inner.orphans {
+            OrphanPolicy::Warn => {
+                warn!(orphans = ?orphans, "audit entries for changes no longer in code");
+                Ok(())
+            }
+            OrphanPolicy::Error => Err(ValidationErrors {
+                problems: vec![ValidationProblem::OrphanAudit {
+                    change_ids: orphans,
+                }],
+            }
+            .into()),
+        }
+    }
+
+    async fn locked_run(
+        &self,
+        lease: &HeldLease,
+        who: &RunIdentity,
+        mut report: RunReport,
+    ) -> Result<RunReport, Error> {
+        let store = &*self.inner.store;
+        if let Err(e) = store.raise_fence(lease.token()).await {
+            return Err(self.store_abort(e, who, report));
+        }
+        let snapshot = store.snapshot().await?;
+        let latest = index(&snapshot);
+        let mut decisions = Vec::with_capacity(self.inner.changes.len());
+        let mut blocked_all = Vec::new();
+        for c in &self.inner.changes {
+            let prev = latest.get(c.meta.id.as_str()).copied();
+            let mut d = decide(prev, c.meta.recovery);
+            let mut recovered = false;
+            if let (Decision::ResolveByMarker, Some(prev)) = (&d, prev) {
+                let (entry, committed) = self.resolve_by_marker(c, prev, lease, who).await?;
+                recovered = committed;
+                d = decide(Some(&entry), c.meta.recovery);
+            }
+            if let Decision::Block { reason } = &d {
+                blocked_all.push(blocked(c, &latest, reason));
+            }
+            decisions.push((d, recovered));
+        }
+        let mut stopped: Option<Error> = None;
+        let mut idx = 0;
+        while idx < self.inner.changes.len() {
+            let stage = self.inner.changes[idx].stage.clone();
+            let end = idx
+                + self.inner.changes[idx..]
+                    .iter()
+                    .take_while(|c| c.stage == stage)
+                    .count();
+            let range = idx..end;
+            idx = end;
+            if stopped.is_some() {
+                for c in &self.inner.changes[range] {
+                    report.changes.push(line(c, ChangeOutcome::NotRun));
+                }
+                continue;
+            }
+            if decisions[range.clone()]
+                .iter()
+                .any(|(d, _)| matches!(d, Decision::Block { .. }))
+            {
+                for (c, (d, _)) in self.inner.changes[range.clone()]
+                    .iter()
+                    .zip(&decisions[range])
+                {
+                    report.changes.push(line(
+                        c,
+                        match d {
+                            Decision::Block { reason } => ChangeOutcome::Blocked {
+                                reason: reason.clone(),
+                            },
+                            _ => ChangeOutcome::NotRun,
+                        },
+                    ));
+                }
+                self.emit(Event::StageFailed {
+                    stage: stage.clone(),
+                    error: "blocked changes".into(),
+                });
+                stopped = Some(Error::Blocked {
+                    blocked: blocked_all.clone(),
+                    report: Box::default(),
+                });
+                continue;
+            }
+            let stage_span = tracing::info_span!("stage", stage = %stage);
+            let outcome = self
+                .run_stage(lease, who, range.clone(), &decisions[range], &mut report)
+                .instrument(stage_span)
+                .await;
+            match outcome {
+                Ok(()) => self.emit(Event::StageCompleted { stage }),
+                Err(e) => {
+                    self.emit(Event::StageFailed {
+                        stage,
+                        error: e.to_string(),
+                    });
+                    stopped = Some(e);
+                }
+            }
+        }
+        match stopped {
+            None => Ok(report),
+            Some(e) => Err(attach_report(e, report)),
+        }
+    }
+
+    async fn run_stage(
+        &self,
+        lease: &HeldLease,
+        who: &RunIdentity,
+        range: std::ops::Range<usize>,
+        decisions: &[(Decision, bool)],
+        report: &mut RunReport,
+    ) -> Result<(), Error> {
+        let changes = &self.inner.changes[range];
+        if let Some(first) = changes.first() {
+            self.emit(Event::StageStarted {
+                stage: first.stage.clone(),
+            });
+        }
+        let mut failed: Option<Error> = None;
+        for (c, (d, recovered)) in changes.iter().zip(decisions) {
+            if failed.is_some() {
+                report.changes.push(line(c, ChangeOutcome::NotRun));
+                continue;
+            }
+            match d {
+                Decision::Skip => report.changes.push(line(
+                    c,
+                    if *recovered {
+                        ChangeOutcome::RecoveredApplied
+                    } else {
+                        ChangeOutcome::Skipped
+                    },
+                )),
+                _ => {
+                    let started = Instant::now();
+                    let x = ExecCtx {
+                        store: &*self.inner.store,
+                        lease,
+                        who,
+                        change: c,
+                        fault: self.inner.fault.as_deref(),
+                        listeners: &self.inner.listeners,
+                    };
+                    let exec = c.bound.execute(&x).await;
+                    let mut l = line(c, ChangeOutcome::Applied);
+                    l.duration = started.elapsed();
+                    match exec {
+                        Exec::Applied => report.changes.push(l),
+                        Exec::Failed { error, rolled_back } => {
+                            l.outcome = ChangeOutcome::Failed {
+                                error: error.to_string(),
+                                rolled_back,
+                            };
+                            report.changes.push(l);
+                            failed = Some(Error::ChangeFailed {
+                                failure: ChangeFailure {
+                                    stage: c.stage.clone(),
+                                    change_id: c.meta.id.clone(),
+                                    source: error,
+                                },
+                                report: Box::default(),
+                            });
+                        }
+                        Exec::Abort(a) => {
+                            l.outcome = ChangeOutcome::NotRun;
+                            report.changes.push(l);
+                            failed = Some(match a {
+                                Abort::LeaseLost(detail) => Error::LeaseLost {
+                                    run_id: who.run_id.clone(),
+                                    detail,
+                                    report: Box::default(),
+                                },
+                                Abort::Store(e) => self.store_abort(e, who, RunReport::default()),
+                                Abort::Target(e) => Error::Target(e),
+                                Abort::Injected(source) => Error::ChangeFailed {
+                                    failure: ChangeFailure {
+                                        stage: c.stage.clone(),
+                                        change_id: c.meta.id.clone(),
+                                        source,
+                                    },
+                                    report: Box::default(),
+                                },
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        match failed {
+            None => Ok(()),
+            Some(e) => Err(e),
+        }
+    }
+
+    fn store_abort(&self, e: StoreError, who: &RunIdentity, report: RunReport) -> Error {
+        match e {
+            StoreError::Fenced { .. } => Error::LeaseLost {
+                run_id: who.run_id.clone(),
+                detail: e.to_string(),
+                report: Box::new(report),
+            },
+            other => Error::Store(other),
+        }
+    }
+
+    /// Resolves a STARTED entry of the separate-with-marker strategy: the marker
+    /// exists for that run iff its transaction committed. Returns the entry
+    /// written and whether the change turned out applied.
+    async fn resolve_by_marker(
+        &self,
+        c: &PlannedChange,
+        prev: &AuditEntry,
+        lease: &HeldLease,
+        who: &RunIdentity,
+    ) -> Result<(AuditEntry, bool), Error> {
+        let marker = c.bound.marker(&c.meta.id).await?;
+        let committed = marker.is_some_and(|m| m.run_id == prev.run_id);
+        let mut entry = prev.clone();
+        entry.state = if committed {
+            AuditState::Applied
+        } else {
+            AuditState::RolledBack
+        };
+        entry.created_at = chrono::Utc::now();
+        entry.fencing_token = lease.token();
+        entry.runner_id = who.runner_id.clone();
+        entry.hostname = who.hostname.clone();
+        entry.metadata = serde_json::json!({
+            "resolved_by_marker": true,
+            "resolved_by_run": who.run_id,
+        });
+        info!(change_id = %c.meta.id, committed, "resolved an interrupted execution from the target's marker");
+        if let Err(e) = self.inner.store.append(&entry).await {
+            return Err(self.store_abort(e, who, RunReport::default()));
+        }
+        if committed {
+            if let Err(e) = c.bound.clear_marker(&c.meta.id).await {
+                warn!(error = %e, "could not remove a resolved marker");
+            }
+        }
+        Ok((entry, committed))
+    }
+
+    // ---- operations API ----------------------------------------------
+
+    /// Latest entry per change, sorted by change id.
+    pub async fn snapshot(&self) -> Result<Vec<AuditEntry>, Error> {
+        self.prepare().await?;
+        Ok(self.inner.store.snapshot().await?)
+    }
+
+    /// Full history matching `filter`, oldest first.
+    pub async fn history(&self, filter: &HistoryFilter) -> Result<Vec<AuditEntry>, Error> {
+        self.prepare().await?;
+        Ok(self.inner.store.history(filter).await?)
+    }
+
+    /// What `run` would do, in order, with strategies. Takes no lock.
+    pub async fn plan(&self) -> Result<Vec<PlanItem>, Error> {
+        let snapshot = self.snapshot().await?;
+        let latest = index(&snapshot);
+        Ok(self
+            .inner
+            .changes
+            .iter()
+            .map(|c| PlanItem {
+                stage: c.stage.clone(),
+                change_id: c.meta.id.clone(),
+                order: c.meta.order.clone(),
+                target: c.target_id.clone(),
+                strategy: c.strategy,
+                action: match decide(latest.get(c.meta.id.as_str()).copied(), c.meta.recovery) {
+                    Decision::Apply => PlanAction::Apply,
+                    Decision::Skip => PlanAction::Skip,
+                    Decision::ResolveByMarker => PlanAction::ResolveByMarker,
+                    Decision::Block { reason } => PlanAction::Block { reason },
+                },
+            })
+            .collect())
+    }
+
+    /// Checks the pipeline against the store: orphans, blocked and pending
+    /// changes. `Ok` means a run would do nothing.
+    pub async fn validate(&self) -> Result<(), Error> {
+        let snapshot = self.snapshot().await?;
+        let latest = index(&snapshot);
+        self.check_orphans(&latest)?;
+        let decisions: Vec<Decision> = self
+            .inner
+            .changes
+            .iter()
+            .map(|c| decide(latest.get(c.meta.id.as_str()).copied(), c.meta.recovery))
+            .collect();
+        if decisions.iter().all(|d| *d == Decision::Skip) {
+            Ok(())
+        } else {
+            Err(self.validate_only_error(&latest, &decisions, RunReport::default()))
+        }
+    }
+
+    /// Changes that need an operator, with guidance. Works from the audit
+    /// alone, so it also covers changes no longer in code.
+    pub async fn issues(&self) -> Result<Vec<BlockedChange>, Error> {
+        let snapshot = self.snapshot().await?;
+        Ok(snapshot.iter().filter_map(|e| self.issue_of(e)).collect())
+    }
+
+    fn issue_of(&self, e: &AuditEntry) -> Option<BlockedChange> {
+        let recovery = self
+            .inner
+            .changes
+            .iter()
+            .find(|c| c.meta.id == e.change_id)
+            .map_or_else(|| stored_recovery(e), |c| c.meta.recovery);
+        match decide(Some(e), recovery) {
+            Decision::Block { reason } => Some(BlockedChange {
+                stage: e.stage_id.clone(),
+                change_id: e.change_id.clone(),
+                state: e.state,
+                error: e.error.as_ref().map(ToString::to_string),
+                reason,
+                resolution: resolution_for(&e.change_id, &e.target_system),
+            }),
+            _ => None,
+        }
+    }
+
+    /// Records that an operator verified `change_id` is applied. Takes the lock;
+    /// refuses when the change has no issue.
+    pub async fn mark_applied(&self, change_id: &str, reason: &str) -> Result<AuditEntry, Error> {
+        self.fix(change_id, AuditState::ManualMarkedAsApplied, reason)
+            .await
+    }
+
+    /// Records that an operator verified `change_id` is not in place (it will be
+    /// applied again). Takes the lock; refuses when the change has no issue.
+    pub async fn mark_rolled_back(
+        &self,
+        change_id: &str,
+        reason: &str,
+    ) -> Result<AuditEntry, Error> {
+        self.fix(change_id, AuditState::ManualMarkedAsRolledBack, reason)
+            .await
+    }
+
+    async fn fix(
+        &self,
+        change_id: &str,
+        state: AuditState,
+        reason: &str,
+    ) -> Result<AuditEntry, Error> {
+        self.prepare().await?;
+        let lease = HeldLease::acquire(
+            self.inner.lock.clone(),
+            &self.inner.runner_id,
+            &self.inner.lock_config,
+        )
+        .await?;
+        let result = self.fix_locked(change_id, state, reason, &lease).await;
+        let released = lease.release().await;
+        let entry = result?;
+        if let Err(e) = released {
+            warn!(error = %e, "lock release after fix failed; the lease will expire by itself");
+        }
+        Ok(entry)
+    }
+
+    async fn fix_locked(
+        &self,
+        change_id: &str,
+        state: AuditState,
+        reason: &str,
+        lease: &HeldLease,
+    ) -> Result<AuditEntry, Error> {
+        let store = &*self.inner.store;
+        store.raise_fence(lease.token()).await?;
+        let snapshot = store.snapshot().await?;
+        let prev = snapshot
+            .iter()
+            .find(|e| e.change_id == change_id)
+            .ok_or_else(|| Error::UnknownChange {
+                change_id: change_id.to_owned(),
+                store: store.describe(),
+            })?;
+        if self.issue_of(prev).is_none() {
+            return Err(Error::NothingToFix {
+                change_id: change_id.to_owned(),
+                state: prev.state,
+            });
+        }
+        let mut entry = prev.clone();
+        entry.state = state;
+        entry.created_at = chrono::Utc::now();
+        entry.tx_strategy = TxStrategy::Manual;
+        entry.fencing_token = lease.token();
+        entry.runner_id = self.inner.runner_id.clone();
+        entry.hostname = self.inner.hostname.clone();
+        entry.run_id = uuid::Uuid::new_v4().to_string();
+        entry.duration_ms = 0;
+        entry.error = None;
+        entry.metadata = serde_json::json!({ "reason": reason, "previous_state": prev.state });
+        store.append(&entry).await?;
+        info!(change_id, state = %state, "operator fix recorded");
+        Ok(entry)
+    }
+
+    /// The lock's current holder, if any.
+    pub async fn lock_status(&self) -> Result<Option<LockInfo>, LockError> {
+        self.inner.lock.inspect().await
+    }
+
+    /// Removes the lock whoever holds it. Safe for the audit (the fence
+    /// rejects the old holder's writes once a new holder raises it), but the
+    /// old holder's non-transactional work may still be in flight.
+    pub async fn force_release_lock(&self) -> Result<Option<LockInfo>, LockError> {
+        self.inner.lock.force_release().await
+    }
+}
+
+fn index(snapshot: &[AuditEntry]) -> HashMap<&str, &AuditEntry> {
+    snapshot.iter().map(|e| (e.change_id.as_str(), e)).collect()
+}
+
+fn line(c: &PlannedChange, outcome: ChangeOutcome) -> ChangeReport {
+    ChangeReport {
+        stage: c.stage.clone(),
+        change_id: c.meta.id.clone(),
+        strategy: c.strategy,
+        outcome,
+        duration: std::time::Duration::ZERO,
+    }
+}
+
+fn blocked(c: &PlannedChange, latest: &HashMap<&str, &AuditEntry>, reason: &str) -> BlockedChange {
+    let prev = latest.get(c.meta.id.as_str());
+    BlockedChange {
+        stage: c.stage.clone(),
+        change_id: c.meta.id.clone(),
+        state: prev.map_or(AuditState::Started, |e| e.state),
+        error: prev.and_then(|e| e.error.as_ref().map(ToString::to_string)),
+        reason: reason.to_owned(),
+        resolution: resolution_for(&c.meta.id, &c.target_id),
+    }
+}
+
+fn attach_report(e: Error, report: RunReport) -> Error {
+    match e {
+        Error::Blocked { blocked, .. } => Error::Blocked {
+            blocked,
+            report: Box::new(report),
+        },
+        Error::ChangeFailed { failure, .. } => Error::ChangeFailed {
+            failure,
+            report: Box::new(report),
+        },
+        Error::LeaseLost { run_id, detail, .. } => Error::LeaseLost {
+            run_id,
+            detail,
+            report: Box::new(report),
+        },
+        other => other,
+    }
+}

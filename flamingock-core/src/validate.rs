@@ -1,0 +1,162 @@
+//! Validation of the pipeline before anything runs: every problem, all at once.
+
+use std::fmt;
+
+/// What to do with audit entries whose change id no longer exists in code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OrphanPolicy {
+    /// Fail validation (default): a renamed or deleted change is usually a mistake.
+    #[default]
+    Error,
+    /// Log a warning and go on.
+    Warn,
+}
+
+/// One problem found by validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ValidationProblem {
+    /// An empty change id.
+    EmptyId {
+        /// Stage id.
+        stage: String,
+        /// The change's order.
+        order: String,
+    },
+    /// An id longer than 255 bytes.
+    IdTooLong {
+        /// The id (truncated in display).
+        change_id: String,
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// An id with control characters.
+    UnprintableId {
+        /// The id, escaped.
+        change_id: String,
+    },
+    /// The same id used more than once in the pipeline.
+    DuplicateId {
+        /// The id.
+        change_id: String,
+        /// Stages it appears in (once per occurrence).
+        stages: Vec<String>,
+    },
+    /// Two changes of one stage share an order.
+    DuplicateOrder {
+        /// Stage id.
+        stage: String,
+        /// The order.
+        order: String,
+        /// The changes sharing it.
+        change_ids: Vec<String>,
+    },
+    /// An empty stage id, or two stages with one id.
+    BadStage {
+        /// Stage id.
+        stage: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A change names a target that is not registered.
+    UnknownTarget {
+        /// Change id.
+        change_id: String,
+        /// The target id it names (or the type it needs).
+        target: String,
+        /// Registered target ids.
+        known: Vec<String>,
+    },
+    /// A change's target id is registered, but for another kind of target.
+    TargetTypeMismatch {
+        /// Change id.
+        change_id: String,
+        /// Target id.
+        target: String,
+        /// The type the change needs.
+        expected: &'static str,
+    },
+    /// A change names no target and several targets of its type exist.
+    AmbiguousTarget {
+        /// Change id.
+        change_id: String,
+        /// Candidate target ids.
+        candidates: Vec<String>,
+    },
+    /// Two targets registered with the same id.
+    DuplicateTarget {
+        /// Target id.
+        target: String,
+    },
+    /// A change requires a transaction its target cannot give.
+    TransactionalUnsupported {
+        /// Change id.
+        change_id: String,
+        /// Target id.
+        target: String,
+    },
+    /// Audit entries exist for changes no longer in code.
+    OrphanAudit {
+        /// The ids.
+        change_ids: Vec<String>,
+    },
+}
+
+impl fmt::Display for ValidationProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use ValidationProblem::*;
+        match self {
+            EmptyId { stage, order } => write!(f, "stage '{stage}': change with order '{order}' has an empty id"),
+            IdTooLong { change_id, len } => {
+                let short: String = change_id.chars().take(40).collect();
+                write!(f, "change '{short}...': id is {len} bytes, the limit is 255")
+            }
+            UnprintableId { change_id } => write!(f, "change {change_id:?}: id contains control characters"),
+            DuplicateId { change_id, stages } => write!(f, "change id '{change_id}' is declared {} times (stages: {})", stages.len(), stages.join(", ")),
+            DuplicateOrder { stage, order, change_ids } => write!(f, "stage '{stage}': order '{order}' is shared by {}", change_ids.join(", ")),
+            BadStage { stage, detail } => write!(f, "stage '{stage}': {detail}"),
+            UnknownTarget { change_id, target, known } => write!(f, "change '{change_id}': target system '{target}' is not registered (registered: {})", if known.is_empty() { "none".to_owned() } else { known.join(", ") }),
+            TargetTypeMismatch { change_id, target, expected } => write!(f, "change '{change_id}': target system '{target}' is not a {expected}"),
+            AmbiguousTarget { change_id, candidates } => write!(f, "change '{change_id}': several target systems fit ({}); name one with ChangeMeta::target", candidates.join(", ")),
+            DuplicateTarget { target } => write!(f, "target system id '{target}' is registered twice"),
+            TransactionalUnsupported { change_id, target } => write!(f, "change '{change_id}' is declared transactional but target system '{target}' has no transactions; declare it .transactional(false)"),
+            OrphanAudit { change_ids } => write!(f, "the audit store has entries for changes no longer in the pipeline: {} (restore them, or use OrphanPolicy::Warn)", change_ids.join(", ")),
+        }
+    }
+}
+
+/// Every validation problem found.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ValidationErrors {
+    /// The problems, in pipeline order.
+    pub problems: Vec<ValidationProblem>,
+}
+
+impl fmt::Display for ValidationErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid pipeline, {} problem(s):", self.problems.len())?;
+        for p in &self.problems {
+            write!(f, "\n  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks an id per DESIGN section 3.
+pub(crate) fn check_id(stage: &str, order: &str, id: &str, out: &mut Vec<ValidationProblem>) {
+    if id.is_empty() {
+        out.push(ValidationProblem::EmptyId {
+            stage: stage.to_owned(),
+            order: order.to_owned(),
+        });
+    } else if id.len() > 255 {
+        out.push(ValidationProblem::IdTooLong {
+            change_id: id.to_owned(),
+            len: id.len(),
+        });
+    } else if id.chars().any(char::is_control) {
+        out.push(ValidationProblem::UnprintableId {
+            change_id: id.to_owned(),
+        });
+    }
+}
