@@ -392,6 +392,12 @@ pub trait AuditStore: Send + Sync + 'static {
     }
 }
 
+impl fmt::Debug for dyn AuditStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
 #[async_trait]
 impl<S: AuditStore + ?Sized> AuditStore for Arc<S> {
     fn describe(&self) -> String {

@@ -408,8 +408,10 @@ async fn shared_tx<C: Change>(
         // exactly what the database kept.
         Err(e) => return Exec::Abort(Abort::Target(e)),
     }
-    if let Err(e) = x.fault(FaultPoint::AfterCommit).await {
-        return Exec::Abort(Abort::Injected(e));
+    for point in [FaultPoint::AfterCommit, FaultPoint::AfterApplied] {
+        if let Err(e) = x.fault(point).await {
+            return Exec::Abort(Abort::Injected(e));
+        }
     }
     Exec::Applied
 }

@@ -1,0 +1,430 @@
+//! The audit store contract.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{Duration as ChronoDuration, Utc};
+use flamingock_core::{
+    reduce_snapshot, AuditEntry, AuditState, AuditStore, ErrorInfo, HistoryFilter,
+    RecoveryStrategy, StoreError, TxStrategy,
+};
+
+use crate::{namespace, BoxError};
+
+/// What an audit store supports; decides which checks apply.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct AuditCapabilities {
+    /// The store stamps `created_at` with its own clock (so ties on equal
+    /// client timestamps cannot be provoked).
+    pub store_clock: bool,
+    /// Concurrent appenders used by [`concurrent_appends`].
+    pub concurrent_writers: usize,
+}
+
+impl Default for AuditCapabilities {
+    fn default() -> Self {
+        AuditCapabilities {
+            store_clock: true,
+            concurrent_writers: 16,
+        }
+    }
+}
+
+impl AuditCapabilities {
+    /// A store that keeps the client's `created_at`.
+    pub fn client_clock(mut self) -> Self {
+        self.store_clock = false;
+        self
+    }
+    /// Sets the number of concurrent writers.
+    pub fn writers(mut self, n: usize) -> Self {
+        self.concurrent_writers = n;
+        self
+    }
+}
+
+/// An audit store implementation under test.
+#[async_trait]
+pub trait AuditStoreUnderTest: Send + Sync + 'static {
+    /// Opens a store on namespace `ns`: the same `ns` gives the same data,
+    /// every call gives new connections.
+    async fn open(&self, ns: &str) -> Result<Arc<dyn AuditStore>, BoxError>;
+    /// Drops everything of `ns`.
+    async fn cleanup(&self, ns: &str) -> Result<(), BoxError>;
+    /// What the store supports.
+    fn capabilities(&self) -> AuditCapabilities {
+        AuditCapabilities::default()
+    }
+}
+
+/// Runs `check` on a fresh, prepared store and cleans up, whatever happened.
+async fn with_store<S, F, Fut>(sut: &S, check: F)
+where
+    S: AuditStoreUnderTest,
+    F: FnOnce(Arc<dyn AuditStore>, String) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let ns = namespace("audit");
+    let store = sut.open(&ns).await.expect("open store");
+    store.prepare().await.expect("prepare store");
+    let result =
+        futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(check(store, ns.clone())))
+            .await;
+    if let Err(e) = sut.cleanup(&ns).await {
+        eprintln!("cleanup of {ns} failed: {e}");
+    }
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// A fully populated entry.
+pub fn sample_entry(change_id: &str, state: AuditState, token: u64) -> AuditEntry {
+    let mut e = AuditEntry::new(change_id, state, token);
+    e.run_id = "run-1".into();
+    e.stage_id = "stage-a".into();
+    e.author = "ana".into();
+    e.order = "0001".into();
+    e.target_system = "db".into();
+    e.duration_ms = 42;
+    e.hostname = "host-1".into();
+    e.runner_id = "svc@host-1#abc".into();
+    e.metadata = serde_json::json!({"team": "payments", "n": 3, "nested": {"ok": true}});
+    e.tx_strategy = TxStrategy::SeparateTxWithMarker;
+    e.recovery = RecoveryStrategy::AlwaysRetry;
+    e.transactional = true;
+    e.checksum = Some("sha256:0f00".into());
+    e
+}
+
+fn same_fields(stored: &AuditEntry, written: &AuditEntry) {
+    let mut a = stored.clone();
+    a.created_at = written.created_at;
+    assert_eq!(&a, written, "stored entry differs from what was written");
+}
+
+/// Fresh stores are empty; `prepare` is idempotent, also from a second handle.
+pub async fn empty_store_and_idempotent_prepare<S: AuditStoreUnderTest>(sut: &S) {
+    with_store(sut, |store, ns| async move {
+        store.prepare().await.expect("second prepare");
+        let other = sut.open(&ns).await.expect("open second handle");
+        other.prepare().await.expect("prepare from second handle");
+        assert!(store.snapshot().await.expect("snapshot").is_empty());
+        assert!(store
+            .history(&HistoryFilter::all())
+            .await
+            .expect("history")
+            .is_empty());
+        assert_eq!(store.fence().await.expect("fence"), 0);
+    })
+    .await;
+}
+
+/// Every field survives the round trip; the snapshot holds the latest state per change.
+pub async fn append_and_snapshot<S: AuditStoreUnderTest>(sut: &S) {
+    with_store(sut, |store, _| async move {
+        let started = sample_entry("a", AuditState::Started, 1);
+        let mut applied = sample_entry("a", AuditState::Applied, 1);
+        applied.created_at = started.created_at + ChronoDuration::milliseconds(5);
+        let mut failed = sample_entry("b", AuditState::Failed, 1);
+        failed.error = Some(ErrorInfo {
+            message: "boom: ünïcödé; quote ' and \" and \\".into(),
+            chain: vec!["cause one".into(), "root cause".into()],
+        });
+        failed.checksum = None;
+        failed.metadata = serde_json::Value::Null;
+        failed.tx_strategy = TxStrategy::NonTransactional;
+        failed.recovery = RecoveryStrategy::ManualIntervention;
+        failed.transactional = false;
+        for e in [&started, &applied, &failed] {
+            store.append(e).await.expect("append");
+        }
+        let snap = store.snapshot().await.expect("snapshot");
+        assert_eq!(snap.len(), 2, "one entry per change: {snap:#?}");
+        assert_eq!(snap[0].change_id, "a");
+        assert_eq!(snap[0].state, AuditState::Applied);
+        assert_eq!(snap[1].change_id, "b");
+        same_fields(&snap[0], &applied);
+        same_fields(&snap[1], &failed);
+        let hist = store.history(&HistoryFilter::all()).await.expect("history");
+        assert_eq!(hist.len(), 3);
+        same_fields(&hist[0], &started);
+    })
+    .await;
+}
+
+/// Long, unicode and boundary values survive.
+pub async fn large_and_odd_values_roundtrip<S: AuditStoreUnderTest>(sut: &S) {
+    with_store(sut, |store, _| async move {
+        let long_id: String = "x".repeat(255);
+        let mut e = sample_entry(&long_id, AuditState::Failed, u64::from(u32::MAX) + 7);
+        e.error = Some(ErrorInfo {
+            message: "é".repeat(5_000),
+            chain: (0..20).map(|i| format!("level {i}")).collect(),
+        });
+        e.metadata = serde_json::json!({"list": (0..200).collect::<Vec<_>>(), "s": "日本語"});
+        e.duration_ms = u64::from(u32::MAX);
+        store.append(&e).await.expect("append");
+        let snap = store.snapshot().await.expect("snapshot");
+        assert_eq!(snap.len(), 1);
+        same_fields(&snap[0], &e);
+    })
+    .await;
+}
+
+/// The snapshot follows DESIGN section 4: latest `created_at`, ties broken by state order.
+pub async fn snapshot_ordering_and_ties<S: AuditStoreUnderTest>(sut: &S) {
+    let caps = sut.capabilities();
+    with_store(sut, |store, _| async move {
+        if caps.store_clock {
+            // The store's clock orders appends: the later append wins.
+            for states in [
+                [AuditState::Failed, AuditState::RolledBack],
+                [AuditState::RolledBack, AuditState::Failed],
+                [AuditState::Applied, AuditState::Started],
+            ] {
+                let id = format!("c-{}-{}", states[0], states[1]);
+                for st in states {
+                    store
+                        .append(&sample_entry(&id, st, 1))
+                        .await
+                        .expect("append");
+                }
+                let snap = store.snapshot().await.expect("snapshot");
+                let got = snap.iter().find(|e| e.change_id == id).expect("entry");
+                assert_eq!(got.state, states[1], "{id}: the later append must win");
+            }
+        } else {
+            let t0 = Utc::now();
+            // Equal timestamps: the later state in the list wins, whatever the append order.
+            for (first, second) in [
+                (AuditState::RolledBack, AuditState::Failed),
+                (AuditState::Applied, AuditState::Started),
+                (AuditState::ManualMarkedAsRolledBack, AuditState::Applied),
+            ] {
+                let id = format!("tie-{first}-{second}");
+                store
+                    .append(&sample_entry(&id, first, 1).at(t0))
+                    .await
+                    .expect("append");
+                store
+                    .append(&sample_entry(&id, second, 1).at(t0))
+                    .await
+                    .expect("append");
+                let want = first.max(second);
+                let snap = store.snapshot().await.expect("snapshot");
+                let got = snap.iter().find(|e| e.change_id == id).expect("entry");
+                assert_eq!(got.state, want, "{id}: tie must go to {want}");
+            }
+            // An older entry appended later does not win.
+            let id = "older-later";
+            store
+                .append(&sample_entry(id, AuditState::Applied, 1).at(t0))
+                .await
+                .expect("append");
+            store
+                .append(
+                    &sample_entry(id, AuditState::Failed, 1).at(t0 - ChronoDuration::seconds(10)),
+                )
+                .await
+                .expect("append");
+            let snap = store.snapshot().await.expect("snapshot");
+            let got = snap.iter().find(|e| e.change_id == id).expect("entry");
+            assert_eq!(got.state, AuditState::Applied);
+        }
+        let hist = store.history(&HistoryFilter::all()).await.expect("history");
+        assert_eq!(
+            store.snapshot().await.expect("snapshot"),
+            reduce_snapshot(hist),
+            "the current-state view must equal the reduction of the history"
+        );
+    })
+    .await;
+}
+
+/// History is oldest first and filters by change and time.
+pub async fn history_filters<S: AuditStoreUnderTest>(sut: &S) {
+    with_store(sut, |store, _| async move {
+        let t0 = Utc::now() - ChronoDuration::seconds(60);
+        for (i, (id, st)) in [
+            ("a", AuditState::Started),
+            ("b", AuditState::Started),
+            ("a", AuditState::Applied),
+            ("b", AuditState::Failed),
+            ("b", AuditState::RolledBack),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let e = sample_entry(id, st, 1).at(t0 + ChronoDuration::seconds(i as i64));
+            store.append(&e).await.expect("append");
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        let all = store.history(&HistoryFilter::all()).await.expect("history");
+        let order: Vec<(&str, AuditState)> = all
+            .iter()
+            .map(|e| (e.change_id.as_str(), e.state))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                ("a", AuditState::Started),
+                ("b", AuditState::Started),
+                ("a", AuditState::Applied),
+                ("b", AuditState::Failed),
+                ("b", AuditState::RolledBack)
+            ]
+        );
+        let b = store
+            .history(&HistoryFilter::all().change("b"))
+            .await
+            .expect("history b");
+        assert_eq!(b.len(), 3);
+        assert!(b.iter().all(|e| e.change_id == "b"));
+        let since = all[2].created_at;
+        let recent = store
+            .history(&HistoryFilter::all().since(since))
+            .await
+            .expect("history since");
+        assert_eq!(recent.len(), 3, "since is inclusive: {recent:#?}");
+        let none = store
+            .history(&HistoryFilter::all().change("zzz"))
+            .await
+            .expect("history none");
+        assert!(none.is_empty());
+    })
+    .await;
+}
+
+/// The fence only goes up, and a write below it is rejected without a trace.
+pub async fn fence_raise_and_reject<S: AuditStoreUnderTest>(sut: &S) {
+    with_store(sut, |store, ns| async move {
+        store.raise_fence(5).await.expect("raise to 5");
+        assert_eq!(store.fence().await.expect("fence"), 5);
+        store
+            .raise_fence(5)
+            .await
+            .expect("raising to the same token is idempotent");
+        match store.raise_fence(3).await {
+            Err(StoreError::Fenced {
+                token: 3, fence: 5, ..
+            }) => {}
+            other => panic!("raise to 3 below fence 5 must fail with Fenced, got {other:?}"),
+        }
+        assert_eq!(store.fence().await.expect("fence"), 5);
+        match store
+            .append(&sample_entry("x", AuditState::Applied, 4))
+            .await
+        {
+            Err(StoreError::Fenced {
+                token: 4, fence: 5, ..
+            }) => {}
+            other => {
+                panic!("append with token 4 below fence 5 must fail with Fenced, got {other:?}")
+            }
+        }
+        assert!(
+            store.snapshot().await.expect("snapshot").is_empty(),
+            "a fenced write must leave nothing"
+        );
+        assert!(store
+            .history(&HistoryFilter::all())
+            .await
+            .expect("history")
+            .is_empty());
+        store
+            .append(&sample_entry("x", AuditState::Applied, 5))
+            .await
+            .expect("token equal to fence");
+        store
+            .append(&sample_entry("y", AuditState::Applied, 9))
+            .await
+            .expect("token above fence");
+        assert_eq!(
+            store.fence().await.expect("fence"),
+            5,
+            "appends do not move the fence"
+        );
+        // The fence is shared by every handle on the namespace.
+        let other = sut.open(&ns).await.expect("second handle");
+        other
+            .raise_fence(7)
+            .await
+            .expect("raise from second handle");
+        assert!(matches!(
+            store
+                .append(&sample_entry("z", AuditState::Applied, 6))
+                .await,
+            Err(StoreError::Fenced { fence: 7, .. })
+        ));
+        assert_eq!(store.snapshot().await.expect("snapshot").len(), 2);
+    })
+    .await;
+}
+
+/// Concurrent appenders on separate connections lose nothing, and the
+/// current-state view stays the reduction of the history.
+pub async fn concurrent_appends<S: AuditStoreUnderTest>(sut: &S) {
+    let writers = sut.capabilities().concurrent_writers;
+    with_store(sut, |store, ns| async move {
+        let mut tasks = Vec::new();
+        for w in 0..writers {
+            let handle = sut.open(&ns).await.expect("open handle");
+            tasks.push(async move {
+                for i in 0..5 {
+                    let own = sample_entry(&format!("w{w}-c{i}"), AuditState::Applied, 1);
+                    handle.append(&own).await.expect("append own");
+                    let st = AuditState::ALL[(w + i) % AuditState::ALL.len()];
+                    handle
+                        .append(&sample_entry("shared", st, 1))
+                        .await
+                        .expect("append shared");
+                }
+            });
+        }
+        futures::future::join_all(tasks).await;
+        let hist = store.history(&HistoryFilter::all()).await.expect("history");
+        assert_eq!(hist.len(), writers * 10, "every append is in the history");
+        let snap = store.snapshot().await.expect("snapshot");
+        assert_eq!(snap.len(), writers * 5 + 1);
+        assert_eq!(
+            snap,
+            reduce_snapshot(hist),
+            "current state == reduction of history"
+        );
+    })
+    .await;
+}
+
+/// Expands to one `#[tokio::test]` per audit-store check. Takes the path of an
+/// `async fn() -> Option<impl AuditStoreUnderTest>` that returns `None` only
+/// when [`require_service`](crate::require_service) asked to skip.
+#[macro_export]
+macro_rules! audit_store_tests {
+    ($sut:path) => {
+        $crate::__suite_tests!($sut, audit_suite: [
+            empty_store_and_idempotent_prepare,
+            append_and_snapshot,
+            large_and_odd_values_roundtrip,
+            snapshot_ordering_and_ties,
+            history_filters,
+            fence_raise_and_reject,
+            concurrent_appends,
+        ]);
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __suite_tests {
+    ($sut:path, $module:ident: [$($check:ident),* $(,)?]) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $check() {
+                let Some(sut) = $sut().await else { return };
+                $crate::$module::$check(&sut).await;
+            }
+        )*
+    };
+}

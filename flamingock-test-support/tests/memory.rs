@@ -1,0 +1,18 @@
+//! Every conformance suite against the in-memory reference backends.
+
+use flamingock_test_support::memory::memory;
+
+mod audit {
+    use super::memory;
+    flamingock_test_support::audit_store_tests!(memory);
+}
+
+mod lock {
+    use super::memory;
+    flamingock_test_support::lock_tests!(memory);
+}
+
+mod pipeline {
+    use super::memory;
+    flamingock_test_support::pipeline_tests!(memory);
+}
