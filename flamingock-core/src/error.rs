@@ -128,6 +128,18 @@ pub enum TargetError {
         #[source]
         source: StoreError,
     },
+    /// The commit was refused before anything was committed (too many
+    /// writes for one transaction, a condition on the change's own writes
+    /// failed, a constraint violated at commit). Recorded as a failure that
+    /// the database rolled back.
+    #[error("target system {target}: transaction refused, nothing committed: {source}")]
+    NotCommitted {
+        /// Target id.
+        target: String,
+        /// Why.
+        #[source]
+        source: BoxError,
+    },
     /// The change cannot run on this target as declared.
     #[error("target system {target}: {detail}")]
     Unsupported {

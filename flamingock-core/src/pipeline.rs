@@ -403,6 +403,9 @@ async fn shared_tx<C: Change>(
             source: e @ StoreError::Fenced { .. },
             ..
         }) => return Exec::Abort(Abort::LeaseLost(e.to_string())),
+        Err(e @ TargetError::NotCommitted { .. }) => {
+            return x.record_rolled_back_failure(started, Box::new(e)).await
+        }
         // Outcome unknown (e.g. connection lost during COMMIT): write nothing.
         // The APPLIED entry is in the same transaction, so the next run sees
         // exactly what the database kept.
@@ -458,8 +461,12 @@ async fn separate_tx<C: Change>(
     };
     // On a commit error the outcome is unknown: STARTED stays, and the next
     // run resolves it by marker or asks an operator.
-    if let Err(e) = target.commit(ctx, with).await {
-        return Exec::Abort(Abort::Target(e));
+    match target.commit(ctx, with).await {
+        Ok(()) => {}
+        Err(e @ TargetError::NotCommitted { .. }) => {
+            return x.record_rolled_back_failure(started, Box::new(e)).await
+        }
+        Err(e) => return Exec::Abort(Abort::Target(e)),
     }
     if let Err(e) = x.fault(FaultPoint::AfterCommit).await {
         return Exec::Abort(Abort::Injected(e));

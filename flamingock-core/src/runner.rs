@@ -258,6 +258,17 @@ fn plan_pipeline(
                 }
             };
             let Some(target) = target else { continue };
+            if let (Some(reason), false) = (
+                &target.caps.transactions_unavailable,
+                meta.transactional == Some(false),
+            ) {
+                problems.push(ValidationProblem::TransactionsUnavailable {
+                    change_id: meta.id.clone(),
+                    target: target.id.clone(),
+                    reason: reason.clone(),
+                });
+                continue;
+            }
             if meta.transactional == Some(true) && !target.caps.transactions {
                 problems.push(ValidationProblem::TransactionalUnsupported {
                     change_id: meta.id.clone(),

@@ -20,6 +20,11 @@ pub struct TargetCapabilities {
     /// store, changes use the shared-transaction strategy and
     /// [`TargetSystem::commit`] receives [`CommitWith::Audit`].
     pub shared_audit_store: Option<String>,
+    /// Set when the kind of target has transactions but this deployment
+    /// cannot run them (e.g. a standalone `mongod`): why, and what to do.
+    /// Every change not declared `.transactional(false)` then fails validation
+    /// with this text, before anything runs.
+    pub transactions_unavailable: Option<String>,
 }
 
 impl TargetCapabilities {
@@ -37,6 +42,12 @@ impl TargetCapabilities {
     /// Adds marker support.
     pub fn with_marker(mut self) -> Self {
         self.marker = true;
+        self
+    }
+    /// Declares that this deployment cannot run transactions, and why.
+    pub fn transactions_unavailable(mut self, why: impl Into<String>) -> Self {
+        self.transactions = false;
+        self.transactions_unavailable = Some(why.into());
         self
     }
     /// Declares the audit store this target shares transactions with.

@@ -95,6 +95,15 @@ pub enum ValidationProblem {
         /// Target id.
         target: String,
     },
+    /// A change needs a transaction (the default) on a deployment that cannot run one.
+    TransactionsUnavailable {
+        /// Change id.
+        change_id: String,
+        /// Target id.
+        target: String,
+        /// Why, and what to do.
+        reason: String,
+    },
     /// Audit entries exist for changes no longer in code.
     OrphanAudit {
         /// The ids.
@@ -120,6 +129,7 @@ impl fmt::Display for ValidationProblem {
             AmbiguousTarget { change_id, candidates } => write!(f, "change '{change_id}': several target systems fit ({}); name one with ChangeMeta::target", candidates.join(", ")),
             DuplicateTarget { target } => write!(f, "target system id '{target}' is registered twice"),
             TransactionalUnsupported { change_id, target } => write!(f, "change '{change_id}' is declared transactional but target system '{target}' has no transactions; declare it .transactional(false)"),
+            TransactionsUnavailable { change_id, target, reason } => write!(f, "change '{change_id}' needs a transaction but target system '{target}' cannot run one: {reason}; or declare the change .transactional(false)"),
             OrphanAudit { change_ids } => write!(f, "the audit store has entries for changes no longer in the pipeline: {} (restore them, or use OrphanPolicy::Warn)", change_ids.join(", ")),
         }
     }

@@ -580,9 +580,14 @@ pub async fn exactly_once_concurrent_runners<H: PipelineUnderTest>(sut: &H) {
                         w.stage_in(&env, "two", &specs[3..]),
                     ];
                     let runner = w.builder_in(&env, stages).build().expect("build");
-                    runs.push(async move { runner.run().await });
+                    // Separate tasks on the multi-threaded runtime: real interleaving.
+                    runs.push(tokio::spawn(async move { runner.run().await }));
                 }
-                let results = futures::future::join_all(runs).await;
+                let results: Vec<_> = futures::future::join_all(runs)
+                    .await
+                    .into_iter()
+                    .map(|r| r.expect("runner task"))
+                    .collect();
                 let mut applied = 0;
                 for r in &results {
                     match r {

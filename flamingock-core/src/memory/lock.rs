@@ -81,6 +81,8 @@ impl LockProvider for InMemoryLock {
     }
 
     async fn try_acquire(&self, owner: &str, lease: Duration) -> Result<Acquire, LockError> {
+        // A real store is a round trip away: let other runners interleave.
+        tokio::task::yield_now().await;
         let mut st = guard(&self.state);
         let now = Instant::now();
         if let Some(h) = &st.holder {

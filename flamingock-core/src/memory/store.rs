@@ -148,6 +148,7 @@ impl AuditStore for InMemoryAuditStore {
     }
 
     async fn raise_fence(&self, token: u64) -> Result<(), StoreError> {
+        tokio::task::yield_now().await;
         let mut st = guard(&self.inner.state);
         st.check_fence(&self.inner.id, token)?;
         st.fence = token;
@@ -159,10 +160,12 @@ impl AuditStore for InMemoryAuditStore {
     }
 
     async fn append(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        tokio::task::yield_now().await;
         guard(&self.inner.state).append(&self.inner.id, entry)
     }
 
     async fn snapshot(&self) -> Result<Vec<AuditEntry>, StoreError> {
+        tokio::task::yield_now().await;
         Ok(guard(&self.inner.state).current.values().cloned().collect())
     }
 
