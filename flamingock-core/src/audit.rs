@@ -70,7 +70,7 @@ impl AuditState {
 
 impl fmt::Display for AuditState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 
@@ -130,7 +130,7 @@ impl TxStrategy {
 
 impl fmt::Display for TxStrategy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 

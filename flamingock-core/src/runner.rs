@@ -409,10 +409,16 @@ impl Flamingock {
                 run_id: run_id.clone(),
             });
             let started = Instant::now();
-            let res = self.run_inner(&run_id).await.map(|mut r| {
-                r.duration = started.elapsed();
-                r
-            });
+            let mut res = self.run_inner(&run_id).await;
+            match &mut res {
+                Ok(r) => r.duration = started.elapsed(),
+                Err(e) => {
+                    if let Some(r) = e.report_mut() {
+                        r.run_id.clone_from(&run_id);
+                        r.duration = started.elapsed();
+                    }
+                }
+            }
             match &res {
                 Ok(r) => {
                     let t = r.totals();
