@@ -428,3 +428,49 @@ impl<S: AuditStore + ?Sized> AuditStore for Arc<S> {
         (**self).default_lock()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(id: &str, state: AuditState, secs: i64) -> AuditEntry {
+        let t0 = DateTime::<Utc>::from_timestamp(1_700_000_000, 0).unwrap_or_default();
+        AuditEntry::new(id, state, 1).at(t0 + chrono::Duration::seconds(secs))
+    }
+
+    #[test]
+    fn latest_created_at_wins() {
+        let snap = reduce_snapshot([
+            at("a", AuditState::Applied, 2),
+            at("a", AuditState::Started, 1),
+            at("b", AuditState::Failed, 5),
+        ]);
+        assert_eq!(snap.len(), 2);
+        assert_eq!(snap[0].state, AuditState::Applied);
+        assert_eq!(snap[1].change_id, "b");
+    }
+
+    #[test]
+    fn ties_go_to_the_later_state_in_the_list() {
+        for (x, y) in [
+            (AuditState::Failed, AuditState::RolledBack),
+            (AuditState::Started, AuditState::Applied),
+            (AuditState::Applied, AuditState::ManualMarkedAsRolledBack),
+        ] {
+            for order in [[x, y], [y, x]] {
+                let snap = reduce_snapshot(order.map(|s| at("a", s, 1)));
+                assert_eq!(snap[0].state, y, "{order:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn state_names_round_trip_and_unknown_names_are_errors() {
+        for s in AuditState::ALL {
+            assert_eq!(s.as_str().parse::<AuditState>().ok(), Some(s));
+        }
+        assert!("APPLIED ".parse::<AuditState>().is_err());
+        assert!("SHARED_TX".parse::<TxStrategy>().is_ok());
+        assert!("bogus".parse::<TxStrategy>().is_err());
+    }
+}
