@@ -95,7 +95,11 @@ fn main() {
                     store.append(&e).await.unwrap();
                 }
                 store
-                    .append(&AuditEntry::new(format!("{i:06}-old"), AuditState::Applied, 1))
+                    .append(&AuditEntry::new(
+                        format!("{i:06}-old"),
+                        AuditState::Applied,
+                        1,
+                    ))
                     .await
                     .unwrap();
             }
@@ -125,14 +129,26 @@ fn main() {
     let check_long = median(check_long);
     println!("flamingock-core engine cost, in-memory backends, {n} changes, median of {reps}");
     println!("{:<58} {:>12}", "measure", "median");
-    println!("{:<58} {:>12.2?}", format!("build + validate pipeline of {n} changes"), build);
-    println!("{:<58} {:>12.2?}", format!("start-up check, {n} applied (fast path, no lock)"), check);
+    println!(
+        "{:<58} {:>12.2?}",
+        format!("build + validate pipeline of {n} changes"),
+        build
+    );
+    println!(
+        "{:<58} {:>12.2?}",
+        format!("start-up check, {n} applied (fast path, no lock)"),
+        check
+    );
     println!(
         "{:<58} {:>12.2?}",
         format!("  same, +{} changes with 101 history entries each", n / 100),
         check_long
     );
-    println!("{:<58} {:>12.2?}", format!("apply {n} no-op changes (lock, fence, audit)"), apply);
+    println!(
+        "{:<58} {:>12.2?}",
+        format!("apply {n} no-op changes (lock, fence, audit)"),
+        apply
+    );
     println!(
         "{:<58} {:>12.2?}",
         "  per-change overhead",

@@ -110,7 +110,7 @@ pub use runner::{Flamingock, FlamingockBuilder, PlanAction, PlanItem};
 pub use target::{
     CommitWith, ContextMode, DependencyTarget, Marker, TargetCapabilities, TargetSystem,
 };
-pub use validate::{OrphanPolicy, ValidationErrors, ValidationProblem};
+pub use validate::{CheckPolicy, DriftPolicy, OrphanPolicy, ValidationErrors, ValidationProblem};
 
 /// Re-exported so backends implement the object-safe traits with the same macro.
 pub use async_trait::async_trait;

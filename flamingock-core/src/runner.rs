@@ -22,7 +22,7 @@ use crate::pipeline::{
 };
 use crate::report::{ChangeOutcome, ChangeReport, RunReport};
 use crate::target::TargetSystem;
-use crate::validate::{check_id, OrphanPolicy, ValidationErrors, ValidationProblem};
+use crate::validate::{check_id, CheckPolicy, ValidationErrors, ValidationProblem};
 
 /// Builds a [`Flamingock`] runner. See the crate docs for a full example.
 #[must_use]
@@ -37,7 +37,8 @@ pub struct FlamingockBuilder {
     service: String,
     metadata: serde_json::Value,
     listeners: Vec<Arc<dyn EventListener>>,
-    orphans: OrphanPolicy,
+    orphans: CheckPolicy,
+    drift: CheckPolicy,
     fault: Option<Arc<dyn FaultInjector>>,
 }
 
@@ -63,7 +64,8 @@ impl Default for FlamingockBuilder {
             service: "flamingock".to_owned(),
             metadata: serde_json::Value::Null,
             listeners: Vec::new(),
-            orphans: OrphanPolicy::Error,
+            orphans: CheckPolicy::Error,
+            drift: CheckPolicy::Error,
             fault: None,
         }
     }
@@ -121,8 +123,13 @@ impl FlamingockBuilder {
         self
     }
     /// What to do with audit entries of changes no longer in code.
-    pub fn orphans(mut self, policy: OrphanPolicy) -> Self {
+    pub fn orphans(mut self, policy: CheckPolicy) -> Self {
         self.orphans = policy;
+        self
+    }
+    /// What to do when an applied change's checksum differs from the code's.
+    pub fn drift(mut self, policy: CheckPolicy) -> Self {
+        self.drift = policy;
         self
     }
     /// Fault injection for crash tests (see [`crate::fault`]).
@@ -162,6 +169,7 @@ impl FlamingockBuilder {
                 metadata: self.metadata,
                 listeners: self.listeners,
                 orphans: self.orphans,
+                drift: self.drift,
                 fault: self.fault,
                 prepared: tokio::sync::OnceCell::new(),
             }),
@@ -327,7 +335,8 @@ struct Inner {
     hostname: String,
     metadata: serde_json::Value,
     listeners: Vec<Arc<dyn EventListener>>,
-    orphans: OrphanPolicy,
+    orphans: CheckPolicy,
+    drift: CheckPolicy,
     fault: Option<Arc<dyn FaultInjector>>,
     prepared: tokio::sync::OnceCell<()>,
 }
@@ -473,7 +482,7 @@ impl Flamingock {
         self.prepare().await?;
         let snapshot = self.inner.store.snapshot().await?;
         let latest = index(&snapshot);
-        self.check_orphans(&latest)?;
+        self.check_audit(&latest)?;
         let decisions: Vec<Decision> = self
             .inner
             .changes
@@ -558,7 +567,10 @@ impl Flamingock {
         }
     }
 
-    fn check_orphans(&self, latest: &HashMap<&str, &AuditEntry>) -> Result<(), Error> {
+    /// Checks the code against the audit: entries of changes no longer in
+    /// code, and applied changes whose content changed. All problems at once.
+    fn check_audit(&self, latest: &HashMap<&str, &AuditEntry>) -> Result<(), Error> {
+        let mut problems = Vec::new();
         let known: HashSet<&str> = self
             .inner
             .changes
@@ -570,21 +582,45 @@ impl Flamingock {
             .filter(|id| !known.contains(*id))
             .map(|id| (*id).to_owned())
             .collect();
-        if orphans.is_empty() {
-            return Ok(());
-        }
-        orphans.sort();
-        match self.inner.orphans {
-            OrphanPolicy::Warn => {
-                warn!(orphans = ?orphans, "audit entries for changes no longer in code");
-                Ok(())
-            }
-            OrphanPolicy::Error => Err(ValidationErrors {
-                problems: vec![ValidationProblem::OrphanAudit {
+        if !orphans.is_empty() {
+            orphans.sort();
+            match self.inner.orphans {
+                CheckPolicy::Warn => {
+                    warn!(orphans = ?orphans, "audit entries for changes no longer in code")
+                }
+                CheckPolicy::Error => problems.push(ValidationProblem::OrphanAudit {
                     change_ids: orphans,
-                }],
+                }),
             }
-            .into()),
+        }
+        for c in &self.inner.changes {
+            let Some(prev) = latest.get(c.meta.id.as_str()) else {
+                continue;
+            };
+            let applied = matches!(
+                prev.state,
+                AuditState::Applied | AuditState::ManualMarkedAsApplied
+            );
+            if let (true, Some(recorded), Some(current)) =
+                (applied, &prev.checksum, &c.meta.checksum)
+            {
+                if recorded != current {
+                    let problem = ValidationProblem::ChecksumDrift {
+                        change_id: c.meta.id.clone(),
+                        recorded: recorded.clone(),
+                        current: current.clone(),
+                    };
+                    match self.inner.drift {
+                        CheckPolicy::Warn => warn!(%problem, "checksum drift"),
+                        CheckPolicy::Error => problems.push(problem),
+                    }
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ValidationErrors { problems }.into())
         }
     }
 
@@ -865,7 +901,7 @@ impl Flamingock {
     pub async fn validate(&self) -> Result<(), Error> {
         let snapshot = self.snapshot().await?;
         let latest = index(&snapshot);
-        self.check_orphans(&latest)?;
+        self.check_audit(&latest)?;
         let decisions: Vec<Decision> = self
             .inner
             .changes

@@ -2,15 +2,23 @@
 
 use std::fmt;
 
-/// What to do with audit entries whose change id no longer exists in code.
+/// How strictly a check against the audit is enforced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum OrphanPolicy {
-    /// Fail validation (default): a renamed or deleted change is usually a mistake.
+pub enum CheckPolicy {
+    /// Fail validation (default).
     #[default]
     Error,
     /// Log a warning and go on.
     Warn,
 }
+
+/// What to do with audit entries whose change id no longer exists in code
+/// (default: error, a renamed or deleted change is usually a mistake).
+pub type OrphanPolicy = CheckPolicy;
+
+/// What to do when an applied change's content checksum differs from the
+/// code's (default: error, an applied file was edited).
+pub type DriftPolicy = CheckPolicy;
 
 /// One problem found by validation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,6 +112,15 @@ pub enum ValidationProblem {
         /// Why, and what to do.
         reason: String,
     },
+    /// An applied change's content changed since it was applied.
+    ChecksumDrift {
+        /// Change id.
+        change_id: String,
+        /// Checksum recorded when it was applied.
+        recorded: String,
+        /// Checksum of the code now.
+        current: String,
+    },
     /// Audit entries exist for changes no longer in code.
     OrphanAudit {
         /// The ids.
@@ -130,6 +147,7 @@ impl fmt::Display for ValidationProblem {
             DuplicateTarget { target } => write!(f, "target system id '{target}' is registered twice"),
             TransactionalUnsupported { change_id, target } => write!(f, "change '{change_id}' is declared transactional but target system '{target}' has no transactions; declare it .transactional(false)"),
             TransactionsUnavailable { change_id, target, reason } => write!(f, "change '{change_id}' needs a transaction but target system '{target}' cannot run one: {reason}; or declare the change .transactional(false)"),
+            ChecksumDrift { change_id, recorded, current } => write!(f, "change '{change_id}' was applied with checksum {recorded} but its content now has checksum {current}: restore it, or add a new change instead of editing an applied one"),
             OrphanAudit { change_ids } => write!(f, "the audit store has entries for changes no longer in the pipeline: {} (restore them, or use OrphanPolicy::Warn)", change_ids.join(", ")),
         }
     }

@@ -100,8 +100,14 @@ fn every_problem_is_reported_at_once() {
         ValidationProblem::TargetTypeMismatch { change_id, target, .. }
             if change_id == "wrong-type" && target == "flags")));
     assert_eq!(p.len(), 8, "{p:#?}");
-    assert!(text.starts_with("invalid pipeline, 8 problem(s):"), "{text}");
-    assert!(text.contains("target system 'nope' is not registered (registered: db, flags)"), "{text}");
+    assert!(
+        text.starts_with("invalid pipeline, 8 problem(s):"),
+        "{text}"
+    );
+    assert!(
+        text.contains("target system 'nope' is not registered (registered: db, flags)"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -136,7 +142,9 @@ fn target_defaults_to_the_only_one_of_its_type_and_ambiguity_is_an_error() {
             .stage(Stage::new("s").change(kv("a", "1")))
             .build(),
     );
-    assert!(matches!(&p[..], [ValidationProblem::UnknownTarget { change_id, .. }] if change_id == "a"));
+    assert!(
+        matches!(&p[..], [ValidationProblem::UnknownTarget { change_id, .. }] if change_id == "a")
+    );
 }
 
 #[test]
@@ -152,7 +160,9 @@ fn duplicate_targets_and_stages_are_reported() {
             .stage(Stage::new(""))
             .build(),
     );
-    assert!(p.contains(&ValidationProblem::DuplicateTarget { target: "db".into() }));
+    assert!(p.contains(&ValidationProblem::DuplicateTarget {
+        target: "db".into()
+    }));
     assert!(p.contains(&ValidationProblem::BadStage {
         stage: "s".into(),
         detail: "stage id used twice".into(),
@@ -213,8 +223,12 @@ fn default_transactional_changes_fail_on_a_deployment_without_transactions() {
             .stage(
                 Stage::new("s")
                     .change(OnStandalone(ChangeMeta::new("needs-tx", "1")))
-                    .change(OnStandalone(ChangeMeta::new("explicit-tx", "2").transactional(true)))
-                    .change(OnStandalone(ChangeMeta::new("no-tx", "3").transactional(false))),
+                    .change(OnStandalone(
+                        ChangeMeta::new("explicit-tx", "2").transactional(true),
+                    ))
+                    .change(OnStandalone(
+                        ChangeMeta::new("no-tx", "3").transactional(false),
+                    )),
             )
             .build(),
     );
@@ -230,7 +244,9 @@ fn default_transactional_changes_fail_on_a_deployment_without_transactions() {
 
 #[test]
 fn missing_store_or_lock_is_a_configuration_error() {
-    assert!(matches!(Flamingock::builder().build(), Err(Error::Config(m)) if m.contains("audit_store")));
+    assert!(
+        matches!(Flamingock::builder().build(), Err(Error::Config(m)) if m.contains("audit_store"))
+    );
 }
 
 #[tokio::test]
