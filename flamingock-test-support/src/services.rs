@@ -1,5 +1,29 @@
-//! Test services: endpoints from environment variables, with a failing test
-//! (or a loud skip) when none is given. See DESIGN section 9.
+//! Test services (DESIGN section 9): an endpoint from an environment
+//! variable; without one, a container started through testcontainers when the
+//! `testcontainers` feature is on and a Docker daemon is reachable; without
+//! either, a failing test that says how to provide the service (or a loud
+//! skip with `FLAMINGOCK_TEST_SKIP_MISSING=1`).
+
+/// A container that can provide a service.
+#[derive(Debug, Clone, Copy)]
+pub struct ContainerSpec {
+    /// Image name.
+    pub image: &'static str,
+    /// Image tag.
+    pub tag: &'static str,
+    /// Port the service listens on inside the container.
+    pub port: u16,
+    /// A line the service prints on stdout or stderr once it is ready.
+    pub ready_line: &'static str,
+    /// Environment of the container.
+    pub env: &'static [(&'static str, &'static str)],
+    /// Arguments replacing the image's command (empty: the image's own).
+    pub cmd: &'static [&'static str],
+    /// A command run inside the container once it is ready (e.g. initiate a replica set).
+    pub init: &'static [&'static str],
+    /// The endpoint URL, with `{host}` and `{port}` placeholders.
+    pub url: &'static str,
+}
 
 /// How a backend's tests find their server.
 #[derive(Debug, Clone, Copy)]
@@ -10,6 +34,8 @@ pub struct ServiceSpec {
     pub env_var: &'static str,
     /// How to provide one, shown when it is missing.
     pub how: &'static str,
+    /// The container testcontainers starts when no endpoint is given.
+    pub container: ContainerSpec,
 }
 
 /// PostgreSQL.
@@ -17,6 +43,18 @@ pub const POSTGRES: ServiceSpec = ServiceSpec {
     name: "PostgreSQL",
     env_var: "FLAMINGOCK_TEST_POSTGRES_URL",
     how: "run `bash scripts/test.sh` (it finds or starts one), or export FLAMINGOCK_TEST_POSTGRES_URL=postgres://user@host:5432/db",
+    container: ContainerSpec {
+        image: "postgres",
+        tag: "16-alpine",
+        port: 5432,
+        // Printed once by the temporary init server and once by the real one;
+        // the wait below asks for the line on stderr, then the first query retries.
+        ready_line: "database system is ready to accept connections",
+        env: &[("POSTGRES_HOST_AUTH_METHOD", "trust"), ("POSTGRES_DB", "test")],
+        cmd: &[],
+        init: &[],
+        url: "postgres://postgres@{host}:{port}/test",
+    },
 };
 
 /// Redis.
@@ -24,6 +62,16 @@ pub const REDIS: ServiceSpec = ServiceSpec {
     name: "Redis",
     env_var: "FLAMINGOCK_TEST_REDIS_URL",
     how: "run `bash scripts/test.sh`, or export FLAMINGOCK_TEST_REDIS_URL=redis://host:6379/",
+    container: ContainerSpec {
+        image: "redis",
+        tag: "7-alpine",
+        port: 6379,
+        ready_line: "Ready to accept connections",
+        env: &[],
+        cmd: &[],
+        init: &[],
+        url: "redis://{host}:{port}/",
+    },
 };
 
 /// MongoDB (any wire-compatible server with transactions).
@@ -31,6 +79,22 @@ pub const MONGODB: ServiceSpec = ServiceSpec {
     name: "MongoDB",
     env_var: "FLAMINGOCK_TEST_MONGODB_URL",
     how: "run `bash scripts/test.sh` (it starts SecantusDB from a virtualenv), or export FLAMINGOCK_TEST_MONGODB_URL=mongodb://host:27017/?directConnection=true",
+    container: ContainerSpec {
+        image: "mongo",
+        tag: "7",
+        port: 27017,
+        ready_line: "Waiting for connections",
+        env: &[],
+        // A single-node replica set: transactions need one.
+        cmd: &["--replSet", "rs0", "--bind_ip_all"],
+        init: &[
+            "mongosh",
+            "--quiet",
+            "--eval",
+            "rs.initiate({_id: 'rs0', members: [{_id: 0, host: 'localhost:27017'}]})",
+        ],
+        url: "mongodb://{host}:{port}/?directConnection=true",
+    },
 };
 
 /// DynamoDB (any API-compatible server).
@@ -38,32 +102,157 @@ pub const DYNAMODB: ServiceSpec = ServiceSpec {
     name: "DynamoDB",
     env_var: "FLAMINGOCK_TEST_DYNAMODB_URL",
     how: "run `bash scripts/test.sh` (it starts moto's server from a virtualenv), or export FLAMINGOCK_TEST_DYNAMODB_URL=http://host:8000",
+    container: ContainerSpec {
+        image: "amazon/dynamodb-local",
+        tag: "2.5.2",
+        port: 8000,
+        ready_line: "Initializing DynamoDB Local",
+        env: &[],
+        cmd: &[],
+        init: &[],
+        url: "http://{host}:{port}",
+    },
 };
 
 /// The endpoint for `spec`.
 ///
-/// Returns the URL from the environment. Without one, the calling test
-/// fails with instructions; with `FLAMINGOCK_TEST_SKIP_MISSING=1` it returns
+/// The URL from the environment; else (feature `testcontainers`, Docker
+/// reachable) a container started once per test binary; else the calling test
+/// fails with instructions. With `FLAMINGOCK_TEST_SKIP_MISSING=1` it returns
 /// `None` after printing a loud SKIPPED line, and the caller returns.
 ///
 /// # Panics
-/// When the variable is unset and skipping was not asked for: a test that
+/// When no endpoint can be had and skipping was not asked for: a test that
 /// silently passes without its service would be a defect.
 pub fn require_service(spec: &ServiceSpec) -> Option<String> {
-    match std::env::var(spec.env_var) {
-        Ok(url) if !url.trim().is_empty() => Some(url),
-        _ if std::env::var("FLAMINGOCK_TEST_SKIP_MISSING").as_deref() == Ok("1") => {
-            eprintln!(
-                "SKIPPED: {} tests need {} ({} is unset; FLAMINGOCK_TEST_SKIP_MISSING=1)",
-                spec.name, spec.name, spec.env_var
-            );
-            None
+    if let Ok(url) = std::env::var(spec.env_var) {
+        if !url.trim().is_empty() {
+            return Some(url);
         }
-        _ => panic!(
-            "{} is required for this test but {} is unset: {}. \
-             (Set FLAMINGOCK_TEST_SKIP_MISSING=1 to skip these tests loudly instead.)",
-            spec.name, spec.env_var, spec.how
-        ),
+    }
+    #[cfg(feature = "testcontainers")]
+    match docker::url(spec) {
+        Some(Ok(url)) => return Some(url),
+        Some(Err(e)) => panic!("{}: starting a container failed: {e}", spec.name),
+        None => {}
+    }
+    if std::env::var("FLAMINGOCK_TEST_SKIP_MISSING").as_deref() == Ok("1") {
+        eprintln!(
+            "SKIPPED: {} tests need {} ({} is unset; FLAMINGOCK_TEST_SKIP_MISSING=1)",
+            spec.name, spec.name, spec.env_var
+        );
+        return None;
+    }
+    panic!(
+        "{} is required for this test but {} is unset{}: {}. \
+         (Set FLAMINGOCK_TEST_SKIP_MISSING=1 to skip these tests loudly instead.)",
+        spec.name,
+        spec.env_var,
+        if cfg!(feature = "testcontainers") {
+            " and no Docker daemon is reachable"
+        } else {
+            ""
+        },
+        spec.how
+    )
+}
+
+#[cfg(feature = "testcontainers")]
+mod docker {
+    //! One container per service per test binary, started on a thread with
+    //! its own runtime (each `#[tokio::test]` has a runtime of its own that
+    //! ends with the test); testcontainers' reaper removes it at exit.
+
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+
+    use testcontainers::core::{ExecCommand, IntoContainerPort, WaitFor};
+    use testcontainers::runners::AsyncRunner;
+    use testcontainers::{GenericImage, ImageExt};
+
+    use super::ServiceSpec;
+
+    fn reachable() -> bool {
+        std::env::var_os("DOCKER_HOST").is_some()
+            || std::path::Path::new("/var/run/docker.sock").exists()
+    }
+
+    static STARTED: OnceLock<Mutex<HashMap<&'static str, Result<String, String>>>> =
+        OnceLock::new();
+
+    /// `None` when Docker is not reachable.
+    pub(super) fn url(spec: &ServiceSpec) -> Option<Result<String, String>> {
+        if !reachable() {
+            return None;
+        }
+        let map = STARTED.get_or_init(Mutex::default);
+        let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+        let result = map
+            .entry(spec.env_var)
+            .or_insert_with(|| start(*spec))
+            .clone();
+        Some(result)
+    }
+
+    fn start(spec: ServiceSpec) -> Result<String, String> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let c = spec.container;
+                let mut image = GenericImage::new(c.image, c.tag)
+                    .with_exposed_port(c.port.tcp())
+                    .with_wait_for(WaitFor::message_on_either_std(c.ready_line))
+                    .with_cmd(c.cmd.iter().copied());
+                for (k, v) in c.env {
+                    image = image.with_env_var(*k, *v);
+                }
+                let container = match image.start().await {
+                    Ok(container) => container,
+                    Err(e) => {
+                        let _ = tx.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                if !c.init.is_empty() {
+                    if let Err(e) = container
+                        .exec(ExecCommand::new(c.init.iter().copied()))
+                        .await
+                    {
+                        let _ = tx.send(Err(format!("init command failed: {e}")));
+                        return;
+                    }
+                }
+                let url = async {
+                    let host = container.get_host().await.map_err(|e| e.to_string())?;
+                    let port = container
+                        .get_host_port_ipv4(c.port.tcp())
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    Ok::<_, String>(
+                        c.url
+                            .replace("{host}", &host.to_string())
+                            .replace("{port}", &port.to_string()),
+                    )
+                }
+                .await;
+                let _ = tx.send(url);
+                // Keep the container (and this runtime) for the life of the process.
+                futures::future::pending::<()>().await;
+                drop(container);
+            });
+        });
+        rx.recv()
+            .map_err(|_| "the container thread ended".to_owned())?
     }
 }
 
