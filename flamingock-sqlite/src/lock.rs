@@ -1,0 +1,357 @@
+//! The fenced lease lock in a table of the database file.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use flamingock_core::{async_trait, Acquire, Lease, LockError, LockInfo, LockProvider};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqliteConnection, SqlitePool};
+use tokio::sync::OnceCell;
+
+use crate::connect::{self, Location, PoolSettings};
+use crate::schema::{self, ident, q, EnsureError, TableDef};
+use crate::store::DEFAULT_PREFIX;
+
+/// A [`LockProvider`] in table `<prefix>_lock` of a SQLite database.
+///
+/// One row holds the current owner, its token, its expiry (unix
+/// milliseconds of the process clock: every process on one machine shares
+/// it) and a token counter that survives releases and expiries. Acquisition
+/// is one `BEGIN IMMEDIATE` transaction: read, decide, write, commit; the
+/// write lock taken up front makes it atomic across processes. `extend` and
+/// `release` are single conditional `UPDATE`s on owner and token.
+///
+/// The table is created on first use (unless built with `auto_create(false)`).
+/// Clones share the same pool.
+///
+/// ```no_run
+/// use flamingock_sqlite::SqliteLock;
+/// # async fn demo() -> Result<(), flamingock_core::LockError> {
+/// let lock = SqliteLock::open("app.db").await?;
+/// # let _ = lock;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct SqliteLock {
+    inner: Arc<LockInner>,
+}
+
+struct LockInner {
+    pool: SqlitePool,
+    describe: String,
+    table: TableDef,
+    auto_create: bool,
+    ready: OnceCell<()>,
+    sql: LockSql,
+}
+
+struct LockSql {
+    get: Arc<str>,
+    grant: Arc<str>,
+    extend: Arc<str>,
+    release: Arc<str>,
+    clear: Arc<str>,
+}
+
+impl std::fmt::Debug for SqliteLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteLock")
+            .field("lock", &self.inner.describe)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteLock {
+    /// The lock in the database file at `path` (created if missing; `sqlite:`
+    /// URLs accepted), table prefix `flamingock`.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self, LockError> {
+        let loc = Location::parse(path.as_ref());
+        let pool = connect::open_pool(&loc, PoolSettings::default())
+            .await
+            .map_err(|e| LockError::Backend {
+                lock: format!(
+                    "sqlite({}, table {DEFAULT_PREFIX}_lock)",
+                    connect::display_location(&loc)
+                ),
+                operation: "open the database",
+                source: Box::new(e),
+            })?;
+        Ok(Self::from_pool(pool))
+    }
+
+    /// The lock in `pool`'s database, table prefix `flamingock`.
+    pub fn from_pool(pool: SqlitePool) -> Self {
+        Self::from_pool_with_prefix(pool, DEFAULT_PREFIX)
+    }
+
+    /// The lock in `pool`'s database, in table `<prefix>_lock`.
+    pub fn from_pool_with_prefix(pool: SqlitePool, prefix: &str) -> Self {
+        let who = connect::identity(&pool);
+        Self::internal(pool, prefix, &who.display, true)
+    }
+
+    pub(crate) fn internal(pool: SqlitePool, prefix: &str, file: &str, auto_create: bool) -> Self {
+        let table = schema::lock_table(prefix);
+        let t = ident(&table.name);
+        let s = |x: String| -> Arc<str> { x.into() };
+        SqliteLock {
+            inner: Arc::new(LockInner {
+                describe: format!("sqlite({file}, table {})", table.name),
+                sql: LockSql {
+                    get: s(format!(
+                        "SELECT owner, token, expires_at_ms, counter FROM {t} WHERE id = 1"
+                    )),
+                    grant: s(format!(
+                        "INSERT INTO {t} (id, owner, token, expires_at_ms, counter) VALUES (1, ?1, ?2, ?3, ?2) \
+                         ON CONFLICT (id) DO UPDATE SET owner = excluded.owner, token = excluded.token, \
+                         expires_at_ms = excluded.expires_at_ms, counter = excluded.counter"
+                    )),
+                    extend: s(format!(
+                        "UPDATE {t} SET expires_at_ms = ?3 WHERE id = 1 AND owner = ?1 AND token = ?2"
+                    )),
+                    release: s(format!(
+                        "UPDATE {t} SET owner = NULL, token = NULL, expires_at_ms = NULL \
+                         WHERE id = 1 AND owner = ?1 AND token = ?2"
+                    )),
+                    clear: s(format!(
+                        "UPDATE {t} SET owner = NULL, token = NULL, expires_at_ms = NULL WHERE id = 1"
+                    )),
+                },
+                table,
+                auto_create,
+                ready: OnceCell::new(),
+                pool,
+            }),
+        }
+    }
+}
+
+/// A row of the lock table.
+struct LockRow {
+    holder: Option<(String, u64, i64)>,
+    counter: u64,
+}
+
+impl LockInner {
+    fn backend(&self, operation: &'static str, e: sqlx::Error) -> LockError {
+        LockError::Backend {
+            lock: self.describe.clone(),
+            operation,
+            source: Box::new(e),
+        }
+    }
+
+    fn malformed(&self, detail: impl Into<String>) -> LockError {
+        LockError::Malformed {
+            lock: self.describe.clone(),
+            detail: detail.into(),
+        }
+    }
+
+    fn lost(&self, owner: &str, token: u64) -> LockError {
+        LockError::Lost {
+            lock: self.describe.clone(),
+            owner: owner.to_owned(),
+            token,
+        }
+    }
+
+    async fn ready(&self) -> Result<(), LockError> {
+        self.ready
+            .get_or_try_init(|| async {
+                schema::ensure(&self.pool, &[&self.table], self.auto_create)
+                    .await
+                    .map_err(|e| match e {
+                        EnsureError::NotReady(t) => LockError::Backend {
+                            lock: self.describe.clone(),
+                            operation: "check the lock table",
+                            source: format!("table {t} does not exist and auto_create is off")
+                                .into(),
+                        },
+                        EnsureError::WrongShape { table, missing } => self.malformed(format!(
+                            "table {table} exists without the column(s) {}",
+                            missing.join(", ")
+                        )),
+                        EnsureError::Db(e) => self.backend("prepare the lock table", e),
+                    })
+            })
+            .await
+            .map(|_| ())
+    }
+
+    async fn read(&self, conn: &mut SqliteConnection) -> Result<Option<LockRow>, LockError> {
+        let row = q(&self.sql.get)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(|e| self.backend("read the lock", e))?;
+        row.map(|r| self.parse(&r)).transpose()
+    }
+
+    fn parse(&self, r: &SqliteRow) -> Result<LockRow, LockError> {
+        let col = |e: sqlx::Error| self.malformed(e.to_string());
+        let owner: Option<String> = r.try_get("owner").map_err(col)?;
+        let token: Option<i64> = r.try_get("token").map_err(col)?;
+        let expires: Option<i64> = r.try_get("expires_at_ms").map_err(col)?;
+        let counter: i64 = r.try_get("counter").map_err(col)?;
+        let counter = u64::try_from(counter)
+            .map_err(|_| self.malformed(format!("negative token counter {counter}")))?;
+        let holder = match (owner, token, expires) {
+            (None, None, None) => None,
+            (Some(o), Some(t), Some(x)) => {
+                let t = u64::try_from(t)
+                    .map_err(|_| self.malformed(format!("negative token {t}")))?;
+                Some((o, t, x))
+            }
+            (o, t, x) => {
+                return Err(self.malformed(format!(
+                    "owner, token and expires_at_ms must be all set or all NULL, found owner={o:?} token={t:?} expires_at_ms={x:?}"
+                )))
+            }
+        };
+        Ok(LockRow { holder, counter })
+    }
+}
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+fn lease_ms(lease: Duration) -> i64 {
+    i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2)
+}
+
+fn at(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+fn info((owner, token, expires): (String, u64, i64), now: i64) -> LockInfo {
+    LockInfo {
+        owner,
+        token,
+        expires_at: at(expires),
+        expired: expires <= now,
+    }
+}
+
+#[async_trait]
+impl LockProvider for SqliteLock {
+    fn describe(&self) -> String {
+        self.inner.describe.clone()
+    }
+
+    async fn try_acquire(&self, owner: &str, lease: Duration) -> Result<Acquire, LockError> {
+        let i = &self.inner;
+        i.ready().await?;
+        let mut tx = i
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(|e| i.backend("begin a write transaction", e))?;
+        let row = i.read(&mut tx).await?;
+        let now = now_ms();
+        let counter = row.as_ref().map_or(0, |r| r.counter);
+        if let Some((o, t, x)) = row.and_then(|r| r.holder) {
+            if o != owner && x > now {
+                let _ = tx.rollback().await;
+                return Ok(Acquire::Held(info((o, t, x), now)));
+            }
+        }
+        let token = counter + 1;
+        let token_i = i64::try_from(token)
+            .map_err(|_| i.malformed(format!("token counter {counter} is at its maximum")))?;
+        let expires = now.saturating_add(lease_ms(lease));
+        q(&i.sql.grant)
+            .bind(owner)
+            .bind(token_i)
+            .bind(expires)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| i.backend("write the lock", e))?;
+        tx.commit()
+            .await
+            .map_err(|e| i.backend("commit the lock", e))?;
+        Ok(Acquire::Acquired(Lease {
+            token,
+            expires_at: at(expires),
+        }))
+    }
+
+    async fn extend(&self, owner: &str, token: u64, lease: Duration) -> Result<Lease, LockError> {
+        let i = &self.inner;
+        i.ready().await?;
+        let Ok(token_i) = i64::try_from(token) else {
+            return Err(i.lost(owner, token));
+        };
+        let expires = now_ms().saturating_add(lease_ms(lease));
+        // A single conditional UPDATE in autocommit takes the write lock
+        // before it reads, so it cannot hit a stale-snapshot upgrade.
+        let done = q(&i.sql.extend)
+            .bind(owner)
+            .bind(token_i)
+            .bind(expires)
+            .execute(&i.pool)
+            .await
+            .map_err(|e| i.backend("extend the lease", e))?;
+        if done.rows_affected() == 1 {
+            Ok(Lease {
+                token,
+                expires_at: at(expires),
+            })
+        } else {
+            Err(i.lost(owner, token))
+        }
+    }
+
+    async fn release(&self, owner: &str, token: u64) -> Result<(), LockError> {
+        let i = &self.inner;
+        i.ready().await?;
+        let Ok(token_i) = i64::try_from(token) else {
+            return Err(i.lost(owner, token));
+        };
+        let done = q(&i.sql.release)
+            .bind(owner)
+            .bind(token_i)
+            .execute(&i.pool)
+            .await
+            .map_err(|e| i.backend("release the lock", e))?;
+        if done.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(i.lost(owner, token))
+        }
+    }
+
+    async fn inspect(&self) -> Result<Option<LockInfo>, LockError> {
+        let i = &self.inner;
+        i.ready().await?;
+        let mut conn = i
+            .pool
+            .acquire()
+            .await
+            .map_err(|e| i.backend("acquire a connection", e))?;
+        let row = i.read(&mut conn).await?;
+        Ok(row.and_then(|r| r.holder).map(|h| info(h, now_ms())))
+    }
+
+    async fn force_release(&self) -> Result<Option<LockInfo>, LockError> {
+        let i = &self.inner;
+        i.ready().await?;
+        let mut tx = i
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(|e| i.backend("begin a write transaction", e))?;
+        let row = i.read(&mut tx).await?;
+        q(&i.sql.clear)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| i.backend("clear the lock", e))?;
+        tx.commit()
+            .await
+            .map_err(|e| i.backend("commit the lock", e))?;
+        Ok(row.and_then(|r| r.holder).map(|h| info(h, now_ms())))
+    }
+}

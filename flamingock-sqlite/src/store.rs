@@ -1,0 +1,728 @@
+//! The SQLite audit store: append-only history, a current-state row per
+//! change and the fence, all in one database file.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use flamingock_core::{
+    async_trait, AuditEntry, AuditState, AuditStore, ErrorInfo, HistoryFilter, LockProvider,
+    RecoveryStrategy, StoreError, TxStrategy,
+};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqliteConnection, SqlitePool};
+
+use crate::connect::{self, Location, PoolSettings};
+use crate::lock::SqliteLock;
+use crate::schema::{self, ident, q, EnsureError, TableDef};
+use crate::target::SqliteTarget;
+
+/// The default table prefix.
+pub const DEFAULT_PREFIX: &str = "flamingock";
+
+/// An [`AuditStore`] in one SQLite database file.
+///
+/// Tables (prefix `flamingock` by default): `<prefix>_audit` (the history,
+/// one row per state transition), `<prefix>_audit_current` (the latest
+/// history row of each change, replaced in the same transaction as the
+/// append when the new entry supersedes it) and `<prefix>_fence` (one row).
+/// Every write runs in a `BEGIN IMMEDIATE` transaction: it takes the file's
+/// write lock before reading the fence, so concurrent writers, in this
+/// process or in others, queue behind SQLite's busy timeout instead of
+/// failing when they try to upgrade a read transaction.
+///
+/// `created_at` is stamped by the store: the process clock at microsecond
+/// precision, moved forward when needed so that it is strictly increasing
+/// within the process and after the last history row of the file.
+///
+/// Clones share the same pool.
+///
+/// ```no_run
+/// use flamingock_sqlite::SqliteAuditStore;
+/// # async fn demo() -> Result<(), flamingock_core::StoreError> {
+/// let store = SqliteAuditStore::open("app.db").await?;
+/// let custom = SqliteAuditStore::builder("app.db")
+///     .table_prefix("migrations")
+///     .auto_create(false)
+///     .open()
+///     .await?;
+/// # let _ = (store, custom);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct SqliteAuditStore {
+    pub(crate) inner: Arc<StoreInner>,
+}
+
+pub(crate) struct StoreInner {
+    pub(crate) pool: SqlitePool,
+    id: String,
+    describe: String,
+    file: String,
+    prefix: String,
+    auto_create: bool,
+    tables: [TableDef; 3],
+    sql: StoreSql,
+    lock: SqliteLock,
+}
+
+impl std::fmt::Debug for SqliteAuditStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteAuditStore")
+            .field("file", &self.inner.file)
+            .field("prefix", &self.inner.prefix)
+            .field("auto_create", &self.inner.auto_create)
+            .finish_non_exhaustive()
+    }
+}
+
+struct StoreSql {
+    fence_get: Arc<str>,
+    fence_set: Arc<str>,
+    last_created: Arc<str>,
+    insert: Arc<str>,
+    current_of: Arc<str>,
+    current_set: Arc<str>,
+    snapshot: Arc<str>,
+    history: Arc<str>,
+}
+
+impl StoreSql {
+    fn new(prefix: &str) -> Self {
+        let h = ident(&format!("{prefix}_audit"));
+        let c = ident(&format!("{prefix}_audit_current"));
+        let f = ident(&format!("{prefix}_fence"));
+        let cols = schema::HISTORY_COLUMNS.join(", ");
+        let hcols = schema::HISTORY_COLUMNS
+            .iter()
+            .map(|c| format!("h.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let insert_cols = &schema::HISTORY_COLUMNS[1..];
+        let s = |x: String| -> Arc<str> { x.into() };
+        StoreSql {
+            fence_get: s(format!("SELECT token FROM {f} WHERE id = 1")),
+            fence_set: s(format!(
+                "INSERT INTO {f} (id, token) VALUES (1, ?1) ON CONFLICT (id) DO UPDATE SET token = excluded.token"
+            )),
+            last_created: s(format!(
+                "SELECT created_at FROM {h} ORDER BY id DESC LIMIT 1"
+            )),
+            insert: s(format!(
+                "INSERT INTO {h} ({}) VALUES ({}) RETURNING id",
+                insert_cols.join(", "),
+                (1..=insert_cols.len())
+                    .map(|i| format!("?{i}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            current_of: s(format!(
+                "SELECT h.created_at, h.state FROM {c} c JOIN {h} h ON h.id = c.history_id WHERE c.change_id = ?1"
+            )),
+            current_set: s(format!(
+                "INSERT INTO {c} (change_id, history_id) VALUES (?1, ?2) \
+                 ON CONFLICT (change_id) DO UPDATE SET history_id = excluded.history_id"
+            )),
+            snapshot: s(format!(
+                "SELECT {hcols} FROM {c} c JOIN {h} h ON h.id = c.history_id ORDER BY c.change_id"
+            )),
+            history: s(format!(
+                "SELECT {cols} FROM {h} WHERE (?1 IS NULL OR change_id = ?1) \
+                 AND (?2 IS NULL OR created_at >= ?2) ORDER BY id"
+            )),
+        }
+    }
+}
+
+/// Builds a [`SqliteAuditStore`] with a table prefix, `auto_create` and pool settings.
+#[derive(Debug)]
+#[must_use]
+pub struct SqliteAuditStoreBuilder {
+    source: Source,
+    prefix: String,
+    auto_create: bool,
+    settings: PoolSettings,
+}
+
+#[derive(Debug)]
+enum Source {
+    Location(Location),
+    Pool(SqlitePool),
+}
+
+impl SqliteAuditStoreBuilder {
+    /// Table prefix (default `flamingock`): tables are `<prefix>_audit`,
+    /// `<prefix>_audit_current`, `<prefix>_fence` and `<prefix>_lock`.
+    pub fn table_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Whether [`AuditStore::prepare`] creates missing tables (default true).
+    /// When false, a missing table is [`StoreError::NotReady`] naming it.
+    pub fn auto_create(mut self, yes: bool) -> Self {
+        self.auto_create = yes;
+        self
+    }
+
+    /// How long a write waits for another writer's lock (default 30 s).
+    /// Ignored with a pool you built yourself.
+    pub fn busy_timeout(mut self, d: Duration) -> Self {
+        self.settings.busy_timeout = d;
+        self
+    }
+
+    /// Pool size for a file (default 4; an in-memory database always has
+    /// exactly one connection). Ignored with a pool you built yourself.
+    pub fn max_connections(mut self, n: u32) -> Self {
+        self.settings.max_connections = n;
+        self
+    }
+
+    /// Opens the database (creating the file if missing) and returns the store.
+    /// Tables are created (or checked) by [`AuditStore::prepare`], which the
+    /// runner calls.
+    pub async fn open(self) -> Result<SqliteAuditStore, StoreError> {
+        let pool = match self.source {
+            Source::Pool(p) => p,
+            Source::Location(loc) => {
+                connect::open_pool(&loc, self.settings)
+                    .await
+                    .map_err(|e| StoreError::Backend {
+                        store: format!(
+                            "sqlite({}, tables {}_*)",
+                            connect::display_location(&loc),
+                            self.prefix
+                        ),
+                        operation: "open the database",
+                        source: Box::new(e),
+                    })?
+            }
+        };
+        Ok(SqliteAuditStore::with(pool, self.prefix, self.auto_create))
+    }
+}
+
+impl SqliteAuditStore {
+    /// Opens (creating if missing) the database file at `path` with the
+    /// default settings. `":memory:"` and `sqlite:` URLs (e.g.
+    /// `sqlite::memory:`, `sqlite://app.db?mode=ro`) are accepted too.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::builder(path).open().await
+    }
+
+    /// A store in a private in-memory database (for tests and demos): one
+    /// connection, gone when the last clone is dropped.
+    pub async fn memory() -> Result<Self, StoreError> {
+        Self::open("sqlite::memory:").await
+    }
+
+    /// A builder for the database at `path` (or a `sqlite:` URL).
+    pub fn builder(path: impl AsRef<Path>) -> SqliteAuditStoreBuilder {
+        SqliteAuditStoreBuilder {
+            source: Source::Location(Location::parse(path.as_ref())),
+            prefix: DEFAULT_PREFIX.to_owned(),
+            auto_create: true,
+            settings: PoolSettings::default(),
+        }
+    }
+
+    /// A builder over a pool you configured. Set `busy_timeout` on it (the
+    /// default 5 s of sqlx is short for several processes), and give an
+    /// in-memory database exactly one connection.
+    pub fn builder_from_pool(pool: SqlitePool) -> SqliteAuditStoreBuilder {
+        SqliteAuditStoreBuilder {
+            source: Source::Pool(pool),
+            prefix: DEFAULT_PREFIX.to_owned(),
+            auto_create: true,
+            settings: PoolSettings::default(),
+        }
+    }
+
+    /// A store over `pool` with the default prefix and `auto_create`.
+    pub fn from_pool(pool: SqlitePool) -> Self {
+        Self::with(pool, DEFAULT_PREFIX.to_owned(), true)
+    }
+
+    fn with(pool: SqlitePool, prefix: String, auto_create: bool) -> Self {
+        let who = connect::identity(&pool);
+        let describe = format!("sqlite({}, tables {prefix}_*)", who.display);
+        let lock = SqliteLock::internal(pool.clone(), &prefix, &who.display, auto_create);
+        SqliteAuditStore {
+            inner: Arc::new(StoreInner {
+                id: format!("sqlite:{}#{prefix}", who.id),
+                describe,
+                file: who.display,
+                tables: schema::audit_tables(&prefix),
+                sql: StoreSql::new(&prefix),
+                prefix,
+                auto_create,
+                lock,
+                pool,
+            }),
+        }
+    }
+
+    /// The pool (e.g. to read your own tables).
+    pub fn pool(&self) -> &SqlitePool {
+        &self.inner.pool
+    }
+
+    /// The table prefix.
+    pub fn table_prefix(&self) -> &str {
+        &self.inner.prefix
+    }
+
+    /// The database file (canonical path), or `:memory: (...)`.
+    pub fn file(&self) -> &str {
+        &self.inner.file
+    }
+
+    /// A transactional target on this same database: its changes commit in
+    /// one transaction together with their APPLIED entry (shared-transaction
+    /// strategy), so no crash ever needs an operator.
+    pub fn target(&self, id: impl Into<String>) -> SqliteTarget {
+        SqliteTarget::shared(id.into(), self.clone())
+    }
+
+    /// The store's own lock (table `<prefix>_lock` in the same file).
+    pub fn lock(&self) -> SqliteLock {
+        self.inner.lock.clone()
+    }
+}
+
+impl StoreInner {
+    pub(crate) fn describe(&self) -> String {
+        self.describe.clone()
+    }
+
+    fn backend(&self, operation: &'static str, e: sqlx::Error) -> StoreError {
+        if let Some(table) = missing_table(&e) {
+            return StoreError::NotReady {
+                store: self.describe(),
+                detail: format!(
+                    "table {table} does not exist: let the runner prepare the store (auto_create), \
+                     or create it ({operation} failed: {e})"
+                ),
+            };
+        }
+        StoreError::Backend {
+            store: self.describe(),
+            operation,
+            source: Box::new(e),
+        }
+    }
+
+    fn malformed(&self, what: String, detail: impl Into<String>) -> StoreError {
+        StoreError::Malformed {
+            store: self.describe(),
+            what,
+            detail: detail.into(),
+        }
+    }
+
+    fn history_table(&self) -> &str {
+        &self.tables[0].name
+    }
+
+    /// Fence check, history row and current-state row, on `conn`, which must
+    /// be inside a `BEGIN IMMEDIATE` transaction (the store's own, or the
+    /// change's in the shared-transaction strategy).
+    pub(crate) async fn append_in(
+        &self,
+        conn: &mut SqliteConnection,
+        entry: &AuditEntry,
+    ) -> Result<(), StoreError> {
+        let fence = self.read_fence(conn).await?;
+        if entry.fencing_token < fence {
+            return Err(StoreError::Fenced {
+                store: self.describe(),
+                token: entry.fencing_token,
+                fence,
+            });
+        }
+        let token = self.int("fencing token", entry.fencing_token)?;
+        let duration = self.int("duration_ms", entry.duration_ms)?;
+        let last: Option<String> = q(&self.sql.last_created)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(|e| self.backend("read the last history row", e))?
+            .map(|r| r.try_get(0))
+            .transpose()
+            .map_err(|e| self.backend("read the last history row", e))?;
+        let last = match last {
+            Some(s) => Some(parse_ts(&s).ok_or_else(|| {
+                self.malformed(
+                    format!("{}: last row", self.history_table()),
+                    format!("created_at '{s}' is not an RFC 3339 timestamp"),
+                )
+            })?),
+            None => None,
+        };
+        let created_at = stamp(last);
+        let error = entry
+            .error
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| self.encode_error(e))?;
+        let metadata = serde_json::to_string(&entry.metadata).map_err(|e| self.encode_error(e))?;
+        let row = q(&self.sql.insert)
+            .bind(&entry.run_id)
+            .bind(&entry.stage_id)
+            .bind(&entry.change_id)
+            .bind(&entry.author)
+            .bind(&entry.order)
+            .bind(&entry.target_system)
+            .bind(entry.state.as_str())
+            .bind(fmt_ts(created_at))
+            .bind(duration)
+            .bind(&entry.hostname)
+            .bind(&entry.runner_id)
+            .bind(error)
+            .bind(metadata)
+            .bind(entry.tx_strategy.as_str())
+            .bind(entry.recovery.as_str())
+            .bind(entry.transactional)
+            .bind(token)
+            .bind(&entry.checksum)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| self.backend("insert the history row", e))?;
+        let id: i64 = row
+            .try_get(0)
+            .map_err(|e| self.backend("insert the history row", e))?;
+
+        let current = q(&self.sql.current_of)
+            .bind(&entry.change_id)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(|e| self.backend("read the current state", e))?;
+        let replace = match current {
+            None => true,
+            Some(row) => {
+                let what = || {
+                    format!(
+                        "{} row of change '{}'",
+                        self.tables[1].name, entry.change_id
+                    )
+                };
+                let ts: String = row
+                    .try_get(0)
+                    .map_err(|e| self.malformed(what(), e.to_string()))?;
+                let st: String = row
+                    .try_get(1)
+                    .map_err(|e| self.malformed(what(), e.to_string()))?;
+                let ts = parse_ts(&ts).ok_or_else(|| {
+                    self.malformed(what(), format!("created_at '{ts}' is not a timestamp"))
+                })?;
+                let st =
+                    AuditState::from_str(&st).map_err(|e| self.malformed(what(), e.to_string()))?;
+                (created_at, entry.state.rank()) > (ts, st.rank())
+            }
+        };
+        if replace {
+            q(&self.sql.current_set)
+                .bind(&entry.change_id)
+                .bind(id)
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| self.backend("update the current state", e))?;
+        }
+        Ok(())
+    }
+
+    async fn read_fence(&self, conn: &mut SqliteConnection) -> Result<u64, StoreError> {
+        let row = q(&self.sql.fence_get)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(|e| self.backend("read the fence", e))?;
+        let Some(row) = row else { return Ok(0) };
+        let what = || format!("{} row", self.tables[2].name);
+        let token: i64 = row
+            .try_get(0)
+            .map_err(|e| self.malformed(what(), e.to_string()))?;
+        u64::try_from(token).map_err(|_| self.malformed(what(), format!("negative token {token}")))
+    }
+
+    fn int(&self, what: &str, v: u64) -> Result<i64, StoreError> {
+        i64::try_from(v).map_err(|_| StoreError::Backend {
+            store: self.describe(),
+            operation: "append",
+            source: format!("{what} {v} exceeds SQLite's 64-bit signed integer range").into(),
+        })
+    }
+
+    fn encode_error(&self, e: serde_json::Error) -> StoreError {
+        StoreError::Backend {
+            store: self.describe(),
+            operation: "encode the entry as JSON",
+            source: Box::new(e),
+        }
+    }
+
+    fn entry_from_row(&self, table: &str, row: &SqliteRow) -> Result<AuditEntry, StoreError> {
+        let id: i64 = row.try_get("id").unwrap_or(-1);
+        let change_id: Option<String> = row.try_get("change_id").ok();
+        let what = || match &change_id {
+            Some(c) => format!("{table} row {id} (change '{c}')"),
+            None => format!("{table} row {id}"),
+        };
+        let bad = |detail: String| self.malformed(what(), detail);
+        let text = |col: &str| -> Result<String, StoreError> {
+            row.try_get::<String, _>(col)
+                .map_err(|e| bad(format!("column {col}: {e}")))
+        };
+        let opt_text = |col: &str| -> Result<Option<String>, StoreError> {
+            row.try_get::<Option<String>, _>(col)
+                .map_err(|e| bad(format!("column {col}: {e}")))
+        };
+        let int = |col: &str| -> Result<i64, StoreError> {
+            row.try_get::<i64, _>(col)
+                .map_err(|e| bad(format!("column {col}: {e}")))
+        };
+        let unsigned = |col: &str| -> Result<u64, StoreError> {
+            let v = int(col)?;
+            u64::try_from(v).map_err(|_| bad(format!("column {col}: negative value {v}")))
+        };
+        let Some(change_id_v) = change_id.clone() else {
+            return Err(bad("column change_id: missing or not text".into()));
+        };
+        let state_s = text("state")?;
+        let state = AuditState::from_str(&state_s).map_err(|e| bad(e.to_string()))?;
+        let mut e = AuditEntry::new(change_id_v, state, unsigned("fencing_token")?);
+        e.run_id = text("run_id")?;
+        e.stage_id = text("stage_id")?;
+        e.author = text("author")?;
+        e.order = text("change_order")?;
+        e.target_system = text("target_system")?;
+        let ts = text("created_at")?;
+        e.created_at = parse_ts(&ts)
+            .ok_or_else(|| bad(format!("created_at '{ts}' is not an RFC 3339 timestamp")))?;
+        e.duration_ms = unsigned("duration_ms")?;
+        e.hostname = text("hostname")?;
+        e.runner_id = text("runner_id")?;
+        e.error = match opt_text("error")? {
+            Some(s) => Some(
+                serde_json::from_str::<ErrorInfo>(&s)
+                    .map_err(|err| bad(format!("column error is not an error record: {err}")))?,
+            ),
+            None => None,
+        };
+        let meta = text("metadata")?;
+        e.metadata = serde_json::from_str(&meta)
+            .map_err(|err| bad(format!("column metadata is not JSON: {err}")))?;
+        let tx = text("tx_strategy")?;
+        e.tx_strategy =
+            TxStrategy::from_str(&tx).map_err(|_| bad(format!("unknown tx_strategy '{tx}'")))?;
+        let rec = text("recovery")?;
+        e.recovery = RecoveryStrategy::from_str(&rec)
+            .map_err(|_| bad(format!("unknown recovery strategy '{rec}'")))?;
+        e.transactional = int("transactional")? != 0;
+        e.checksum = opt_text("checksum")?;
+        Ok(e)
+    }
+
+    fn ensure_error(&self, e: EnsureError) -> StoreError {
+        match e {
+            EnsureError::NotReady(table) => StoreError::NotReady {
+                store: self.describe(),
+                detail: format!(
+                    "table {table} does not exist in {} and auto_create is off: create the \
+                     tables or build the store with auto_create(true)",
+                    self.file
+                ),
+            },
+            EnsureError::WrongShape { table, missing } => self.malformed(
+                format!("table {table}"),
+                format!(
+                    "it exists without the column(s) {}: it was not created by this version of \
+                     Flamingock; rename it or choose another table prefix",
+                    missing.join(", ")
+                ),
+            ),
+            EnsureError::Db(e) => self.backend("prepare the tables", e),
+        }
+    }
+}
+
+/// The table name in a "no such table: X" error, if that is what `e` is.
+pub(crate) fn missing_table(e: &sqlx::Error) -> Option<String> {
+    match e {
+        sqlx::Error::Database(db) => db
+            .message()
+            .strip_prefix("no such table: ")
+            .map(str::to_owned),
+        _ => None,
+    }
+}
+
+/// Timestamps are stored as fixed-width RFC 3339 text in UTC with
+/// microseconds: readable with the `sqlite3` shell and ordered as text.
+pub(crate) fn fmt_ts(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+pub(crate) fn parse_ts(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|d| d.with_timezone(&Utc))
+}
+
+fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
+}
+
+/// The smallest stored timestamp at or after `t` (stored values have microseconds).
+fn ceil_micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    let m = micros(t);
+    if m < t {
+        m + chrono::Duration::microseconds(1)
+    } else {
+        m
+    }
+}
+
+static LAST_STAMP: Mutex<Option<DateTime<Utc>>> = Mutex::new(None);
+
+/// The store's clock: now, at microsecond precision, strictly after every
+/// stamp of this process and after `after` (the file's last history row, so
+/// the history of a file shared by several processes stays ordered too).
+fn stamp(after: Option<DateTime<Utc>>) -> DateTime<Utc> {
+    let mut last = LAST_STAMP.lock().unwrap_or_else(|p| p.into_inner());
+    let mut t = micros(Utc::now());
+    for prev in [*last, after].into_iter().flatten() {
+        if t <= prev {
+            t = prev + chrono::Duration::microseconds(1);
+        }
+    }
+    *last = Some(t);
+    t
+}
+
+#[async_trait]
+impl AuditStore for SqliteAuditStore {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+
+    fn store_id(&self) -> &str {
+        &self.inner.id
+    }
+
+    async fn prepare(&self) -> Result<(), StoreError> {
+        let i = &self.inner;
+        let defs: Vec<&TableDef> = i.tables.iter().collect();
+        schema::ensure(&i.pool, &defs, i.auto_create)
+            .await
+            .map_err(|e| i.ensure_error(e))
+    }
+
+    async fn raise_fence(&self, token: u64) -> Result<(), StoreError> {
+        let i = &self.inner;
+        let as_int = i.int("fencing token", token)?;
+        let mut tx = i
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(|e| i.backend("begin a write transaction", e))?;
+        let fence = i.read_fence(&mut tx).await?;
+        if token < fence {
+            let _ = tx.rollback().await;
+            return Err(StoreError::Fenced {
+                store: i.describe(),
+                token,
+                fence,
+            });
+        }
+        q(&i.sql.fence_set)
+            .bind(as_int)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| i.backend("raise the fence", e))?;
+        tx.commit()
+            .await
+            .map_err(|e| i.backend("commit the fence", e))
+    }
+
+    async fn fence(&self) -> Result<u64, StoreError> {
+        let i = &self.inner;
+        let mut conn = i
+            .pool
+            .acquire()
+            .await
+            .map_err(|e| i.backend("acquire a connection", e))?;
+        i.read_fence(&mut conn).await
+    }
+
+    async fn append(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        let i = &self.inner;
+        let mut tx = i
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(|e| i.backend("begin a write transaction", e))?;
+        match i.append_in(&mut tx, entry).await {
+            Ok(()) => tx
+                .commit()
+                .await
+                .map_err(|e| i.backend("commit the audit entry", e)),
+            Err(e) => {
+                let _ = tx.rollback().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn snapshot(&self) -> Result<Vec<AuditEntry>, StoreError> {
+        let i = &self.inner;
+        let rows = q(&i.sql.snapshot)
+            .fetch_all(&i.pool)
+            .await
+            .map_err(|e| i.backend("read the snapshot", e))?;
+        rows.iter()
+            .map(|r| i.entry_from_row(i.history_table(), r))
+            .collect()
+    }
+
+    async fn history(&self, filter: &HistoryFilter) -> Result<Vec<AuditEntry>, StoreError> {
+        let i = &self.inner;
+        let rows = q(&i.sql.history)
+            .bind(filter.change_id.as_deref())
+            .bind(filter.since.map(|s| fmt_ts(ceil_micros(s))))
+            .fetch_all(&i.pool)
+            .await
+            .map_err(|e| i.backend("read the history", e))?;
+        rows.iter()
+            .map(|r| i.entry_from_row(i.history_table(), r))
+            .collect()
+    }
+
+    fn default_lock(&self) -> Option<Arc<dyn LockProvider>> {
+        Some(Arc::new(self.inner.lock.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_roundtrip_and_sort_as_text() {
+        let a = micros(Utc::now());
+        let b = a + chrono::Duration::microseconds(1);
+        assert_eq!(parse_ts(&fmt_ts(a)), Some(a));
+        assert!(fmt_ts(a) < fmt_ts(b));
+    }
+
+    #[test]
+    fn stamps_strictly_increase() {
+        let far = Utc::now() + chrono::Duration::seconds(5);
+        let s1 = stamp(Some(far));
+        let s2 = stamp(None);
+        assert!(s1 > far && s2 > s1);
+    }
+}
