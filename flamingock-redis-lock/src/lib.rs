@@ -1,0 +1,107 @@
+//! # flamingock-redis-lock
+//!
+//! A [`LockProvider`](flamingock_core::LockProvider) on Redis, for teams that
+//! want Flamingock's distributed lock outside their audit store (for
+//! example: many services, one Redis they already run, audit stores in each
+//! service's own database).
+//!
+//! ```no_run
+//! use flamingock_core::memory::{InMemoryAuditStore, InMemoryTarget, KvTx};
+//! use flamingock_core::{Change, ChangeMeta, ChangeResult, Flamingock, Stage};
+//! use flamingock_redis_lock::RedisLock;
+//!
+//! struct SeedCountries;
+//! impl Change for SeedCountries {
+//!     type Target = InMemoryTarget;
+//!     fn meta(&self) -> ChangeMeta {
+//!         ChangeMeta::new("seed-countries", "0001").author("ops")
+//!     }
+//!     async fn apply(&self, tx: &mut KvTx) -> ChangeResult {
+//!         tx.put("countries:es", "Spain");
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! // The audit store can be any other backend (PostgreSQL, MongoDB,
+//! // DynamoDB...); the in-memory one keeps this example self-contained.
+//! let store = InMemoryAuditStore::new();
+//! // One lock per audit store namespace: keys {flamingock:billing}:lock and
+//! // {flamingock:billing}:token.
+//! let lock = RedisLock::connect("redis://127.0.0.1:6379/", "billing").await?;
+//!
+//! let runner = Flamingock::builder()
+//!     .audit_store(store.clone())
+//!     .lock_provider(lock) // instead of the audit store's own lock
+//!     .target(store.target("app-db"))
+//!     .stage(Stage::new("init").change(SeedCountries))
+//!     .build()?;
+//! let report = runner.run().await?;
+//! println!("{report}");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Correctness does not rest on Redis
+//!
+//! A Redis lease is not, on its own, enough to make changes run exactly once:
+//!
+//! * **Failover can lose a lock.** Redis replication is asynchronous: a lock
+//!   written on a primary that fails before replicating it is gone on the
+//!   promoted replica, and a second runner can take it while the first still
+//!   believes it holds it. (Redlock-style multi-node quorums narrow this
+//!   window but do not close it, and they rely on bounded clock drift.)
+//! * **A paused process can outlive its lease.** A garbage-collection pause,
+//!   a stopped container, a slow network or a swapped-out VM can stop a
+//!   runner for longer than its lease; Redis expires the key, another runner
+//!   takes over, and the first one wakes up mid-change believing it is
+//!   still the owner. No check the runner makes beforehand can rule this
+//!   out: the pause can fall between the check and the write.
+//!
+//! So this lock hands out a **fencing token** with every grant, from a
+//! counter key that has no expiry and only grows (`INCR`), and Flamingock's
+//! runner does the rest (DESIGN section 6): right after acquiring, it raises
+//! the *audit store's* fence to its token, and every audit write it makes
+//! carries the token; the audit store rejects, in the same atomic operation
+//! as the write, any write whose token is lower than its fence. In the
+//! shared-transaction strategy the fence check is inside the change's own
+//! transaction. A runner that lost its lock, however it lost it, therefore
+//! cannot commit: the runner that took over raised the fence first. The
+//! Redis lock keeps runners from stepping on each other in the common case;
+//! the fence in the audit store is what makes a lost lock harmless.
+//!
+//! One caveat remains: the token counter lives in Redis too. If a failover
+//! loses the counter's latest increments, a later grant can repeat a token
+//! already handed out. A repeated token *below* the fence is rejected when
+//! the new holder raises the fence (that runner stops with an error, and
+//! the counter climbs past the fence on the next grants); a repeated token
+//! *equal* to the fence is not told apart from the original. Run Redis with
+//! persistence (`appendonly yes`, `appendfsync always`) and synchronous
+//! replication where a failover must not repeat tokens.
+//!
+//! ## Keys and scripts
+//!
+//! Both keys of a namespace share the hash tag `{<prefix>:<namespace>}`
+//! (prefix `flamingock` by default, see [`RedisLockBuilder::key_prefix`]),
+//! so each operation is one Lua script (`EVALSHA`) touching one slot, and
+//! works on Redis Cluster. The lock key is a hash `{owner, token}` whose
+//! Redis expiry is the lease; expiry is judged by the Redis server's clock.
+//! Extending or releasing acts only when owner **and** token match, and
+//! reports [`LockError::Lost`](flamingock_core::LockError::Lost) otherwise.
+//! A key of the wrong type under the lock's name gives
+//! [`LockError::Malformed`](flamingock_core::LockError::Malformed) naming
+//! the key; it is never overwritten.
+#![deny(missing_docs)]
+#![warn(unreachable_pub)]
+
+mod error;
+mod lock;
+mod scripts;
+
+pub use error::RedisLockError;
+pub use lock::{RedisLock, RedisLockBuilder, DEFAULT_KEY_PREFIX};
+
+/// The driver, re-exported so callers build a
+/// [`ConnectionManager`](redis::aio::ConnectionManager) with the same version.
+pub use redis;
