@@ -7,7 +7,8 @@
 //!   every replica pays at every start), with a short and a long history;
 //! * applying 10,000 no-op changes, and the per-change overhead.
 //!
-//! `FLAMINGOCK_BENCH_QUICK=1` shrinks the sizes for a smoke run.
+//! `FLAMINGOCK_BENCH_QUICK=1` shrinks the sizes for a smoke run, and so does
+//! running it as a test (`cargo test --all-targets`, no `--bench` argument).
 #![allow(clippy::print_stdout, clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
@@ -49,7 +50,10 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 fn main() {
-    let quick = std::env::var("FLAMINGOCK_BENCH_QUICK").as_deref() == Ok("1");
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this
+    // binary without it: then only a quick smoke run.
+    let quick = std::env::var("FLAMINGOCK_BENCH_QUICK").as_deref() == Ok("1")
+        || !std::env::args().any(|a| a == "--bench");
     let n = if quick { 1_000 } else { 10_000 };
     let reps = if quick { 3 } else { 7 };
     let rt = tokio::runtime::Builder::new_current_thread()
