@@ -1,0 +1,151 @@
+//! # flamingock-mongodb
+//!
+//! MongoDB backend for Flamingock, on the official `mongodb` driver:
+//!
+//! * [`MongoAuditStore`]: the audit store (history, current state, fence);
+//! * [`MongoLock`]: the fenced lease lock (its default lock);
+//! * [`MongoTarget`]: MongoDB as a target system, whose changes receive a
+//!   [`MongoContext`] (database + client session). A target from
+//!   [`MongoAuditStore::target`] commits each change together with its
+//!   APPLIED entry in one session transaction (no crash ever needs an
+//!   operator); [`MongoTarget::new`] on another client/database commits the
+//!   change with a marker document in its own transaction.
+//!
+//! ```no_run
+//! use flamingock_core::{Change, ChangeMeta, ChangeResult, Flamingock, Stage};
+//! use flamingock_mongodb::{MongoAuditStore, MongoContext, MongoTarget};
+//! use mongodb::bson::{doc, Document};
+//!
+//! struct SeedPlans;
+//! impl Change for SeedPlans {
+//!     type Target = MongoTarget;
+//!     fn meta(&self) -> ChangeMeta {
+//!         ChangeMeta::new("seed-plans", "0001").author("ana")
+//!     }
+//!     async fn apply(&self, ctx: &mut MongoContext) -> ChangeResult {
+//!         ctx.db()
+//!             .collection::<Document>("plans")
+//!             .insert_one(doc! { "_id": "free", "seats": 1 })
+//!             .session(ctx.session())
+//!             .await?;
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = MongoAuditStore::connect("mongodb://localhost:27017/?replicaSet=rs0", "app").await?;
+//! let runner = Flamingock::builder()
+//!     .audit_store(store.clone())
+//!     .target(store.target("app-db")) // same database: shared transactions
+//!     .stage(Stage::new("init").change(SeedPlans))
+//!     .build()?;
+//! let report = runner.run().await?;
+//! println!("{report}");
+//! # Ok(()) }
+//! ```
+//!
+//! ## Documents
+//!
+//! With the default prefix `flamingock`:
+//!
+//! | collection | content |
+//! |---|---|
+//! | `flamingock_audit_history` | one document per state transition, never updated (except the `pending` mark, below) |
+//! | `flamingock_audit_current` | one document per change, `_id` = change id: the snapshot is one read of it |
+//! | `flamingock_fence` | `{_id: "fence", fence, seq, last_ms}` |
+//! | `flamingock_lock` | `{_id: "flamingock", owner, token, expiresAt}` |
+//! | `flamingock_markers` (targets of [`MongoTarget::new`]) | `{_id: change id, run_id, fencing_token}` |
+//!
+//! Writes use write concern `majority` and reads read concern `majority`
+//! (both configurable on the [`MongoAuditStoreBuilder`]).
+//!
+//! ## Append protocol (servers with transactions)
+//!
+//! One transaction: (1) a `findOneAndUpdate` with upsert on the fence
+//! document, filtered on `fence <= token`, increments `seq` and sets
+//! `last_ms = max($$NOW as ms, last_ms + 1)`. A duplicate key on the upsert
+//! means the filter missed: the fence is above the token, and the append
+//! fails with [`StoreError::Fenced`](flamingock_core::StoreError::Fenced).
+//! Because this is a write, a concurrent `raise_fence` conflicts with the
+//! transaction instead of slipping past a stale read. (2) The history
+//! document is inserted with `created_at = last_ms` (the **server's clock**,
+//! strictly increasing across all appends of the store, so strictly ordered
+//! for one change) and `seq`. (3) The current-state document is read and
+//! replaced iff the new entry supersedes it. Then commit. Errors labelled
+//! `TransientTransactionError` (write conflicts between concurrent
+//! appenders) rerun the whole transaction with jittered backoff for up to
+//! 60 s; a commit labelled `UnknownTransactionCommitResult` is retried as a
+//! commit (up to 5 times), as the driver documentation prescribes. The
+//! history is returned in `seq` order.
+//!
+//! ## Servers without transactions
+//!
+//! The store and [`MongoTarget::new`] read the `hello` reply: no `setName`
+//! and not a `mongos` (`msg: "isdbgrid"`), or no
+//! `logicalSessionTimeoutMinutes`, means no transactions. Targets then
+//! report `TargetCapabilities::transactions_unavailable(..)` with what to
+//! do (run a replica set, even a single node, or declare the change
+//! `.transactional(false)`), and the runner fails validation for every
+//! change not declared non-transactional, before anything runs.
+//!
+//! The audit store stays usable for non-transactional changes. Each append is then:
+//!
+//! 1. the same conditional write on the fence document (fence check, `seq`,
+//!    server clock): a fenced runner writes nothing;
+//! 2. the history document, marked `pending: true`;
+//! 3. the current-state document, by a conditional upsert whose filter requires
+//!    that the stored state was written under a token `<=` ours and that the
+//!    new entry supersedes it; a duplicate key means it did not match: when the
+//!    stored state carries a higher token, a newer lease holder has already
+//!    acted on this change, so our history document is withdrawn and the append
+//!    fails with `Fenced`;
+//! 4. the `pending` mark is cleared.
+//!
+//! [`snapshot`](flamingock_core::AuditStore::snapshot) folds in history
+//! documents still marked pending (a crash between 2 and 4), found through
+//! a sparse index, so the snapshot always equals the reduction of the
+//! history. The one thing this cannot close without transactions: a runner
+//! that passed step 1 and then stalls longer than its lease (60 s by
+//! default; the runner also checks the lease before each change) while a new
+//! holder raises the fence and reads the snapshot, may still record its
+//! entry for a change the new holder has not written yet. Run a replica set
+//! where that matters.
+//! [`MongoAuditStoreBuilder::assume_no_transactions`] forces this mode on
+//! any server (the tests use it).
+//!
+//! ## Lock
+//!
+//! See [`MongoLock`]: one `findOneAndUpdate` with upsert and an update
+//! pipeline; expiry by the server's `$$NOW`.
+//!
+//! ## SecantusDB differences
+//!
+//! The tests run against SecantusDB (a MongoDB wire-protocol server). Where
+//! it departs from MongoDB's documented behaviour:
+//!
+//! * `$$NOW` compared with a stored date inside `$expr` (`{$lte:
+//!   ["$expiresAt", "$$NOW"]}`) always evaluates true there (its `$$NOW` is a
+//!   time-zone-aware value compared with naive stored dates), and
+//!   `$subtract` of the two fails with an internal error. The lock therefore
+//!   compares `{$toLong: "$expiresAt"}` with `{$toLong: "$$NOW"}`, and the
+//!   store's clock is kept as milliseconds (`last_ms`): identical results on
+//!   MongoDB, correct on both.
+//! * Everything else this crate uses (transactions with write conflicts,
+//!   `findOneAndUpdate` with pipelines and upsert, duplicate keys on upsert,
+//!   majority concerns) behaved as documented for MongoDB.
+#![deny(missing_docs)]
+#![warn(unreachable_pub)]
+
+mod codec;
+mod lock;
+mod store;
+mod target;
+mod topology;
+mod tx;
+
+pub use lock::MongoLock;
+pub use store::{MongoAuditStore, MongoAuditStoreBuilder};
+pub use target::{MongoContext, MongoTarget, MARKER_COLLECTION};
+
+/// The driver, re-exported so applications use the same version.
+pub use mongodb;

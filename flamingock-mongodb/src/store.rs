@@ -1,0 +1,934 @@
+//! The MongoDB audit store.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flamingock_core::{
+    async_trait, reduce_snapshot, AuditEntry, AuditStore, HistoryFilter, LockProvider, StoreError,
+};
+use futures::TryStreamExt;
+use mongodb::bson::{doc, Bson, Document};
+use mongodb::error::{Error as DriverError, TRANSIENT_TRANSACTION_ERROR};
+use mongodb::options::{DatabaseOptions, IndexOptions, ReadConcern, ReturnDocument, WriteConcern};
+use mongodb::{Client, ClientSession, Collection, Database, IndexModel};
+use tracing::{debug, warn};
+
+use crate::codec::{self, field, Reader, NAMESPACE_EXISTS};
+use crate::lock::MongoLock;
+use crate::target::MongoTarget;
+use crate::topology::{self, Transactions};
+use crate::tx;
+
+/// `_id` of the single fence document.
+const FENCE_ID: &str = "fence";
+
+/// Builds a [`MongoAuditStore`]; see [`MongoAuditStore::builder`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct MongoAuditStoreBuilder {
+    client: Client,
+    database: String,
+    prefix: String,
+    auto_create: bool,
+    write_concern: WriteConcern,
+    read_concern: ReadConcern,
+    assume_no_transactions: bool,
+    retry_for: Duration,
+}
+
+impl MongoAuditStoreBuilder {
+    /// Prefix of the store's collections (default `flamingock`): `<prefix>_audit_history`,
+    /// `<prefix>_audit_current`, `<prefix>_fence` and `<prefix>_lock`.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Whether [`AuditStore::prepare`] creates missing collections and indexes
+    /// (default true). When false, a missing collection is [`StoreError::NotReady`].
+    pub fn auto_create(mut self, yes: bool) -> Self {
+        self.auto_create = yes;
+        self
+    }
+
+    /// Write concern of every audit and lock write (default `majority`).
+    pub fn write_concern(mut self, wc: WriteConcern) -> Self {
+        self.write_concern = wc;
+        self
+    }
+
+    /// Read concern of every audit and lock read (default `majority`).
+    pub fn read_concern(mut self, rc: ReadConcern) -> Self {
+        self.read_concern = rc;
+        self
+    }
+
+    /// Behave as on a server without transactions (a standalone `mongod`)
+    /// even when the server has them: appends use the non-transactional
+    /// protocol and targets report transactions as unavailable. For tests.
+    pub fn assume_no_transactions(mut self, yes: bool) -> Self {
+        self.assume_no_transactions = yes;
+        self
+    }
+
+    /// How long an append keeps retrying a transaction that failed with a
+    /// `TransientTransactionError` (write conflicts, elections) before giving
+    /// up (default 60 s).
+    pub fn transaction_retry_timeout(mut self, d: Duration) -> Self {
+        self.retry_for = d;
+        self
+    }
+
+    /// Asks the server whether it runs transactions (`hello`) and builds the store.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] when the server cannot be reached or refuses
+    /// the handshake (wrong credentials...).
+    pub async fn build(self) -> Result<MongoAuditStore, StoreError> {
+        let describe = format!("mongodb({}.{}_*)", self.database, self.prefix);
+        let transactions = if self.assume_no_transactions {
+            Transactions::Unavailable(format!(
+                "transactions were turned off for this store (assume_no_transactions): {}",
+                topology::ADVICE
+            ))
+        } else {
+            topology::detect(&self.client)
+                .await
+                .map_err(|e| StoreError::Backend {
+                    store: describe.clone(),
+                    operation: "handshake (hello)",
+                    source: Box::new(e),
+                })?
+        };
+        if let Transactions::Unavailable(why) = &transactions {
+            debug!(store = %describe, %why, "audit store runs without transactions");
+        }
+        let db = self.client.database_with_options(
+            &self.database,
+            DatabaseOptions::builder()
+                .read_concern(self.read_concern.clone())
+                .write_concern(self.write_concern.clone())
+                .build(),
+        );
+        let names = Names::new(&self.prefix);
+        Ok(MongoAuditStore {
+            inner: Arc::new(StoreInner {
+                id: format!("{describe}#{}", uuid::Uuid::new_v4().simple()),
+                describe,
+                history: db.collection(&names.history),
+                current: db.collection(&names.current),
+                fence: db.collection(&names.fence),
+                sessions: db.collection(&names.sessions),
+                names,
+                client: self.client,
+                db,
+                prefix: self.prefix,
+                auto_create: self.auto_create,
+                read_concern: self.read_concern,
+                write_concern: self.write_concern,
+                transactions,
+                retry_for: self.retry_for,
+            }),
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Names {
+    pub(crate) history: String,
+    pub(crate) current: String,
+    pub(crate) fence: String,
+    pub(crate) lock: String,
+    pub(crate) sessions: String,
+}
+
+impl Names {
+    fn new(prefix: &str) -> Self {
+        Names {
+            history: format!("{prefix}_audit_history"),
+            current: format!("{prefix}_audit_current"),
+            fence: format!("{prefix}_fence"),
+            lock: format!("{prefix}_lock"),
+            sessions: format!("{prefix}_sessions"),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct StoreInner {
+    id: String,
+    pub(crate) describe: String,
+    pub(crate) client: Client,
+    pub(crate) db: Database,
+    pub(crate) prefix: String,
+    pub(crate) names: Names,
+    history: Collection<Document>,
+    current: Collection<Document>,
+    fence: Collection<Document>,
+    pub(crate) sessions: Collection<Document>,
+    auto_create: bool,
+    pub(crate) read_concern: ReadConcern,
+    pub(crate) write_concern: WriteConcern,
+    pub(crate) transactions: Transactions,
+    retry_for: Duration,
+}
+
+/// An audit store in one MongoDB database (DESIGN section 4), with its own
+/// fenced lock ([`MongoLock`]) and targets that share its transactions
+/// ([`MongoAuditStore::target`]). Clones share one handle.
+///
+/// Collections (prefix `flamingock` by default):
+///
+/// * `<prefix>_audit_history`: one document per state transition (append-only);
+/// * `<prefix>_audit_current`: one document per change, `_id` = change id,
+///   the latest state (the snapshot is one read of this collection);
+/// * `<prefix>_fence`: one document `{_id: "fence", fence, seq, last_ms}`;
+/// * `<prefix>_lock`: the lock ([`MongoLock`]).
+///
+/// See the crate documentation for the write protocol, with and without
+/// transactions.
+#[derive(Clone, Debug)]
+pub struct MongoAuditStore {
+    pub(crate) inner: Arc<StoreInner>,
+}
+
+/// What went wrong inside one append attempt.
+#[derive(Debug)]
+pub(crate) enum WriteFailure {
+    Fenced {
+        fence: u64,
+    },
+    Driver {
+        operation: &'static str,
+        error: DriverError,
+    },
+    Malformed {
+        what: String,
+        detail: String,
+    },
+    Invalid(String),
+    /// A concurrent writer got in the way; running the transaction again may succeed.
+    Conflict(String),
+}
+
+impl WriteFailure {
+    pub(crate) fn is_transient(&self) -> bool {
+        match self {
+            WriteFailure::Driver { error, .. } => error.contains_label(TRANSIENT_TRANSACTION_ERROR),
+            WriteFailure::Conflict(_) => true,
+            _ => false,
+        }
+    }
+
+    pub(crate) fn into_store_error(self, store: &str, token: u64) -> StoreError {
+        match self {
+            WriteFailure::Fenced { fence } => StoreError::Fenced {
+                store: store.to_owned(),
+                token,
+                fence,
+            },
+            WriteFailure::Driver { operation, error } => StoreError::Backend {
+                store: store.to_owned(),
+                operation,
+                source: Box::new(error),
+            },
+            WriteFailure::Malformed { what, detail } => StoreError::Malformed {
+                store: store.to_owned(),
+                what,
+                detail,
+            },
+            WriteFailure::Invalid(detail) => StoreError::Backend {
+                store: store.to_owned(),
+                operation: "encode audit entry",
+                source: detail.into(),
+            },
+            WriteFailure::Conflict(detail) => StoreError::Backend {
+                store: store.to_owned(),
+                operation: "append",
+                source: detail.into(),
+            },
+        }
+    }
+}
+
+fn driver(operation: &'static str) -> impl FnOnce(DriverError) -> WriteFailure {
+    move |error| WriteFailure::Driver { operation, error }
+}
+
+/// What the fence document handed to one append.
+struct Reservation {
+    seq: i64,
+    /// The server's clock (ms since the epoch), strictly above every earlier append's.
+    at_ms: i64,
+}
+
+impl MongoAuditStore {
+    /// A builder for a store in database `database` of `client`.
+    pub fn builder(client: Client, database: impl Into<String>) -> MongoAuditStoreBuilder {
+        MongoAuditStoreBuilder {
+            client,
+            database: database.into(),
+            prefix: "flamingock".to_owned(),
+            auto_create: true,
+            write_concern: WriteConcern::majority(),
+            read_concern: ReadConcern::majority(),
+            assume_no_transactions: false,
+            retry_for: Duration::from_secs(60),
+        }
+    }
+
+    /// A store with the default settings.
+    ///
+    /// # Errors
+    /// See [`MongoAuditStoreBuilder::build`].
+    pub async fn new(client: Client, database: impl Into<String>) -> Result<Self, StoreError> {
+        Self::builder(client, database).build().await
+    }
+
+    /// Connects to `uri` and opens a store with the default settings in `database`.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] for an invalid URI or an unreachable server.
+    pub async fn connect(uri: &str, database: impl Into<String>) -> Result<Self, StoreError> {
+        let database = database.into();
+        let client = Client::with_uri_str(uri)
+            .await
+            .map_err(|e| StoreError::Backend {
+                store: format!("mongodb({database})"),
+                operation: "parse connection string",
+                source: Box::new(e),
+            })?;
+        Self::new(client, database).await
+    }
+
+    /// A target whose changes commit in the same transaction as their
+    /// APPLIED entry (shared-transaction strategy).
+    pub fn target(&self, id: impl Into<String>) -> MongoTarget {
+        MongoTarget::shared(id.into(), self.clone())
+    }
+
+    /// The store's own lock, in `<prefix>_lock`.
+    pub fn lock(&self) -> MongoLock {
+        MongoLock::in_collection(
+            self.inner.db.collection::<Document>(&self.inner.names.lock),
+            &self.inner.prefix,
+        )
+    }
+
+    /// Whether appends (and targets of this store) use transactions.
+    pub fn transactions(&self) -> bool {
+        self.inner.transactions == Transactions::Available
+    }
+
+    /// The database the store lives in.
+    pub fn database(&self) -> &Database {
+        &self.inner.db
+    }
+
+    /// The driver client.
+    pub fn client(&self) -> &Client {
+        &self.inner.client
+    }
+
+    fn backend(&self, operation: &'static str) -> impl FnOnce(DriverError) -> StoreError + '_ {
+        move |e| StoreError::Backend {
+            store: self.inner.describe.clone(),
+            operation,
+            source: Box::new(e),
+        }
+    }
+
+    fn malformed(&self, what: String, detail: String) -> StoreError {
+        StoreError::Malformed {
+            store: self.inner.describe.clone(),
+            what,
+            detail,
+        }
+    }
+
+    async fn create_collections(&self) -> Result<(), StoreError> {
+        let n = &self.inner.names;
+        for name in [&n.history, &n.current, &n.fence, &n.lock] {
+            match self.inner.db.create_collection(name.as_str()).await {
+                Ok(()) => {}
+                Err(e) if codec::error_code(&e) == Some(NAMESPACE_EXISTS) => {}
+                Err(e) => return Err(self.backend("create collection")(e)),
+            }
+        }
+        let indexes = [
+            IndexModel::builder()
+                .keys(doc! { field::CHANGE_ID: 1, field::SEQ: 1 })
+                .build(),
+            IndexModel::builder().keys(doc! { field::SEQ: 1 }).build(),
+            IndexModel::builder()
+                .keys(doc! { field::CREATED_AT: 1 })
+                .build(),
+            IndexModel::builder()
+                .keys(doc! { field::PENDING: 1 })
+                .options(IndexOptions::builder().sparse(true).build())
+                .build(),
+        ];
+        self.inner
+            .history
+            .create_indexes(indexes)
+            .await
+            .map_err(self.backend("create indexes"))?;
+        Ok(())
+    }
+
+    async fn check_collections(&self) -> Result<(), StoreError> {
+        let existing = self
+            .inner
+            .db
+            .list_collection_names()
+            .await
+            .map_err(self.backend("list collections"))?;
+        let n = &self.inner.names;
+        let missing: Vec<&str> = [&n.history, &n.current, &n.fence, &n.lock]
+            .into_iter()
+            .filter(|c| !existing.contains(c))
+            .map(String::as_str)
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(StoreError::NotReady {
+            store: self.inner.describe.clone(),
+            detail: format!(
+                "collection(s) {} do not exist in database '{}' and auto_create is off: \
+                 create them (with the indexes listed in the flamingock-mongodb docs) or \
+                 build the store with .auto_create(true)",
+                missing.join(", "),
+                self.inner.db.name()
+            ),
+        })
+    }
+
+    /// Reads the fence document (outside any transaction).
+    async fn read_fence(&self) -> Result<u64, StoreError> {
+        let doc = self
+            .inner
+            .fence
+            .find_one(doc! { "_id": FENCE_ID })
+            .await
+            .map_err(self.backend("read fence"))?;
+        let Some(doc) = doc else { return Ok(0) };
+        let r = Reader::new(&self.inner.names.fence, &doc);
+        match r.opt_i64("fence") {
+            Ok(None) => Ok(0),
+            Ok(Some(v)) => u64::try_from(v)
+                .map_err(|_| self.malformed(r.what.clone(), format!("negative fence {v}"))),
+            Err(detail) => Err(self.malformed(r.what.clone(), detail)),
+        }
+    }
+
+    /// Conditional on the fence being at most `token`: bumps the sequence and
+    /// stamps the server's clock. Inside a transaction this write also makes
+    /// any concurrent fence raise conflict with the append.
+    async fn reserve(
+        &self,
+        session: Option<&mut ClientSession>,
+        token: u64,
+    ) -> Result<Reservation, WriteFailure> {
+        let t = codec::u64_to_bson(token)
+            .ok_or_else(|| WriteFailure::Invalid(format!("fencing token {token} is too large")))?;
+        let filter = doc! {
+            "_id": FENCE_ID,
+            "$or": [ { "fence": { "$lte": t } }, { "fence": Bson::Null } ],
+        };
+        // `$toLong` on both sides keeps the clock arithmetic numeric (see
+        // the crate docs, "SecantusDB differences").
+        let update = vec![doc! { "$set": {
+            "fence": { "$ifNull": [ "$fence", 0_i64 ] },
+            field::SEQ: { "$add": [ { "$ifNull": [ "$seq", 0_i64 ] }, 1_i64 ] },
+            "last_ms": { "$max": [
+                { "$toLong": "$$NOW" },
+                { "$add": [ { "$ifNull": [ "$last_ms", 0_i64 ] }, 1_i64 ] },
+            ] },
+        } }];
+        let action = self
+            .inner
+            .fence
+            .find_one_and_update(filter, update)
+            .upsert(true)
+            .return_document(ReturnDocument::After);
+        let res = match session {
+            Some(s) => action.session(s).await,
+            None => action.await,
+        };
+        let doc = match res {
+            Ok(Some(d)) => d,
+            // MongoDB answers a lost upsert race with a duplicate key;
+            // SecantusDB may answer with no document. Either way: try again.
+            Ok(None) => {
+                return Err(WriteFailure::Conflict(
+                    "a concurrent writer created the fence document first".into(),
+                ))
+            }
+            // The filter missed an existing fence document: it is above our token
+            // (or malformed; the caller reads it to tell).
+            Err(e) if codec::is_duplicate_key(&e) => return Err(WriteFailure::Fenced { fence: 0 }),
+            Err(e) => return Err(driver("reserve sequence at the fence")(e)),
+        };
+        let r = Reader::new(&self.inner.names.fence, &doc);
+        let bad = |detail| WriteFailure::Malformed {
+            what: r.what.clone(),
+            detail,
+        };
+        Ok(Reservation {
+            seq: r.i64(field::SEQ).map_err(bad)?,
+            at_ms: r.i64("last_ms").map_err(bad)?,
+        })
+    }
+
+    /// The entry as stored: the store's clock and sequence number.
+    fn stamped(
+        entry: &AuditEntry,
+        res: &Reservation,
+    ) -> Result<(AuditEntry, Document), WriteFailure> {
+        let mut e = entry.clone();
+        e.created_at = codec::from_bson_date(mongodb::bson::DateTime::from_millis(res.at_ms))
+            .ok_or_else(|| {
+                WriteFailure::Invalid(format!("server clock {} out of range", res.at_ms))
+            })?;
+        let doc = codec::encode_entry(&e, res.seq).map_err(WriteFailure::Invalid)?;
+        Ok((e, doc))
+    }
+
+    fn decode_current(&self, doc: &Document) -> Result<AuditEntry, WriteFailure> {
+        let r = Reader::new(&self.inner.names.current, doc);
+        codec::decode_entry(&r).map_err(|detail| WriteFailure::Malformed {
+            what: r.what.clone(),
+            detail,
+        })
+    }
+
+    /// Fence check, history insert and current-state update inside the
+    /// transaction open on `session`. Used by [`AuditStore::append`] and by
+    /// shared-transaction commits of [`MongoTarget`].
+    pub(crate) async fn write_in_transaction(
+        &self,
+        session: &mut ClientSession,
+        entry: &AuditEntry,
+    ) -> Result<(), WriteFailure> {
+        let res = self
+            .reserve(Some(&mut *session), entry.fencing_token)
+            .await?;
+        let (stamped, history_doc) = Self::stamped(entry, &res)?;
+        self.inner
+            .history
+            .insert_one(history_doc.clone())
+            .session(&mut *session)
+            .await
+            .map_err(driver("insert history"))?;
+        let current = self
+            .inner
+            .current
+            .find_one(doc! { "_id": &entry.change_id })
+            .session(&mut *session)
+            .await
+            .map_err(driver("read current state"))?;
+        let supersedes = match &current {
+            None => true,
+            Some(doc) => stamped.supersedes(&self.decode_current(doc)?),
+        };
+        if supersedes {
+            let mut doc = history_doc;
+            doc.insert("_id", &entry.change_id);
+            self.inner
+                .current
+                .replace_one(doc! { "_id": &entry.change_id }, doc)
+                .upsert(true)
+                .session(&mut *session)
+                .await
+                .map_err(driver("write current state"))?;
+        }
+        Ok(())
+    }
+
+    /// Turns a `Fenced { fence: 0 }` placeholder into the fence actually recorded.
+    pub(crate) async fn resolve_fenced(&self, failure: WriteFailure, token: u64) -> StoreError {
+        match failure {
+            WriteFailure::Fenced { .. } => match self.read_fence().await {
+                Ok(fence) if fence > token => StoreError::Fenced {
+                    store: self.inner.describe.clone(),
+                    token,
+                    fence,
+                },
+                Ok(fence) => StoreError::Backend {
+                    store: self.inner.describe.clone(),
+                    operation: "check fence",
+                    source: format!(
+                        "the conditional fence write failed but the fence ({fence}) is not above \
+                         token {token}; retry"
+                    )
+                    .into(),
+                },
+                Err(e) => e,
+            },
+            other => other.into_store_error(&self.inner.describe, token),
+        }
+    }
+
+    async fn append_transactional(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        let token = entry.fencing_token;
+        let deadline = Instant::now() + self.inner.retry_for;
+        let mut attempt = 0_u32;
+        loop {
+            attempt += 1;
+            let mut session = self
+                .inner
+                .client
+                .start_session()
+                .await
+                .map_err(self.backend("start session"))?;
+            session
+                .start_transaction()
+                .read_concern(self.inner.read_concern.clone())
+                .write_concern(self.inner.write_concern.clone())
+                .await
+                .map_err(self.backend("start transaction"))?;
+            let failure = match self.write_in_transaction(&mut session, entry).await {
+                Ok(()) => match tx::commit(&mut session).await {
+                    Ok(()) => return Ok(()),
+                    Err(error) => WriteFailure::Driver {
+                        operation: "commit",
+                        error,
+                    },
+                },
+                Err(f) => {
+                    // Best effort: the server also aborts on session end.
+                    let _ = session.abort_transaction().await;
+                    f
+                }
+            };
+            if failure.is_transient() && Instant::now() < deadline {
+                debug!(attempt, change_id = %entry.change_id, "transient transaction error; retrying the append");
+                tokio::time::sleep(tx::backoff(attempt)).await;
+                continue;
+            }
+            return Err(self.resolve_fenced(failure, token).await);
+        }
+    }
+
+    /// Without transactions: fence check + sequence (one conditional
+    /// single-document write), history (marked pending), then the
+    /// current-state document with a conditional write that never replaces
+    /// a state written under a higher token, then the pending mark is cleared.
+    async fn append_without_transaction(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        let token = entry.fencing_token;
+        let store = &self.inner.describe;
+        let mut attempt = 0;
+        let res = loop {
+            attempt += 1;
+            match self.reserve(None, token).await {
+                Ok(r) => break r,
+                Err(WriteFailure::Conflict(_)) if attempt < 5 => {
+                    tokio::time::sleep(tx::backoff(attempt)).await;
+                }
+                Err(f) => return Err(self.resolve_fenced(f, token).await),
+            }
+        };
+        let (stamped, mut history_doc) =
+            Self::stamped(entry, &res).map_err(|f| f.into_store_error(store, token))?;
+        let history_id = mongodb::bson::oid::ObjectId::new();
+        history_doc.insert("_id", history_id);
+        history_doc.insert(field::PENDING, true);
+        self.inner
+            .history
+            .insert_one(history_doc.clone())
+            .await
+            .map_err(self.backend("insert history"))?;
+        history_doc.remove(field::PENDING);
+        history_doc.insert("_id", &entry.change_id);
+        let t = codec::u64_to_bson(token).unwrap_or(Bson::Int64(i64::MAX));
+        let at = codec::to_bson_date(stamped.created_at);
+        let rank = i32::from(stamped.state.rank());
+        let filter = doc! {
+            "_id": &entry.change_id,
+            field::FENCING_TOKEN: { "$lte": t },
+            "$or": [
+                { field::CREATED_AT: { "$lt": at } },
+                { field::CREATED_AT: at, field::RANK: { "$lt": rank } },
+            ],
+        };
+        match self
+            .inner
+            .current
+            .replace_one(filter, history_doc)
+            .upsert(true)
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if codec::is_duplicate_key(&e) => {
+                // Not written: either the stored state supersedes ours, or it
+                // was written under a higher token, i.e. a newer lease holder
+                // already acted on this change: then ours is fenced.
+                let cur = self
+                    .inner
+                    .current
+                    .find_one(doc! { "_id": &entry.change_id })
+                    .await
+                    .map_err(self.backend("read current state"))?;
+                if let Some(cur) = cur {
+                    let cur = self
+                        .decode_current(&cur)
+                        .map_err(|f| f.into_store_error(store, token))?;
+                    if cur.fencing_token > token {
+                        self.inner
+                            .history
+                            .delete_one(doc! { "_id": history_id })
+                            .await
+                            .map_err(self.backend("withdraw fenced history entry"))?;
+                        return Err(StoreError::Fenced {
+                            store: store.clone(),
+                            token,
+                            fence: cur.fencing_token,
+                        });
+                    }
+                }
+            }
+            Err(e) => return Err(self.backend("write current state")(e)),
+        }
+        if let Err(e) = self
+            .inner
+            .history
+            .update_one(
+                doc! { "_id": history_id },
+                doc! { "$unset": { field::PENDING: "" } },
+            )
+            .await
+        {
+            // Harmless: snapshot() folds pending entries in.
+            warn!(error = %e, "could not clear the pending mark of a history entry");
+        }
+        Ok(())
+    }
+
+    /// Registers the session of a shared-transaction change, so that the
+    /// next lease holder can abort its transaction (see [`Self::kill_stale_transactions`]).
+    pub(crate) async fn register_session(&self, lsid: &Document) -> Result<(), DriverError> {
+        self.inner
+            .sessions
+            .insert_one(doc! { "_id": lsid.clone(), "at": mongodb::bson::DateTime::now() })
+            .await
+            .map(|_| ())
+    }
+
+    /// Forgets a session once its transaction has ended.
+    pub(crate) async fn unregister_session(&self, lsid: &Document) {
+        if let Err(e) = self
+            .inner
+            .sessions
+            .delete_one(doc! { "_id": lsid.clone() })
+            .await
+        {
+            warn!(error = %e, "could not unregister a finished transaction's session");
+        }
+    }
+
+    /// Called right after this runner raised the fence, i.e. holds the lock
+    /// and has not started any change yet: every registered transaction
+    /// belongs to a runner that lost its lease. Its commit would be fenced
+    /// anyway; killing its session also releases the documents it holds, so
+    /// that this runner's transactions do not fail with write conflicts on
+    /// them (MongoDB would otherwise keep them until
+    /// `transactionLifetimeLimitSeconds`). Best effort: fencing, not this,
+    /// is what makes a stale commit impossible.
+    async fn kill_stale_transactions(&self) {
+        let ids: Vec<Bson> = match self.inner.sessions.find(doc! {}).await {
+            Ok(cursor) => match cursor.try_collect::<Vec<Document>>().await {
+                Ok(docs) => docs
+                    .into_iter()
+                    .filter_map(|mut d| d.remove("_id"))
+                    .collect(),
+                Err(e) => {
+                    warn!(error = %e, "could not list open transactions");
+                    return;
+                }
+            },
+            Err(e) => {
+                warn!(error = %e, "could not list open transactions");
+                return;
+            }
+        };
+        if ids.is_empty() {
+            return;
+        }
+        debug!(
+            count = ids.len(),
+            "aborting transactions of runners that lost their lease"
+        );
+        let kill = self
+            .inner
+            .client
+            .database("admin")
+            .run_command(doc! { "killSessions": ids.clone() })
+            .await;
+        if let Err(e) = kill {
+            warn!(error = %e, "could not kill the sessions of stale transactions");
+            return;
+        }
+        if let Err(e) = self
+            .inner
+            .sessions
+            .delete_many(doc! { "_id": { "$in": ids } })
+            .await
+        {
+            warn!(error = %e, "could not unregister killed sessions");
+        }
+    }
+
+    async fn read_all(
+        &self,
+        coll: &Collection<Document>,
+        name: &str,
+        filter: Document,
+        sort: Document,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        let docs: Vec<Document> = coll
+            .find(filter)
+            .sort(sort)
+            .await
+            .map_err(self.backend("read audit"))?
+            .try_collect()
+            .await
+            .map_err(self.backend("read audit"))?;
+        docs.iter()
+            .map(|d| {
+                let r = Reader::new(name, d);
+                codec::decode_entry(&r).map_err(|detail| self.malformed(r.what.clone(), detail))
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl AuditStore for MongoAuditStore {
+    fn describe(&self) -> String {
+        self.inner.describe.clone()
+    }
+
+    fn store_id(&self) -> &str {
+        &self.inner.id
+    }
+
+    async fn prepare(&self) -> Result<(), StoreError> {
+        if self.inner.auto_create {
+            self.create_collections().await
+        } else {
+            self.check_collections().await
+        }
+    }
+
+    async fn raise_fence(&self, token: u64) -> Result<(), StoreError> {
+        let t = codec::u64_to_bson(token).ok_or_else(|| StoreError::Backend {
+            store: self.inner.describe.clone(),
+            operation: "raise fence",
+            source: format!("fencing token {token} is too large").into(),
+        })?;
+        // Two fresh upserts can race on an empty collection: the loser gets a
+        // duplicate key although the fence may still be below its token.
+        for _ in 0..5 {
+            let res = self
+                .inner
+                .fence
+                .update_one(
+                    doc! {
+                        "_id": FENCE_ID,
+                        "$or": [ { "fence": { "$lte": t.clone() } }, { "fence": Bson::Null } ],
+                    },
+                    doc! { "$set": { "fence": t.clone() } },
+                )
+                .upsert(true)
+                .await;
+            match res {
+                Ok(_) => {
+                    self.kill_stale_transactions().await;
+                    return Ok(());
+                }
+                Err(e) if codec::is_duplicate_key(&e) => {
+                    let fence = self.read_fence().await?;
+                    if fence > token {
+                        return Err(StoreError::Fenced {
+                            store: self.inner.describe.clone(),
+                            token,
+                            fence,
+                        });
+                    }
+                }
+                Err(e) => return Err(self.backend("raise fence")(e)),
+            }
+        }
+        Err(StoreError::Backend {
+            store: self.inner.describe.clone(),
+            operation: "raise fence",
+            source: "the fence document kept changing under concurrent raises; giving up".into(),
+        })
+    }
+
+    async fn fence(&self) -> Result<u64, StoreError> {
+        self.read_fence().await
+    }
+
+    async fn append(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        if self.transactions() {
+            self.append_transactional(entry).await
+        } else {
+            self.append_without_transaction(entry).await
+        }
+    }
+
+    async fn snapshot(&self) -> Result<Vec<AuditEntry>, StoreError> {
+        let current = self
+            .read_all(
+                &self.inner.current,
+                &self.inner.names.current,
+                doc! {},
+                doc! { "_id": 1 },
+            )
+            .await?;
+        if self.transactions() {
+            return Ok(current);
+        }
+        // Without transactions an append may have stopped between its history
+        // and current-state writes: fold such entries in (usually none; the
+        // query uses the sparse `pending` index).
+        let pending = self
+            .read_all(
+                &self.inner.history,
+                &self.inner.names.history,
+                doc! { field::PENDING: true },
+                doc! { field::SEQ: 1 },
+            )
+            .await?;
+        if pending.is_empty() {
+            return Ok(current);
+        }
+        Ok(reduce_snapshot(current.into_iter().chain(pending)))
+    }
+
+    async fn history(&self, filter: &HistoryFilter) -> Result<Vec<AuditEntry>, StoreError> {
+        let mut q = Document::new();
+        if let Some(c) = &filter.change_id {
+            q.insert(field::CHANGE_ID, c);
+        }
+        if let Some(since) = filter.since {
+            q.insert(
+                field::CREATED_AT,
+                doc! { "$gte": codec::to_bson_date(since) },
+            );
+        }
+        self.read_all(
+            &self.inner.history,
+            &self.inner.names.history,
+            q,
+            doc! { field::SEQ: 1, "_id": 1 },
+        )
+        .await
+    }
+
+    fn default_lock(&self) -> Option<Arc<dyn LockProvider>> {
+        Some(Arc::new(self.lock()))
+    }
+}

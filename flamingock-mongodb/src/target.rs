@@ -1,0 +1,390 @@
+//! MongoDB as a target system: changes run in a client-session transaction.
+
+use flamingock_core::{
+    CommitWith, ContextMode, Marker, TargetCapabilities, TargetError, TargetSystem,
+};
+use mongodb::bson::{doc, Document};
+use mongodb::error::{Error as DriverError, TRANSIENT_TRANSACTION_ERROR};
+use mongodb::options::{ReadConcern, WriteConcern};
+use mongodb::{Client, ClientSession, Collection, Database};
+
+use crate::codec::{self, Reader};
+use crate::store::MongoAuditStore;
+use crate::topology::{self, Transactions};
+use crate::tx;
+
+/// What a change of a [`MongoTarget`] receives: the database and the client
+/// session. In a transactional context the session has a transaction open:
+/// pass it to every operation (`.session(ctx.session())`), or the operation
+/// runs outside the transaction.
+///
+/// ```no_run
+/// # async fn f(ctx: &mut flamingock_mongodb::MongoContext) -> Result<(), mongodb::error::Error> {
+/// use mongodb::bson::{doc, Document};
+/// ctx.db()
+///     .collection::<Document>("users")
+///     .insert_one(doc! { "email": "ana@example.com" })
+///     .session(ctx.session())
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct MongoContext {
+    db: Database,
+    session: ClientSession,
+    transaction: bool,
+}
+
+impl MongoContext {
+    /// The target's database.
+    pub fn db(&self) -> &Database {
+        &self.db
+    }
+
+    /// The session: pass it to every operation with `.session(ctx.session())`.
+    pub fn session(&mut self) -> &mut ClientSession {
+        &mut self.session
+    }
+
+    /// Whether a transaction is open on the session (false in a
+    /// non-transactional context, e.g. for index builds).
+    pub fn in_transaction(&self) -> bool {
+        self.transaction
+    }
+}
+
+/// A MongoDB database as a target system.
+///
+/// * [`MongoAuditStore::target`]: same client and database as the audit
+///   store; each change and its APPLIED entry (with the fence check) commit
+///   in one session transaction (shared-transaction strategy).
+/// * [`MongoTarget::new`]: another client or database; the change commits
+///   in its own transaction together with a marker document in
+///   `flamingock_markers` (separate transaction with marker), unless
+///   [`without_marker`](MongoTarget::without_marker).
+///
+/// On a server without transactions (a standalone `mongod`) the target says
+/// so in its capabilities, and the runner refuses, before anything runs,
+/// every change not declared `.transactional(false)`.
+#[derive(Debug, Clone)]
+pub struct MongoTarget {
+    id: String,
+    db: Database,
+    client: Client,
+    shared: Option<MongoAuditStore>,
+    marker: Option<Collection<Document>>,
+    transactions: Transactions,
+    read_concern: ReadConcern,
+    write_concern: WriteConcern,
+}
+
+/// Default marker collection of separate-transaction targets.
+pub const MARKER_COLLECTION: &str = "flamingock_markers";
+
+impl MongoTarget {
+    /// A target on database `database` of `client`, keeping markers in
+    /// [`MARKER_COLLECTION`]. Asks the server (`hello`) whether it runs
+    /// transactions.
+    ///
+    /// # Errors
+    /// [`TargetError::Backend`] when the server cannot be reached.
+    pub async fn new(
+        id: impl Into<String>,
+        client: Client,
+        database: &str,
+    ) -> Result<Self, TargetError> {
+        let id = id.into();
+        let transactions = topology::detect(&client)
+            .await
+            .map_err(|e| TargetError::Backend {
+                target: id.clone(),
+                operation: "handshake (hello)",
+                source: Box::new(e),
+            })?;
+        let db = client.database(database);
+        Ok(MongoTarget {
+            marker: Some(db.collection(MARKER_COLLECTION)),
+            id,
+            db,
+            client,
+            shared: None,
+            transactions,
+            read_concern: ReadConcern::majority(),
+            write_concern: WriteConcern::majority(),
+        })
+    }
+
+    pub(crate) fn shared(id: String, store: MongoAuditStore) -> Self {
+        let inner = &store.inner;
+        MongoTarget {
+            id,
+            db: inner.client.database(inner.db.name()),
+            client: inner.client.clone(),
+            marker: None,
+            transactions: inner.transactions.clone(),
+            read_concern: inner.read_concern.clone(),
+            write_concern: inner.write_concern.clone(),
+            shared: Some(store),
+        }
+    }
+
+    /// No marker: a crash between the change's commit and its APPLIED entry
+    /// leaves it for an operator (or a retry) instead of being resolved by itself.
+    pub fn without_marker(mut self) -> Self {
+        self.marker = None;
+        self
+    }
+
+    /// Keeps markers in `collection` instead of [`MARKER_COLLECTION`].
+    pub fn marker_collection(mut self, collection: &str) -> Self {
+        if self.shared.is_none() {
+            self.marker = Some(self.db.collection(collection));
+        }
+        self
+    }
+
+    /// Behave as on a server without transactions. For tests.
+    pub fn assume_no_transactions(mut self, yes: bool) -> Self {
+        if yes {
+            self.transactions = Transactions::Unavailable(format!(
+                "transactions were turned off for this target (assume_no_transactions): {}",
+                topology::ADVICE
+            ));
+        }
+        self
+    }
+
+    /// Transaction read and write concerns (default `majority`; targets of a
+    /// store use the store's).
+    pub fn concerns(mut self, read: ReadConcern, write: WriteConcern) -> Self {
+        self.read_concern = read;
+        self.write_concern = write;
+        self
+    }
+
+    /// The target's database.
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    fn backend(&self, operation: &'static str) -> impl FnOnce(DriverError) -> TargetError + '_ {
+        move |e| TargetError::Backend {
+            target: self.id.clone(),
+            operation,
+            source: Box::new(e),
+        }
+    }
+
+    /// Commits; a transient error at commit means nothing was committed.
+    async fn commit_session(&self, session: &mut ClientSession) -> Result<(), TargetError> {
+        match tx::commit(session).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.contains_label(TRANSIENT_TRANSACTION_ERROR) => {
+                Err(TargetError::NotCommitted {
+                    target: self.id.clone(),
+                    source: Box::new(e),
+                })
+            }
+            // Outcome unknown (connection lost during commit...).
+            Err(e) => Err(self.backend("commit")(e)),
+        }
+    }
+
+    async fn commit_inner(
+        &self,
+        ctx: &mut MongoContext,
+        with: CommitWith<'_>,
+    ) -> Result<(), TargetError> {
+        if !ctx.transaction {
+            return match with {
+                CommitWith::Nothing => Ok(()),
+                _ => Err(TargetError::Unsupported {
+                    target: self.id.clone(),
+                    detail: "asked to commit an audit entry or marker with a context that has \
+                             no transaction"
+                        .into(),
+                }),
+            };
+        }
+        match with {
+            CommitWith::Audit(entry) => {
+                let Some(store) = &self.shared else {
+                    let _ = ctx.session.abort_transaction().await;
+                    return Err(TargetError::Unsupported {
+                        target: self.id.clone(),
+                        detail: "asked to commit an audit entry but this target shares no audit \
+                                 store: create it with MongoAuditStore::target"
+                            .into(),
+                    });
+                };
+                if let Err(f) = store.write_in_transaction(&mut ctx.session, entry).await {
+                    let _ = ctx.session.abort_transaction().await;
+                    if f.is_transient() {
+                        if let crate::store::WriteFailure::Driver { error, .. } = f {
+                            return Err(TargetError::NotCommitted {
+                                target: self.id.clone(),
+                                source: Box::new(error),
+                            });
+                        }
+                    }
+                    let source = store.resolve_fenced(f, entry.fencing_token).await;
+                    return Err(TargetError::Audit {
+                        target: self.id.clone(),
+                        source,
+                    });
+                }
+            }
+            CommitWith::Marker(m) => {
+                let Some(coll) = &self.marker else {
+                    let _ = ctx.session.abort_transaction().await;
+                    return Err(TargetError::Unsupported {
+                        target: self.id.clone(),
+                        detail: "asked to write a marker but markers are off for this target"
+                            .into(),
+                    });
+                };
+                let token = codec::u64_to_bson(m.fencing_token)
+                    .unwrap_or(mongodb::bson::Bson::Int64(i64::MAX));
+                let res = coll
+                    .replace_one(
+                        doc! { "_id": &m.change_id },
+                        doc! { "_id": &m.change_id, "run_id": &m.run_id, "fencing_token": token },
+                    )
+                    .upsert(true)
+                    .session(&mut ctx.session)
+                    .await;
+                if let Err(e) = res {
+                    return Err(self.not_committed(&mut ctx.session, e).await);
+                }
+            }
+            _ => {}
+        }
+        self.commit_session(&mut ctx.session).await
+    }
+
+    async fn unregister(&self, ctx: &MongoContext) {
+        if let (Some(store), true) = (&self.shared, ctx.transaction) {
+            store.unregister_session(ctx.session.id()).await;
+        }
+    }
+
+    /// A failure before commit: the transaction is aborted, nothing committed.
+    async fn not_committed(&self, session: &mut ClientSession, e: DriverError) -> TargetError {
+        let _ = session.abort_transaction().await;
+        TargetError::NotCommitted {
+            target: self.id.clone(),
+            source: Box::new(e),
+        }
+    }
+}
+
+impl TargetSystem for MongoTarget {
+    type Context = MongoContext;
+
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn capabilities(&self) -> TargetCapabilities {
+        let mut caps = TargetCapabilities::transactional();
+        if self.marker.is_some() {
+            caps = caps.with_marker();
+        }
+        if let Some(store) = &self.shared {
+            caps = caps.sharing_audit_store(flamingock_core::AuditStore::store_id(store));
+        }
+        if let Transactions::Unavailable(why) = &self.transactions {
+            caps = caps.transactions_unavailable(why.clone());
+        }
+        caps
+    }
+
+    async fn begin(&self, mode: ContextMode) -> Result<MongoContext, TargetError> {
+        let mut session = self
+            .client
+            .start_session()
+            .await
+            .map_err(self.backend("start session"))?;
+        if mode == ContextMode::Transaction {
+            if let Transactions::Unavailable(why) = &self.transactions {
+                return Err(TargetError::Unsupported {
+                    target: self.id.clone(),
+                    detail: why.clone(),
+                });
+            }
+            session
+                .start_transaction()
+                .read_concern(self.read_concern.clone())
+                .write_concern(self.write_concern.clone())
+                .await
+                .map_err(self.backend("start transaction"))?;
+            if let Some(store) = &self.shared {
+                // Lets the next lease holder abort this transaction should
+                // this runner lose its lease mid-change (see the crate docs).
+                store
+                    .register_session(session.id())
+                    .await
+                    .map_err(self.backend("register transaction session"))?;
+            }
+        }
+        Ok(MongoContext {
+            db: self.db.clone(),
+            session,
+            transaction: mode == ContextMode::Transaction,
+        })
+    }
+
+    async fn commit(&self, mut ctx: MongoContext, with: CommitWith<'_>) -> Result<(), TargetError> {
+        let res = self.commit_inner(&mut ctx, with).await;
+        self.unregister(&ctx).await;
+        res
+    }
+
+    async fn abort(&self, mut ctx: MongoContext) -> Result<(), TargetError> {
+        let res = if ctx.transaction {
+            ctx.session
+                .abort_transaction()
+                .await
+                .map_err(self.backend("abort transaction"))
+        } else {
+            Ok(())
+        };
+        self.unregister(&ctx).await;
+        res
+    }
+
+    async fn marker(&self, change_id: &str) -> Result<Option<Marker>, TargetError> {
+        let Some(coll) = &self.marker else {
+            return Ok(None);
+        };
+        let Some(d) = coll
+            .find_one(doc! { "_id": change_id })
+            .await
+            .map_err(self.backend("read marker"))?
+        else {
+            return Ok(None);
+        };
+        let r = Reader::new(coll.name(), &d);
+        let read = || -> Result<Marker, String> {
+            Ok(Marker {
+                change_id: change_id.to_owned(),
+                run_id: r.str("run_id")?,
+                fencing_token: r.u64("fencing_token")?,
+            })
+        };
+        read().map(Some).map_err(|detail| TargetError::Backend {
+            target: self.id.clone(),
+            operation: "read marker",
+            source: format!("malformed marker, {}: {detail}", r.what).into(),
+        })
+    }
+
+    async fn clear_marker(&self, change_id: &str) -> Result<(), TargetError> {
+        if let Some(coll) = &self.marker {
+            coll.delete_one(doc! { "_id": change_id })
+                .await
+                .map_err(self.backend("clear marker"))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,180 @@
+//! Every conformance suite against a real MongoDB-protocol server
+//! (`FLAMINGOCK_TEST_MONGODB_URL`). Each namespace is a fresh database;
+//! separate-transaction targets live in a second database `<ns>_t`.
+
+use std::sync::Arc;
+
+use flamingock_core::{AuditStore, LockProvider};
+use flamingock_mongodb::mongodb::bson::{doc, Bson, Document};
+use flamingock_mongodb::mongodb::Client;
+use flamingock_mongodb::{MongoAuditStore, MongoContext, MongoTarget};
+use flamingock_test_support::audit_suite::AuditStoreUnderTest;
+use flamingock_test_support::lock_suite::LockUnderTest;
+use flamingock_test_support::pipeline_suite::{
+    PipelineCapabilities, PipelineEnv, PipelineUnderTest,
+};
+use flamingock_test_support::{require_service, services, BoxError};
+use futures::future::BoxFuture;
+
+/// The backend under test; `no_transactions` forces the standalone-server protocol.
+#[derive(Debug, Clone)]
+struct Mongo {
+    url: String,
+    no_transactions: bool,
+}
+
+impl Mongo {
+    async fn client(&self) -> Result<Client, BoxError> {
+        Ok(Client::with_uri_str(&self.url).await?)
+    }
+
+    async fn store(&self, ns: &str) -> Result<MongoAuditStore, BoxError> {
+        Ok(MongoAuditStore::builder(self.client().await?, ns)
+            .assume_no_transactions(self.no_transactions)
+            .build()
+            .await?)
+    }
+
+    async fn drop_all(&self, ns: &str) -> Result<(), BoxError> {
+        let client = self.client().await?;
+        client.database(ns).drop().await?;
+        client.database(&format!("{ns}_t")).drop().await?;
+        Ok(())
+    }
+}
+
+async fn mongo() -> Option<Mongo> {
+    Some(Mongo {
+        url: require_service(&services::MONGODB)?,
+        no_transactions: false,
+    })
+}
+
+async fn mongo_without_transactions() -> Option<Mongo> {
+    Some(Mongo {
+        url: require_service(&services::MONGODB)?,
+        no_transactions: true,
+    })
+}
+
+#[flamingock_core::async_trait]
+impl AuditStoreUnderTest for Mongo {
+    async fn open(&self, ns: &str) -> Result<Arc<dyn AuditStore>, BoxError> {
+        Ok(Arc::new(self.store(ns).await?))
+    }
+    async fn cleanup(&self, ns: &str) -> Result<(), BoxError> {
+        self.drop_all(ns).await
+    }
+}
+
+#[flamingock_core::async_trait]
+impl LockUnderTest for Mongo {
+    async fn open(&self, ns: &str) -> Result<Arc<dyn LockProvider>, BoxError> {
+        Ok(Arc::new(self.store(ns).await?.lock()))
+    }
+    async fn cleanup(&self, ns: &str) -> Result<(), BoxError> {
+        self.drop_all(ns).await
+    }
+}
+
+#[flamingock_core::async_trait]
+impl PipelineUnderTest for Mongo {
+    type Target = MongoTarget;
+
+    async fn open(&self, ns: &str) -> Result<PipelineEnv<MongoTarget>, BoxError> {
+        let store = self.store(ns).await?;
+        let env = if self.no_transactions {
+            // Without transactions only non-transactional changes can run:
+            // the suite then drives the store through its dependency target.
+            PipelineEnv {
+                store: Arc::new(store.clone()),
+                lock: Arc::new(store.lock()),
+                shared: None,
+                separate_marker: None,
+                separate: None,
+            }
+        } else {
+            let elsewhere = format!("{ns}_t");
+            let other = self.client().await?;
+            let marker = MongoTarget::new("separate-marker", other.clone(), &elsewhere).await?;
+            let separate = MongoTarget::new("separate", other, &elsewhere)
+                .await?
+                .without_marker();
+            PipelineEnv {
+                store: Arc::new(store.clone()),
+                lock: Arc::new(store.lock()),
+                shared: Some(store.target("shared")),
+                separate_marker: Some(marker),
+                separate: Some(separate),
+            }
+        };
+        Ok(env)
+    }
+
+    fn bump<'a>(ctx: &'a mut MongoContext, key: &'a str) -> BoxFuture<'a, Result<(), BoxError>> {
+        Box::pin(async move {
+            ctx.db()
+                .collection::<Document>("counters")
+                .update_one(doc! { "_id": key }, doc! { "$inc": { "n": 1_i64 } })
+                .upsert(true)
+                .session(ctx.session())
+                .await?;
+            Ok(())
+        })
+    }
+
+    async fn count(&self, target: &MongoTarget, key: &str) -> Result<u64, BoxError> {
+        let doc = target
+            .database()
+            .collection::<Document>("counters")
+            .find_one(doc! { "_id": key })
+            .await?;
+        Ok(match doc.as_ref().and_then(|d| d.get("n")) {
+            None => 0,
+            Some(Bson::Int64(n)) => u64::try_from(*n)?,
+            Some(Bson::Int32(n)) => u64::try_from(*n)?,
+            Some(other) => return Err(format!("counter {key} is {other}").into()),
+        })
+    }
+
+    async fn cleanup(&self, ns: &str) -> Result<(), BoxError> {
+        self.drop_all(ns).await
+    }
+
+    fn capabilities(&self) -> PipelineCapabilities {
+        // The concurrency check matters most with transactions; the
+        // non-transactional protocol gets fewer repetitions to keep CI short.
+        let reps = if self.no_transactions { 10 } else { 30 };
+        PipelineCapabilities::default()
+            .runners(16)
+            .repetitions(reps)
+    }
+}
+
+mod audit {
+    use super::mongo;
+    flamingock_test_support::audit_store_tests!(mongo);
+}
+
+mod lock {
+    use super::mongo;
+    flamingock_test_support::lock_tests!(mongo);
+}
+
+mod pipeline {
+    use super::mongo;
+    flamingock_test_support::pipeline_tests!(mongo);
+}
+
+/// The same suites with the protocol for servers without transactions.
+mod without_transactions {
+    mod audit {
+        use super::super::mongo_without_transactions;
+        flamingock_test_support::audit_store_tests!(mongo_without_transactions);
+    }
+
+    mod pipeline {
+        use super::super::mongo_without_transactions;
+        flamingock_test_support::pipeline_tests!(mongo_without_transactions);
+    }
+}
