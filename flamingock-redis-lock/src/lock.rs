@@ -29,6 +29,12 @@ const MAX_LEASE_MS: u64 = 1 << 40;
 /// Every operation is one Lua script run with `EVALSHA`. Clones share the
 /// connection. See the [crate docs](crate) for why the fence, not Redis,
 /// is what keeps a run correct.
+///
+/// Expiry is Redis's own (the server's clock): once a lease has run out
+/// the key is gone, so a late `extend` answers `Lost` even when nobody took
+/// the lock meanwhile (the in-memory reference lock lets it through); the
+/// runner then stops, which is the safe reading. `expires_at` values are
+/// this process's clock plus the remaining `PTTL` the server reported.
 #[derive(Clone)]
 pub struct RedisLock {
     conn: ConnectionManager,
@@ -287,7 +293,6 @@ impl RedisLock {
         let owner = items
             .get(1)
             .and_then(text)
-            .filter(|o| !o.is_empty())
             .ok_or_else(|| bad("has no owner field".into()))?;
         let token = match items.get(2).and_then(text) {
             None => return Err(bad("has no token field".into())),
