@@ -1,0 +1,172 @@
+//! # flamingock-dynamodb
+//!
+//! DynamoDB backend for Flamingock: an audit store ([`DynamoAuditStore`]), a
+//! fenced lease lock ([`DynamoLock`]) and a transactional target
+//! ([`DynamoTarget`]) whose changes commit in ONE `TransactWriteItems`
+//! together with their audit entry and the fence check.
+//!
+//! ```no_run
+//! use aws_sdk_dynamodb::types::AttributeValue;
+//! use flamingock_core::{Change, ChangeMeta, ChangeResult, Flamingock, Stage};
+//! use flamingock_dynamodb::{connect, DynamoAuditStore, DynamoContext, DynamoTarget};
+//! use std::collections::HashMap;
+//!
+//! struct SeedPlans;
+//! impl Change for SeedPlans {
+//!     type Target = DynamoTarget;
+//!     fn meta(&self) -> ChangeMeta {
+//!         ChangeMeta::new("seed-plans", "0001").author("ana")
+//!     }
+//!     async fn apply(&self, ctx: &mut DynamoContext) -> ChangeResult {
+//!         for plan in ["free", "pro"] {
+//!             let item = HashMap::from([("pk".to_owned(), AttributeValue::S(plan.into()))]);
+//!             ctx.put("plans", item)?; // sent on commit, with the audit entry
+//!         }
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // Region and credentials from the standard AWS chain; an explicit
+//! // endpoint for DynamoDB Local, moto or LocalStack.
+//! let client = connect(Some("http://localhost:8000")).await;
+//! let store = DynamoAuditStore::builder(client).table_prefix("myapp").build();
+//! let runner = Flamingock::builder()
+//!     .audit_store(store.clone())
+//!     .target(store.target("app")) // shared transactions with the audit
+//!     .stage(Stage::new("init").change(SeedPlans))
+//!     .build()?;
+//! let report = runner.run().await?;
+//! println!("{report}");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Data model
+//!
+//! One table, `<prefix>_audit` (key `pk` String + `sk` String, created on
+//! demand by [`prepare`](flamingock_core::AuditStore::prepare) unless
+//! [`auto_create(false)`](DynamoAuditStoreBuilder::auto_create)):
+//!
+//! * **current state**: `pk = CURRENT`, `sk = <change id>`. The snapshot is ONE
+//!   paginated, strongly consistent `Query` on `pk = CURRENT`: its cost is the
+//!   number of changes, never the length of the history.
+//! * **history**: `pk = HISTORY#<change id>`, `sk = <created_at>#<uuid>`.
+//! * **fence**: `pk = FENCE`, `sk = FENCE`, attribute `fence`.
+//! * **lock**: `pk = LOCK#<name>`, `sk = LOCK` ([`DynamoLock`]).
+//!
+//! An append is ONE `TransactWriteItems`: Put of the history item; Put of the
+//! current-state item under the condition that the new entry supersedes the
+//! stored one (`created_at` later, or equal with a later state); and a
+//! `ConditionCheck` on the fence item (`attribute_not_exists(fence) OR fence
+//! <= :token`). When the entry does not supersede the current state, its
+//! condition cancels the transaction and the append is sent again without the
+//! current-state item: the current state only ever moves forward, so that
+//! second transaction (history + fence check) is exactly the reference
+//! semantics, and a fenced append still leaves no trace. A failed fence check
+//! is reported as [`StoreError::Fenced`](flamingock_core::StoreError::Fenced)
+//! with the recorded fence.
+//!
+//! `created_at` strings are fixed-width RFC 3339 with nanoseconds, so string
+//! comparison in conditions and sort keys is time order.
+//!
+//! ## Clocks
+//!
+//! DynamoDB has no server clock usable in conditions, so the store keeps the
+//! `created_at` the runner stamped (the audit suite runs with
+//! `AuditCapabilities::client_clock()`): ties are broken by state rank
+//! (DESIGN section 4). The lock judges expiry by the caller's clock with a
+//! skew margin; see [`DynamoLock`].
+//!
+//! ## Strategies
+//!
+//! * [`DynamoAuditStore::target`]: shared transaction. The change's items,
+//!   the APPLIED history item, the current-state item and the fence check go
+//!   out in ONE `TransactWriteItems`. A fence rejection surfaces as
+//!   `TargetError::Audit { source: StoreError::Fenced }`; a failed condition
+//!   of the change's own items, or any other refusal, as
+//!   `TargetError::NotCommitted` naming the item and its condition (the
+//!   runner records FAILED + ROLLED_BACK); a timeout or lost connection after
+//!   sending as `TargetError::Backend` (outcome unknown: the runner writes
+//!   nothing, and since the audit entry rode in the same transaction the next
+//!   run sees exactly what DynamoDB kept).
+//! * [`DynamoTarget::new`]: separate transaction with a marker item in
+//!   `<prefix>_marker`, written in the change's own transaction.
+//! * A change declared `.transactional(false)` gets a context without
+//!   transaction ([`ContextMode::NonTransactional`](flamingock_core::ContextMode)):
+//!   it uses [`DynamoContext::client`] directly (create a table, update TTL
+//!   settings); pushing items then fails with [`ContextError::NonTransactional`].
+//!
+//! DynamoDB allows at most [`MAX_TRANSACTION_ITEMS`] (100) items per
+//! transaction. The audit adds 3 (shared) or the marker 1 (separate); a change
+//! whose total exceeds 100 fails before anything is sent, with a
+//! `TargetError::NotCommitted` giving the count and the limit.
+//!
+//! ## Throttling
+//!
+//! `ProvisionedThroughputExceededException`, `ThrottlingException`,
+//! `RequestLimitExceeded`, `TransactionConflictException`, and transactions
+//! cancelled only for `TransactionConflict`/throttling reasons are retried with
+//! bounded exponential backoff ([`RetryPolicy`]). Items of the wrong shape are
+//! reported as `StoreError::Malformed` (or `LockError::Malformed`) naming the
+//! table and the key.
+//!
+//! ## Testing against moto
+//!
+//! The conformance suites run against moto's server (`moto[server]`). Where
+//! moto departs from DynamoDB's documented behaviour this crate follows the
+//! documentation; the differences seen are:
+//!
+//! * **Atomicity of conditional writes.** `moto_server` serves requests on
+//!   several threads and evaluates a condition and applies the write without a
+//!   lock, so two concurrent conditional writes can both succeed (two lock
+//!   owners at once were observed). DynamoDB guarantees atomic conditional
+//!   writes and transactions. The tests therefore run moto through
+//!   `tests/moto_serialized.py`, which wraps moto's own app in a one-request-at-a-time
+//!   middleware (`python tests/moto_serialized.py -H 127.0.0.1 -p PORT`).
+//! * **Transaction conflicts and throttling** are never produced by moto
+//!   (it serialises everything and has no capacity limits). The retry layer is
+//!   covered by unit tests of the classifier and by a test that injects
+//!   throttling answers into real requests with an SDK interceptor.
+//! * **Table creation** is immediate in moto (ACTIVE at once); against
+//!   DynamoDB `prepare` waits for ACTIVE (up to two minutes).
+#![deny(missing_docs)]
+#![warn(unreachable_pub)]
+
+mod error;
+mod item;
+mod lock;
+mod retry;
+mod store;
+mod table;
+mod target;
+mod tx;
+
+pub use error::{ContextError, RequestError};
+pub use lock::{DynamoLock, DynamoLockBuilder, DEFAULT_SKEW};
+pub use retry::RetryPolicy;
+pub use store::{DynamoAuditStore, DynamoAuditStoreBuilder, DEFAULT_PREFIX};
+pub use target::{DynamoContext, DynamoTarget};
+pub use tx::MAX_TRANSACTION_ITEMS;
+
+/// Re-export of the SDK this crate is built on, so that changes can name its
+/// types (`AttributeValue`, `TransactWriteItem`...) without a version mismatch.
+pub use aws_sdk_dynamodb;
+
+/// A DynamoDB client configured from the standard AWS chain (environment,
+/// profile, IMDS...) via `aws_config::defaults(BehaviorVersion::latest())`,
+/// with `endpoint_url` overriding the endpoint (DynamoDB Local, moto,
+/// LocalStack). Without a region in the chain, `us-east-1` is used.
+pub async fn connect(endpoint_url: Option<&str>) -> aws_sdk_dynamodb::Client {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Some(url) = endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    let config = loader.load().await;
+    let mut builder = aws_sdk_dynamodb::config::Builder::from(&config);
+    if config.region().is_none() {
+        builder = builder.region(aws_sdk_dynamodb::config::Region::new("us-east-1"));
+    }
+    aws_sdk_dynamodb::Client::from_conf(builder.build())
+}

@@ -1,0 +1,483 @@
+//! The transactional target: changes append write items; the commit sends
+//! them in ONE `TransactWriteItems`, with the audit entry or the marker.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::Client;
+use flamingock_core::{
+    AuditStore, CommitWith, ContextMode, Marker, StoreError, TargetCapabilities, TargetError,
+    TargetSystem,
+};
+use tokio::sync::OnceCell;
+
+use crate::error::{msg, ContextError, RequestError};
+use crate::item::{key, n, s, Item, Reader};
+use crate::retry::{send, RetryPolicy};
+use crate::store::{DynamoAuditStore, DEFAULT_PREFIX};
+use crate::table::{self, TableProblem};
+use crate::tx::{self, AuditPart, TxError, AUDIT_ITEMS, MAX_TRANSACTION_ITEMS};
+
+/// Partition key of marker items (the sort key is the change id).
+const MARKER_PK: &str = "MARKER";
+
+/// A DynamoDB target system.
+///
+/// * From [`DynamoAuditStore::target`]: **shared transaction**. The change's
+///   items, its APPLIED history item, its current-state item and the fence
+///   check go out in ONE `TransactWriteItems`: effect, audit and fence are
+///   atomic, and a crash at any instant needs no operator.
+/// * From [`DynamoTarget::new`] (another account, region or endpoint than the
+///   audit store): **separate transaction with marker**. The marker is an
+///   item of `<prefix>_marker` written in the change's own
+///   `TransactWriteItems`, so the next run can tell whether it committed.
+///   [`without_marker`](Self::without_marker) turns that off.
+///
+/// A transaction holds at most 100 items (DynamoDB's limit), the audit or
+/// marker items included; a change that writes more fails before anything
+/// is sent (see [`MAX_TRANSACTION_ITEMS`]).
+#[derive(Clone)]
+pub struct DynamoTarget {
+    id: String,
+    client: Client,
+    prefix: String,
+    shared: Option<DynamoAuditStore>,
+    marker: bool,
+    auto_create: bool,
+    retry: RetryPolicy,
+    ready: Arc<OnceCell<()>>,
+}
+
+impl std::fmt::Debug for DynamoTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DynamoTarget")
+            .field("id", &self.id)
+            .field("prefix", &self.prefix)
+            .field("shared", &self.shared.is_some())
+            .field("marker", &self.marker)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DynamoTarget {
+    /// A target on `client` that does not share the audit store's database:
+    /// separate transactions, with a marker item in `<prefix>_marker`.
+    pub fn new(id: impl Into<String>, client: Client) -> Self {
+        DynamoTarget {
+            id: id.into(),
+            client,
+            prefix: DEFAULT_PREFIX.to_owned(),
+            shared: None,
+            marker: true,
+            auto_create: true,
+            retry: RetryPolicy::default(),
+            ready: Arc::default(),
+        }
+    }
+
+    pub(crate) fn shared(id: String, store: DynamoAuditStore) -> Self {
+        DynamoTarget {
+            id,
+            client: store.inner.client.clone(),
+            prefix: store.inner.prefix.clone(),
+            retry: store.inner.retry,
+            shared: Some(store),
+            marker: false,
+            auto_create: true,
+            ready: Arc::default(),
+        }
+    }
+
+    /// Table prefix of this target's own tables (default `flamingock`; for a
+    /// shared target, the store's prefix). The marker table is `<prefix>_marker`.
+    pub fn table_prefix(mut self, prefix: impl Into<String>) -> Self {
+        if self.shared.is_none() {
+            self.prefix = prefix.into();
+            self.ready = Arc::default();
+        }
+        self
+    }
+
+    /// No marker: a crash between commit and APPLIED then needs an operator
+    /// (or `AlwaysRetry`).
+    pub fn without_marker(mut self) -> Self {
+        self.marker = false;
+        self
+    }
+
+    /// Whether the marker table is created when missing (default true).
+    pub fn auto_create(mut self, yes: bool) -> Self {
+        self.auto_create = yes;
+        self.ready = Arc::default();
+        self
+    }
+
+    /// How throttled and conflicting transactions are retried.
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// The client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The table prefix in force.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The marker table's name.
+    pub fn marker_table(&self) -> String {
+        format!("{}_marker", self.prefix)
+    }
+
+    fn backend(
+        &self,
+        operation: &'static str,
+        source: impl Into<flamingock_core::BoxError>,
+    ) -> TargetError {
+        TargetError::Backend {
+            target: self.id.clone(),
+            operation,
+            source: source.into(),
+        }
+    }
+
+    fn not_committed(&self, source: impl Into<flamingock_core::BoxError>) -> TargetError {
+        TargetError::NotCommitted {
+            target: self.id.clone(),
+            source: source.into(),
+        }
+    }
+
+    async fn marker_ready(&self) -> Result<(), TargetError> {
+        let table = self.marker_table();
+        self.ready
+            .get_or_try_init(|| async {
+                table::ensure(&self.client, &table, self.auto_create, &self.retry)
+                    .await
+                    .map_err(|p| match p {
+                        TableProblem::NotReady(_) => {
+                            self.backend("prepare marker table", p.into_box())
+                        }
+                        TableProblem::Request(e) => self.backend("prepare marker table", e),
+                    })
+            })
+            .await
+            .map(|_| ())
+    }
+
+    fn marker_put(&self, m: &Marker) -> Result<TransactWriteItem, TargetError> {
+        let mut item = key(MARKER_PK, &m.change_id);
+        item.insert("run_id".into(), s(&m.run_id));
+        item.insert("fencing_token".into(), n(m.fencing_token));
+        let put = Put::builder()
+            .table_name(self.marker_table())
+            .set_item(Some(item))
+            .build()
+            .map_err(|e| self.not_committed(e))?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    fn check_size(&self, own: usize, extra: usize, what: &str) -> Result<(), TargetError> {
+        let total = own + extra;
+        if total > MAX_TRANSACTION_ITEMS {
+            return Err(self.not_committed(msg(format!(
+                "the change wrote {own} transaction items and Flamingock adds {extra} ({what}): {total} items exceed DynamoDB's limit of {MAX_TRANSACTION_ITEMS} per TransactWriteItems; split the change into several changes"
+            ))));
+        }
+        Ok(())
+    }
+
+    fn map_tx(&self, token: u64, e: TxError) -> TargetError {
+        match e {
+            TxError::Fenced { fence } => TargetError::Audit {
+                target: self.id.clone(),
+                source: StoreError::Fenced {
+                    store: self
+                        .shared
+                        .as_ref()
+                        .map_or_else(String::new, |st| st.name()),
+                    token,
+                    fence,
+                },
+            },
+            TxError::OwnItem { detail } => self.not_committed(msg(format!(
+                "a condition of the change's own writes failed: {detail}"
+            ))),
+            TxError::Refused { detail, source } => self.not_committed(WithSource {
+                message: format!("DynamoDB refused the transaction: {detail}"),
+                source,
+            }),
+            TxError::Unknown(e) => self.backend("commit (outcome unknown)", e),
+            TxError::FenceUnreadable(e) => match &self.shared {
+                Some(st) => TargetError::Audit {
+                    target: self.id.clone(),
+                    source: StoreError::Backend {
+                        store: st.name(),
+                        operation: "read fence",
+                        source: e,
+                    },
+                },
+                None => self.backend("read fence", e),
+            },
+        }
+    }
+}
+
+/// Keeps a message and the underlying error as its source.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+struct WithSource {
+    message: String,
+    #[source]
+    source: flamingock_core::BoxError,
+}
+
+/// What a change of a [`DynamoTarget`] receives: the client, and the list of
+/// write items its transaction will send on commit.
+///
+/// In [`ContextMode::NonTransactional`] (a change declared
+/// `.transactional(false)`, e.g. creating a table or changing TTL settings)
+/// there is no transaction: use [`client`](Self::client) directly; the write
+/// helpers then return [`ContextError::NonTransactional`] instead of
+/// silently dropping the write.
+#[derive(Debug)]
+pub struct DynamoContext {
+    client: Client,
+    items: Vec<TransactWriteItem>,
+    mode: ContextMode,
+    target: String,
+    prefix: String,
+}
+
+impl DynamoContext {
+    /// The client (same account and endpoint as the target).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Whether writes are collected into a transaction.
+    pub fn mode(&self) -> ContextMode {
+        self.mode
+    }
+
+    /// The table prefix the target was configured with (handy for tables
+    /// kept next to Flamingock's).
+    pub fn table_prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The items collected so far, in order.
+    pub fn items(&self) -> &[TransactWriteItem] {
+        &self.items
+    }
+
+    /// Appends any transaction item (a conditional put, a condition check...).
+    pub fn push(&mut self, item: TransactWriteItem) -> Result<&mut Self, ContextError> {
+        if self.mode == ContextMode::NonTransactional {
+            return Err(ContextError::NonTransactional {
+                target: self.target.clone(),
+            });
+        }
+        self.items.push(item);
+        Ok(self)
+    }
+
+    fn build_err(&self, source: aws_sdk_dynamodb::error::BuildError) -> ContextError {
+        ContextError::Build {
+            target: self.target.clone(),
+            source,
+        }
+    }
+
+    /// Appends a `Put` of `item` into `table`.
+    pub fn put(&mut self, table: impl Into<String>, item: Item) -> Result<&mut Self, ContextError> {
+        let put = Put::builder()
+            .table_name(table)
+            .set_item(Some(item))
+            .build()
+            .map_err(|e| self.build_err(e))?;
+        self.push(TransactWriteItem::builder().put(put).build())
+    }
+
+    /// Appends an `Update` of the item at `key` in `table`, e.g.
+    /// `ctx.update("users", key, "SET plan = :p", [(":p", AttributeValue::S("free".into()))])`.
+    pub fn update<V>(
+        &mut self,
+        table: impl Into<String>,
+        key: Item,
+        update_expression: impl Into<String>,
+        values: V,
+    ) -> Result<&mut Self, ContextError>
+    where
+        V: IntoIterator<Item = (&'static str, AttributeValue)>,
+    {
+        let values: HashMap<String, AttributeValue> =
+            values.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        let update = Update::builder()
+            .table_name(table)
+            .set_key(Some(key))
+            .update_expression(update_expression)
+            .set_expression_attribute_values((!values.is_empty()).then_some(values))
+            .build()
+            .map_err(|e| self.build_err(e))?;
+        self.push(TransactWriteItem::builder().update(update).build())
+    }
+
+    /// Appends a `Delete` of the item at `key` in `table`.
+    pub fn delete(
+        &mut self,
+        table: impl Into<String>,
+        key: Item,
+    ) -> Result<&mut Self, ContextError> {
+        let delete = Delete::builder()
+            .table_name(table)
+            .set_key(Some(key))
+            .build()
+            .map_err(|e| self.build_err(e))?;
+        self.push(TransactWriteItem::builder().delete(delete).build())
+    }
+}
+
+impl TargetSystem for DynamoTarget {
+    type Context = DynamoContext;
+
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn capabilities(&self) -> TargetCapabilities {
+        let mut caps = TargetCapabilities::transactional();
+        if let Some(store) = &self.shared {
+            caps = caps.sharing_audit_store(store.store_id());
+        } else if self.marker {
+            caps = caps.with_marker();
+        }
+        caps
+    }
+
+    async fn begin(&self, mode: ContextMode) -> Result<DynamoContext, TargetError> {
+        Ok(DynamoContext {
+            client: self.client.clone(),
+            items: Vec::new(),
+            mode,
+            target: self.id.clone(),
+            prefix: self.prefix.clone(),
+        })
+    }
+
+    async fn commit(&self, ctx: DynamoContext, with: CommitWith<'_>) -> Result<(), TargetError> {
+        if ctx.mode == ContextMode::NonTransactional {
+            // `push` refuses items in this mode; nothing can be pending.
+            return Ok(());
+        }
+        let own = &ctx.items;
+        match with {
+            CommitWith::Audit(entry) => {
+                let Some(store) = &self.shared else {
+                    return Err(TargetError::Unsupported {
+                        target: self.id.clone(),
+                        detail: "asked to commit an audit entry, but this target was not made by DynamoAuditStore::target".into(),
+                    });
+                };
+                self.check_size(
+                    own.len(),
+                    AUDIT_ITEMS,
+                    "the APPLIED audit entry, the current-state item and the fence check",
+                )?;
+                store
+                    .ensure_ready()
+                    .await
+                    .map_err(|source| TargetError::Audit {
+                        target: self.id.clone(),
+                        source,
+                    })?;
+                let audit = AuditPart {
+                    table: store.table(),
+                    entry,
+                };
+                tx::send(&self.client, &self.retry, own, &[], Some(audit))
+                    .await
+                    .map_err(|e| self.map_tx(entry.fencing_token, e))
+            }
+            CommitWith::Marker(m) => {
+                self.check_size(own.len(), 1, "the marker item")?;
+                self.marker_ready().await?;
+                let marker = self.marker_put(m)?;
+                tx::send(&self.client, &self.retry, own, &[marker], None)
+                    .await
+                    .map_err(|e| self.map_tx(m.fencing_token, e))
+            }
+            _ => {
+                self.check_size(own.len(), 0, "nothing")?;
+                tx::send(&self.client, &self.retry, own, &[], None)
+                    .await
+                    .map_err(|e| self.map_tx(0, e))
+            }
+        }
+    }
+
+    async fn abort(&self, _ctx: DynamoContext) -> Result<(), TargetError> {
+        // Nothing was sent: dropping the items is the rollback.
+        Ok(())
+    }
+
+    async fn marker(&self, change_id: &str) -> Result<Option<Marker>, TargetError> {
+        if !self.marker {
+            return Ok(None);
+        }
+        self.marker_ready().await?;
+        let table = self.marker_table();
+        let out = send(&self.retry, "GetItem", || {
+            self.client
+                .get_item()
+                .table_name(&table)
+                .set_key(Some(key(MARKER_PK, change_id)))
+                .consistent_read(true)
+                .send()
+        })
+        .await
+        .map_err(|e| self.backend("read marker", RequestError::new("GetItem", &table, e)))?;
+        let Some(item) = out.item else {
+            return Ok(None);
+        };
+        let r = Reader(&item);
+        let parsed = (|| -> Result<Marker, String> {
+            Ok(Marker {
+                change_id: change_id.to_owned(),
+                run_id: r.str("run_id")?.to_owned(),
+                fencing_token: r.u64("fencing_token")?,
+            })
+        })();
+        parsed.map(Some).map_err(|d| {
+            self.backend(
+                "read marker",
+                msg(format!(
+                    "malformed marker item (pk={MARKER_PK} sk={change_id}) in table {table}: {d}"
+                )),
+            )
+        })
+    }
+
+    async fn clear_marker(&self, change_id: &str) -> Result<(), TargetError> {
+        if !self.marker {
+            return Ok(());
+        }
+        self.marker_ready().await?;
+        let table = self.marker_table();
+        send(&self.retry, "DeleteItem", || {
+            self.client
+                .delete_item()
+                .table_name(&table)
+                .set_key(Some(key(MARKER_PK, change_id)))
+                .send()
+        })
+        .await
+        .map_err(|e| self.backend("clear marker", RequestError::new("DeleteItem", &table, e)))?;
+        Ok(())
+    }
+}
