@@ -107,6 +107,8 @@ pub(crate) enum OpenError {
         "the path is a directory, not a database file (give a file path such as <dir>/app.db)"
     )]
     IsDirectory,
+    #[error("the directory {0} does not exist")]
+    NoDirectory(String),
     #[error("invalid SQLite URL: {0}")]
     BadUrl(#[source] sqlx::Error),
     #[error("cannot open the file as a SQLite database: {0}")]
@@ -136,6 +138,13 @@ pub(crate) async fn open_pool(
         Location::File(p) => {
             if p.is_dir() {
                 return Err(OpenError::IsDirectory);
+            }
+            if let Some(parent) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+                if !parent.is_dir() {
+                    return Err(OpenError::NoDirectory(
+                        absolute(parent).display().to_string(),
+                    ));
+                }
             }
             SqliteConnectOptions::new()
                 .filename(p)
