@@ -1,0 +1,163 @@
+//! # flamingock-cli
+//!
+//! The `flamingock` command line, and the same commands embeddable in an
+//! application. Operators see and resolve what the runner refused to do
+//! (`issue list`, `issue get`, `audit fix`), inspect the audit and the lock,
+//! and small teams apply directories of plain SQL files without compiling
+//! anything (`flamingock apply --changes DIR`).
+//!
+//! ```text
+//! flamingock --store sqlite:app.db --changes changes/ plan
+//! flamingock --store postgres://app@db/app --changes changes/ apply
+//! flamingock --store postgres://app@db/app issue get add-index
+//! flamingock --store postgres://app@db/app audit fix add-index --resolution applied --reason "index exists"
+//! ```
+//!
+//! Commands: `audit list|history|fix`, `issue list|get`, `lock status|release`,
+//! `plan`, `validate`, `apply`; `--json` for scripts; exit codes
+//! 0 ok, 1 failure, 2 usage, 3 pending/blocked in `validate`
+//! ([`Exit`]).
+//!
+//! ## Embedding
+//!
+//! An application flattens [`Cli`] into its own clap parser and hands it,
+//! with its runner builder (store, targets, its compiled changes), to
+//! [`run`]. Directories of SQL files can be compiled into the application
+//! with [`embed_sql_dir!`], giving the same change list the CLI loads at run
+//! time:
+//!
+//! ```no_run
+//! use clap::{Parser, Subcommand};
+//! use flamingock_core::Flamingock;
+//! use flamingock_sqlite::{SqliteAuditStore, SqliteTarget};
+//!
+//! #[derive(Parser)]
+//! struct App {
+//!     #[command(subcommand)]
+//!     command: Option<AppCommand>,
+//! }
+//!
+//! #[derive(Subcommand)]
+//! enum AppCommand {
+//!     /// Inspect and resolve the change audit.
+//!     Flamingock(flamingock_cli::Cli),
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<std::process::ExitCode, Box<dyn std::error::Error>> {
+//!     let app = App::parse();
+//!     // Or compiled in: flamingock_cli::embed_sql_dir!("changes")?
+//!     let changes = flamingock_cli::SqlChanges::load_dir("changes")?;
+//!     let store = SqliteAuditStore::open("app.db").await?;
+//!     let builder = Flamingock::builder()
+//!         .audit_store(store.clone())
+//!         .target(store.target("app-db"))
+//!         .stage(changes.stage::<SqliteTarget>("schema", "app-db"));
+//!     match app.command {
+//!         Some(AppCommand::Flamingock(cli)) => {
+//!             flamingock_cli::init_tracing(&cli.output);
+//!             Ok(flamingock_cli::run(cli, builder).await)
+//!         }
+//!         None => {
+//!             builder.build()?.run().await?;
+//!             // ... serve
+//!             Ok(std::process::ExitCode::SUCCESS)
+//!         }
+//!     }
+//! }
+//! ```
+//!
+//! ## Secrets
+//!
+//! Everything printed, logs included, passes through a [`Redactor`]: the
+//! password of the store URL never appears, even when a driver echoes it.
+#![deny(missing_docs)]
+#![warn(unreachable_pub)]
+
+mod cli;
+mod output;
+pub mod redact;
+mod run;
+pub mod split;
+pub mod sql;
+pub mod standalone;
+pub mod store;
+
+pub use cli::{
+    AuditCommand, Cli, Command, DriftArg, IssueCommand, LockCommand, OutputArgs, Resolution,
+    EXIT_CODES_HELP,
+};
+pub use redact::Redactor;
+pub use run::{run, run_with, Exit, RunOptions};
+pub use sql::{SqlChanges, SqlFile, SqlTarget};
+
+#[doc(hidden)]
+pub mod __private {
+    pub use flamingock_macros::embed_sql_files;
+}
+
+/// Embeds a directory of SQL change files (relative to the crate's
+/// `Cargo.toml`) at compile time and parses it with the same parser as
+/// `flamingock apply --changes DIR`: evaluates to
+/// `Result<`[`SqlChanges`]`, `[`sql::LoadErrors`]`>`.
+///
+/// Editing a file rebuilds the crate (the contents are `include_str!`s);
+/// adding or removing one needs `println!("cargo:rerun-if-changed=DIR")` in
+/// the crate's `build.rs`.
+///
+/// ```
+/// # #[cfg(feature = "sqlite")] {
+/// let changes = flamingock_cli::embed_sql_dir!("tests/sql/ok")?;
+/// assert_eq!(changes.files()[0].id(), "create-users");
+/// // The same list as loading the directory at run time:
+/// let loaded = flamingock_cli::SqlChanges::load_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sql/ok"))?;
+/// assert_eq!(changes.files(), loaded.files());
+/// let stage = changes.stage::<flamingock_sqlite::SqliteTarget>("schema", "app-db");
+/// assert_eq!(stage.len(), 2);
+/// # }
+/// # Ok::<(), flamingock_cli::sql::LoadErrors>(())
+/// ```
+#[macro_export]
+macro_rules! embed_sql_dir {
+    ($dir:literal) => {
+        $crate::sql::SqlChanges::from_sources(
+            $dir,
+            $crate::__private::embed_sql_files!($dir).iter().copied(),
+        )
+    };
+}
+
+/// Installs a `tracing` subscriber writing to stderr at the level `-q`/`-v`
+/// ask for (`RUST_LOG` overrides). Does nothing when one is installed already.
+pub fn init_tracing(output: &OutputArgs) {
+    init_tracing_with(output, Redactor::default());
+}
+
+/// [`init_tracing`], masking secrets with `redactor`.
+pub fn init_tracing_with(output: &OutputArgs, redactor: Redactor) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+
+    let level = if output.quiet {
+        "error"
+    } else {
+        match output.verbose {
+            0 => "warn",
+            1 => "info",
+            2 => "debug",
+            _ => "trace",
+        }
+    };
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.trim().is_empty() => EnvFilter::new(v),
+        _ => EnvFilter::new(level),
+    };
+    let ansi = !output.no_color
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        && std::io::stderr().is_terminal();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(move || redact::RedactingWriter::new(std::io::stderr(), redactor.clone()))
+        .try_init();
+}

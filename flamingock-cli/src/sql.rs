@@ -1,0 +1,1012 @@
+//! File-based changes: a directory of plain SQL files, each one a change.
+//!
+//! ```text
+//! changes/
+//!   0001__create-users.sql
+//!   0002__seed-admin.sql
+//!   0002__seed-admin.rollback.sql      (optional, used when a non-transactional change fails)
+//!   0003__index-users-email.sql
+//! ```
+//!
+//! * The name is `<order>__<id>.sql`: the change id is `<id>`, it runs in
+//!   lexicographic order of `<order>` (zero-pad numbers: `0002` sorts before
+//!   `0010`, `2` does not, and mixing widths is refused).
+//! * An optional first line configures the change:
+//!   `-- flamingock: author=ana transactional=false recovery=always-retry description="..."`
+//!   (keys: `author`, `description`, `transactional` = `true|false`,
+//!   `recovery` = `manual-intervention|always-retry`).
+//! * The content checksum (SHA-256 of the file with CRLF normalised to LF)
+//!   is recorded with the change; editing an applied file is reported as
+//!   drift by validation, while a change of line endings alone is not.
+//! * Statements are split by the target's dialect and executed one by one,
+//!   inside the change's transaction unless `transactional=false`.
+//!
+//! Every problem of a directory (malformed names, duplicate ids or orders,
+//! empty files, unknown header keys...) is reported at once, naming the file,
+//! before anything runs.
+//!
+//! ```
+//! use flamingock_cli::sql::SqlChanges;
+//!
+//! let changes = SqlChanges::from_sources(
+//!     "changes",
+//!     [
+//!         ("0001__create-users.sql", "-- flamingock: author=ana\nCREATE TABLE users (id INT);"),
+//!         ("0002__seed.sql", "INSERT INTO users VALUES (1);\r\n"),
+//!     ],
+//! )?;
+//! assert_eq!(changes.files()[0].id(), "create-users");
+//! assert_eq!(changes.files()[0].author(), "ana");
+//! assert_eq!(changes.files()[1].order(), "0002");
+//! # Ok::<(), flamingock_cli::sql::LoadErrors>(())
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use flamingock_core::{
+    BoxError, Change, ChangeMeta, ChangeResult, NoRollback, RecoveryStrategy, Stage, TargetSystem,
+};
+use sha2::{Digest, Sha256};
+
+use crate::split::{self, Statement};
+
+/// The stage id file-based changes are put in unless told otherwise.
+pub const DEFAULT_STAGE: &str = "sql-files";
+
+/// The header marker of the optional first line.
+const HEADER: &str = "flamingock:";
+
+const KNOWN_KEYS: &[&str] = &["author", "description", "transactional", "recovery"];
+
+/// One change file (with its rollback file, if any), parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqlFile {
+    file_name: String,
+    id: String,
+    order: String,
+    author: String,
+    description: Option<String>,
+    transactional: Option<bool>,
+    recovery: RecoveryStrategy,
+    checksum: String,
+    sql: String,
+    rollback: Option<(String, String)>,
+}
+
+impl SqlFile {
+    /// The file name, e.g. `0001__create-users.sql`.
+    pub fn file_name(&self) -> &str {
+        &self.file_name
+    }
+    /// The change id (`create-users`).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+    /// The order (`0001`).
+    pub fn order(&self) -> &str {
+        &self.order
+    }
+    /// The author from the header (empty when not given).
+    pub fn author(&self) -> &str {
+        &self.author
+    }
+    /// The description from the header.
+    pub fn description(&self) -> Option<&str> {
+        self.description.as_deref()
+    }
+    /// `transactional=` from the header; `None` = the target's default (yes).
+    pub fn transactional(&self) -> Option<bool> {
+        self.transactional
+    }
+    /// The recovery strategy from the header.
+    pub fn recovery(&self) -> RecoveryStrategy {
+        self.recovery
+    }
+    /// `sha256:<hex>` of the content with CRLF normalised to LF.
+    pub fn checksum(&self) -> &str {
+        &self.checksum
+    }
+    /// The SQL (CRLF normalised to LF).
+    pub fn sql(&self) -> &str {
+        &self.sql
+    }
+    /// The rollback file's name and SQL, if there is one.
+    pub fn rollback(&self) -> Option<(&str, &str)> {
+        self.rollback
+            .as_ref()
+            .map(|(n, s)| (n.as_str(), s.as_str()))
+    }
+
+    /// The change's metadata as core sees it.
+    pub fn meta(&self, target_id: &str) -> ChangeMeta {
+        let mut m = ChangeMeta::new(&self.id, &self.order)
+            .author(&self.author)
+            .target(target_id)
+            .recovery(self.recovery)
+            .checksum(&self.checksum);
+        if let Some(d) = &self.description {
+            m = m.description(d);
+        }
+        if let Some(t) = self.transactional {
+            m = m.transactional(t);
+        }
+        m
+    }
+}
+
+/// The content checksum: `sha256:` and the hex digest of `content` with
+/// every CRLF replaced by LF, so a checkout with other line endings is not
+/// drift.
+pub fn checksum(content: &str) -> String {
+    let normalised = content.replace("\r\n", "\n");
+    let digest = Sha256::digest(normalised.as_bytes());
+    let mut out = String::with_capacity(7 + 64);
+    out.push_str("sha256:");
+    for b in digest {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+/// A parsed directory of change files, in execution order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqlChanges {
+    source: String,
+    files: Vec<Arc<SqlFile>>,
+}
+
+/// One problem of a change directory.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// The directory could not be read.
+    #[error("cannot read the directory: {detail}")]
+    Directory {
+        /// The OS error.
+        detail: String,
+    },
+    /// A file could not be read, or is not UTF-8.
+    #[error("{file}: cannot be read: {detail}")]
+    Unreadable {
+        /// File name.
+        file: String,
+        /// Why.
+        detail: String,
+    },
+    /// A `.sql` file whose name is not `<order>__<id>.sql` / `<order>__<id>.rollback.sql`.
+    #[error("{file}: malformed name: {detail} (expected <order>__<id>.sql, e.g. 0001__create-users.sql)")]
+    MalformedName {
+        /// File name.
+        file: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// Two files with one change id.
+    #[error("change id '{id}' is used by {} files: {}", files.len(), files.join(", "))]
+    DuplicateId {
+        /// The id.
+        id: String,
+        /// The files.
+        files: Vec<String>,
+    },
+    /// Two files with one order.
+    #[error("order '{order}' is used by {} files: {} (orders must be unique)", files.len(), files.join(", "))]
+    DuplicateOrder {
+        /// The order.
+        order: String,
+        /// The files.
+        files: Vec<String>,
+    },
+    /// Numeric orders of different widths, which sort in surprising ways.
+    #[error("numeric orders have different widths ({examples}): orders sort as text, so zero-pad them to one width (e.g. 0002, 0010)")]
+    MixedOrderWidths {
+        /// Some of the offending files.
+        examples: String,
+    },
+    /// A file with no SQL in it (blank or comments only).
+    #[error("{file}: empty: the file has no SQL statement")]
+    Empty {
+        /// File name.
+        file: String,
+    },
+    /// A header key that is not known.
+    #[error("{file}: unknown header key '{key}' (known keys: {})", KNOWN_KEYS.join(", "))]
+    UnknownHeaderKey {
+        /// File name.
+        file: String,
+        /// The key.
+        key: String,
+    },
+    /// A header value that does not parse.
+    #[error("{file}: header {key}={value:?} is invalid: expected {expected}")]
+    BadHeaderValue {
+        /// File name.
+        file: String,
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+        /// What is accepted.
+        expected: &'static str,
+    },
+    /// A header that is not a list of `key=value`.
+    #[error(
+        "{file}: malformed header: {detail} (expected `-- flamingock: key=value key2=\"value 2\"`)"
+    )]
+    MalformedHeader {
+        /// File name.
+        file: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A rollback file without its change file.
+    #[error("{file}: rollback file without a change file {expected}")]
+    OrphanRollback {
+        /// The rollback file.
+        file: String,
+        /// The change file it needs.
+        expected: String,
+    },
+}
+
+/// Every problem found in a change directory.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct LoadErrors {
+    /// The directory (or embedded directory name) the files came from.
+    pub dir: String,
+    /// The problems, in file-name order.
+    pub problems: Vec<LoadError>,
+}
+
+impl fmt::Display for LoadErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} problem(s) in SQL change files of {}; nothing was run:",
+            self.problems.len(),
+            self.dir
+        )?;
+        for p in &self.problems {
+            write!(f, "\n  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A file name, split.
+struct Name<'a> {
+    order: &'a str,
+    id: &'a str,
+    rollback: bool,
+}
+
+fn parse_name(file: &str) -> Result<Name<'_>, String> {
+    let stem = match file.strip_suffix(".sql") {
+        Some(s) => s,
+        None => return Err("the extension must be `.sql` in lower case".into()),
+    };
+    let (stem, rollback) = match stem.strip_suffix(".rollback") {
+        Some(s) => (s, true),
+        None => (stem, false),
+    };
+    let Some((order, id)) = stem.split_once("__") else {
+        return Err("no `__` between the order and the id".into());
+    };
+    if order.is_empty() {
+        return Err("the order (before `__`) is empty".into());
+    }
+    if let Some(c) = order
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')))
+    {
+        return Err(format!(
+            "the order '{order}' contains {c:?}; use letters, digits, '.', '-' or '_'"
+        ));
+    }
+    if id.is_empty() {
+        return Err("the id (after `__`) is empty".into());
+    }
+    if id.starts_with('_') {
+        return Err("the id starts with '_' (three underscores after the order?)".into());
+    }
+    if let Some(c) = id
+        .chars()
+        .find(|c| c.is_whitespace() || c.is_control() || matches!(c, '/' | '\\'))
+    {
+        return Err(format!("the id '{id}' contains {c:?}"));
+    }
+    if id.len() > 255 {
+        return Err(format!("the id is {} bytes, the limit is 255", id.len()));
+    }
+    Ok(Name {
+        order,
+        id,
+        rollback,
+    })
+}
+
+/// Parsed header options.
+#[derive(Default)]
+struct Header {
+    author: Option<String>,
+    description: Option<String>,
+    transactional: Option<bool>,
+    recovery: Option<RecoveryStrategy>,
+}
+
+/// Reads the optional `-- flamingock: ...` first line.
+fn parse_header(file: &str, content: &str, out: &mut Vec<LoadError>) -> Header {
+    let mut h = Header::default();
+    let first = content.lines().next().unwrap_or("");
+    let Some(rest) = first.trim().strip_prefix("--") else {
+        return h;
+    };
+    let Some(body) = rest.trim_start().strip_prefix(HEADER) else {
+        return h;
+    };
+    let pairs = match tokenize(body) {
+        Ok(p) => p,
+        Err(detail) => {
+            out.push(LoadError::MalformedHeader {
+                file: file.to_owned(),
+                detail,
+            });
+            return h;
+        }
+    };
+    for (key, value) in pairs {
+        let bad = |expected: &'static str| LoadError::BadHeaderValue {
+            file: file.to_owned(),
+            key: key.clone(),
+            value: value.clone(),
+            expected,
+        };
+        match key.as_str() {
+            "author" => h.author = Some(value),
+            "description" => h.description = Some(value),
+            "transactional" => match value.as_str() {
+                "true" => h.transactional = Some(true),
+                "false" => h.transactional = Some(false),
+                _ => out.push(bad("true or false")),
+            },
+            "recovery" => match value.to_ascii_lowercase().replace('_', "-").as_str() {
+                "manual-intervention" => h.recovery = Some(RecoveryStrategy::ManualIntervention),
+                "always-retry" => h.recovery = Some(RecoveryStrategy::AlwaysRetry),
+                _ => out.push(bad("manual-intervention or always-retry")),
+            },
+            _ => out.push(LoadError::UnknownHeaderKey {
+                file: file.to_owned(),
+                key,
+            }),
+        }
+    }
+    h
+}
+
+/// `a=b c="d e"` → pairs.
+fn tokenize(body: &str) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    let mut chars = body.trim().chars().peekable();
+    loop {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        if chars.peek().is_none() {
+            return Ok(out);
+        }
+        let mut key = String::new();
+        while let Some(c) = chars.next_if(|c| *c != '=' && !c.is_whitespace()) {
+            key.push(c);
+        }
+        if chars.next_if_eq(&'=').is_none() {
+            return Err(format!("'{key}' has no `=value`"));
+        }
+        let mut value = String::new();
+        if chars.next_if_eq(&'"').is_some() {
+            loop {
+                match chars.next() {
+                    Some('"') => break,
+                    Some('\\') => {
+                        if let Some(c) = chars.next() {
+                            value.push(c);
+                        }
+                    }
+                    Some(c) => value.push(c),
+                    None => return Err(format!("the value of '{key}' has no closing quote")),
+                }
+            }
+        } else {
+            while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
+                value.push(c);
+            }
+        }
+        if key.is_empty() {
+            return Err("a `=value` has no key".into());
+        }
+        out.push((key, value));
+    }
+}
+
+impl SqlChanges {
+    /// Reads every `*.sql` file directly in `dir` (hidden files and other
+    /// extensions are ignored) and parses them; see [`SqlChanges::from_sources`].
+    pub fn load_dir(dir: impl AsRef<Path>) -> Result<SqlChanges, LoadErrors> {
+        let dir = dir.as_ref();
+        let source = dir.display().to_string();
+        let fail = |problems| LoadErrors {
+            dir: source.clone(),
+            problems,
+        };
+        let rd = std::fs::read_dir(dir).map_err(|e| {
+            fail(vec![LoadError::Directory {
+                detail: e.to_string(),
+            }])
+        })?;
+        let mut names: Vec<(String, PathBuf)> = Vec::new();
+        let mut problems = Vec::new();
+        for entry in rd {
+            let entry = entry.map_err(|e| {
+                fail(vec![LoadError::Directory {
+                    detail: e.to_string(),
+                }])
+            })?;
+            let path = entry.path();
+            if !path.is_file() {
+                continue;
+            }
+            let raw = entry.file_name();
+            let Some(name) = raw.to_str() else {
+                problems.push(LoadError::Unreadable {
+                    file: raw.to_string_lossy().into_owned(),
+                    detail: "the file name is not valid UTF-8".into(),
+                });
+                continue;
+            };
+            // The same selection as `embed_sql_dir!`.
+            if name.starts_with('.') || !name.to_ascii_lowercase().ends_with(".sql") {
+                tracing::debug!(file = name, "not a .sql file: ignored");
+                continue;
+            }
+            names.push((name.to_owned(), path));
+        }
+        names.sort();
+        let mut sources = Vec::with_capacity(names.len());
+        for (name, path) in names {
+            match std::fs::read(&path) {
+                Ok(bytes) => match String::from_utf8(bytes) {
+                    Ok(s) => sources.push((name, s)),
+                    Err(_) => problems.push(LoadError::Unreadable {
+                        file: name,
+                        detail: "the content is not valid UTF-8".into(),
+                    }),
+                },
+                Err(e) => problems.push(LoadError::Unreadable {
+                    file: name,
+                    detail: e.to_string(),
+                }),
+            }
+        }
+        match Self::from_sources(&source, sources) {
+            Ok(c) if problems.is_empty() => Ok(c),
+            Ok(_) => Err(fail(problems)),
+            Err(mut e) => {
+                problems.append(&mut e.problems);
+                Err(fail(problems))
+            }
+        }
+    }
+
+    /// Parses `(file name, content)` pairs: the one parser behind both
+    /// [`SqlChanges::load_dir`] and [`embed_sql_dir!`](crate::embed_sql_dir).
+    /// `source` names the directory in messages.
+    pub fn from_sources<N, C>(
+        source: &str,
+        files: impl IntoIterator<Item = (N, C)>,
+    ) -> Result<SqlChanges, LoadErrors>
+    where
+        N: AsRef<str>,
+        C: AsRef<str>,
+    {
+        let mut problems = Vec::new();
+        let mut applies: BTreeMap<String, SqlFile> = BTreeMap::new();
+        let mut rollbacks: Vec<(String, String, String)> = Vec::new(); // (apply file, rollback file, sql)
+        let mut sorted: Vec<(String, String)> = files
+            .into_iter()
+            .map(|(n, c)| (n.as_ref().to_owned(), c.as_ref().to_owned()))
+            .collect();
+        sorted.sort();
+        for (file, content) in sorted {
+            let name = match parse_name(&file) {
+                Ok(n) => n,
+                Err(detail) => {
+                    problems.push(LoadError::MalformedName { file, detail });
+                    continue;
+                }
+            };
+            let sql = content.replace("\r\n", "\n");
+            if !split::has_code(&sql) {
+                problems.push(LoadError::Empty { file: file.clone() });
+                continue;
+            }
+            if name.rollback {
+                let apply = format!("{}__{}.sql", name.order, name.id);
+                if parse_header_present(&sql) {
+                    problems.push(LoadError::MalformedHeader {
+                        file: file.clone(),
+                        detail: format!("a rollback file takes no header; put it in {apply}"),
+                    });
+                }
+                rollbacks.push((apply, file, sql));
+                continue;
+            }
+            let h = parse_header(&file, &sql, &mut problems);
+            let f = SqlFile {
+                id: name.id.to_owned(),
+                order: name.order.to_owned(),
+                author: h.author.unwrap_or_default(),
+                description: h.description,
+                transactional: h.transactional,
+                recovery: h.recovery.unwrap_or_default(),
+                checksum: checksum(&content),
+                sql,
+                rollback: None,
+                file_name: file.clone(),
+            };
+            applies.insert(file, f);
+        }
+        for (apply, file, sql) in rollbacks {
+            match applies.get_mut(&apply) {
+                Some(f) => f.rollback = Some((file, sql)),
+                None => problems.push(LoadError::OrphanRollback {
+                    file,
+                    expected: apply,
+                }),
+            }
+        }
+        let mut by_id: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        let mut by_order: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for f in applies.values() {
+            by_id.entry(&f.id).or_default().push(f.file_name.clone());
+            by_order
+                .entry(&f.order)
+                .or_default()
+                .push(f.file_name.clone());
+        }
+        for (id, files) in by_id {
+            if files.len() > 1 {
+                problems.push(LoadError::DuplicateId {
+                    id: id.to_owned(),
+                    files,
+                });
+            }
+        }
+        for (order, files) in &by_order {
+            if files.len() > 1 {
+                problems.push(LoadError::DuplicateOrder {
+                    order: (*order).to_owned(),
+                    files: files.clone(),
+                });
+            }
+        }
+        let numeric: Vec<(&str, &String)> = by_order
+            .iter()
+            .filter(|(o, _)| o.bytes().all(|b| b.is_ascii_digit()))
+            .map(|(o, files)| (*o, &files[0]))
+            .collect();
+        if let (Some(min), Some(max)) = (
+            numeric.iter().min_by_key(|(o, _)| o.len()),
+            numeric.iter().max_by_key(|(o, _)| o.len()),
+        ) {
+            if min.0.len() != max.0.len() {
+                problems.push(LoadError::MixedOrderWidths {
+                    examples: format!("{} vs {}", min.1, max.1),
+                });
+            }
+        }
+        if !problems.is_empty() {
+            return Err(LoadErrors {
+                dir: source.to_owned(),
+                problems,
+            });
+        }
+        let mut files: Vec<Arc<SqlFile>> = applies.into_values().map(Arc::new).collect();
+        files.sort_by(|a, b| a.order.cmp(&b.order));
+        Ok(SqlChanges {
+            source: source.to_owned(),
+            files,
+        })
+    }
+
+    /// Where the files came from (directory path, or the embedded directory name).
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The changes, in execution order.
+    pub fn files(&self) -> Vec<&SqlFile> {
+        self.files.iter().map(|f| &**f).collect()
+    }
+
+    /// The file of change `id`.
+    pub fn get(&self, id: &str) -> Option<&SqlFile> {
+        self.files.iter().find(|f| f.id == id).map(|f| &**f)
+    }
+
+    /// Number of changes.
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+
+    /// A stage named `stage_id` holding one change per file, for target `target_id`
+    /// of type `T` (e.g. `flamingock_sqlite::SqliteTarget` or
+    /// `flamingock_postgres::PostgresTarget`).
+    pub fn stage<T: SqlTarget>(&self, stage_id: &str, target_id: &str) -> Stage {
+        let mut stage = Stage::new(stage_id);
+        for f in &self.files {
+            stage.add(SqlFileChange::<T> {
+                file: f.clone(),
+                target_id: target_id.to_owned(),
+                _target: PhantomData,
+            });
+        }
+        stage
+    }
+}
+
+fn parse_header_present(sql: &str) -> bool {
+    sql.lines()
+        .next()
+        .and_then(|l| l.trim().strip_prefix("--"))
+        .is_some_and(|r| r.trim_start().starts_with(HEADER))
+}
+
+/// A target that can run SQL files: how its dialect splits statements and
+/// how one statement is executed on its context. Implemented for the SQLite
+/// and PostgreSQL targets (features `sqlite`, `postgres`); implement it for
+/// another SQL target to run file-based changes there.
+pub trait SqlTarget: TargetSystem {
+    /// The dialect's statement splitter.
+    fn split(script: &str) -> Vec<&str>;
+
+    /// Executes one statement on a change's context.
+    fn execute(
+        ctx: &mut Self::Context,
+        statement: &str,
+    ) -> impl Future<Output = Result<(), BoxError>> + Send;
+
+    /// Whether the context is inside a transaction.
+    fn in_transaction(ctx: &Self::Context) -> bool;
+}
+
+#[cfg(feature = "sqlite")]
+impl SqlTarget for flamingock_sqlite::SqliteTarget {
+    fn split(script: &str) -> Vec<&str> {
+        split::sqlite(script)
+    }
+
+    async fn execute(
+        ctx: &mut flamingock_sqlite::SqliteContext,
+        statement: &str,
+    ) -> Result<(), BoxError> {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+            .execute(ctx.conn())
+            .await?;
+        Ok(())
+    }
+
+    fn in_transaction(ctx: &flamingock_sqlite::SqliteContext) -> bool {
+        ctx.is_transactional()
+    }
+}
+
+/// A change backed by one SQL file, for a target of type `T`.
+pub struct SqlFileChange<T> {
+    file: Arc<SqlFile>,
+    target_id: String,
+    _target: PhantomData<fn() -> T>,
+}
+
+impl<T> fmt::Debug for SqlFileChange<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqlFileChange")
+            .field("file", &self.file.file_name)
+            .field("target", &self.target_id)
+            .finish()
+    }
+}
+
+/// A statement that failed, with where it is.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: statement {number} of {total} (line {line}) failed: {source}")]
+pub struct StatementError {
+    /// The file.
+    pub file: String,
+    /// 1-based statement number.
+    pub number: usize,
+    /// Statements in the file.
+    pub total: usize,
+    /// Line of the file it starts on.
+    pub line: usize,
+    /// The database error.
+    #[source]
+    pub source: BoxError,
+}
+
+async fn run_script<T: SqlTarget>(
+    ctx: &mut T::Context,
+    file: &str,
+    sql: &str,
+) -> Result<(), BoxError> {
+    let stmts: Vec<Statement<'_>> = split::with_lines(sql, T::split(sql));
+    if T::in_transaction(ctx) {
+        if let Some((n, s)) = stmts
+            .iter()
+            .enumerate()
+            .find(|(_, s)| split::is_transaction_control(s.sql))
+        {
+            return Err(format!(
+                "{file}: statement {} (line {}) is transaction control ({}); the runner already \
+                 runs the file in a transaction that commits together with its audit entry: \
+                 remove it, or declare the file `-- flamingock: transactional=false`",
+                n + 1,
+                s.line,
+                s.sql.split_whitespace().next().unwrap_or_default()
+            )
+            .into());
+        }
+    }
+    let total = stmts.len();
+    for (n, s) in stmts.iter().enumerate() {
+        tracing::debug!(file, statement = n + 1, line = s.line, "executing");
+        if let Err(source) = T::execute(ctx, s.sql).await {
+            return Err(Box::new(StatementError {
+                file: file.to_owned(),
+                number: n + 1,
+                total,
+                line: s.line,
+                source,
+            }));
+        }
+    }
+    Ok(())
+}
+
+impl<T: SqlTarget> Change for SqlFileChange<T> {
+    type Target = T;
+
+    fn meta(&self) -> ChangeMeta {
+        self.file.meta(&self.target_id)
+    }
+
+    async fn apply(&self, ctx: &mut T::Context) -> ChangeResult {
+        run_script::<T>(ctx, &self.file.file_name, &self.file.sql).await
+    }
+
+    async fn rollback(&self, ctx: &mut T::Context) -> ChangeResult {
+        match &self.file.rollback {
+            Some((name, sql)) => run_script::<T>(ctx, name, sql).await,
+            None => Err(Box::new(NoRollback)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(files: &[(&str, &str)]) -> Result<SqlChanges, LoadErrors> {
+        SqlChanges::from_sources("test-dir", files.iter().copied())
+    }
+
+    fn problems(files: &[(&str, &str)]) -> Vec<LoadError> {
+        match load(files) {
+            Ok(c) => panic!("expected problems, loaded {:?}", c.files()),
+            Err(e) => e.problems,
+        }
+    }
+
+    #[test]
+    fn names_headers_and_order() {
+        let c = load(&[
+            ("0002__seed-admin.sql", "INSERT INTO users VALUES (1);"),
+            ("0002__seed-admin.rollback.sql", "DELETE FROM users;"),
+            (
+                "0001__create-users.sql",
+                "-- flamingock: author=ana transactional=false recovery=always-retry description=\"users, with \\\"quotes\\\"\"\nCREATE TABLE users (id INT);",
+            ),
+            ("0010__later.sql", "SELECT 1"),
+        ])
+        .expect("valid");
+        let ids: Vec<&str> = c.files().iter().map(|f| f.id()).collect();
+        assert_eq!(ids, ["create-users", "seed-admin", "later"]);
+        let first = c.get("create-users").expect("present");
+        assert_eq!(first.author(), "ana");
+        assert_eq!(first.transactional(), Some(false));
+        assert_eq!(first.recovery(), RecoveryStrategy::AlwaysRetry);
+        assert_eq!(first.description(), Some("users, with \"quotes\""));
+        let seed = c.get("seed-admin").expect("present");
+        assert_eq!(
+            seed.rollback(),
+            Some(("0002__seed-admin.rollback.sql", "DELETE FROM users;"))
+        );
+        assert_eq!(seed.author(), "");
+        assert_eq!(seed.transactional(), None);
+        assert_eq!(seed.recovery(), RecoveryStrategy::ManualIntervention);
+        let meta = first.meta("db");
+        assert_eq!(meta.id, "create-users");
+        assert_eq!(meta.order, "0001");
+        assert_eq!(meta.target_system.as_deref(), Some("db"));
+        assert_eq!(meta.checksum.as_deref(), Some(first.checksum()));
+    }
+
+    #[test]
+    fn checksum_ignores_crlf_but_not_content() {
+        let lf = checksum("CREATE TABLE a (x INT);\nSELECT 1;\n");
+        assert_eq!(lf, checksum("CREATE TABLE a (x INT);\r\nSELECT 1;\r\n"));
+        assert_ne!(lf, checksum("CREATE TABLE a (x INT);\nSELECT 2;\n"));
+        assert!(lf.starts_with("sha256:") && lf.len() == 7 + 64, "{lf}");
+        // Known vector: sha256("abc").
+        assert_eq!(
+            checksum("abc"),
+            "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn malformed_names_are_all_reported_at_once() {
+        let p = problems(&[
+            ("0001_create.sql", "SELECT 1"),
+            ("__no-order.sql", "SELECT 1"),
+            ("0002__.sql", "SELECT 1"),
+            ("0003__UPPER.SQL", "SELECT 1"),
+            ("0004__has space.sql", "SELECT 1"),
+            ("00 5__x.sql", "SELECT 1"),
+            ("0006__ok.sql", "SELECT 1"),
+            ("0007___triple.sql", "SELECT 1"),
+        ]);
+        let files: Vec<&str> = p
+            .iter()
+            .map(|e| match e {
+                LoadError::MalformedName { file, .. } => file.as_str(),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            files,
+            [
+                "00 5__x.sql",
+                "0001_create.sql",
+                "0002__.sql",
+                "0003__UPPER.SQL",
+                "0004__has space.sql",
+                "0007___triple.sql",
+                "__no-order.sql",
+            ]
+        );
+    }
+
+    #[test]
+    fn duplicates_empty_files_and_orphan_rollbacks() {
+        let p = problems(&[
+            ("0001__a.sql", "SELECT 1"),
+            ("0002__a.sql", "SELECT 1"),
+            ("0003__b.sql", "SELECT 1"),
+            ("0003__c.sql", "SELECT 1"),
+            ("0004__empty.sql", "  \n-- nothing\n/* here */\n"),
+            ("0005__gone.rollback.sql", "SELECT 1"),
+        ]);
+        assert!(p.contains(&LoadError::DuplicateId {
+            id: "a".into(),
+            files: vec!["0001__a.sql".into(), "0002__a.sql".into()]
+        }));
+        assert!(p.contains(&LoadError::DuplicateOrder {
+            order: "0003".into(),
+            files: vec!["0003__b.sql".into(), "0003__c.sql".into()]
+        }));
+        assert!(p.contains(&LoadError::Empty {
+            file: "0004__empty.sql".into()
+        }));
+        assert!(p.contains(&LoadError::OrphanRollback {
+            file: "0005__gone.rollback.sql".into(),
+            expected: "0005__gone.sql".into()
+        }));
+        assert_eq!(p.len(), 4, "{p:#?}");
+    }
+
+    #[test]
+    fn header_problems_name_the_file_and_key() {
+        let p = problems(&[
+            ("0001__a.sql", "-- flamingock: autor=ana\nSELECT 1"),
+            (
+                "0002__b.sql",
+                "-- flamingock: transactional=maybe\nSELECT 1",
+            ),
+            ("0003__c.sql", "-- flamingock: recovery=sometimes\nSELECT 1"),
+            ("0004__d.sql", "-- flamingock: author\nSELECT 1"),
+            ("0005__e.sql", "-- flamingock: description=\"open\nSELECT 1"),
+            ("0006__f.rollback.sql", "-- flamingock: author=x\nSELECT 1"),
+            ("0006__f.sql", "SELECT 1"),
+        ]);
+        assert_eq!(p.len(), 6, "{p:#?}");
+        let text = LoadErrors {
+            dir: "d".into(),
+            problems: p,
+        }
+        .to_string();
+        for needle in [
+            "0001__a.sql: unknown header key 'autor'",
+            "0002__b.sql: header transactional=\"maybe\" is invalid: expected true or false",
+            "0003__c.sql: header recovery=\"sometimes\"",
+            "0004__d.sql: malformed header",
+            "0005__e.sql: malformed header",
+            "0006__f.rollback.sql: malformed header: a rollback file takes no header",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn a_plain_comment_first_line_is_not_a_header() {
+        let c =
+            load(&[("0001__a.sql", "-- creates things: author=nobody\nSELECT 1")]).expect("valid");
+        assert_eq!(c.files()[0].author(), "");
+    }
+
+    #[test]
+    fn mixed_numeric_order_widths_are_refused() {
+        let p = problems(&[
+            ("1__a.sql", "SELECT 1"),
+            ("10__b.sql", "SELECT 1"),
+            ("2__c.sql", "SELECT 1"),
+        ]);
+        assert!(
+            matches!(&p[..], [LoadError::MixedOrderWidths { .. }]),
+            "{p:?}"
+        );
+        // Non-numeric orders sort as the user wrote them.
+        load(&[("a1__a.sql", "SELECT 1"), ("b__b.sql", "SELECT 1")]).expect("valid");
+    }
+
+    #[test]
+    fn load_dir_reads_sql_files_only_and_matches_from_sources() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("0001__a.sql"),
+            "CREATE TABLE a (x INT);\r\n",
+        )
+        .expect("write");
+        std::fs::write(dir.path().join("0002__b.sql"), "SELECT 1;").expect("write");
+        std::fs::write(dir.path().join("README.md"), "not sql").expect("write");
+        std::fs::write(dir.path().join(".0003__hidden.sql"), "").expect("write");
+        std::fs::create_dir(dir.path().join("0004__dir.sql")).expect("mkdir");
+        let loaded = SqlChanges::load_dir(dir.path()).expect("valid");
+        let same = SqlChanges::from_sources(
+            &dir.path().display().to_string(),
+            [
+                ("0002__b.sql", "SELECT 1;"),
+                ("0001__a.sql", "CREATE TABLE a (x INT);\r\n"),
+            ],
+        )
+        .expect("valid");
+        assert_eq!(loaded, same);
+        assert_eq!(loaded.files()[0].sql(), "CREATE TABLE a (x INT);\n");
+
+        std::fs::write(dir.path().join("0005__bin.sql"), [0xff, 0xfe, 0x00]).expect("write");
+        let e = SqlChanges::load_dir(dir.path()).expect_err("non-utf8");
+        assert!(
+            e.to_string().contains("0005__bin.sql: cannot be read"),
+            "{e}"
+        );
+
+        let e = SqlChanges::load_dir(dir.path().join("missing")).expect_err("missing dir");
+        assert!(e.to_string().contains("cannot read the directory"), "{e}");
+    }
+}

@@ -1,0 +1,424 @@
+//! Choosing and opening the audit store from a URL.
+//!
+//! | URL | store |
+//! |---|---|
+//! | `sqlite:app.db`, `sqlite://path/app.db`, `sqlite::memory:` | SQLite file (created if missing); in memory |
+//! | `postgres://user:pw@host:5432/db?schema=ops&prefix=flamingock` (or `postgresql://`) | PostgreSQL; `schema` (default `public`) also becomes the connection's `search_path`, so unqualified names in SQL files land there |
+//!
+//! A store's own database is also the target of file-based changes (id
+//! [`TARGET_ID`]), so each file commits in one transaction with its audit entry.
+
+use std::fmt;
+
+use flamingock_core::{Flamingock, FlamingockBuilder, StoreError};
+
+use crate::redact::redact_url;
+use crate::sql::{SqlChanges, DEFAULT_STAGE};
+
+/// The id of the target system file-based changes run on: the store's own database.
+pub const TARGET_ID: &str = "database";
+
+/// A parsed store URL.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreUrl {
+    /// `sqlite:PATH` / `sqlite://PATH`; `None` = `sqlite::memory:`.
+    Sqlite {
+        /// The database file.
+        path: Option<String>,
+    },
+    /// `postgres://` or `postgresql://`.
+    Postgres {
+        /// The URL for the driver, without this crate's own query options.
+        url: String,
+        /// `?schema=` (default `public`).
+        schema: Option<String>,
+        /// `?prefix=` (table prefix, default `flamingock`).
+        prefix: Option<String>,
+    },
+}
+
+impl fmt::Debug for StoreUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreUrl::Sqlite { path } => f.debug_struct("Sqlite").field("path", path).finish(),
+            StoreUrl::Postgres {
+                url,
+                schema,
+                prefix,
+            } => f
+                .debug_struct("Postgres")
+                .field("url", &redact_url(url))
+                .field("schema", schema)
+                .field("prefix", prefix)
+                .finish(),
+        }
+    }
+}
+
+/// Why a store URL was refused or a store could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreUrlError {
+    /// No URL given.
+    #[error("no audit store: give --store URL or set FLAMINGOCK_STORE_URL (e.g. sqlite:app.db, postgres://user@host/db)")]
+    Missing,
+    /// A scheme this build does not know.
+    #[error("unknown store URL scheme '{scheme}': expected {expected}")]
+    UnknownScheme {
+        /// The scheme.
+        scheme: String,
+        /// What this build accepts.
+        expected: String,
+    },
+    /// A scheme whose backend is not compiled in.
+    #[error("store URL scheme '{scheme}' needs the `{feature}` feature of flamingock-cli, which this build does not have (cargo install flamingock-cli --features {feature})")]
+    NotCompiled {
+        /// The scheme.
+        scheme: String,
+        /// The feature.
+        feature: &'static str,
+    },
+    /// A URL that does not parse (not echoed: it may hold a password in a
+    /// place no parser recognises).
+    #[error("invalid {scheme} store URL: {detail}")]
+    Invalid {
+        /// The scheme, or `store` when there is none.
+        scheme: String,
+        /// What is wrong.
+        detail: String,
+    },
+}
+
+fn expected_schemes() -> String {
+    let mut s: Vec<&str> = Vec::new();
+    if cfg!(feature = "postgres") {
+        s.extend(["postgres://", "postgresql://"]);
+    }
+    if cfg!(feature = "sqlite") {
+        s.push("sqlite:");
+    }
+    s.join(", ")
+}
+
+/// Splits `?a=b&c=d`, percent-decoding values.
+fn query_pairs(query: &str) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = percent_encoding::percent_decode_str(v)
+            .decode_utf8()
+            .map_err(|_| format!("query option '{k}' is not valid UTF-8 once decoded"))?;
+        out.push((k.to_owned(), v.into_owned()));
+    }
+    Ok(out)
+}
+
+impl StoreUrl {
+    /// Parses a store URL.
+    ///
+    /// ```
+    /// use flamingock_cli::store::StoreUrl;
+    /// assert!(matches!(StoreUrl::parse("sqlite::memory:"), Ok(StoreUrl::Sqlite { path: None })));
+    /// let e = StoreUrl::parse("redis://u:secret@h").unwrap_err();
+    /// assert!(e.to_string().contains("unknown store URL scheme 'redis'"));
+    /// assert!(!e.to_string().contains("secret"));
+    /// ```
+    pub fn parse(url: &str) -> Result<StoreUrl, StoreUrlError> {
+        let url = url.trim();
+        if url.is_empty() {
+            return Err(StoreUrlError::Missing);
+        }
+        let Some(colon) = url.find(':') else {
+            return Err(StoreUrlError::Invalid {
+                scheme: "store".into(),
+                detail: "no scheme: write sqlite:PATH for a SQLite file, or postgres://...".into(),
+            });
+        };
+        let scheme = url[..colon].to_ascii_lowercase();
+        let invalid = |detail: String| StoreUrlError::Invalid {
+            scheme: scheme.clone(),
+            detail,
+        };
+        match scheme.as_str() {
+            "sqlite" => {
+                let rest = &url[colon + 1..];
+                let path = rest.strip_prefix("//").unwrap_or(rest);
+                let path = path.split_once('?').map_or(path, |(p, _)| p);
+                if path == ":memory:" || path.is_empty() && rest.starts_with(":memory:") {
+                    return Ok(StoreUrl::Sqlite { path: None });
+                }
+                if path.is_empty() {
+                    return Err(invalid(
+                        "no file path after `sqlite:` (e.g. sqlite:app.db)".into(),
+                    ));
+                }
+                let decoded = percent_encoding::percent_decode_str(path)
+                    .decode_utf8()
+                    .map_err(|_| invalid("the path is not valid UTF-8".into()))?;
+                Ok(StoreUrl::Sqlite {
+                    path: Some(decoded.into_owned()),
+                })
+            }
+            "postgres" | "postgresql" => {
+                if !url[colon..].starts_with("://") {
+                    return Err(invalid(
+                        "expected postgres://[user[:password]@]host[:port]/database".into(),
+                    ));
+                }
+                let (base, query) = url.split_once('?').unwrap_or((url, ""));
+                let mut schema = None;
+                let mut prefix = None;
+                let mut keep = Vec::new();
+                for (k, v) in query_pairs(query).map_err(invalid)? {
+                    match k.as_str() {
+                        "schema" => schema = Some(v),
+                        "prefix" => prefix = Some(v),
+                        _ => keep.push(k),
+                    }
+                }
+                // Hand the driver its own options exactly as written.
+                let rest: Vec<&str> = query
+                    .split('&')
+                    .filter(|p| {
+                        let k = p.split_once('=').map_or(*p, |(k, _)| k);
+                        !p.is_empty() && keep.iter().any(|x| x == k)
+                    })
+                    .collect();
+                let url = if rest.is_empty() {
+                    base.to_owned()
+                } else {
+                    format!("{base}?{}", rest.join("&"))
+                };
+                Ok(StoreUrl::Postgres {
+                    url,
+                    schema,
+                    prefix,
+                })
+            }
+            "mongodb" | "mongodb+srv" => Err(StoreUrlError::NotCompiled {
+                scheme,
+                feature: "mongodb",
+            }),
+            "dynamodb" => Err(StoreUrlError::NotCompiled {
+                scheme,
+                feature: "dynamodb",
+            }),
+            _ => Err(StoreUrlError::UnknownScheme {
+                scheme,
+                expected: expected_schemes(),
+            }),
+        }
+    }
+}
+
+/// An opened audit store, with its database as the target of file-based changes.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum OpenedStore {
+    /// SQLite.
+    #[cfg(feature = "sqlite")]
+    Sqlite(flamingock_sqlite::SqliteAuditStore),
+    /// PostgreSQL.
+    #[cfg(feature = "postgres")]
+    Postgres(flamingock_postgres::PostgresAuditStore),
+}
+
+/// Options for [`OpenedStore::open`].
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct OpenOptions {
+    /// Overrides the URL's `?schema=` (PostgreSQL).
+    pub schema: Option<String>,
+}
+
+impl OpenedStore {
+    /// Connects to the store `url` names. Fails when the server cannot be
+    /// reached or refuses the credentials; the error never shows the password.
+    pub async fn open(url: &StoreUrl, opts: &OpenOptions) -> Result<OpenedStore, StoreError> {
+        let _ = opts;
+        match url {
+            #[cfg(feature = "sqlite")]
+            StoreUrl::Sqlite { path } => {
+                let store = match path {
+                    None => flamingock_sqlite::SqliteAuditStore::memory().await?,
+                    Some(p) => flamingock_sqlite::SqliteAuditStore::open(p).await?,
+                };
+                Ok(OpenedStore::Sqlite(store))
+            }
+            #[cfg(feature = "postgres")]
+            StoreUrl::Postgres {
+                url,
+                schema,
+                prefix,
+            } => {
+                let schema = opts.schema.clone().or_else(|| schema.clone());
+                open_postgres(url, schema.as_deref(), prefix.as_deref())
+                    .await
+                    .map(OpenedStore::Postgres)
+            }
+            #[allow(unreachable_patterns)]
+            other => Err(StoreError::NotReady {
+                store: format!("{other:?}"),
+                detail: "this build of flamingock-cli has no backend for it".into(),
+            }),
+        }
+    }
+
+    /// A runner builder on this store (its own lock), with its database as
+    /// target [`TARGET_ID`] and, when given, the file-based `changes` in one
+    /// stage ([`DEFAULT_STAGE`]).
+    pub fn builder(&self, changes: Option<&SqlChanges>) -> FlamingockBuilder {
+        let b = Flamingock::builder().service("flamingock-cli");
+        match self {
+            #[cfg(feature = "sqlite")]
+            OpenedStore::Sqlite(s) => {
+                let b = b.audit_store(s.clone()).target(s.target(TARGET_ID));
+                match changes {
+                    Some(c) => b.stage(
+                        c.stage::<flamingock_sqlite::SqliteTarget>(DEFAULT_STAGE, TARGET_ID),
+                    ),
+                    None => b,
+                }
+            }
+            #[cfg(feature = "postgres")]
+            OpenedStore::Postgres(s) => {
+                let b = b.audit_store(s.clone()).target(s.target(TARGET_ID));
+                match changes {
+                    Some(c) => b.stage(
+                        c.stage::<flamingock_postgres::PostgresTarget>(DEFAULT_STAGE, TARGET_ID),
+                    ),
+                    None => b,
+                }
+            }
+        }
+    }
+}
+
+#[cfg(feature = "postgres")]
+async fn open_postgres(
+    url: &str,
+    schema: Option<&str>,
+    prefix: Option<&str>,
+) -> Result<flamingock_postgres::PostgresAuditStore, StoreError> {
+    use std::str::FromStr;
+
+    use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+    let shown = format!("postgres({})", redact_url(url));
+    let backend = |operation: &'static str, e: sqlx::Error| StoreError::Backend {
+        store: shown.clone(),
+        operation,
+        source: Box::new(e),
+    };
+    let mut options = PgConnectOptions::from_str(url).map_err(|e| backend("parse the URL", e))?;
+    if let Some(s) = schema {
+        // Unqualified names in SQL files land in the store's schema.
+        let path = format!("{}, public", flamingock_postgres::quote_ident(s));
+        options = options.options([("search_path", path.as_str())]);
+    }
+    let pool = PgPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(std::time::Duration::from_secs(15))
+        .connect_with(options)
+        .await
+        .map_err(|e| backend("connect", e))?;
+    let mut b = flamingock_postgres::PostgresAuditStore::builder(pool);
+    if let Some(s) = schema {
+        b = b.schema(s);
+    }
+    if let Some(p) = prefix {
+        b = b.table_prefix(p);
+    }
+    b.build().await
+}
+
+#[cfg(feature = "postgres")]
+impl crate::sql::SqlTarget for flamingock_postgres::PostgresTarget {
+    fn split(script: &str) -> Vec<&str> {
+        crate::split::postgres(script)
+    }
+
+    async fn execute(
+        ctx: &mut flamingock_postgres::PgContext,
+        statement: &str,
+    ) -> Result<(), flamingock_core::BoxError> {
+        use sqlx::Executor;
+        ctx.conn().execute(sqlx::AssertSqlSafe(statement)).await?;
+        Ok(())
+    }
+
+    fn in_transaction(ctx: &flamingock_postgres::PgContext) -> bool {
+        ctx.is_transactional()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_urls() {
+        for (url, path) in [
+            ("sqlite:app.db", Some("app.db")),
+            ("sqlite://app.db", Some("app.db")),
+            ("sqlite:///tmp/x y.db", Some("/tmp/x y.db")),
+            ("sqlite:/tmp/x%20y.db", Some("/tmp/x y.db")),
+            ("sqlite:app.db?mode=rwc", Some("app.db")),
+            ("sqlite::memory:", None),
+            ("sqlite://:memory:", None),
+        ] {
+            assert_eq!(
+                StoreUrl::parse(url).expect(url),
+                StoreUrl::Sqlite {
+                    path: path.map(str::to_owned)
+                },
+                "{url}"
+            );
+        }
+        assert!(StoreUrl::parse("sqlite:").is_err());
+    }
+
+    #[test]
+    fn postgres_urls_keep_driver_options_and_take_ours() {
+        let u = StoreUrl::parse("postgresql://u:p@h:5432/db?sslmode=disable&schema=ops%20x&prefix=fk&application_name=a")
+            .expect("parses");
+        assert_eq!(
+            u,
+            StoreUrl::Postgres {
+                url: "postgresql://u:p@h:5432/db?sslmode=disable&application_name=a".into(),
+                schema: Some("ops x".into()),
+                prefix: Some("fk".into()),
+            }
+        );
+        assert!(!format!("{u:?}").contains(":p@"), "{u:?}");
+        let u = StoreUrl::parse("postgres://h/db").expect("parses");
+        assert!(matches!(u, StoreUrl::Postgres { schema: None, .. }));
+        assert!(StoreUrl::parse("postgres:h/db").is_err());
+    }
+
+    #[test]
+    fn bad_schemes_are_named_and_never_show_the_password() {
+        for url in [
+            "mysql://root:hunter2@db/app",
+            "HTTP://a:hunter2@b",
+            "postgres:x:hunter2@h",
+        ] {
+            let e = StoreUrl::parse(url).expect_err(url).to_string();
+            assert!(!e.contains("hunter2"), "{e}");
+        }
+        let e = StoreUrl::parse("mysql://root:hunter2@db/app").expect_err("mysql");
+        assert!(
+            e.to_string().contains("unknown store URL scheme 'mysql'"),
+            "{e}"
+        );
+        assert!(matches!(
+            StoreUrl::parse("mongodb://h:27017/db"),
+            Err(StoreUrlError::NotCompiled {
+                feature: "mongodb",
+                ..
+            })
+        ));
+        assert!(matches!(StoreUrl::parse("  "), Err(StoreUrlError::Missing)));
+    }
+}
