@@ -43,6 +43,15 @@ impl RequestError {
 #[error("{0}")]
 pub(crate) struct Message(pub(crate) String);
 
+/// A message with the underlying error kept as its source.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub(crate) struct WithSource {
+    pub(crate) message: String,
+    #[source]
+    pub(crate) source: BoxError,
+}
+
 pub(crate) fn msg(text: impl Into<String>) -> BoxError {
     Box::new(Message(text.into()))
 }

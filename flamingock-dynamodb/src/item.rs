@@ -253,12 +253,18 @@ mod tests {
         assert!(parse_entry(&bad).expect_err("malformed").contains("DONE"));
         let mut bad = item.clone();
         bad.remove("created_at");
-        assert!(parse_entry(&bad).expect_err("malformed").contains("created_at"));
+        assert!(parse_entry(&bad)
+            .expect_err("malformed")
+            .contains("created_at"));
         let mut bad = item.clone();
         bad.insert("fencing_token".into(), s("7"));
-        assert!(parse_entry(&bad).expect_err("malformed").contains("fencing_token"));
+        assert!(parse_entry(&bad)
+            .expect_err("malformed")
+            .contains("fencing_token"));
         let mut bad = item;
         bad.insert("metadata".into(), s("{not json"));
-        assert!(parse_entry(&bad).expect_err("malformed").contains("metadata"));
+        assert!(parse_entry(&bad)
+            .expect_err("malformed")
+            .contains("metadata"));
     }
 }

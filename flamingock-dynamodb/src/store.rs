@@ -11,7 +11,7 @@ use flamingock_core::{AuditEntry, AuditStore, HistoryFilter, LockProvider, Store
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::OnceCell;
 
-use crate::error::{msg, RequestError};
+use crate::error::{msg, RequestError, WithSource};
 use crate::item::{self, describe_key, history_pk, key, n, parse_entry, s, timestamp, Item};
 use crate::lock::DynamoLock;
 use crate::retry::{send, RetryPolicy};
@@ -226,7 +226,13 @@ impl DynamoAuditStore {
                 fence,
             },
             TxError::OwnItem { detail } => self.backend("append", msg(detail)),
-            TxError::Refused { source, .. } => self.backend("append", source),
+            TxError::Refused { detail, source } => self.backend(
+                "append",
+                WithSource {
+                    message: format!("DynamoDB refused the transaction: {detail}"),
+                    source,
+                },
+            ),
             TxError::Unknown(e) => self.backend("append", e),
             TxError::FenceUnreadable(e) => self.backend("read fence", e),
         }

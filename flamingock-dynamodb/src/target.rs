@@ -12,7 +12,7 @@ use flamingock_core::{
 };
 use tokio::sync::OnceCell;
 
-use crate::error::{msg, ContextError, RequestError};
+use crate::error::{msg, ContextError, RequestError, WithSource};
 use crate::item::{key, n, s, Item, Reader};
 use crate::retry::{send, RetryPolicy};
 use crate::store::{DynamoAuditStore, DEFAULT_PREFIX};
@@ -226,15 +226,6 @@ impl DynamoTarget {
             },
         }
     }
-}
-
-/// Keeps a message and the underlying error as its source.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-struct WithSource {
-    message: String,
-    #[source]
-    source: flamingock_core::BoxError,
 }
 
 /// What a change of a [`DynamoTarget`] receives: the client, and the list of

@@ -1,0 +1,244 @@
+//! The DynamoDB implementations under test, shared by the test binaries.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_dynamodb::operation::create_table::CreateTableError;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+    ScalarAttributeType,
+};
+use aws_sdk_dynamodb::Client;
+use flamingock_core::{AuditStore, BoxError, LockProvider};
+use flamingock_dynamodb::{DynamoAuditStore, DynamoContext, DynamoLock, DynamoTarget};
+use flamingock_test_support::audit_suite::{AuditCapabilities, AuditStoreUnderTest};
+use flamingock_test_support::lock_suite::LockUnderTest;
+use flamingock_test_support::pipeline_suite::{
+    PipelineCapabilities, PipelineEnv, PipelineUnderTest,
+};
+use flamingock_test_support::{require_service, services};
+use futures::future::BoxFuture;
+
+/// Lock skew used by the tests: the suites wait out short leases.
+const TEST_SKEW: Duration = Duration::from_millis(100);
+
+/// The DynamoDB-API server under test.
+#[derive(Debug, Clone)]
+pub struct Dynamo {
+    url: String,
+}
+
+impl Dynamo {
+    /// A new client (its own connection pool) on the test server.
+    pub fn client(&self) -> Client {
+        Client::from_conf(self.config().build())
+    }
+
+    /// The configuration of [`client`](Self::client), to add to.
+    pub fn config(&self) -> aws_sdk_dynamodb::config::Builder {
+        let creds = match (
+            std::env::var("AWS_ACCESS_KEY_ID"),
+            std::env::var("AWS_SECRET_ACCESS_KEY"),
+        ) {
+            (Ok(id), Ok(secret)) => Credentials::new(id, secret, None, None, "env"),
+            _ => Credentials::new("test", "test", None, None, "flamingock-tests"),
+        };
+        let region = std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into());
+        aws_sdk_dynamodb::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .endpoint_url(&self.url)
+            .region(Region::new(region))
+            .credentials_provider(creds)
+    }
+
+    /// The audit store of namespace `ns`.
+    pub fn store(&self, ns: &str) -> DynamoAuditStore {
+        DynamoAuditStore::builder(self.client())
+            .table_prefix(ns)
+            .lock_clock_skew(TEST_SKEW)
+            .build()
+    }
+
+    /// Creates a counter table (`pk` String) if missing.
+    pub async fn data_table(&self, name: &str) -> Result<(), BoxError> {
+        let client = self.client();
+        let res = client
+            .create_table()
+            .table_name(name)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name("pk")
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()?,
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name("pk")
+                    .key_type(KeyType::Hash)
+                    .build()?,
+            )
+            .send()
+            .await;
+        match res {
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.as_service_error(),
+                    Some(CreateTableError::ResourceInUseException(_))
+                ) => {}
+            Err(e) => return Err(e.into()),
+        }
+        // Real DynamoDB: wait until ACTIVE.
+        for _ in 0..240 {
+            let t = client.describe_table().table_name(name).send().await?;
+            if t.table().and_then(|t| t.table_status()).map(|s| s.as_str()) == Some("ACTIVE") {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Err(format!("table {name} never became ACTIVE").into())
+    }
+
+    /// Deletes every table whose name starts with `<ns>_`.
+    pub async fn drop_namespace(&self, ns: &str) -> Result<(), BoxError> {
+        let client = self.client();
+        let prefix = format!("{ns}_");
+        let mut start: Option<String> = None;
+        let mut names = Vec::new();
+        loop {
+            let out = client
+                .list_tables()
+                .set_exclusive_start_table_name(start.clone())
+                .send()
+                .await?;
+            names.extend(
+                out.table_names()
+                    .iter()
+                    .filter(|n| n.starts_with(&prefix))
+                    .cloned(),
+            );
+            match out.last_evaluated_table_name() {
+                Some(last) => start = Some(last.to_owned()),
+                None => break,
+            }
+        }
+        for n in names {
+            client.delete_table().table_name(&n).send().await?;
+        }
+        Ok(())
+    }
+
+    /// A counter value.
+    pub async fn counter(&self, table: &str, key: &str) -> Result<u64, BoxError> {
+        let out = self
+            .client()
+            .get_item()
+            .table_name(table)
+            .key("pk", AttributeValue::S(key.into()))
+            .consistent_read(true)
+            .send()
+            .await?;
+        Ok(match out.item().and_then(|i| i.get("n")) {
+            Some(AttributeValue::N(v)) => v.parse()?,
+            Some(other) => return Err(format!("counter {key} is {other:?}").into()),
+            None => 0,
+        })
+    }
+}
+
+/// The suites' constructor.
+pub async fn dynamo() -> Option<Dynamo> {
+    let url = require_service(&services::DYNAMODB)?;
+    Some(Dynamo { url })
+}
+
+#[flamingock_core::async_trait]
+impl AuditStoreUnderTest for Dynamo {
+    async fn open(&self, ns: &str) -> Result<Arc<dyn AuditStore>, BoxError> {
+        Ok(Arc::new(self.store(ns)))
+    }
+    async fn cleanup(&self, ns: &str) -> Result<(), BoxError> {
+        self.drop_namespace(ns).await
+    }
+    fn capabilities(&self) -> AuditCapabilities {
+        AuditCapabilities::default().client_clock()
+    }
+}
+
+#[flamingock_core::async_trait]
+impl LockUnderTest for Dynamo {
+    async fn open(&self, ns: &str) -> Result<Arc<dyn LockProvider>, BoxError> {
+        Ok(Arc::new(
+            DynamoLock::builder(self.client())
+                .table_prefix(ns)
+                .clock_skew(TEST_SKEW)
+                .build(),
+        ))
+    }
+    async fn cleanup(&self, ns: &str) -> Result<(), BoxError> {
+        self.drop_namespace(ns).await
+    }
+}
+
+/// Bumps counter `key` in the target's `<prefix>_data` table.
+pub fn bump_in<'a>(
+    ctx: &'a mut DynamoContext,
+    key: &'a str,
+) -> BoxFuture<'a, Result<(), BoxError>> {
+    Box::pin(async move {
+        let table = format!("{}_data", ctx.table_prefix());
+        ctx.update(
+            table,
+            HashMap::from([("pk".to_owned(), AttributeValue::S(key.to_owned()))]),
+            "ADD n :one",
+            [(":one", AttributeValue::N("1".into()))],
+        )?;
+        Ok(())
+    })
+}
+
+#[flamingock_core::async_trait]
+impl PipelineUnderTest for Dynamo {
+    type Target = DynamoTarget;
+
+    async fn open(&self, ns: &str) -> Result<PipelineEnv<DynamoTarget>, BoxError> {
+        let store = self.store(ns);
+        // The "elsewhere" targets keep their tables under another prefix.
+        let elsewhere = format!("{ns}_t");
+        self.data_table(&format!("{ns}_data")).await?;
+        self.data_table(&format!("{elsewhere}_data")).await?;
+        let separate = DynamoTarget::new("separate-marker", self.client()).table_prefix(&elsewhere);
+        Ok(PipelineEnv {
+            lock: Arc::new(store.lock()),
+            shared: Some(store.target("shared")),
+            separate: Some(
+                DynamoTarget::new("separate", self.client())
+                    .table_prefix(&elsewhere)
+                    .without_marker(),
+            ),
+            separate_marker: Some(separate),
+            store: Arc::new(store),
+        })
+    }
+
+    fn bump<'a>(ctx: &'a mut DynamoContext, key: &'a str) -> BoxFuture<'a, Result<(), BoxError>> {
+        bump_in(ctx, key)
+    }
+
+    async fn count(&self, target: &DynamoTarget, key: &str) -> Result<u64, BoxError> {
+        self.counter(&format!("{}_data", target.prefix()), key)
+            .await
+    }
+
+    async fn cleanup(&self, ns: &str) -> Result<(), BoxError> {
+        self.drop_namespace(ns).await
+    }
+
+    fn capabilities(&self) -> PipelineCapabilities {
+        PipelineCapabilities::default().runners(16).repetitions(30)
+    }
+}
