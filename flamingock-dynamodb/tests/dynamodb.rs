@@ -121,10 +121,11 @@ impl Change for PutMany {
     }
 }
 
-fn runner<T: TargetSystem>(store: &DynamoAuditStore, target: T, stage: Stage) -> Flamingock
-where
-    T: Clone,
-{
+fn runner<T: TargetSystem + Clone>(
+    store: &DynamoAuditStore,
+    target: T,
+    stage: Stage,
+) -> Flamingock {
     Flamingock::builder()
         .audit_store(store.clone())
         .target(target)
