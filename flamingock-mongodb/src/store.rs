@@ -19,6 +19,9 @@ use crate::target::MongoTarget;
 use crate::topology::{self, Transactions};
 use crate::tx;
 
+/// Attempts of an append while the server is unreachable.
+const UNREACHABLE_ATTEMPTS: u32 = 3;
+
 /// `_id` of the single fence document.
 const FENCE_ID: &str = "fence";
 
@@ -212,6 +215,15 @@ pub(crate) enum WriteFailure {
 }
 
 impl WriteFailure {
+    /// The server could not be reached (as opposed to a write conflict).
+    fn is_unreachable(&self) -> bool {
+        use mongodb::error::ErrorKind;
+        matches!(self, WriteFailure::Driver { error, .. } if matches!(
+            *error.kind,
+            ErrorKind::ServerSelection { .. } | ErrorKind::Io(_) | ErrorKind::ConnectionPoolCleared { .. }
+        ))
+    }
+
     pub(crate) fn is_transient(&self) -> bool {
         match self {
             WriteFailure::Driver { error, .. } => error.contains_label(TRANSIENT_TRANSACTION_ERROR),
@@ -602,7 +614,15 @@ impl MongoAuditStore {
                     f
                 }
             };
-            if failure.is_transient() && Instant::now() < deadline {
+            // Write conflicts between appenders resolve in milliseconds and
+            // are retried until the deadline; an unreachable server is given
+            // a few attempts only, so that a dead server fails the run soon.
+            let retry = if failure.is_unreachable() {
+                attempt < UNREACHABLE_ATTEMPTS
+            } else {
+                failure.is_transient() && Instant::now() < deadline
+            };
+            if retry {
                 debug!(attempt, change_id = %entry.change_id, "transient transaction error; retrying the append");
                 tokio::time::sleep(tx::backoff(attempt)).await;
                 continue;
