@@ -87,7 +87,9 @@ struct StoreSql {
     current_of: Arc<str>,
     current_set: Arc<str>,
     snapshot: Arc<str>,
-    history: Arc<str>,
+    /// History queries by filter: [all, by change, since, by change and since],
+    /// each able to use its index.
+    history: [Arc<str>; 4],
 }
 
 impl StoreSql {
@@ -129,10 +131,13 @@ impl StoreSql {
             snapshot: s(format!(
                 "SELECT {hcols} FROM {c} c JOIN {h} h ON h.id = c.history_id ORDER BY c.change_id"
             )),
-            history: s(format!(
-                "SELECT {cols} FROM {h} WHERE (?1 IS NULL OR change_id = ?1) \
-                 AND (?2 IS NULL OR created_at >= ?2) ORDER BY id"
-            )),
+            history: [
+                "",
+                "WHERE change_id = ?1",
+                "WHERE created_at >= ?1",
+                "WHERE change_id = ?1 AND created_at >= ?2",
+            ]
+            .map(|w| s(format!("SELECT {cols} FROM {h} {w} ORDER BY id"))),
         }
     }
 }
@@ -286,6 +291,19 @@ impl SqliteAuditStore {
     /// strategy), so no crash ever needs an operator.
     pub fn target(&self, id: impl Into<String>) -> SqliteTarget {
         SqliteTarget::shared(id.into(), self.clone())
+    }
+
+    /// The statements that create this store's tables and its lock table,
+    /// for databases where tables are created by hand (`auto_create(false)`).
+    pub fn schema_sql(&self) -> String {
+        let lock = schema::lock_table(&self.inner.prefix);
+        self.inner
+            .tables
+            .iter()
+            .chain(std::iter::once(&lock))
+            .flat_map(|t| t.ddl.iter())
+            .map(|d| format!("{d};\n"))
+            .collect()
     }
 
     /// The store's own lock (table `<prefix>_lock` in the same file).
@@ -690,9 +708,16 @@ impl AuditStore for SqliteAuditStore {
 
     async fn history(&self, filter: &HistoryFilter) -> Result<Vec<AuditEntry>, StoreError> {
         let i = &self.inner;
-        let rows = q(&i.sql.history)
-            .bind(filter.change_id.as_deref())
-            .bind(filter.since.map(|s| fmt_ts(ceil_micros(s))))
+        let which =
+            usize::from(filter.change_id.is_some()) + 2 * usize::from(filter.since.is_some());
+        let mut query = q(&i.sql.history[which]);
+        if let Some(c) = &filter.change_id {
+            query = query.bind(c.clone());
+        }
+        if let Some(since) = filter.since {
+            query = query.bind(fmt_ts(ceil_micros(since)));
+        }
+        let rows = query
             .fetch_all(&i.pool)
             .await
             .map_err(|e| i.backend("read the history", e))?;

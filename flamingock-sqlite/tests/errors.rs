@@ -173,6 +173,24 @@ async fn missing_tables_without_auto_create_are_not_ready() {
         }
         other => panic!("expected NotReady, got {other:?}"),
     }
+    match store.lock().inspect().await {
+        Err(e @ LockError::Backend { .. }) => {
+            assert!(e.to_string().contains("flamingock_lock"), "{e}")
+        }
+        other => panic!("expected a missing lock table, got {other:?}"),
+    }
+    // The tables created by hand from the store's own DDL are accepted.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(store.schema_sql()))
+        .execute(store.pool())
+        .await
+        .expect("run the DDL");
+    store.prepare().await.expect("prepared by hand");
+    let fresh = SqliteAuditStore::builder(&path)
+        .auto_create(false)
+        .open()
+        .await
+        .expect("open");
+    assert!(fresh.lock().inspect().await.expect("lock table").is_none());
 }
 
 #[tokio::test]
