@@ -46,6 +46,19 @@ impl MongoContext {
         &mut self.session
     }
 
+    /// The database and the session at once, for database-level actions that
+    /// borrow the database while they run (`create_collection`, `run_command`...):
+    ///
+    /// ```no_run
+    /// # async fn f(ctx: &mut flamingock_mongodb::MongoContext) -> Result<(), mongodb::error::Error> {
+    /// let (db, session) = ctx.split();
+    /// db.create_collection("audit_log").capped(true).size(1 << 20).session(session).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn split(&mut self) -> (&Database, &mut ClientSession) {
+        (&self.db, &mut self.session)
+    }
+
     /// Whether a transaction is open on the session (false in a
     /// non-transactional context, e.g. for index builds).
     pub fn in_transaction(&self) -> bool {
