@@ -61,11 +61,14 @@
 //!   non-transactional change on the store's own in-memory database that
 //!   fails keeps it while the runner records the failure, which then waits
 //!   for the pool's acquire timeout. Use a file for anything but tests.
-//! * A change in the shared-transaction strategy holds the file's write lock
-//!   until it commits; the lock's background refresh waits for it (up to
-//!   the busy timeout). Nobody else can write to the file meanwhile either,
-//!   so no other runner can take the lease over; keep single changes well
-//!   under the lease (60 s by default).
+//! * SQLite has one writer per file. A change in the shared-transaction
+//!   strategy holds the file's write lock until it commits: other runners
+//!   still read (WAL), and their lock attempts report the lock as held once
+//!   their busy timeout runs out, so they keep waiting as for any held lock.
+//!   The holder's background lease refresh waits for the commit too; nobody
+//!   else can write meanwhile, so nobody can take the lease over, but keep
+//!   single changes well under the lease (60 s by default) so the next
+//!   change still finds a valid lease.
 //! * `created_at` is the store's clock: the process clock at microsecond
 //!   precision, strictly increasing within the process and after the last
 //!   history row of the file. Lock expiry uses the process clock too

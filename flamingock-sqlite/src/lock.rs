@@ -182,6 +182,29 @@ impl LockInner {
             .map(|_| ())
     }
 
+    /// What `try_acquire` reports when the write lock of the file stayed
+    /// taken: the recorded holder if there is one (reads do not wait in WAL
+    /// mode), else the busy file itself.
+    async fn held_by_writer(&self, busy: sqlx::Error) -> Result<Acquire, LockError> {
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|e| self.backend("acquire a connection", e))?;
+        let row = self.read(&mut conn).await?;
+        let now = now_ms();
+        let counter = row.as_ref().map_or(0, |r| r.counter);
+        Ok(Acquire::Held(match row.and_then(|r| r.holder) {
+            Some(h) if h.2 > now => info(h, now),
+            _ => LockInfo {
+                owner: format!("(a transaction holding the database's write lock: {busy})"),
+                token: counter,
+                expires_at: at(now),
+                expired: false,
+            },
+        }))
+    }
+
     async fn read(&self, conn: &mut SqliteConnection) -> Result<Option<LockRow>, LockError> {
         let row = q(&self.sql.get)
             .fetch_optional(&mut *conn)
@@ -245,11 +268,14 @@ impl LockProvider for SqliteLock {
     async fn try_acquire(&self, owner: &str, lease: Duration) -> Result<Acquire, LockError> {
         let i = &self.inner;
         i.ready().await?;
-        let mut tx = i
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(|e| i.backend("begin a write transaction", e))?;
+        let mut tx = match i.pool.begin_with("BEGIN IMMEDIATE").await {
+            Ok(tx) => tx,
+            // Another connection kept the file's write lock for the whole
+            // busy timeout (typically a long change in its transaction):
+            // the lock is not ours now; the runner waits and retries.
+            Err(e) if connect::is_busy(&e) => return i.held_by_writer(e).await,
+            Err(e) => return Err(i.backend("begin a write transaction", e)),
+        };
         let row = i.read(&mut tx).await?;
         let now = now_ms();
         let counter = row.as_ref().map_or(0, |r| r.counter);

@@ -1,0 +1,103 @@
+//! SQLite has one writer per file: a change in its shared transaction holds
+//! the file's write lock until it commits. Other runners must wait for it
+//! like for any held lock, not fail when their busy timeout runs out.
+
+use std::time::Duration;
+
+use flamingock_core::{
+    Acquire, Change, ChangeMeta, ChangeResult, Flamingock, LockConfig, LockProvider, Stage,
+};
+use flamingock_sqlite::{sqlx, SqliteAuditStore, SqliteContext, SqliteTarget};
+use sqlx::Connection;
+
+const SHORT_BUSY: Duration = Duration::from_millis(200);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_file_reads_as_a_held_lock() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("busy.db");
+    let store = SqliteAuditStore::builder(&path)
+        .busy_timeout(SHORT_BUSY)
+        .open()
+        .await
+        .expect("open");
+    let lock = store.lock();
+    assert!(lock.inspect().await.expect("inspect").is_none());
+
+    let other = SqliteAuditStore::open(&path).await.expect("second handle");
+    let mut writer = other.pool().acquire().await.expect("connection");
+
+    // Nobody holds the lease, but a transaction holds the file.
+    let tx = writer.begin_with("BEGIN IMMEDIATE").await.expect("begin");
+    match lock.try_acquire("me", Duration::from_secs(30)).await {
+        Ok(Acquire::Held(h)) => assert!(h.owner.contains("write lock"), "{h:?}"),
+        other => panic!("expected Held, got {other:?}"),
+    }
+    tx.rollback().await.expect("rollback");
+
+    // A recorded holder is reported as the holder.
+    let first = match lock.try_acquire("first", Duration::from_secs(30)).await {
+        Ok(Acquire::Acquired(l)) => l.token,
+        other => panic!("expected the lock, got {other:?}"),
+    };
+    let tx = writer.begin_with("BEGIN IMMEDIATE").await.expect("begin");
+    match lock.try_acquire("second", Duration::from_secs(30)).await {
+        Ok(Acquire::Held(h)) => assert_eq!((h.owner.as_str(), h.token), ("first", first)),
+        other => panic!("expected Held by first, got {other:?}"),
+    }
+    tx.rollback().await.expect("rollback");
+    lock.release("first", first).await.expect("release");
+}
+
+struct Slow;
+impl Change for Slow {
+    type Target = SqliteTarget;
+    fn meta(&self) -> ChangeMeta {
+        ChangeMeta::new("slow", "0001")
+    }
+    async fn apply(&self, db: &mut SqliteContext) -> ChangeResult {
+        sqlx::query("CREATE TABLE slow (x INTEGER)")
+            .execute(db.conn())
+            .await?;
+        // Much longer than the other runner's busy timeout.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        Ok(())
+    }
+}
+
+fn runner(store: &SqliteAuditStore) -> Flamingock {
+    Flamingock::builder()
+        .audit_store(store.clone())
+        .target(store.target("db"))
+        .stage(Stage::new("s").change(Slow))
+        .lock_config(
+            LockConfig::default()
+                .retry_interval(Duration::from_millis(50))
+                .acquire_timeout(Duration::from_secs(30)),
+        )
+        .build()
+        .expect("build")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_waits_for_a_long_change_of_another_runner() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("long.db");
+    let a = SqliteAuditStore::open(&path).await.expect("open a");
+    let b = SqliteAuditStore::builder(&path)
+        .busy_timeout(SHORT_BUSY)
+        .open()
+        .await
+        .expect("open b");
+    let (ra, rb) = (runner(&a), runner(&b));
+    let a_run = tokio::spawn(async move { ra.run().await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let b_report = rb.run().await.expect("b waits, then finds nothing to do");
+    let a_report = a_run.await.expect("join").expect("a applies");
+    assert_eq!(a_report.applied(), ["slow"]);
+    assert_eq!(b_report.totals().skipped, 1, "{b_report}");
+    assert!(
+        b_report.took_lock,
+        "b went through the lock, not the fast path"
+    );
+}
