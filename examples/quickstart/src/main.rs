@@ -87,15 +87,24 @@ impl Change for AddStock {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> std::process::ExitCode {
     let path = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "quickstart.db".into());
+    match run(&path).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
 
+async fn run(path: &str) -> Result<(), Box<dyn std::error::Error>> {
     // The audit store, its lock and the target all live in one file. The
     // target comes from the store, so each change commits in one
     // transaction together with its audit entry.
-    let store = SqliteAuditStore::open(&path).await?;
+    let store = SqliteAuditStore::open(path).await?;
     let runner = Flamingock::builder()
         .service("quickstart")
         .audit_store(store.clone())
