@@ -1,0 +1,115 @@
+//! What the store, its lock and its shared-transaction targets have in common:
+//! the pool, the schema + prefix, and "the tables are ready".
+
+use std::future::Future;
+
+use sqlx::PgPool;
+use tokio::sync::OnceCell;
+use tracing::warn;
+
+use crate::names::{Names, Table};
+use crate::schema::{self, SchemaError};
+
+/// One schema + prefix on one database.
+#[derive(Debug)]
+pub(crate) struct Space {
+    pub(crate) pool: PgPool,
+    pub(crate) names: Names,
+    pub(crate) auto_create: bool,
+    /// The tables [`Space::ready`] makes sure of.
+    pub(crate) tables: Vec<Table>,
+    ready: OnceCell<()>,
+}
+
+impl Space {
+    pub(crate) fn new(pool: PgPool, names: Names, auto_create: bool, tables: Vec<Table>) -> Self {
+        Space {
+            pool,
+            names,
+            auto_create,
+            tables,
+            ready: OnceCell::new(),
+        }
+    }
+
+    /// Checks (and creates, when allowed) the tables once per handle.
+    pub(crate) async fn ready(&self) -> Result<(), SchemaError> {
+        self.ready
+            .get_or_try_init(|| {
+                schema::ensure(&self.pool, &self.names, &self.tables, self.auto_create)
+            })
+            .await
+            .map(|_| ())
+    }
+}
+
+/// Whether `e` says the connection is gone (the statement never ran or its
+/// outcome is unknown), as opposed to the server refusing the statement.
+pub(crate) fn is_connection_lost(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|c| {
+            // Class 08: connection exception; 57P01-03: the server is
+            // terminating this connection (pg_terminate_backend, shutdown).
+            c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03")
+        }),
+        _ => false,
+    }
+}
+
+/// Runs an idempotent statement, once more on a fresh connection if the
+/// pooled one turns out to be dead (the server restarted, or an
+/// administrator terminated it). Never used for non-idempotent writes.
+pub(crate) async fn idempotent<T, F, Fut>(what: &str, f: F) -> Result<T, sqlx::Error>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<T, sqlx::Error>>,
+{
+    match f().await {
+        Err(e) if is_connection_lost(&e) => {
+            warn!(error = %e, operation = what, "connection lost; retrying once on a fresh connection");
+            f().await
+        }
+        r => r,
+    }
+}
+
+/// `undefined_table`: the table does not exist.
+pub(crate) fn is_undefined_table(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("42P01"))
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
+pub(crate) fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end + 3..];
+    let Some(at) = rest.rfind('@') else {
+        return url.to_owned();
+    };
+    match rest[..at].find(':') {
+        Some(colon) => format!(
+            "{}{}:***{}",
+            &url[..scheme_end + 3],
+            &rest[..colon],
+            &rest[at..]
+        ),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact_url("postgres://u:p@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact_url("postgres://h/db"), "postgres://h/db");
+    }
+}

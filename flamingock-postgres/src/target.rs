@@ -1,0 +1,507 @@
+//! The PostgreSQL target system and the context its changes receive.
+
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+use std::time::Duration;
+
+use flamingock_core::{
+    AuditStore, CommitWith, ContextMode, Marker, StoreError, TargetCapabilities, TargetError,
+    TargetSystem,
+};
+use sqlx::pool::PoolConnection;
+use sqlx::{AssertSqlSafe, Executor, PgConnection, PgPool, Postgres, Row, Transaction};
+use tokio::sync::OnceCell;
+
+use crate::names::{Names, Table};
+use crate::schema::{self, SchemaError};
+use crate::script::split_statements;
+use crate::space::{idempotent, is_connection_lost, is_undefined_table};
+use crate::store::{PostgresAuditStore, DEFAULT_PREFIX, DEFAULT_SCHEMA};
+
+/// A PostgreSQL database changes are applied to.
+///
+/// * [`PostgresAuditStore::target`] gives a target on the audit store's own
+///   database: each change commits in **one transaction** with its APPLIED
+///   entry and the fence check (shared-transaction strategy), so a crash at
+///   any instant leaves both or neither.
+/// * [`PostgresTarget::new`] gives a target on any other database (or the
+///   same one with a separate audit store): separate-transaction strategy,
+///   with a marker row in `<schema>.<prefix>_marker` written inside the
+///   change's transaction, which lets the next run resolve a crash after
+///   commit by itself; [`without_marker`](Self::without_marker) turns it off.
+///
+/// A change declared `.transactional(false)` gets a plain pooled connection
+/// outside any transaction (for `CREATE INDEX CONCURRENTLY`, `VACUUM`,
+/// `ALTER TYPE ... ADD VALUE` on old servers...). There, execute statements
+/// **one at a time**: several statements sent as one string travel as one
+/// simple query, which PostgreSQL runs as one implicit transaction (and
+/// `CREATE INDEX CONCURRENTLY` refuses to run inside one).
+/// [`PgContext::execute_script`] splits a script and does exactly that.
+#[derive(Debug, Clone)]
+pub struct PostgresTarget {
+    id: String,
+    pool: PgPool,
+    schema: Arc<str>,
+    prefix: String,
+    shared: Option<PostgresAuditStore>,
+    marker: bool,
+    marker_ready: Arc<OnceCell<()>>,
+    /// `BEGIN` plus the transaction's settings, sent as one simple query.
+    begin_sql: Arc<str>,
+}
+
+/// Default [`PostgresTarget::idle_in_transaction_timeout`]: the default lease.
+pub const DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn begin_sql(idle: Option<Duration>) -> Arc<str> {
+    match idle {
+        // Transaction-scoped (SET LOCAL): no session state is left behind.
+        Some(d) => Arc::from(format!(
+            "BEGIN; SET LOCAL idle_in_transaction_session_timeout = {}",
+            d.as_millis().clamp(1, i32::MAX as u128)
+        )),
+        None => Arc::from("BEGIN"),
+    }
+}
+
+impl PostgresTarget {
+    /// A target named `id` on `pool`, keeping markers in
+    /// `public.flamingock_marker` (see [`schema`](Self::schema) and
+    /// [`table_prefix`](Self::table_prefix)).
+    pub fn new(id: impl Into<String>, pool: PgPool) -> Self {
+        PostgresTarget {
+            id: id.into(),
+            pool,
+            schema: Arc::from(DEFAULT_SCHEMA),
+            prefix: DEFAULT_PREFIX.to_owned(),
+            shared: None,
+            marker: true,
+            marker_ready: Arc::default(),
+            begin_sql: begin_sql(Some(DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT)),
+        }
+    }
+
+    pub(crate) fn shared(id: String, store: PostgresAuditStore) -> Self {
+        PostgresTarget {
+            id,
+            pool: store.pool().clone(),
+            schema: Arc::from(store.schema()),
+            prefix: DEFAULT_PREFIX.to_owned(),
+            shared: Some(store),
+            marker: false,
+            marker_ready: Arc::default(),
+            begin_sql: begin_sql(Some(DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT)),
+        }
+    }
+
+    /// The schema of the marker table, also what [`PgContext::schema`] reports
+    /// to changes (default `public`). Created when missing.
+    #[must_use]
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = Arc::from(schema.into());
+        self.marker_ready = Arc::default();
+        self
+    }
+
+    /// The prefix of the marker table's name (default `flamingock`).
+    #[must_use]
+    pub fn table_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self.marker_ready = Arc::default();
+        self
+    }
+
+    /// No marker table: a crash between the change's commit and its APPLIED
+    /// entry then needs an operator (or `AlwaysRetry`).
+    #[must_use]
+    pub fn without_marker(mut self) -> Self {
+        self.marker = false;
+        self
+    }
+
+    /// How long a change's transaction may sit idle (the runner stalled or
+    /// lost, the change awaiting something else) before the server ends it
+    /// (default 60 s, the default lease; `None`: the server's setting).
+    ///
+    /// A runner that lost its lease while its transaction holds row locks
+    /// would otherwise block the runner that took over until it woke up; with
+    /// this set no longer than the lease, the server rolls the stale
+    /// transaction back and the new runner goes on. The setting is `SET LOCAL`
+    /// in the same round trip as `BEGIN`.
+    #[must_use]
+    pub fn idle_in_transaction_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.begin_sql = begin_sql(timeout);
+        self
+    }
+
+    /// The same target under another id.
+    #[must_use]
+    pub fn with_id(mut self, id: impl Into<String>) -> Self {
+        self.id = id.into();
+        self
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The schema changes are told about ([`PgContext::schema`]).
+    pub fn schema_name(&self) -> &str {
+        &self.schema
+    }
+
+    fn backend(&self, operation: &'static str, source: sqlx::Error) -> TargetError {
+        TargetError::Backend {
+            target: self.id.clone(),
+            operation,
+            source: Box::new(source),
+        }
+    }
+
+    fn names(&self) -> Result<Names, TargetError> {
+        Names::new(&self.schema, &self.prefix).map_err(|detail| TargetError::Unsupported {
+            target: self.id.clone(),
+            detail: format!("invalid marker table configuration: {detail}"),
+        })
+    }
+
+    async fn ensure_marker_table(&self) -> Result<(), TargetError> {
+        let names = self.names()?;
+        self.marker_ready
+            .get_or_try_init(|| async {
+                schema::ensure(&self.pool, &names, &[Table::Marker], true)
+                    .await
+                    .map_err(|e| match e {
+                        SchemaError::Db { operation, source } => self.backend(operation, source),
+                        SchemaError::Missing { detail, .. } => TargetError::Unsupported {
+                            target: self.id.clone(),
+                            detail,
+                        },
+                        SchemaError::WrongShape { table, detail } => TargetError::Unsupported {
+                            target: self.id.clone(),
+                            detail: format!("marker table {table}: {detail}"),
+                        },
+                    })
+            })
+            .await
+            .map(|_| ())
+    }
+
+    fn unsupported(&self, detail: &str) -> TargetError {
+        TargetError::Unsupported {
+            target: self.id.clone(),
+            detail: detail.to_owned(),
+        }
+    }
+
+    /// Rolls back after a failure inside the transaction, before COMMIT:
+    /// nothing was committed, whatever the rollback itself says.
+    async fn not_committed(
+        &self,
+        tx: Transaction<'static, Postgres>,
+        source: flamingock_core::BoxError,
+    ) -> TargetError {
+        if let Err(e) = tx.rollback().await {
+            tracing::warn!(target_system = %self.id, error = %e, "rollback failed (the server discards the transaction anyway)");
+        }
+        TargetError::NotCommitted {
+            target: self.id.clone(),
+            source,
+        }
+    }
+}
+
+enum Conn {
+    Tx(Transaction<'static, Postgres>),
+    Plain(PoolConnection<Postgres>),
+}
+
+/// What a PostgreSQL change receives: a connection inside the change's open
+/// transaction, or a plain pooled connection for a non-transactional change.
+/// Dereferences to [`PgConnection`], so any sqlx executor call works:
+///
+/// ```no_run
+/// use flamingock_core::{Change, ChangeMeta, ChangeResult};
+/// use flamingock_postgres::{PgContext, PostgresTarget};
+///
+/// struct SeedCountries;
+/// impl Change for SeedCountries {
+///     type Target = PostgresTarget;
+///     fn meta(&self) -> ChangeMeta { ChangeMeta::new("seed-countries", "0002") }
+///     async fn apply(&self, ctx: &mut PgContext) -> ChangeResult {
+///         sqlx::query("INSERT INTO countries (code) VALUES ($1), ($2)")
+///             .bind("es").bind("pt")
+///             .execute(ctx.conn())
+///             .await?;
+///         Ok(())
+///     }
+/// }
+/// ```
+pub struct PgContext {
+    conn: Conn,
+    schema: Arc<str>,
+}
+
+impl std::fmt::Debug for PgContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgContext")
+            .field("transactional", &self.is_transactional())
+            .field("schema", &self.schema)
+            .finish()
+    }
+}
+
+impl PgContext {
+    /// The connection (inside the change's transaction when it has one).
+    pub fn conn(&mut self) -> &mut PgConnection {
+        self
+    }
+
+    /// Whether the change runs inside a transaction.
+    pub fn is_transactional(&self) -> bool {
+        matches!(self.conn, Conn::Tx(_))
+    }
+
+    /// The target's schema (for the change's own qualified names; quote it
+    /// with [`quote_ident`](crate::quote_ident)).
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    /// Runs a script statement by statement (see [`split_statements`]):
+    /// each statement is sent on its own, so outside a transaction none of
+    /// them is wrapped in an implicit one and `CREATE INDEX CONCURRENTLY`
+    /// works. Stops at the first failing statement, whose error says which
+    /// one it was. Returns the total number of rows affected.
+    pub async fn execute_script(&mut self, sql: &str) -> Result<u64, ScriptError> {
+        let mut rows = 0;
+        for (index, stmt) in split_statements(sql).into_iter().enumerate() {
+            let done = self
+                .conn()
+                .execute(AssertSqlSafe(stmt))
+                .await
+                .map_err(|source| ScriptError {
+                    index,
+                    statement: stmt.chars().take(200).collect(),
+                    source,
+                })?;
+            rows += done.rows_affected();
+        }
+        Ok(rows)
+    }
+}
+
+/// A statement of [`PgContext::execute_script`] failed.
+#[derive(Debug, thiserror::Error)]
+#[error("statement #{} of the script failed: {source}\n  statement: {statement}", index + 1)]
+#[non_exhaustive]
+pub struct ScriptError {
+    /// Position of the statement (0-based).
+    pub index: usize,
+    /// The statement (first 200 characters).
+    pub statement: String,
+    /// The driver's error.
+    #[source]
+    pub source: sqlx::Error,
+}
+
+impl Deref for PgContext {
+    type Target = PgConnection;
+    fn deref(&self) -> &PgConnection {
+        match &self.conn {
+            Conn::Tx(tx) => tx,
+            Conn::Plain(c) => c,
+        }
+    }
+}
+
+impl DerefMut for PgContext {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        match &mut self.conn {
+            Conn::Tx(tx) => tx,
+            Conn::Plain(c) => c,
+        }
+    }
+}
+
+impl TargetSystem for PostgresTarget {
+    type Context = PgContext;
+
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn capabilities(&self) -> TargetCapabilities {
+        let mut caps = TargetCapabilities::transactional();
+        if self.marker {
+            caps = caps.with_marker();
+        }
+        if let Some(store) = &self.shared {
+            caps = caps.sharing_audit_store(store.store_id());
+        }
+        caps
+    }
+
+    async fn begin(&self, mode: ContextMode) -> Result<PgContext, TargetError> {
+        let conn = match mode {
+            ContextMode::Transaction => {
+                if self.marker {
+                    self.ensure_marker_table().await?;
+                }
+                // Safe to retry: nothing has run yet.
+                let tx = idempotent("begin transaction", || {
+                    self.pool.begin_with(AssertSqlSafe(self.begin_sql.clone()))
+                })
+                .await
+                .map_err(|e| self.backend("begin transaction", e))?;
+                Conn::Tx(tx)
+            }
+            ContextMode::NonTransactional => Conn::Plain(
+                self.pool
+                    .acquire()
+                    .await
+                    .map_err(|e| self.backend("acquire a connection", e))?,
+            ),
+        };
+        Ok(PgContext {
+            conn,
+            schema: self.schema.clone(),
+        })
+    }
+
+    async fn commit(&self, ctx: PgContext, with: CommitWith<'_>) -> Result<(), TargetError> {
+        let mut tx = match ctx.conn {
+            Conn::Plain(_) => {
+                return match with {
+                    CommitWith::Nothing => Ok(()),
+                    _ => Err(self.unsupported(
+                        "a non-transactional context cannot commit an audit entry or a marker",
+                    )),
+                }
+            }
+            Conn::Tx(tx) => tx,
+        };
+        match with {
+            CommitWith::Audit(entry) => {
+                let Some(store) = &self.shared else {
+                    let e = self.unsupported(
+                        "asked to commit an audit entry but this target shares no audit store \
+                         (create it with PostgresAuditStore::target)",
+                    );
+                    return Err(self.not_committed(tx, Box::new(e)).await);
+                };
+                match store.append_on(&mut *tx, entry).await {
+                    Ok(()) => {}
+                    Err(source @ StoreError::Fenced { .. }) => {
+                        if let Err(e) = tx.rollback().await {
+                            tracing::warn!(error = %e, "rollback of a fenced transaction failed");
+                        }
+                        return Err(TargetError::Audit {
+                            target: self.id.clone(),
+                            source,
+                        });
+                    }
+                    Err(e) => return Err(self.not_committed(tx, Box::new(e)).await),
+                }
+            }
+            CommitWith::Marker(m) => {
+                if !self.marker {
+                    let e = self.unsupported("asked to write a marker but markers are off");
+                    return Err(self.not_committed(tx, Box::new(e)).await);
+                }
+                let names = self.names()?;
+                let Ok(token) = i64::try_from(m.fencing_token) else {
+                    let e = self.unsupported("fencing token does not fit PostgreSQL's bigint");
+                    return Err(self.not_committed(tx, Box::new(e)).await);
+                };
+                let t = names.qualified(Table::Marker);
+                let q = format!(
+                    "INSERT INTO {t} (change_id, run_id, token) VALUES ($1, $2, $3)
+                     ON CONFLICT (change_id) DO UPDATE
+                        SET run_id = EXCLUDED.run_id, token = EXCLUDED.token, created_at = clock_timestamp()"
+                );
+                if let Err(e) = sqlx::query(AssertSqlSafe(q))
+                    .bind(&m.change_id)
+                    .bind(&m.run_id)
+                    .bind(token)
+                    .execute(&mut *tx)
+                    .await
+                {
+                    return Err(self.not_committed(tx, Box::new(e)).await);
+                }
+            }
+            CommitWith::Nothing => {}
+            _ => {
+                let e = self.unsupported("unknown commit request");
+                return Err(self.not_committed(tx, Box::new(e)).await);
+            }
+        }
+        match tx.commit().await {
+            Ok(()) => Ok(()),
+            // The server answered COMMIT with an error (deferred constraint,
+            // serialization failure): it rolled the transaction back.
+            Err(e @ sqlx::Error::Database(_)) if !is_connection_lost(&e) => {
+                Err(TargetError::NotCommitted {
+                    target: self.id.clone(),
+                    source: Box::new(e),
+                })
+            }
+            // No answer: the outcome is unknown.
+            Err(e) => Err(self.backend("commit", e)),
+        }
+    }
+
+    async fn abort(&self, ctx: PgContext) -> Result<(), TargetError> {
+        match ctx.conn {
+            Conn::Tx(tx) => tx.rollback().await.map_err(|e| self.backend("rollback", e)),
+            Conn::Plain(_) => Ok(()),
+        }
+    }
+
+    async fn marker(&self, change_id: &str) -> Result<Option<Marker>, TargetError> {
+        if !self.marker {
+            return Ok(None);
+        }
+        let t = self.names()?.qualified(Table::Marker);
+        let q = format!("SELECT run_id, token FROM {t} WHERE change_id = $1");
+        let row = match idempotent("read marker", || {
+            sqlx::query(AssertSqlSafe(q.clone()))
+                .bind(change_id)
+                .fetch_optional(&self.pool)
+        })
+        .await
+        {
+            Ok(r) => r,
+            Err(e) if is_undefined_table(&e) => return Ok(None),
+            Err(e) => return Err(self.backend("read marker", e)),
+        };
+        let Some(row) = row else { return Ok(None) };
+        let run_id: String = row.try_get(0).map_err(|e| self.backend("read marker", e))?;
+        let token: i64 = row.try_get(1).map_err(|e| self.backend("read marker", e))?;
+        Ok(Some(Marker {
+            change_id: change_id.to_owned(),
+            run_id,
+            fencing_token: u64::try_from(token).unwrap_or(0),
+        }))
+    }
+
+    async fn clear_marker(&self, change_id: &str) -> Result<(), TargetError> {
+        if !self.marker {
+            return Ok(());
+        }
+        let t = self.names()?.qualified(Table::Marker);
+        let q = format!("DELETE FROM {t} WHERE change_id = $1");
+        match idempotent("clear marker", || {
+            sqlx::query(AssertSqlSafe(q.clone()))
+                .bind(change_id)
+                .execute(&self.pool)
+        })
+        .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_undefined_table(&e) => Ok(()),
+            Err(e) => Err(self.backend("clear marker", e)),
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! What the test files share: the server URL, small pools, schema cleanup.
+#![allow(dead_code, unreachable_pub)]
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{AssertSqlSafe, PgPool};
+
+use flamingock_postgres::quote_ident;
+
+/// The endpoint, or `None` when the test must be skipped (loudly).
+pub fn url() -> Option<String> {
+    flamingock_test_support::require_service(&flamingock_test_support::services::POSTGRES)
+}
+
+pub fn options(url: &str) -> PgConnectOptions {
+    PgConnectOptions::from_str(url).expect("FLAMINGOCK_TEST_POSTGRES_URL is not a valid URL")
+}
+
+/// A small lazy pool: connections open on first use, so many runners fit
+/// under the server's `max_connections`.
+pub fn pool(url: &str, max: u32) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(max)
+        .min_connections(0)
+        .idle_timeout(Some(Duration::from_secs(5)))
+        .acquire_timeout(Duration::from_secs(60))
+        .connect_lazy_with(options(url))
+}
+
+/// Drops `schemas` (and everything in them).
+pub async fn drop_schemas(admin: &PgPool, schemas: &[&str]) -> Result<(), sqlx::Error> {
+    for s in schemas {
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "DROP SCHEMA IF EXISTS {} CASCADE",
+            quote_ident(s)
+        )))
+        .execute(admin)
+        .await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,620 @@
+//! Bad input and failures on a real server: wrong credentials, a missing
+//! database, missing and wrong-shape tables, malformed rows, connections
+//! killed mid-run, fence rejections inside a change's transaction, and
+//! non-transactional changes (`CREATE INDEX CONCURRENTLY`).
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use flamingock_core::{
+    AuditEntry, AuditState, AuditStore, Change, ChangeMeta, ChangeResult, CommitWith, ContextMode,
+    Error, Flamingock, HistoryFilter, LockConfig, StoreError, TargetError, TargetSystem,
+    TxStrategy,
+};
+use flamingock_postgres::{quote_ident, PgContext, PostgresAuditStore, PostgresTarget};
+use flamingock_test_support::namespace;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{AssertSqlSafe, ConnectOptions, PgPool};
+
+struct Schema {
+    admin: PgPool,
+    name: String,
+}
+
+impl Schema {
+    async fn new(url: &str, prefix: &str) -> Schema {
+        let admin = common::pool(url, 2);
+        let name = namespace(prefix);
+        exec(&admin, &format!("CREATE SCHEMA {}", quote_ident(&name))).await;
+        Schema { admin, name }
+    }
+    fn q(&self) -> String {
+        quote_ident(&self.name)
+    }
+    async fn drop(self) {
+        common::drop_schemas(&self.admin, &[&self.name])
+            .await
+            .expect("drop schema");
+    }
+}
+
+async fn exec(pool: &PgPool, sql: &str) {
+    sqlx::raw_sql(AssertSqlSafe(sql.to_owned()))
+        .execute(pool)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+async fn store(url: &str, schema: &str) -> PostgresAuditStore {
+    PostgresAuditStore::builder(common::pool(url, 3))
+        .schema(schema)
+        .build()
+        .await
+        .expect("build store")
+}
+
+#[tokio::test]
+async fn wrong_user_is_a_clear_connect_error() {
+    let Some(url) = common::url() else { return };
+    let bad = common::options(&url)
+        .username("flamingock_no_such_user")
+        .to_url_lossy()
+        .to_string();
+    let err = PostgresAuditStore::connect(&bad)
+        .await
+        .expect_err("must not connect");
+    let text = err.to_string();
+    assert!(
+        matches!(
+            err,
+            StoreError::Backend {
+                operation: "connect",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(text.contains("flamingock_no_such_user"), "{text}");
+}
+
+#[tokio::test]
+async fn missing_database_is_a_clear_connect_error() {
+    let Some(url) = common::url() else { return };
+    let bad = common::options(&url)
+        .database("flamingock_no_such_db")
+        .to_url_lossy()
+        .to_string();
+    let err = PostgresAuditStore::connect(&bad)
+        .await
+        .expect_err("must not connect");
+    let text = err.to_string();
+    assert!(text.contains("flamingock_no_such_db"), "{text}");
+    assert!(text.contains("connect failed"), "{text}");
+    // The same through a lazy pool: the builder reads the database once.
+    let lazy = PgPoolOptions::new().connect_lazy_with(common::options(&bad));
+    let err = PostgresAuditStore::builder(lazy)
+        .build()
+        .await
+        .expect_err("must not build");
+    assert!(err.to_string().contains("flamingock_no_such_db"), "{err}");
+}
+
+#[tokio::test]
+async fn passwords_are_not_echoed() {
+    let Some(url) = common::url() else { return };
+    let bad = common::options(&url)
+        .username("flamingock_no_such_user")
+        .password("s3cret-pw")
+        .to_url_lossy()
+        .to_string();
+    let err = PostgresAuditStore::connect(&bad).await.expect_err("fails");
+    assert!(!err.to_string().contains("s3cret-pw"), "{err}");
+}
+
+#[tokio::test]
+async fn auto_create_off_names_missing_tables_and_ddl() {
+    let Some(url) = common::url() else { return };
+    let s = Schema::new(&url, "nocreate").await;
+    let store = PostgresAuditStore::builder(common::pool(&url, 2))
+        .schema(&s.name)
+        .auto_create(false)
+        .build()
+        .await
+        .expect("build");
+    let err = store.prepare().await.expect_err("tables are missing");
+    let text = err.to_string();
+    assert!(matches!(err, StoreError::NotReady { .. }), "{err:?}");
+    assert!(
+        text.contains(&format!("{}.flamingock_audit_history", s.name)),
+        "{text}"
+    );
+    assert!(text.contains("CREATE TABLE IF NOT EXISTS"), "{text}");
+    // Running the DDL it gives makes the store usable.
+    exec(&s.admin, &store.ddl()).await;
+    store
+        .prepare()
+        .await
+        .expect("prepare after running the DDL");
+    store.raise_fence(1).await.expect("raise");
+    store
+        .append(&AuditEntry::new("a", AuditState::Applied, 1))
+        .await
+        .expect("append");
+    s.drop().await;
+}
+
+#[tokio::test]
+async fn wrong_shape_table_is_named_with_its_missing_column() {
+    let Some(url) = common::url() else { return };
+    let s = Schema::new(&url, "shape").await;
+    exec(
+        &s.admin,
+        &format!(
+            "CREATE TABLE {}.flamingock_audit_current (change_id text PRIMARY KEY, state text)",
+            s.q()
+        ),
+    )
+    .await;
+    let store = store(&url, &s.name).await;
+    let err = store.prepare().await.expect_err("wrong shape");
+    let text = err.to_string();
+    assert!(matches!(err, StoreError::Malformed { .. }), "{err:?}");
+    assert!(
+        text.contains(&format!("{}.flamingock_audit_current", s.name)),
+        "{text}"
+    );
+    assert!(text.contains("state_rank"), "{text}");
+    // A column of another type is reported too.
+    exec(
+        &s.admin,
+        &format!("DROP TABLE {0}.flamingock_audit_current; CREATE TABLE {0}.flamingock_fence (id smallint PRIMARY KEY, fence text)", s.q()),
+    )
+    .await;
+    let store = self::store(&url, &s.name).await;
+    let text = store.prepare().await.expect_err("wrong type").to_string();
+    assert!(
+        text.contains("column fence is text, expected bigint"),
+        "{text}"
+    );
+    s.drop().await;
+}
+
+#[tokio::test]
+async fn malformed_rows_are_errors_naming_table_and_change() {
+    let Some(url) = common::url() else { return };
+    let s = Schema::new(&url, "badrow").await;
+    let store = store(&url, &s.name).await;
+    store.prepare().await.expect("prepare");
+    for id in ["good", "bad-state", "bad-duration"] {
+        store
+            .append(&AuditEntry::new(id, AuditState::Applied, 0))
+            .await
+            .expect("append");
+    }
+    exec(
+        &s.admin,
+        &format!(
+            "UPDATE {0}.flamingock_audit_current SET state = 'EXPLODED' WHERE change_id = 'bad-state';
+             UPDATE {0}.flamingock_audit_history SET duration_ms = -5 WHERE change_id = 'bad-duration';
+             UPDATE {0}.flamingock_audit_history SET tx_strategy = 'TELEPATHY' WHERE change_id = 'good';",
+            s.q()
+        ),
+    )
+    .await;
+    let err = store.snapshot().await.expect_err("malformed state");
+    let text = err.to_string();
+    assert!(matches!(err, StoreError::Malformed { .. }), "{err:?}");
+    assert!(text.contains("flamingock_audit_current"), "{text}");
+    assert!(text.contains("bad-state"), "{text}");
+    assert!(text.contains("EXPLODED"), "{text}");
+    let text = store
+        .history(&HistoryFilter::all().change("bad-duration"))
+        .await
+        .expect_err("negative duration")
+        .to_string();
+    assert!(
+        text.contains("duration_ms") && text.contains("bad-duration"),
+        "{text}"
+    );
+    let text = store
+        .history(&HistoryFilter::all().change("good"))
+        .await
+        .expect_err("unknown strategy")
+        .to_string();
+    assert!(text.contains("TELEPATHY"), "{text}");
+    s.drop().await;
+}
+
+#[tokio::test]
+async fn store_id_names_database_schema_and_prefix_across_pools() {
+    let Some(url) = common::url() else { return };
+    let s = Schema::new(&url, "ids").await;
+    let a = store(&url, &s.name).await;
+    let b = store(&url, &s.name).await;
+    assert_eq!(a.store_id(), b.store_id());
+    assert!(a.store_id().starts_with("postgres:"), "{}", a.store_id());
+    assert!(a.store_id().ends_with(&format!("/{}/flamingock", s.name)));
+    // A target from the other pool shares transactions with the first store.
+    let caps = b.target("t").capabilities();
+    assert_eq!(caps.shared_audit_store.as_deref(), Some(a.store_id()));
+    let other = PostgresAuditStore::builder(common::pool(&url, 1))
+        .schema(&s.name)
+        .table_prefix("other")
+        .build()
+        .await
+        .expect("build");
+    assert_ne!(other.store_id(), a.store_id());
+    s.drop().await;
+}
+
+#[tokio::test]
+async fn fenced_shared_commit_rolls_the_change_back() {
+    let Some(url) = common::url() else { return };
+    let s = Schema::new(&url, "fenced").await;
+    let store = store(&url, &s.name).await;
+    store.prepare().await.expect("prepare");
+    exec(&s.admin, &format!("CREATE TABLE {}.effects (x int)", s.q())).await;
+    store.raise_fence(7).await.expect("raise");
+    let target = store.target("db");
+    let mut ctx = target.begin(ContextMode::Transaction).await.expect("begin");
+    sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO {}.effects VALUES (1)",
+        s.q()
+    )))
+    .execute(ctx.conn())
+    .await
+    .expect("insert");
+    let entry = AuditEntry::new("c", AuditState::Applied, 6).strategy(TxStrategy::SharedTx);
+    match target.commit(ctx, CommitWith::Audit(&entry)).await {
+        Err(TargetError::Audit {
+            source: StoreError::Fenced {
+                token: 6, fence: 7, ..
+            },
+            ..
+        }) => {}
+        other => panic!("expected a fence rejection, got {other:?}"),
+    }
+    let n: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT count(*) FROM {}.effects",
+        s.q()
+    )))
+    .fetch_one(&s.admin)
+    .await
+    .expect("count");
+    assert_eq!(
+        n, 0,
+        "the change's effect was rolled back with the audit write"
+    );
+    assert!(store.snapshot().await.expect("snapshot").is_empty());
+    // With a current token, both commit together.
+    let mut ctx = target.begin(ContextMode::Transaction).await.expect("begin");
+    sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO {}.effects VALUES (1)",
+        s.q()
+    )))
+    .execute(ctx.conn())
+    .await
+    .expect("insert");
+    let entry = AuditEntry::new("c", AuditState::Applied, 7).strategy(TxStrategy::SharedTx);
+    target
+        .commit(ctx, CommitWith::Audit(&entry))
+        .await
+        .expect("commit");
+    assert_eq!(store.snapshot().await.expect("snapshot").len(), 1);
+    s.drop().await;
+}
+
+/// A change that sleeps inside its transaction, then records its effect.
+struct Slow {
+    id: String,
+    order: String,
+    schema: String,
+}
+
+impl Change for Slow {
+    type Target = PostgresTarget;
+    fn meta(&self) -> ChangeMeta {
+        ChangeMeta::new(&self.id, &self.order)
+    }
+    async fn apply(&self, ctx: &mut PgContext) -> ChangeResult {
+        sqlx::query("SELECT pg_sleep(0.15)")
+            .execute(ctx.conn())
+            .await?;
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO {}.effects (id) VALUES ($1)",
+            quote_ident(&self.schema)
+        )))
+        .bind(&self.id)
+        .execute(ctx.conn())
+        .await?;
+        Ok(())
+    }
+}
+
+fn slow_stage(schema: &str, n: usize) -> flamingock_core::Stage {
+    let mut stage = flamingock_core::Stage::new("slow");
+    for i in 0..n {
+        stage.add(Slow {
+            id: format!("c{i}"),
+            order: format!("{i:04}"),
+            schema: schema.to_owned(),
+        });
+    }
+    stage
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_killed_mid_run_lose_nothing() {
+    let Some(url) = common::url() else { return };
+    let s = Schema::new(&url, "killed").await;
+    exec(
+        &s.admin,
+        &format!("CREATE TABLE {}.effects (id text PRIMARY KEY)", s.q()),
+    )
+    .await;
+    let app = format!("fk-kill-{}", s.name);
+    // No ping before use: the first statement on a killed connection fails,
+    // which is the path worth testing.
+    let pool = PgPoolOptions::new()
+        .max_connections(3)
+        .test_before_acquire(false)
+        .connect_lazy_with(common::options(&url).application_name(&app));
+    let store = PostgresAuditStore::builder(pool)
+        .schema(&s.name)
+        .build()
+        .await
+        .expect("build");
+    let lock_cfg = LockConfig::default()
+        .lease(Duration::from_secs(2))
+        .retry_interval(Duration::from_millis(100))
+        .acquire_timeout(Duration::from_secs(30));
+    let runner = Flamingock::builder()
+        .audit_store(store.clone())
+        .target(store.target("db"))
+        .stage(slow_stage(&s.name, 8))
+        .lock_config(lock_cfg)
+        .build()
+        .expect("build");
+    let run = tokio::spawn(async move { runner.run().await });
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+    )
+    .bind(&app)
+    .fetch_all(&s.admin)
+    .await
+    .expect("terminate");
+    assert!(!killed.is_empty(), "the run had connections to kill");
+    let first = run.await.expect("join");
+    let err = first.expect_err("a run whose connections were killed fails");
+    let text = err.to_string();
+    assert!(
+        text.contains(&s.name) || text.contains("target system db"),
+        "the error names the store or the target: {text}"
+    );
+    let before = store.history(&HistoryFilter::all()).await.expect("history");
+    let applied_before: Vec<String> = before
+        .iter()
+        .filter(|e| e.state == AuditState::Applied)
+        .map(|e| e.change_id.clone())
+        .collect();
+    assert!(
+        !applied_before.is_empty(),
+        "some changes ran before the kill"
+    );
+    assert!(applied_before.len() < 8, "the kill interrupted the run");
+    // The same store (its pool replaces dead connections) finishes the work
+    // once the dead runner's lease has run out.
+    let again = Flamingock::builder()
+        .audit_store(store.clone())
+        .target(store.target("db"))
+        .stage(slow_stage(&s.name, 8))
+        .lock_config(lock_cfg)
+        .build()
+        .expect("build")
+        .run()
+        .await
+        .expect("second run");
+    assert_eq!(again.totals().skipped, applied_before.len(), "{again}");
+    let effects: Vec<String> = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT id FROM {}.effects ORDER BY id",
+        s.q()
+    )))
+    .fetch_all(&s.admin)
+    .await
+    .expect("effects");
+    assert_eq!(
+        effects.len(),
+        8,
+        "every change applied exactly once: {effects:?}"
+    );
+    let after = store.history(&HistoryFilter::all()).await.expect("history");
+    for e in &before {
+        assert!(
+            after.contains(e),
+            "an entry recorded before the kill was lost: {e:?}"
+        );
+    }
+    for i in 0..8 {
+        let id = format!("c{i}");
+        let n = after
+            .iter()
+            .filter(|e| e.change_id == id && e.state == AuditState::Applied)
+            .count();
+        assert_eq!(n, 1, "{id}: one APPLIED entry");
+    }
+    s.drop().await;
+}
+
+/// A non-transactional change that builds an index concurrently.
+struct ConcurrentIndex {
+    schema: String,
+}
+
+impl Change for ConcurrentIndex {
+    type Target = PostgresTarget;
+    fn meta(&self) -> ChangeMeta {
+        ChangeMeta::new("concurrent-index", "0002").transactional(false)
+    }
+    async fn apply(&self, ctx: &mut PgContext) -> ChangeResult {
+        assert!(!ctx.is_transactional());
+        let s = quote_ident(&self.schema);
+        ctx.execute_script(&format!(
+            "-- two statements: each must run on its own
+             CREATE INDEX CONCURRENTLY IF NOT EXISTS items_name ON {s}.items (name);
+             CREATE INDEX CONCURRENTLY IF NOT EXISTS items_id_name ON {s}.items (id, name);"
+        ))
+        .await?;
+        Ok(())
+    }
+}
+
+struct CreateItems {
+    schema: String,
+}
+
+impl Change for CreateItems {
+    type Target = PostgresTarget;
+    fn meta(&self) -> ChangeMeta {
+        ChangeMeta::new("create-items", "0001")
+    }
+    async fn apply(&self, ctx: &mut PgContext) -> ChangeResult {
+        assert!(ctx.is_transactional());
+        ctx.execute_script(&format!(
+            "CREATE TABLE {0}.items (id int PRIMARY KEY, name text);
+             INSERT INTO {0}.items VALUES (1, 'a;b'), (2, $$c;d$$);",
+            quote_ident(&self.schema)
+        ))
+        .await?;
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn non_transactional_change_creates_index_concurrently() {
+    let Some(url) = common::url() else { return };
+    let s = Schema::new(&url, "conc").await;
+    let store = store(&url, &s.name).await;
+    let runner = Flamingock::builder()
+        .audit_store(store.clone())
+        .target(store.target("db"))
+        .stage(
+            flamingock_core::Stage::new("s")
+                .change(CreateItems {
+                    schema: s.name.clone(),
+                })
+                .change(ConcurrentIndex {
+                    schema: s.name.clone(),
+                }),
+        )
+        .build()
+        .expect("build");
+    let report = runner.run().await.expect("run");
+    assert_eq!(report.applied(), ["create-items", "concurrent-index"]);
+    let plan = runner.plan().await.expect("plan");
+    assert_eq!(plan[0].strategy, TxStrategy::SharedTx);
+    assert_eq!(plan[1].strategy, TxStrategy::NonTransactional);
+    let indexes: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_indexes WHERE schemaname = $1 AND indexname IN ('items_name', 'items_id_name')",
+    )
+    .bind(&s.name)
+    .fetch_one(&s.admin)
+    .await
+    .expect("indexes");
+    assert_eq!(indexes, 2);
+    s.drop().await;
+}
+
+#[tokio::test]
+async fn a_script_error_names_the_failing_statement() {
+    let Some(url) = common::url() else { return };
+    let pool = common::pool(&url, 1);
+    let target = PostgresTarget::new("db", pool).without_marker();
+    let mut ctx = target.begin(ContextMode::Transaction).await.expect("begin");
+    let err = ctx
+        .execute_script("SELECT 1; SELECT * FROM flamingock_no_such_table; SELECT 3")
+        .await
+        .expect_err("second statement fails");
+    assert_eq!(err.index, 1);
+    assert!(err.to_string().contains("statement #2"), "{err}");
+    assert!(
+        err.to_string().contains("flamingock_no_such_table"),
+        "{err}"
+    );
+    target.abort(ctx).await.expect("abort");
+}
+
+#[tokio::test]
+async fn invalid_names_are_rejected_before_any_sql() {
+    let Some(url) = common::url() else { return };
+    let err = PostgresAuditStore::builder(common::pool(&url, 1))
+        .table_prefix("")
+        .build()
+        .await
+        .expect_err("empty prefix");
+    assert!(err.to_string().contains("table prefix"), "{err}");
+    let err = PostgresAuditStore::builder(common::pool(&url, 1))
+        .schema("s".repeat(70))
+        .build()
+        .await
+        .expect_err("long schema");
+    assert!(err.to_string().contains("too long"), "{err}");
+    // Odd but valid names are quoted, never interpolated raw.
+    let odd = format!("{}\"; DROP", namespace("odd"));
+    let store = PostgresAuditStore::builder(common::pool(&url, 2))
+        .schema(&odd)
+        .build()
+        .await
+        .expect("odd schema");
+    store.prepare().await.expect("prepare");
+    store
+        .append(&AuditEntry::new("x", AuditState::Applied, 0))
+        .await
+        .expect("append");
+    assert_eq!(store.snapshot().await.expect("snapshot").len(), 1);
+    let admin = common::pool(&url, 1);
+    common::drop_schemas(&admin, &[&odd]).await.expect("drop");
+}
+
+#[tokio::test]
+async fn blocked_run_lists_issue_for_non_transactional_failure() {
+    struct Broken;
+    impl Change for Broken {
+        type Target = PostgresTarget;
+        fn meta(&self) -> ChangeMeta {
+            ChangeMeta::new("broken", "0001").transactional(false)
+        }
+        async fn apply(&self, ctx: &mut PgContext) -> ChangeResult {
+            ctx.execute_script("SELECT * FROM flamingock_missing_relation")
+                .await?;
+            Ok(())
+        }
+    }
+    let Some(url) = common::url() else { return };
+    let s = Schema::new(&url, "issues").await;
+    let store = store(&url, &s.name).await;
+    let runner = Flamingock::builder()
+        .audit_store(store.clone())
+        .target(store.target("db"))
+        .stage(flamingock_core::Stage::new("s").change(Broken))
+        .build()
+        .expect("build");
+    let err = runner.run().await.expect_err("fails");
+    assert!(matches!(err, Error::ChangeFailed { .. }), "{err}");
+    assert!(
+        err.to_string().contains("flamingock_missing_relation"),
+        "{err}"
+    );
+    let issues = runner.issues().await.expect("issues");
+    assert_eq!(issues.len(), 1);
+    assert_eq!(issues[0].state, AuditState::Failed);
+    runner
+        .mark_rolled_back("broken", "nothing was done")
+        .await
+        .expect("fix");
+    assert!(runner.issues().await.expect("issues").is_empty());
+    let _ = Arc::new(store);
+    s.drop().await;
+}
