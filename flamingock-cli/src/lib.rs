@@ -136,7 +136,9 @@ pub fn init_tracing(output: &OutputArgs) {
 /// [`init_tracing`], masking secrets with `redactor`.
 pub fn init_tracing_with(output: &OutputArgs, redactor: Redactor) {
     use std::io::IsTerminal;
-    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{EnvFilter, Layer};
 
     let level = if output.quiet {
         "error"
@@ -148,16 +150,61 @@ pub fn init_tracing_with(output: &OutputArgs, redactor: Redactor) {
             _ => "trace",
         }
     };
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(v) if !v.trim().is_empty() => EnvFilter::new(v),
-        _ => EnvFilter::new(level),
-    };
+    let from_env = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty());
+    let dedup = from_env.is_none() && output.verbose == 0;
+    let filter = EnvFilter::new(from_env.as_deref().unwrap_or(level));
     let ansi = !output.no_color
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
         && std::io::stderr().is_terminal();
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let layer = tracing_subscriber::fmt::layer()
         .with_ansi(ansi)
         .with_writer(move || redact::RedactingWriter::new(std::io::stderr(), redactor.clone()))
-        .try_init();
+        .with_filter(filter)
+        .with_filter(SkipReported { active: dedup });
+    let _ = tracing_subscriber::registry().with(layer).try_init();
+}
+
+/// Leaves out, at the default verbosity, the core's log lines for failures
+/// the CLI reports itself (a failed change, a failed run), so each failure is
+/// shown once.
+struct SkipReported {
+    active: bool,
+}
+
+impl<S> tracing_subscriber::layer::Filter<S> for SkipReported {
+    fn enabled(
+        &self,
+        _meta: &tracing::Metadata<'_>,
+        _cx: &tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        true
+    }
+
+    fn event_enabled(
+        &self,
+        event: &tracing::Event<'_>,
+        _cx: &tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        if !self.active || !event.metadata().target().starts_with("flamingock_core") {
+            return true;
+        }
+        struct Message(Option<String>);
+        impl tracing::field::Visit for Message {
+            fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+                if field.name() == "message" {
+                    self.0 = Some(value.to_owned());
+                }
+            }
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                if field.name() == "message" {
+                    self.0 = Some(format!("{value:?}"));
+                }
+            }
+        }
+        let mut m = Message(None);
+        event.record(&mut m);
+        !matches!(m.0.as_deref(), Some("run failed" | "change failed"))
+    }
 }

@@ -812,24 +812,9 @@ fn report_json(r: &RunReport) -> serde_json::Value {
 
 fn print_run_summary(r: &RunReport, out: &Out) {
     let t = r.totals();
-    let not_run: Vec<&str> = r
-        .changes
-        .iter()
-        .filter(|c| matches!(c.outcome, ChangeOutcome::NotRun))
-        .map(|c| c.change_id.as_str())
-        .collect();
     out.info(&format!(
-        "stopped: {} applied, {} already applied, {} failed, {} blocked, {} not run{}",
-        t.applied,
-        t.skipped,
-        t.failed,
-        t.blocked,
-        t.not_run,
-        if not_run.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", not_run.join(", "))
-        }
+        "stopped: {} applied, {} already applied, {} failed, {} blocked, {} not run",
+        t.applied, t.skipped, t.failed, t.blocked, t.not_run,
     ));
 }
 
@@ -852,7 +837,8 @@ fn kind_of(e: &Error) -> &'static str {
     }
 }
 
-/// The error with its source chain, as one message.
+/// The error with its source chain, as one message (a cause already quoted
+/// by the message before it is not repeated).
 pub(crate) fn full_message(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();

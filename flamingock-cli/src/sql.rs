@@ -723,9 +723,12 @@ impl<T> fmt::Debug for SqlFileChange<T> {
     }
 }
 
-/// A statement that failed, with where it is.
+/// A statement that failed, with where it is. The database's message (with
+/// its causes) is part of the message, so the audit entry, the progress line
+/// and `issue get` all show it in one line.
 #[derive(Debug, thiserror::Error)]
-#[error("{file}: statement {number} of {total} (line {line}) failed: {source}")]
+#[error("{file}: statement {number} of {total} (line {line}) failed: {detail}")]
+#[non_exhaustive]
 pub struct StatementError {
     /// The file.
     pub file: String,
@@ -735,9 +738,8 @@ pub struct StatementError {
     pub total: usize,
     /// Line of the file it starts on.
     pub line: usize,
-    /// The database error.
-    #[source]
-    pub source: BoxError,
+    /// The database's error and its causes.
+    pub detail: String,
 }
 
 async fn run_script<T: SqlTarget>(
@@ -766,13 +768,13 @@ async fn run_script<T: SqlTarget>(
     let total = stmts.len();
     for (n, s) in stmts.iter().enumerate() {
         tracing::debug!(file, statement = n + 1, line = s.line, "executing");
-        if let Err(source) = T::execute(ctx, s.sql).await {
+        if let Err(e) = T::execute(ctx, s.sql).await {
             return Err(Box::new(StatementError {
                 file: file.to_owned(),
                 number: n + 1,
                 total,
                 line: s.line,
-                source,
+                detail: crate::run::full_message(&*e),
             }));
         }
     }

@@ -295,6 +295,10 @@ impl OpenedStore {
     }
 }
 
+/// How long connecting to a server may take.
+#[cfg(feature = "postgres")]
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
 #[cfg(feature = "postgres")]
 async fn open_postgres(
     url: &str,
@@ -303,7 +307,8 @@ async fn open_postgres(
 ) -> Result<flamingock_postgres::PostgresAuditStore, StoreError> {
     use std::str::FromStr;
 
-    use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+    use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
+    use sqlx::Connection;
 
     let shown = format!("postgres({})", redact_url(url));
     let backend = |operation: &'static str, e: sqlx::Error| StoreError::Backend {
@@ -317,12 +322,26 @@ async fn open_postgres(
         let path = format!("{}, public", flamingock_postgres::quote_ident(s));
         options = options.options([("search_path", path.as_str())]);
     }
+    // One direct connection first: a refused connection or bad credentials
+    // fail at once (a pool would retry until its acquire timeout), and a
+    // black-holed host fails after CONNECT_TIMEOUT.
+    match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options)).await {
+        Ok(Ok(conn)) => {
+            let _ = conn.close().await;
+        }
+        Ok(Err(e)) => return Err(backend("connect", e)),
+        Err(_) => {
+            return Err(StoreError::Backend {
+                store: shown.clone(),
+                operation: "connect",
+                source: format!("no answer within {CONNECT_TIMEOUT:?}").into(),
+            })
+        }
+    }
     let pool = PgPoolOptions::new()
         .max_connections(4)
-        .acquire_timeout(std::time::Duration::from_secs(15))
-        .connect_with(options)
-        .await
-        .map_err(|e| backend("connect", e))?;
+        .acquire_timeout(CONNECT_TIMEOUT)
+        .connect_lazy_with(options);
     let mut b = flamingock_postgres::PostgresAuditStore::builder(pool);
     if let Some(s) = schema {
         b = b.schema(s);

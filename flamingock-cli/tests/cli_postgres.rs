@@ -1,0 +1,349 @@
+//! The `flamingock` binary end to end against PostgreSQL, each test in its own
+//! schema (`?schema=`), which is also the `search_path` of the changes.
+#![cfg(feature = "postgres")]
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::{flamingock, state_of, write_files, Output};
+use flamingock_test_support::{namespace, require_service, services};
+use sqlx::postgres::PgPool;
+
+struct Env {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    base: String,
+    schema: String,
+    store: String,
+}
+
+impl Env {
+    fn new(files: &[(&str, &str)]) -> Option<Env> {
+        let base = require_service(&services::POSTGRES)?;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("changes");
+        write_files(&dir, files);
+        let schema = namespace("cli");
+        let sep = if base.contains('?') { '&' } else { '?' };
+        let store = format!("{base}{sep}schema={schema}");
+        Some(Env {
+            _tmp: tmp,
+            dir,
+            base,
+            schema,
+            store,
+        })
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let dir = self.dir.display().to_string();
+        let mut all = vec!["--store", &self.store, "--changes", &dir];
+        all.extend_from_slice(args);
+        flamingock(&all)
+    }
+
+    fn write(&self, name: &str, content: &str) {
+        write_files(&self.dir, &[(name, content)]);
+    }
+
+    async fn pool(&self) -> PgPool {
+        PgPool::connect(&self.base)
+            .await
+            .expect("connect to the test server")
+    }
+
+    /// A count from a query on the test's schema.
+    async fn count(&self, sql: String) -> Result<i64, sqlx::Error> {
+        let pool = self.pool().await;
+        let n = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql))
+            .fetch_one(&pool)
+            .await;
+        pool.close().await;
+        n
+    }
+
+    async fn table_exists(&self, table: &str) -> bool {
+        let pool = self.pool().await;
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = $1 AND table_name = $2",
+        )
+        .bind(&self.schema)
+        .bind(table)
+        .fetch_one(&pool)
+        .await
+        .expect("catalog query");
+        pool.close().await;
+        n == 1
+    }
+
+    async fn cleanup(self) {
+        let pool = self.pool().await;
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA IF EXISTS \"{}\" CASCADE",
+            self.schema
+        )))
+        .execute(&pool)
+        .await;
+        pool.close().await;
+    }
+}
+
+const CREATE_USERS: &str = "-- flamingock: author=ana\nCREATE TABLE users (id bigint PRIMARY KEY, email text NOT NULL UNIQUE);\n";
+
+const FUNCTIONS: &str = r#"-- flamingock: author=ana description="email normalisation; with a trigger"
+CREATE FUNCTION normalise_email() RETURNS trigger AS $body$
+BEGIN
+  -- a comment; inside the body
+  NEW.email := lower(NEW.email); /* another; /* nested; */ comment */
+  RETURN NEW;
+END;
+$body$ LANGUAGE plpgsql;
+
+CREATE TRIGGER users_email BEFORE INSERT OR UPDATE ON users
+  FOR EACH ROW EXECUTE FUNCTION normalise_email();
+
+INSERT INTO users VALUES (1, 'Ana@Example.COM'), (2, E'o\'brien;@example.com'), (3, 'it''s; x@example.com');
+CREATE TABLE "odd;name" (v text DEFAULT $$a;b$$);
+"#;
+
+#[tokio::test]
+async fn apply_no_op_validate_and_json_in_the_tests_schema() {
+    let Some(env) = Env::new(&[
+        ("0001__create-users.sql", CREATE_USERS),
+        ("0002__functions.sql", FUNCTIONS),
+    ]) else {
+        return;
+    };
+    let plan = env.run(&["plan", "--json"]);
+    plan.expect_code(0);
+    assert_eq!(plan.json()[1]["strategy"], "SHARED_TX");
+    env.run(&["validate"]).expect_code(3);
+
+    let out = env.run(&["apply"]);
+    out.expect_code(0);
+    assert!(out.stdout.contains("done: 2 applied"), "{}", out.all());
+    assert!(
+        env.table_exists("users").await,
+        "users must be created in the test's schema"
+    );
+    assert!(env.table_exists("odd;name").await);
+    assert!(env.table_exists("flamingock_audit_history").await);
+    let lower = env
+        .count(format!(
+            "SELECT count(*) FROM \"{}\".users WHERE email = lower(email)",
+            env.schema
+        ))
+        .await
+        .expect("count");
+    assert_eq!(lower, 3, "the trigger from the dollar-quoted function ran");
+
+    let again = env.run(&["apply", "--json"]);
+    again.expect_code(0);
+    assert_eq!(again.json()["report"]["totals"]["applied"], 0);
+    assert_eq!(again.json()["report"]["took_lock"], false);
+    env.run(&["validate"]).expect_code(0);
+
+    let list = env.run(&["audit", "list", "--json"]).json();
+    assert_eq!(state_of(&list, "functions").as_deref(), Some("APPLIED"));
+    let history = env
+        .run(&["audit", "history", "--json", "--change", "functions"])
+        .json();
+    assert_eq!(
+        history.as_array().map(Vec::len),
+        Some(1),
+        "shared transaction: one APPLIED entry"
+    );
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_failing_file_blocks_with_guidance_and_fix_unblocks() {
+    let Some(env) = Env::new(&[
+        ("0001__create-users.sql", CREATE_USERS),
+        (
+            // Outside a transaction (e.g. for CREATE INDEX CONCURRENTLY, left
+            // out here: it waits for every older transaction on the server).
+            "0002__index-email.sql",
+            "-- flamingock: author=luis transactional=false\nCREATE INDEX users_email_lower ON users (lower(email));\nCREATE INDEX users_bad ON users (no_such_column);\n",
+        ),
+        ("0003__seed.sql", "INSERT INTO users VALUES (1, 'a@example.com');\n"),
+    ]) else {
+        return;
+    };
+    let out = env.run(&["apply"]);
+    out.expect_code(1);
+    assert!(
+        out.all()
+            .contains("0002__index-email.sql: statement 2 of 2 (line 3) failed"),
+        "{}",
+        out.all()
+    );
+    assert!(out.all().contains("no_such_column"), "{}", out.all());
+
+    let get = env.run(&["issue", "get", "index-email"]);
+    get.expect_code(0);
+    assert!(
+        get.stdout
+            .contains("flamingock audit fix index-email --resolution rolled-back"),
+        "{}",
+        get.stdout
+    );
+    env.run(&["validate"]).expect_code(3);
+    env.run(&["apply"]).expect_code(1);
+    assert_eq!(
+        env.count(format!("SELECT count(*) FROM \"{}\".users", env.schema))
+            .await
+            .expect("count"),
+        0,
+        "nothing after the blocked change ran"
+    );
+
+    // Undo the half that is in place, record it, correct the file, go on.
+    let pool = env.pool().await;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP INDEX \"{}\".users_email_lower",
+        env.schema
+    )))
+    .execute(&pool)
+    .await
+    .expect("drop the index");
+    pool.close().await;
+    let fix = env.run(&[
+        "audit",
+        "fix",
+        "index-email",
+        "--resolution",
+        "rolled-back",
+        "--reason",
+        "dropped users_email_lower",
+        "--operator",
+        "ana",
+    ]);
+    fix.expect_code(0);
+    env.write(
+        "0002__index-email.sql",
+        "-- flamingock: author=luis transactional=false\nCREATE INDEX users_email_lower ON users (lower(email));\n",
+    );
+    let done = env.run(&["apply"]);
+    done.expect_code(0);
+    assert!(
+        done.stdout.contains("done: 2 applied, 1 already applied"),
+        "{}",
+        done.all()
+    );
+    env.run(&["validate"]).expect_code(0);
+    let issues = env.run(&["issue", "list", "--json"]).json();
+    assert_eq!(issues.as_array().map(Vec::len), Some(0));
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_failing_transactional_file_is_rolled_back_whole() {
+    let Some(env) = Env::new(&[(
+        "0001__users.sql",
+        "CREATE TABLE users (id bigint PRIMARY KEY);\nINSERT INTO users VALUES (1);\nINSERT INTO users VALUES (1);\n",
+    )]) else {
+        return;
+    };
+    let out = env.run(&["apply"]);
+    out.expect_code(1);
+    assert!(out.stderr.contains("duplicate key"), "{}", out.all());
+    assert!(
+        !env.table_exists("users").await,
+        "DDL and data rolled back together"
+    );
+    let list = env.run(&["audit", "list", "--json"]).json();
+    assert_eq!(state_of(&list, "users").as_deref(), Some("ROLLED_BACK"));
+    env.write(
+        "0001__users.sql",
+        "CREATE TABLE users (id bigint PRIMARY KEY);\nINSERT INTO users VALUES (1);\n",
+    );
+    env.run(&["apply"]).expect_code(0);
+    assert!(env.table_exists("users").await);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn drift_is_detected_but_crlf_is_not() {
+    let Some(env) = Env::new(&[("0001__create-users.sql", CREATE_USERS)]) else {
+        return;
+    };
+    env.run(&["apply"]).expect_code(0);
+    env.write(
+        "0001__create-users.sql",
+        &CREATE_USERS.replace('\n', "\r\n"),
+    );
+    env.run(&["validate"]).expect_code(0);
+    env.write(
+        "0001__create-users.sql",
+        "CREATE TABLE users (id bigint PRIMARY KEY);\n",
+    );
+    let v = env.run(&["validate", "--json"]);
+    v.expect_code(1);
+    assert!(
+        v.json()["error"]["problems"][0]
+            .as_str()
+            .is_some_and(|p| p.contains("checksum")),
+        "{}",
+        v.stdout
+    );
+    env.run(&["validate", "--drift", "warn"]).expect_code(0);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn the_schema_flag_and_masked_passwords() {
+    let Some(env) = Env::new(&[("0001__create-users.sql", CREATE_USERS)]) else {
+        return;
+    };
+    // --schema instead of ?schema=.
+    let dir = env.dir.display().to_string();
+    let out = flamingock(&[
+        "--store",
+        &env.base,
+        "--schema",
+        &env.schema,
+        "--changes",
+        &dir,
+        "apply",
+    ]);
+    out.expect_code(0);
+    assert!(env.table_exists("users").await);
+
+    // A password in the URL never shows, even in driver errors and debug logs.
+    let bad_db = with_password_and_db(
+        &env.base,
+        "Sup3r-S3cret",
+        &format!("no_such_database_{}", env.schema),
+    );
+    for args in [
+        &["audit", "list"][..],
+        &["-vvv", "audit", "list"],
+        &["audit", "list", "--json"],
+    ] {
+        let mut all = vec!["--store", bad_db.as_str()];
+        all.extend_from_slice(args);
+        let out = flamingock(&all);
+        out.expect_code(1);
+        assert!(out.all().contains("does not exist"), "{}", out.all());
+        assert!(
+            !out.all().contains("Sup3r-S3cret"),
+            "password leaked:\n{}",
+            out.all()
+        );
+    }
+    env.cleanup().await;
+}
+
+/// `scheme://user@host/db?q` → `scheme://user:password@host/other_db`.
+fn with_password_and_db(url: &str, password: &str, db: &str) -> String {
+    let (scheme, rest) = url.split_once("://").expect("a URL with ://");
+    let rest = rest.split_once('?').map_or(rest, |(r, _)| r);
+    let (authority, _) = rest.split_once('/').unwrap_or((rest, ""));
+    let (user, host) = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => (userinfo.split(':').next().unwrap_or("postgres"), host),
+        None => ("postgres", authority),
+    };
+    format!("{scheme}://{user}:{password}@{host}/{db}")
+}

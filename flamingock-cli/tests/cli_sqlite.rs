@@ -1,0 +1,741 @@
+//! The `flamingock` binary end to end against SQLite files.
+#![cfg(feature = "sqlite")]
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::{flamingock, state_of, write_files, Output};
+use flamingock_core::{Acquire, LockProvider};
+use flamingock_sqlite::{sqlx, SqliteAuditStore};
+
+const CREATE_USERS: &str = "-- flamingock: author=ana\nCREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT NOT NULL UNIQUE);\n";
+const SEED_USERS: &str = "INSERT INTO users (id, email) VALUES (1, 'a@example.com');\nINSERT INTO users (id, email) VALUES (2, 'it''s; b@example.com');\n";
+
+struct Env {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    db: PathBuf,
+    store: String,
+}
+
+impl Env {
+    fn new(files: &[(&str, &str)]) -> Env {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("changes");
+        write_files(&dir, files);
+        let db = tmp.path().join("app.db");
+        let store = format!("sqlite:{}", db.display());
+        Env {
+            _tmp: tmp,
+            dir,
+            db,
+            store,
+        }
+    }
+
+    /// `flamingock --store S --changes D <args>`.
+    fn run(&self, args: &[&str]) -> Output {
+        let dir = self.dir.display().to_string();
+        let mut all = vec!["--store", &self.store, "--changes", &dir];
+        all.extend_from_slice(args);
+        flamingock(&all)
+    }
+
+    /// `flamingock --store S <args>` (no changes directory).
+    fn run_store(&self, args: &[&str]) -> Output {
+        let mut all = vec!["--store", &self.store];
+        all.extend_from_slice(args);
+        flamingock(&all)
+    }
+
+    fn write(&self, name: &str, content: &str) {
+        write_files(&self.dir, &[(name, content)]);
+    }
+
+    async fn query_i64(&self, sql: &'static str) -> Result<i64, sqlx::Error> {
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", self.db.display())).await?;
+        let n = sqlx::query_scalar(sql).fetch_one(&pool).await;
+        pool.close().await;
+        n
+    }
+}
+
+#[tokio::test]
+async fn apply_then_second_run_is_a_no_op() {
+    let env = Env::new(&[
+        ("0001__create-users.sql", CREATE_USERS),
+        ("0002__seed-users.sql", SEED_USERS),
+    ]);
+    let out = env.run(&["--no-color", "apply"]);
+    out.expect_code(0);
+    assert!(
+        out.stdout.contains("applied  create-users"),
+        "{}",
+        out.all()
+    );
+    assert!(out.stdout.contains("applied  seed-users"), "{}", out.all());
+    assert!(
+        out.stdout.contains("done: 2 applied, 0 already applied"),
+        "{}",
+        out.all()
+    );
+    assert!(
+        !out.stdout.contains("\x1b["),
+        "no colour when stdout is not a terminal"
+    );
+    assert_eq!(
+        env.query_i64("SELECT count(*) FROM users")
+            .await
+            .expect("users"),
+        2
+    );
+
+    let again = env.run(&["apply"]);
+    again.expect_code(0);
+    assert!(
+        again.stdout.contains("done: 0 applied, 2 already applied"),
+        "{}",
+        again.all()
+    );
+    assert!(
+        !again.stdout.contains("applied  "),
+        "no progress line: nothing ran\n{}",
+        again.all()
+    );
+    assert_eq!(
+        env.query_i64("SELECT count(*) FROM users")
+            .await
+            .expect("users"),
+        2
+    );
+
+    let list = env.run_store(&["audit", "list", "--json"]);
+    list.expect_code(0);
+    let v = list.json();
+    assert_eq!(v.as_array().map(Vec::len), Some(2));
+    assert_eq!(state_of(&v, "create-users").as_deref(), Some("APPLIED"));
+    let e = &v.as_array().expect("array")[0];
+    for field in [
+        "run_id",
+        "stage_id",
+        "change_id",
+        "author",
+        "order",
+        "target_system",
+        "state",
+        "created_at",
+        "tx_strategy",
+        "fencing_token",
+        "checksum",
+    ] {
+        assert!(e.get(field).is_some(), "field {field} missing in {e}");
+    }
+    assert_eq!(e["tx_strategy"], "SHARED_TX");
+    assert!(e["checksum"]
+        .as_str()
+        .is_some_and(|c| c.starts_with("sha256:")));
+}
+
+#[tokio::test]
+async fn every_command_has_json_output_that_parses() {
+    let env = Env::new(&[("0001__create-users.sql", CREATE_USERS)]);
+    let plan = env.run(&["plan", "--json"]);
+    plan.expect_code(0);
+    let p = plan.json();
+    assert_eq!(p[0]["change_id"], "create-users");
+    assert_eq!(p[0]["order"], "0001");
+    assert_eq!(p[0]["target"], "database");
+    assert_eq!(p[0]["strategy"], "SHARED_TX");
+    assert_eq!(p[0]["action"]["action"], "apply");
+
+    let validate = env.run(&["validate", "--json"]);
+    validate.expect_code(3);
+    assert_eq!(validate.json()["status"], "pending");
+    assert_eq!(validate.json()["pending"][0], "create-users");
+
+    let apply = env.run(&["apply", "--json"]);
+    apply.expect_code(0);
+    let a = apply.json();
+    assert_eq!(a["status"], "ok");
+    assert_eq!(a["report"]["totals"]["applied"], 1);
+    assert_eq!(a["report"]["changes"][0]["outcome"]["outcome"], "applied");
+    assert!(
+        apply.stderr.contains("applied  create-users"),
+        "progress goes to stderr in JSON mode: {}",
+        apply.all()
+    );
+
+    for args in [
+        &["audit", "list", "--json"][..],
+        &["audit", "history", "--json"],
+        &[
+            "audit",
+            "history",
+            "--json",
+            "--change",
+            "create-users",
+            "--since",
+            "2000-01-01T00:00:00Z",
+        ],
+        &["issue", "list", "--json"],
+        &["lock", "status", "--json"],
+        &["validate", "--json"],
+        &["plan", "--json"],
+    ] {
+        let out = env.run(args);
+        out.expect_code(0);
+        let _ = out.json();
+    }
+    let history = env.run(&[
+        "audit",
+        "history",
+        "--json",
+        "--since",
+        "2999-01-01T00:00:00Z",
+    ]);
+    assert_eq!(history.json().as_array().map(Vec::len), Some(0));
+    let lock = env.run(&["lock", "status", "--json"]).json();
+    assert_eq!(lock["held"], false);
+    assert!(lock["lock"].is_null() || lock["lock"].is_object());
+}
+
+#[tokio::test]
+async fn a_failing_non_transactional_file_blocks_with_guidance_and_fix_unblocks() {
+    let env = Env::new(&[
+        ("0001__create-users.sql", CREATE_USERS),
+        (
+            "0002__add-phone.sql",
+            "-- flamingock: author=luis transactional=false\nALTER TABLE users ADD COLUMN phone TEXT;\nUPDATE users SET phone = no_such_function(email);\n",
+        ),
+        ("0003__seed-users.sql", SEED_USERS),
+    ]);
+    let first = env.run(&["apply"]);
+    first.expect_code(1);
+    assert!(
+        first
+            .all()
+            .contains("0002__add-phone.sql: statement 2 of 2 (line 3) failed"),
+        "{}",
+        first.all()
+    );
+    assert!(first.stderr.contains("blocks its stage"), "{}", first.all());
+    // Reported once, not once more by the core's own log line.
+    assert_eq!(
+        first
+            .stderr
+            .matches("change 'add-phone' (stage 'sql-files') failed")
+            .count(),
+        1,
+        "{}",
+        first.stderr
+    );
+
+    let issues = env.run_store(&["issue", "list", "--json"]);
+    issues.expect_code(0);
+    let i = issues.json();
+    assert_eq!(i.as_array().map(Vec::len), Some(1), "{i}");
+    assert_eq!(i[0]["change_id"], "add-phone");
+    assert_eq!(i[0]["state"], "FAILED");
+
+    let get = env.run(&["issue", "get", "add-phone"]);
+    get.expect_code(0);
+    for needle in [
+        "last state: FAILED",
+        "no such function: no_such_function",
+        "0002__add-phone.sql",
+        "flamingock audit fix add-phone --resolution applied",
+        "flamingock audit fix add-phone --resolution rolled-back",
+        "flamingock apply",
+    ] {
+        assert!(
+            get.stdout.contains(needle),
+            "missing {needle:?}:\n{}",
+            get.stdout
+        );
+    }
+    let get_json = env.run(&["issue", "get", "add-phone", "--json"]).json();
+    assert_eq!(get_json["issue"]["state"], "FAILED");
+    assert!(get_json["steps"].as_array().is_some_and(|s| s.len() == 4));
+
+    // Blocked: nothing of its stage runs, validate says 3, apply fails again.
+    let validate = env.run(&["validate", "--json"]);
+    validate.expect_code(3);
+    assert_eq!(validate.json()["status"], "blocked");
+    let again = env.run(&["apply"]);
+    again.expect_code(1);
+    assert!(
+        again.stderr.contains("need manual intervention"),
+        "{}",
+        again.all()
+    );
+    assert!(
+        env.query_i64("SELECT count(*) FROM users")
+            .await
+            .expect("count")
+            == 0,
+        "seed-users must not run"
+    );
+
+    // A fix is refused for a change without an issue, and needs an operator.
+    let refused = env.run_store(&[
+        "audit",
+        "fix",
+        "create-users",
+        "--resolution",
+        "applied",
+        "--reason",
+        "x",
+        "--operator",
+        "ana",
+    ]);
+    refused.expect_code(1);
+    assert!(
+        refused.stderr.contains("has no issue to fix"),
+        "{}",
+        refused.all()
+    );
+    let unknown = env.run_store(&[
+        "audit",
+        "fix",
+        "nope",
+        "--resolution",
+        "applied",
+        "--reason",
+        "x",
+        "--operator",
+        "ana",
+    ]);
+    unknown.expect_code(1);
+    assert!(
+        unknown.stderr.contains("'nope' has no audit entry"),
+        "{}",
+        unknown.all()
+    );
+
+    // The operator undoes the partial effect and records it.
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", env.db.display()))
+        .await
+        .expect("pool");
+    sqlx::query("ALTER TABLE users DROP COLUMN phone")
+        .execute(&pool)
+        .await
+        .expect("undo");
+    pool.close().await;
+    let fix = env.run_store(&[
+        "audit",
+        "fix",
+        "add-phone",
+        "--resolution",
+        "rolled-back",
+        "--reason",
+        "dropped the phone column",
+        "--operator",
+        "ana",
+    ]);
+    fix.expect_code(0);
+    assert!(
+        fix.stdout.contains("MANUAL_MARKED_AS_ROLLED_BACK"),
+        "{}",
+        fix.all()
+    );
+    let history = env
+        .run_store(&["audit", "history", "--change", "add-phone", "--json"])
+        .json();
+    let last = history.as_array().and_then(|h| h.last()).expect("entries");
+    assert_eq!(last["state"], "MANUAL_MARKED_AS_ROLLED_BACK");
+    assert_eq!(last["tx_strategy"], "MANUAL");
+    assert!(
+        last["metadata"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("dropped the phone column") && r.contains("operator: ana")),
+        "{last}"
+    );
+    assert!(
+        last["runner_id"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("ana@")),
+        "{last}"
+    );
+
+    // Corrected file: the stage goes on.
+    env.write("0002__add-phone.sql", "-- flamingock: author=luis transactional=false\nALTER TABLE users ADD COLUMN phone TEXT;\nUPDATE users SET phone = lower(email);\n");
+    let done = env.run(&["apply"]);
+    done.expect_code(0);
+    assert!(
+        done.stdout.contains("done: 2 applied, 1 already applied"),
+        "{}",
+        done.all()
+    );
+    env.run(&["validate"]).expect_code(0);
+    assert_eq!(
+        env.query_i64("SELECT count(*) FROM users")
+            .await
+            .expect("users"),
+        2
+    );
+    assert_eq!(
+        env.query_i64("SELECT count(*) FROM pragma_table_info('users') WHERE name = 'phone'")
+            .await
+            .expect("columns"),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_failing_transactional_file_leaves_nothing_and_is_retried() {
+    let env = Env::new(&[(
+        "0001__users.sql",
+        "CREATE TABLE users (id INTEGER PRIMARY KEY);\nINSERT INTO users VALUES (1);\nINSERT INTO nope VALUES (1);\n",
+    )]);
+    let out = env.run(&["apply"]);
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains("rolled back and recorded as failed"),
+        "{}",
+        out.all()
+    );
+    assert!(
+        env.query_i64("SELECT count(*) FROM users").await.is_err(),
+        "the table must have been rolled back"
+    );
+    let list = env.run_store(&["audit", "list", "--json"]).json();
+    assert_eq!(state_of(&list, "users").as_deref(), Some("ROLLED_BACK"));
+    assert_eq!(
+        env.run_store(&["issue", "list", "--json"])
+            .json()
+            .as_array()
+            .map(Vec::len),
+        Some(0)
+    );
+    // Transaction control inside a transactional file is refused before anything runs.
+    env.write(
+        "0001__users.sql",
+        "BEGIN;\nCREATE TABLE users (id INTEGER PRIMARY KEY);\nCOMMIT;\n",
+    );
+    let tc = env.run(&["apply"]);
+    tc.expect_code(1);
+    assert!(tc.stderr.contains("transaction control"), "{}", tc.all());
+    env.write(
+        "0001__users.sql",
+        "CREATE TABLE users (id INTEGER PRIMARY KEY);\nINSERT INTO users VALUES (1);\n",
+    );
+    env.run(&["apply"]).expect_code(0);
+    assert_eq!(
+        env.query_i64("SELECT count(*) FROM users")
+            .await
+            .expect("users"),
+        1
+    );
+}
+
+#[tokio::test]
+async fn triggers_and_rollback_files_run_on_sqlite() {
+    let env = Env::new(&[
+        ("0001__create-users.sql", CREATE_USERS),
+        (
+            "0002__user-log.sql",
+            "CREATE TABLE user_log (user_id INTEGER, note TEXT);\nCREATE TRIGGER users_ai AFTER INSERT ON users\nBEGIN\n  INSERT INTO user_log VALUES (new.id, 'created; ok');\n  INSERT INTO user_log VALUES (new.id, CASE WHEN new.id > 1 THEN 'big;' ELSE 'small' END);\nEND;\n",
+        ),
+        ("0003__seed-users.sql", "-- flamingock: transactional=false\nINSERT INTO users VALUES (1, 'a');\nINSERT INTO users VALUES (1, 'duplicate');\n"),
+        ("0003__seed-users.rollback.sql", "DELETE FROM users WHERE id = 1;\n"),
+    ]);
+    let out = env.run(&["apply"]);
+    out.expect_code(1);
+    assert!(
+        out.stdout.contains("rolled back seed-users"),
+        "the rollback file ran: {}",
+        out.all()
+    );
+    // The first insert's trigger wrote two rows; the failed insert's were undone with it.
+    assert_eq!(
+        env.query_i64("SELECT count(*) FROM user_log")
+            .await
+            .expect("log"),
+        2
+    );
+    assert_eq!(
+        env.query_i64("SELECT count(*) FROM users")
+            .await
+            .expect("users"),
+        0
+    );
+    let list = env.run_store(&["audit", "list", "--json"]).json();
+    assert_eq!(
+        state_of(&list, "seed-users").as_deref(),
+        Some("ROLLED_BACK")
+    );
+}
+
+#[tokio::test]
+async fn drift_is_detected_but_line_endings_are_not_drift() {
+    let env = Env::new(&[
+        ("0001__create-users.sql", CREATE_USERS),
+        ("0002__seed-users.sql", SEED_USERS),
+    ]);
+    env.run(&["apply"]).expect_code(0);
+    // Same content, CRLF line endings: not drift.
+    env.write("0002__seed-users.sql", &SEED_USERS.replace('\n', "\r\n"));
+    env.run(&["validate"]).expect_code(0);
+    env.run(&["apply"]).expect_code(0);
+    // Edited content: drift, validate and apply fail naming the change.
+    env.write(
+        "0002__seed-users.sql",
+        "INSERT INTO users VALUES (3, 'c@example.com');\n",
+    );
+    let v = env.run(&["validate"]);
+    v.expect_code(1);
+    assert!(
+        v.stderr
+            .contains("change 'seed-users' was applied with checksum sha256:"),
+        "{}",
+        v.all()
+    );
+    assert!(v.stderr.contains("--drift warn"), "{}", v.all());
+    let j = env.run(&["validate", "--json"]);
+    j.expect_code(1);
+    assert_eq!(j.json()["error"]["kind"], "invalid");
+    env.run(&["apply"]).expect_code(1);
+    // With --drift warn: a warning, and nothing is re-applied.
+    let warn = env.run(&["validate", "--drift", "warn"]);
+    warn.expect_code(0);
+    assert!(warn.stderr.contains("checksum drift"), "{}", warn.all());
+    env.run(&["apply", "--drift", "warn"]).expect_code(0);
+    assert_eq!(
+        env.query_i64("SELECT count(*) FROM users")
+            .await
+            .expect("users"),
+        2
+    );
+}
+
+fn assert_usage(out: &Output, needles: &[&str]) {
+    out.expect_code(2);
+    for n in needles {
+        assert!(
+            out.stderr.contains(n),
+            "missing {n:?} in stderr:\n{}",
+            out.all()
+        );
+    }
+}
+
+#[tokio::test]
+async fn bad_change_directories_are_reported_at_once_and_nothing_runs() {
+    let env = Env::new(&[("0001__create-users.sql", CREATE_USERS)]);
+    env.run(&["apply"]).expect_code(0);
+    let before = env.run_store(&["audit", "history", "--json"]).json();
+
+    env.write("0002_missing-underscore.sql", "SELECT 1;");
+    env.write("0003__.sql", "SELECT 1;");
+    env.write("0004__create-users.sql", "SELECT 1;");
+    env.write("0005__empty.sql", "-- nothing here\n\n");
+    env.write("0006__a.sql", "-- flamingock: autor=ana\nSELECT 1;");
+    env.write("0006__b.sql", "SELECT 1;");
+    let out = env.run(&["apply"]);
+    assert_usage(
+        &out,
+        &[
+            "0002_missing-underscore.sql: malformed name",
+            "0003__.sql: malformed name: the id (after `__`) is empty",
+            "change id 'create-users' is used by 2 files: 0001__create-users.sql, 0004__create-users.sql",
+            "0005__empty.sql: empty",
+            "0006__a.sql: unknown header key 'autor'",
+            "order '0006' is used by 2 files",
+            "nothing was run",
+        ],
+    );
+    for args in [&["plan"][..], &["validate"], &["audit", "list"]] {
+        env.run(args).expect_code(2);
+    }
+    let json = env.run(&["apply", "--json"]);
+    json.expect_code(2);
+    assert_eq!(json.json()["error"]["kind"], "change_files");
+    // Nothing recorded was touched.
+    assert_eq!(
+        env.run_store(&["audit", "history", "--json"]).json(),
+        before
+    );
+}
+
+#[tokio::test]
+async fn bad_store_urls_and_unreachable_stores() {
+    let env = Env::new(&[("0001__create-users.sql", CREATE_USERS)]);
+    let dir = env.dir.display().to_string();
+
+    let out = flamingock(&["--changes", &dir, "apply"]);
+    assert_usage(
+        &out,
+        &["no audit store: give --store URL or set FLAMINGOCK_STORE_URL"],
+    );
+
+    let out = flamingock(&[
+        "--store",
+        "mysql://root:hunter2@db:3306/app",
+        "audit",
+        "list",
+    ]);
+    assert_usage(
+        &out,
+        &["unknown store URL scheme 'mysql'", "postgres://", "sqlite:"],
+    );
+    assert!(!out.all().contains("hunter2"), "{}", out.all());
+
+    let out = flamingock(&["--store", "redis://u:hunter2@h", "audit", "list", "--json"]);
+    out.expect_code(2);
+    assert_eq!(out.json()["error"]["kind"], "store_url");
+    assert!(!out.all().contains("hunter2"));
+
+    // The environment variable works as --store.
+    let out = {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_flamingock"));
+        cmd.args(["audit", "list", "--json"])
+            .env("FLAMINGOCK_STORE_URL", &env.store)
+            .stdin(std::process::Stdio::null());
+        cmd.output().expect("run")
+    };
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A directory is not a database file: a failure (1), naming the path.
+    let as_dir = format!("sqlite:{}", env.dir.display());
+    let out = flamingock(&["--store", &as_dir, "audit", "list"]);
+    out.expect_code(1);
+    assert!(out.stderr.contains("directory"), "{}", out.all());
+
+    // Unreachable PostgreSQL server: a failure (1), the password masked.
+    #[cfg(feature = "postgres")]
+    {
+        let out = flamingock(&[
+            "--store",
+            "postgres://ana:hunter2@127.0.0.1:1/app",
+            "audit",
+            "list",
+        ]);
+        out.expect_code(1);
+        assert!(
+            out.stderr
+                .contains("postgres(postgres://ana:***@127.0.0.1:1/app)"),
+            "{}",
+            out.all()
+        );
+        assert!(!out.all().contains("hunter2"), "{}", out.all());
+        let verbose = flamingock(&[
+            "--store",
+            "postgres://ana:hunter2@127.0.0.1:1/app",
+            "-vvv",
+            "audit",
+            "list",
+        ]);
+        verbose.expect_code(1);
+        assert!(
+            !verbose.all().contains("hunter2"),
+            "logs leak the password:\n{}",
+            verbose.all()
+        );
+    }
+
+    // Usage errors from clap are exit 2 too.
+    flamingock(&[
+        "--store",
+        &env.store,
+        "audit",
+        "fix",
+        "x",
+        "--resolution",
+        "maybe",
+        "--reason",
+        "r",
+    ])
+    .expect_code(2);
+    flamingock(&[
+        "--store",
+        &env.store,
+        "audit",
+        "history",
+        "--since",
+        "last tuesday",
+    ])
+    .expect_code(2);
+    // Commands that need changes say so.
+    let out = flamingock(&["--store", &env.store, "plan"]);
+    assert_usage(&out, &["--changes DIR"]);
+    let help = flamingock(&["--help"]);
+    help.expect_code(0);
+    assert!(
+        help.stdout.contains("Exit codes:") && help.stdout.contains("3  validate"),
+        "{}",
+        help.stdout
+    );
+}
+
+#[tokio::test]
+async fn lock_status_and_forced_release() {
+    let env = Env::new(&[("0001__create-users.sql", CREATE_USERS)]);
+    env.run(&["apply"]).expect_code(0);
+    let free = env.run_store(&["lock", "status"]);
+    free.expect_code(0);
+    assert!(free.stdout.contains("lock: free"), "{}", free.all());
+
+    let store = SqliteAuditStore::open(&env.db).await.expect("open");
+    let lock = store.lock();
+    let Acquire::Acquired(lease) = lock
+        .try_acquire("other-runner@host#1", Duration::from_secs(300))
+        .await
+        .expect("acquire")
+    else {
+        panic!("lock should be free");
+    };
+    let held = env.run_store(&["lock", "status"]);
+    held.expect_code(0);
+    assert!(
+        held.stdout.contains("held by other-runner@host#1"),
+        "{}",
+        held.all()
+    );
+    assert!(
+        held.stdout
+            .contains(&format!("fencing token {}", lease.token)),
+        "{}",
+        held.all()
+    );
+    let held_json = env.run_store(&["lock", "status", "--json"]).json();
+    assert_eq!(held_json["held"], true);
+    assert_eq!(held_json["lock"]["owner"], "other-runner@host#1");
+
+    // No terminal on stdin: refused without --yes, the lock stays.
+    let refused = env.run_store(&["lock", "release", "--force"]);
+    assert_usage(&refused, &["without --yes"]);
+    assert!(lock.inspect().await.expect("inspect").is_some());
+
+    let released = env.run_store(&["lock", "release", "--force", "--yes"]);
+    released.expect_code(0);
+    assert!(
+        released
+            .stdout
+            .contains("released the lock of other-runner@host#1"),
+        "{}",
+        released.all()
+    );
+    assert!(lock.inspect().await.expect("inspect").is_none());
+    // The old holder's lease is gone, and a new runner gets a higher token.
+    let out = env.run(&["apply", "--json"]);
+    out.expect_code(0);
+}
+
+#[test]
+fn the_installed_binary_shows_fix_usage() {
+    let out = flamingock(&["audit", "fix", "--help"]);
+    out.expect_code(0);
+    assert!(
+        out.stdout.contains("--resolution <RESOLUTION>"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("rolled-back"), "{}", out.stdout);
+}

@@ -1,0 +1,79 @@
+//! Running the built `flamingock` binary in tests.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// What one invocation did.
+#[derive(Debug)]
+pub struct Output {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    /// stdout parsed as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+
+    /// stdout and stderr together.
+    pub fn all(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+
+    /// Asserts the exit code, showing the output when it differs.
+    #[track_caller]
+    pub fn expect_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code,
+            code,
+            "unexpected exit code; output:\n{}",
+            self.all()
+        );
+        self
+    }
+}
+
+/// Runs the binary with `args`, no stdin, and an environment without the
+/// variables the CLI reads.
+pub fn flamingock(args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_flamingock"));
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .env_remove("FLAMINGOCK_STORE_URL")
+        .env_remove("FLAMINGOCK_CHANGES_DIR")
+        .env_remove("FLAMINGOCK_SCHEMA")
+        .env_remove("FLAMINGOCK_OPERATOR")
+        .env_remove("RUST_LOG")
+        .env_remove("NO_COLOR");
+    let out = cmd.output().expect("run the flamingock binary");
+    Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Writes `files` into `dir` (created if needed).
+pub fn write_files(dir: &Path, files: &[(&str, &str)]) {
+    std::fs::create_dir_all(dir).expect("create the changes directory");
+    for (name, content) in files {
+        std::fs::write(dir.join(name), content).expect("write a change file");
+    }
+}
+
+/// The state of `change_id` in `audit list --json` output.
+pub fn state_of(list: &serde_json::Value, change_id: &str) -> Option<String> {
+    list.as_array()?
+        .iter()
+        .find(|e| e["change_id"] == change_id)
+        .and_then(|e| e["state"].as_str())
+        .map(str::to_owned)
+}
