@@ -5,7 +5,7 @@
 //! embedded files into the same change list `flamingock apply --changes DIR`
 //! loads at run time:
 //!
-//! ```ignore
+//! ```text
 //! let changes = flamingock_cli::embed_sql_dir!("changes")?;
 //! ```
 //!

@@ -1,0 +1,41 @@
+//! `embed_sql_dir!` gives exactly what loading the directory at run time gives,
+//! problems included.
+
+use flamingock_cli::sql::SqlChanges;
+
+fn dir(name: &str) -> String {
+    format!("{}/tests/sql/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn embedded_and_loaded_directories_are_the_same_change_list() {
+    let embedded = flamingock_cli::embed_sql_dir!("tests/sql/ok").expect("valid directory");
+    let loaded = SqlChanges::load_dir(dir("ok")).expect("valid directory");
+    assert_eq!(embedded.files(), loaded.files());
+    let ids: Vec<&str> = embedded.files().iter().map(|f| f.id()).collect();
+    assert_eq!(ids, ["create-users", "seed-users"]);
+    let seed = embedded.get("seed-users").expect("seed-users");
+    assert!(seed.rollback().is_some());
+    // The file has CRLF line endings: executed and checksummed as LF.
+    assert!(!seed.sql().contains('\r'));
+    assert_eq!(
+        seed.checksum(),
+        flamingock_cli::sql::checksum(&seed.sql().replace('\n', "\r\n"))
+    );
+}
+
+#[test]
+fn embedded_and_loaded_problems_are_the_same() {
+    let embedded = flamingock_cli::embed_sql_dir!("tests/sql/bad").expect_err("invalid directory");
+    let loaded = SqlChanges::load_dir(dir("bad")).expect_err("invalid directory");
+    assert_eq!(embedded.problems, loaded.problems);
+    let text = embedded.to_string();
+    for needle in [
+        "0001_no-double-underscore.sql: malformed name",
+        "0002__typo-header.sql: unknown header key 'autor'",
+        "0003__empty.sql: empty",
+        "change id 'typo-header' is used by 2 files",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in {text}");
+    }
+}

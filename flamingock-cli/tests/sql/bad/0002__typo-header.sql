@@ -1,0 +1,2 @@
+-- flamingock: autor=ana
+SELECT 1;
