@@ -410,6 +410,22 @@ async fn issue_list(runner: &Flamingock, opts: &RunOptions, out: &Out) -> Result
     Ok(Exit::Ok)
 }
 
+/// A blocked change in a few lines, with the commands that resolve it
+/// (spelled with this program's name and the `--reason` the fix needs).
+fn blocked_text(b: &BlockedChange, opts: &RunOptions) -> String {
+    let p = &opts.program;
+    let id = &b.change_id;
+    let mut s = format!("  - '{id}' (stage '{}'): last state {}", b.stage, b.state);
+    if let Some(e) = &b.error {
+        s.push_str(&format!(", error: {}", short(e, 300)));
+    }
+    s.push_str(&format!(
+        "\n    why: {}\n    resolve: `{p} issue get {id}` explains; then `{p} audit fix {id} --resolution applied|rolled-back --reason \"...\"`",
+        b.reason
+    ));
+    s
+}
+
 /// The step-by-step guidance for a blocked change.
 fn steps(b: &BlockedChange, target: &str, opts: &RunOptions) -> Vec<String> {
     let p = &opts.program;
@@ -866,10 +882,14 @@ fn report_failure(f: Fail, opts: &RunOptions, out: &Out) -> Exit {
             let mut message = full_message(error);
             let extra = match error {
                 Error::Blocked { blocked, report } => {
-                    message.push_str(&format!(
-                        "\n`{} issue get <change-id>` explains each one",
-                        opts.program
-                    ));
+                    message = format!(
+                        "{} change(s) need an operator; nothing in their stage was run:",
+                        blocked.len()
+                    );
+                    for b in blocked {
+                        message.push('\n');
+                        message.push_str(&blocked_text(b, opts));
+                    }
                     json!({
                         "blocked": blocked.iter().map(issue_json).collect::<Vec<_>>(),
                         "report": report_json(report),

@@ -266,7 +266,7 @@ async fn a_failing_non_transactional_file_blocks_with_guidance_and_fix_unblocks(
     let again = env.run(&["apply"]);
     again.expect_code(1);
     assert!(
-        again.stderr.contains("need manual intervention"),
+        again.stderr.contains("need an operator; nothing in their stage was run"),
         "{}",
         again.all()
     );
@@ -713,6 +713,26 @@ async fn lock_status_and_forced_release() {
     assert_usage(&refused, &["without --yes"]);
     assert!(lock.inspect().await.expect("inspect").is_some());
 
+    // On a terminal it asks; "n" keeps the lock.
+    match on_a_terminal(
+        &format!(
+            "{} --store {} lock release --force",
+            env!("CARGO_BIN_EXE_flamingock"),
+            env.store
+        ),
+        "n\n",
+    ) {
+        Some((code, text)) => {
+            assert_eq!(code, 1, "{text}");
+            assert!(text.contains("Release it? [y/N]"), "{text}");
+            assert!(text.contains("not released"), "{text}");
+            assert!(lock.inspect().await.expect("inspect").is_some());
+        }
+        None => eprintln!(
+            "SKIPPED the terminal confirmation check: util-linux `script` is not installed"
+        ),
+    }
+
     let released = env.run_store(&["lock", "release", "--force", "--yes"]);
     released.expect_code(0);
     assert!(
@@ -738,4 +758,33 @@ fn the_installed_binary_shows_fix_usage() {
         out.stdout
     );
     assert!(out.stdout.contains("rolled-back"), "{}", out.stdout);
+}
+
+/// Runs `command` with a pseudo-terminal as stdin (util-linux `script`),
+/// typing `input`; `None` when `script` is not available.
+fn on_a_terminal(command: &str, input: &str) -> Option<(i32, String)> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("script")
+        .args(["-qec", command, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .ok()?;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("type the answer");
+    let out = child.wait_with_output().expect("wait for script");
+    Some((
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    ))
 }
