@@ -689,12 +689,8 @@ async fn validate(runner: &Flamingock, opts: &RunOptions, out: &Out) -> Result<E
                     blocked.len()
                 ));
                 for b in &blocked {
-                    out.line(&b.to_string());
+                    out.line(&blocked_text(b, opts));
                 }
-                out.info(&format!(
-                    "`{} issue get <change-id>` says what to do",
-                    opts.program
-                ));
             }
             Ok(Exit::Pending)
         }
