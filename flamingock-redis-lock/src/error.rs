@@ -71,7 +71,14 @@ pub(crate) fn explain(err: &redis::RedisError) -> &'static str {
         "no answer in time (server overloaded or unreachable)"
     } else if err.is_io_error() || err.is_connection_dropped() {
         "connection failed or dropped"
-    } else {
+    } else if err.kind() == redis::ErrorKind::Parse {
+        "the answer is not the Redis protocol (is a Redis server listening at that address?)"
+    } else if matches!(
+        err.kind(),
+        redis::ErrorKind::Server(_) | redis::ErrorKind::Extension
+    ) {
         "Redis returned an error"
+    } else {
+        "Redis client error"
     }
 }

@@ -453,3 +453,58 @@ async fn server_gone_mid_use_is_a_backend_error_then_recovers() {
     back.cut();
     del(&url, &[lock.lock_key(), lock.token_key()]).await;
 }
+
+/// A loopback listener that answers every connection with `reply` (or with
+/// nothing) and keeps it open.
+async fn fake_server(reply: Option<&'static [u8]>) -> (u16, tokio::task::JoinHandle<()>) {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let task = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((mut s, _)) = listener.accept().await {
+            if let Some(r) = reply {
+                let _ = s.write_all(r).await;
+            }
+            open.push(s);
+        }
+    });
+    (port, task)
+}
+
+#[tokio::test]
+async fn server_that_never_answers_times_out() {
+    let (port, task) = fake_server(None).await;
+    let started = std::time::Instant::now();
+    let err = RedisLock::builder("ns")
+        .connection_timeout(Duration::from_millis(500))
+        .response_timeout(Duration::from_millis(500))
+        .reconnect_retries(0)
+        .connect(&format!("redis://127.0.0.1:{port}/"))
+        .await
+        .expect_err("a silent server");
+    task.abort();
+    assert!(matches!(err, RedisLockError::Connect { .. }), "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "gave up after {:?}: {err}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn server_that_is_not_redis_is_an_error() {
+    let (port, task) = fake_server(Some(b"HTTP/1.1 400 Bad Request\r\n\r\n")).await;
+    let err = RedisLock::builder("ns")
+        .connection_timeout(Duration::from_millis(500))
+        .response_timeout(Duration::from_millis(500))
+        .reconnect_retries(0)
+        .connect(&format!("redis://127.0.0.1:{port}/"))
+        .await
+        .expect_err("not a Redis server");
+    task.abort();
+    assert!(matches!(err, RedisLockError::Connect { .. }), "{err:?}");
+    assert!(err.to_string().contains("not the Redis protocol"), "{err}");
+}
