@@ -77,8 +77,9 @@
 //! the new holder raises the fence (that runner stops with an error, and
 //! the counter climbs past the fence on the next grants); a repeated token
 //! *equal* to the fence is not told apart from the original. Run Redis with
-//! persistence (`appendonly yes`, `appendfsync always`) and synchronous
-//! replication where a failover must not repeat tokens.
+//! persistence (`appendonly yes`, `appendfsync always`) so that a restart
+//! cannot repeat tokens; across a failover to an asynchronous replica no
+//! Redis setting rules it out entirely.
 //!
 //! ## Keys and scripts
 //!
