@@ -38,14 +38,32 @@ pub(crate) fn history_pk(change_id: &str) -> String {
     format!("{HISTORY}{change_id}")
 }
 
-/// `pk`/`sk` of an item, for error messages.
+/// The key of an item, for error messages: `pk`/`sk` when present (our
+/// tables), otherwise the item's attributes (a key map has only key attributes).
 pub(crate) fn describe_key(item: &Item) -> String {
-    let part = |k: &str| match item.get(k) {
-        Some(AttributeValue::S(v)) => v.clone(),
-        Some(other) => format!("{other:?}"),
-        None => "<missing>".to_owned(),
+    let show = |v: &AttributeValue| match v {
+        AttributeValue::S(v) => v.clone(),
+        AttributeValue::N(v) => v.clone(),
+        other => format!("{other:?}"),
     };
-    format!("pk={} sk={}", part("pk"), part("sk"))
+    let ours: Vec<String> = ["pk", "sk"]
+        .iter()
+        .filter_map(|k| item.get(*k).map(|v| format!("{k}={}", show(v))))
+        .collect();
+    if !ours.is_empty() {
+        return ours.join(" ");
+    }
+    let mut names: Vec<&String> = item.keys().collect();
+    names.sort();
+    let mut parts: Vec<String> = names
+        .iter()
+        .take(3)
+        .map(|k| format!("{k}={}", item.get(*k).map(show).unwrap_or_default()))
+        .collect();
+    if names.len() > 3 {
+        parts.push("...".to_owned());
+    }
+    parts.join(" ")
 }
 
 /// Typed attribute reads. Each error says which attribute and why.

@@ -76,8 +76,15 @@
 //! DynamoDB has no server clock usable in conditions, so the store keeps the
 //! `created_at` the runner stamped (the audit suite runs with
 //! `AuditCapabilities::client_clock()`): ties are broken by state rank
-//! (DESIGN section 4). The lock judges expiry by the caller's clock with a
+//! (DESIGN section 4). Consequence: the snapshot follows timestamps, not
+//! write order, so hosts whose clocks disagree by more than the time between
+//! two runs touching the same change could see an older outcome win; keep
+//! runner hosts on NTP. The lock judges expiry by the caller's clock with a
 //! skew margin; see [`DynamoLock`].
+//!
+//! The SDK gives every `TransactWriteItems` a client request token and reuses
+//! it when it retries a request whose answer was lost, so DynamoDB applies a
+//! retried transaction at most once (within its ten-minute idempotency window).
 //!
 //! ## Strategies
 //!
@@ -129,6 +136,11 @@
 //!   (it serialises everything and has no capacity limits). The retry layer is
 //!   covered by unit tests of the classifier and by a test that injects
 //!   throttling answers into real requests with an SDK interceptor.
+//! * **Type mismatches in conditions.** Comparing attributes of different
+//!   types (e.g. a fence stored as a string against a numeric token) is simply
+//!   false in DynamoDB, so the condition fails; moto cancels the transaction
+//!   with a `TypeError` reason instead. Either way the write is refused and the
+//!   error names the item (`pk=FENCE sk=FENCE`) and the condition.
 //! * **Table creation** is immediate in moto (ACTIVE at once); against
 //!   DynamoDB `prepare` waits for ACTIVE (up to two minutes).
 #![deny(missing_docs)]

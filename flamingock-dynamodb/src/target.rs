@@ -297,7 +297,7 @@ impl DynamoContext {
 
     /// Appends an `Update` of the item at `key` in `table`, e.g.
     /// `ctx.update("users", key, "SET plan = :p", [(":p", AttributeValue::S("free".into()))])`.
-    pub fn update<V>(
+    pub fn update<K, V>(
         &mut self,
         table: impl Into<String>,
         key: Item,
@@ -305,10 +305,11 @@ impl DynamoContext {
         values: V,
     ) -> Result<&mut Self, ContextError>
     where
-        V: IntoIterator<Item = (&'static str, AttributeValue)>,
+        K: Into<String>,
+        V: IntoIterator<Item = (K, AttributeValue)>,
     {
         let values: HashMap<String, AttributeValue> =
-            values.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+            values.into_iter().map(|(k, v)| (k.into(), v)).collect();
         let update = Update::builder()
             .table_name(table)
             .set_key(Some(key))

@@ -245,7 +245,7 @@ pub(crate) async fn send(
             }
             let detail = if failing.is_empty() {
                 format!(
-                    "transaction cancelled ({})",
+                    "transaction cancelled after {attempt} attempt(s) ({})",
                     reasons
                         .iter()
                         .map(|r| r.code().unwrap_or("None"))
@@ -269,10 +269,15 @@ pub(crate) async fn send(
         let definite = err
             .raw_response()
             .is_some_and(|r| (400..500).contains(&r.status().as_u16()));
+        let throttled = is_retryable_code(err.code());
         let e = RequestError::new("TransactWriteItems", &err_table, err);
         return Err(if definite {
             TxError::Refused {
-                detail: e.detail.clone(),
+                detail: if throttled {
+                    format!("still throttled after {attempt} attempt(s): {}", e.detail)
+                } else {
+                    e.detail.clone()
+                },
                 source: Box::new(e),
             }
         } else {

@@ -137,7 +137,7 @@ fn runner<T: TargetSystem + Clone>(
 }
 
 fn failure_text(r: Result<flamingock_core::RunReport, Error>) -> String {
-    match r {
+    let text = match r {
         Err(Error::ChangeFailed { failure, .. }) => {
             let mut text = failure.to_string();
             let mut src = std::error::Error::source(&failure);
@@ -149,7 +149,9 @@ fn failure_text(r: Result<flamingock_core::RunReport, Error>) -> String {
             text
         }
         other => panic!("expected ChangeFailed, got {other:?}"),
-    }
+    };
+    eprintln!("error seen: {text}");
+    text
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -552,6 +554,7 @@ async fn throttling_and_conflicts_are_retried_with_a_bound() {
             let store = faulty_store(&d, &ns, &inject, quick_retry(3));
             let id = format!("{fault:?}-exhausted");
             let err = store.append(&entry(&id, 1)).await.expect_err("gives up");
+            eprintln!("error seen: {err}");
             assert_eq!(inject.hits.load(Ordering::SeqCst), 3, "{fault:?}: bounded");
             let text = format!(
                 "{err} {:?}",
@@ -642,11 +645,13 @@ async fn malformed_items_are_reported_with_table_and_key() {
         fence.insert("fence".into(), AttributeValue::S("high".into()));
         put_raw(&d, &table, fence).await;
         let err = store.fence().await.expect_err("fence of the wrong type");
+        eprintln!("error seen: {err}");
         assert!(err.to_string().contains("fence"), "{err}");
         let err = store
             .append(&entry("x", 3))
             .await
             .expect_err("append against a broken fence");
+        eprintln!("error seen: {err}");
         assert!(err.to_string().contains("pk=FENCE"), "{err}");
 
         // A lock item of the wrong shape.
@@ -657,7 +662,11 @@ async fn malformed_items_are_reported_with_table_and_key() {
         li.insert("expires_at_ms".into(), AttributeValue::N("0".into()));
         put_raw(&d, &table, li).await;
         match lock.inspect().await {
-            Err(LockError::Malformed { detail, .. }) => {
+            Err(e @ LockError::Malformed { .. }) => {
+                eprintln!("error seen: {e}");
+                let LockError::Malformed { detail, .. } = e else {
+                    unreachable!()
+                };
                 assert!(
                     detail.contains("token") && detail.contains(&table),
                     "{detail}"
@@ -680,7 +689,11 @@ async fn missing_or_misshapen_tables_are_not_ready() {
             .table_prefix(format!("{ns}_none"))
             .auto_create(false)
             .build();
-        match store.prepare().await {
+        match store
+            .prepare()
+            .await
+            .inspect_err(|e| eprintln!("error seen: {e}"))
+        {
             Err(StoreError::NotReady { detail, .. }) => {
                 assert!(detail.contains(&format!("{ns}_none_audit")), "{detail}")
             }
@@ -695,7 +708,11 @@ async fn missing_or_misshapen_tables_are_not_ready() {
         let wrong = DynamoAuditStore::builder(d.client())
             .table_prefix(format!("{ns}_x"))
             .build();
-        match wrong.prepare().await {
+        match wrong
+            .prepare()
+            .await
+            .inspect_err(|e| eprintln!("error seen: {e}"))
+        {
             Err(StoreError::NotReady { detail, .. }) => {
                 assert!(detail.contains("key schema"), "{detail}")
             }
@@ -705,7 +722,11 @@ async fn missing_or_misshapen_tables_are_not_ready() {
         let bad = DynamoAuditStore::builder(d.client())
             .table_prefix("no spaces allowed")
             .build();
-        match bad.prepare().await {
+        match bad
+            .prepare()
+            .await
+            .inspect_err(|e| eprintln!("error seen: {e}"))
+        {
             Err(StoreError::NotReady { detail, .. }) => {
                 assert!(
                     detail.contains("not a valid DynamoDB table name"),

@@ -137,6 +137,8 @@ impl Change for BackfillStatus {
     }
 }
 
+// An example reports to its terminal.
+#[allow(clippy::print_stdout)]
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let endpoint = std::env::var("DYNAMODB_ENDPOINT").ok();
