@@ -54,6 +54,7 @@
 //! | `flamingock_audit_current` | one document per change, `_id` = change id: the snapshot is one read of it |
 //! | `flamingock_fence` | `{_id: "fence", fence, seq, last_ms}` |
 //! | `flamingock_lock` | `{_id: "flamingock", owner, token, expiresAt}` |
+//! | `flamingock_sessions` | session ids of open shared transactions (see below) |
 //! | `flamingock_markers` (targets of [`MongoTarget::new`]) | `{_id: change id, run_id, fencing_token}` |
 //!
 //! Writes use write concern `majority` and reads read concern `majority`
@@ -113,6 +114,19 @@
 //! [`MongoAuditStoreBuilder::assume_no_transactions`] forces this mode on
 //! any server (the tests use it).
 //!
+//! ## Transactions of a runner that lost its lease
+//!
+//! Fencing makes a stale commit impossible, but an open MongoDB transaction
+//! also holds its documents: the new lease holder's transactions would fail
+//! with `WriteConflict` on them until the server aborts the stale one
+//! (`transactionLifetimeLimitSeconds`, 60 s by default). Shared-transaction
+//! targets therefore register the session id of each open transaction in
+//! `<prefix>_sessions`, and [`raise_fence`](flamingock_core::AuditStore::raise_fence)
+//! (which only a runner that has just taken the lock calls, before it runs
+//! anything) kills the registered sessions with `killSessions`. This is best
+//! effort and only for targets of the store's own client; separate targets
+//! rely on the server's transaction lifetime limit.
+//!
 //! ## Lock
 //!
 //! See [`MongoLock`]: one `findOneAndUpdate` with upsert and an update
@@ -130,9 +144,18 @@
 //!   compares `{$toLong: "$expiresAt"}` with `{$toLong: "$$NOW"}`, and the
 //!   store's clock is kept as milliseconds (`last_ms`): identical results on
 //!   MongoDB, correct on both.
+//! * When concurrent upserts race on the same `_id` and the filter has more
+//!   than the `_id` equality, MongoDB answers the loser with a duplicate-key
+//!   error; SecantusDB sometimes answers `findOneAndUpdate` with no document
+//!   instead. Both are read as "someone else got there first".
+//! * SecantusDB acknowledges writes before they are durable unless started
+//!   with `--sync-on-commit` (MongoDB journals `majority` writes before
+//!   acknowledging them): a killed SecantusDB loses acknowledged audit
+//!   entries without that flag. The crash test starts its server with it.
 //! * Everything else this crate uses (transactions with write conflicts,
+//!   `killSessions`, `hello` with and without `--standalone`,
 //!   `findOneAndUpdate` with pipelines and upsert, duplicate keys on upsert,
-//!   majority concerns) behaved as documented for MongoDB.
+//!   majority concerns, `$jsonSchema` validators) behaved as documented for MongoDB.
 #![deny(missing_docs)]
 #![warn(unreachable_pub)]
 

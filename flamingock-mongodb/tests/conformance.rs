@@ -145,9 +145,16 @@ impl PipelineUnderTest for Mongo {
         // The concurrency check matters most with transactions; the
         // non-transactional protocol gets fewer repetitions to keep CI short.
         let reps = if self.no_transactions { 10 } else { 30 };
-        PipelineCapabilities::default()
+        let mut caps = PipelineCapabilities::default()
             .runners(16)
-            .repetitions(reps)
+            .repetitions(reps);
+        // SecantusDB is one Python process: with 16 runners polling for the
+        // lock, a lease refresh can take most of a second, and the suite's
+        // default 1.2 s lease (refresh every 0.4 s, stop below 0.3 s left)
+        // then ends runs with LeaseLost. A longer lease keeps the check about
+        // exactly-once rather than about the server's latency.
+        caps.lease = std::time::Duration::from_millis(2500);
+        caps
     }
 }
 
