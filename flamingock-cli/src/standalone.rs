@@ -136,6 +136,13 @@ pub async fn run_standalone(args: Standalone, redactor: Redactor) -> Exit {
         Ok(s) => s,
         Err(e) => return fail(Exit::Failure, "store", crate::run::full_message(&e)),
     };
+    if changes.is_some() && !store.runs_sql() {
+        return fail(
+            Exit::Usage,
+            "usage",
+            "SQL file changes (--changes) run on a SQL store: sqlite: or postgres://".into(),
+        );
+    }
     let builder = store.builder(changes.as_ref());
     let mut run_opts = RunOptions::default()
         .redactor(redactor)

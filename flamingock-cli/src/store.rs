@@ -4,6 +4,8 @@
 //! |---|---|
 //! | `sqlite:app.db`, `sqlite://path/app.db`, `sqlite::memory:` | SQLite file (created if missing); in memory |
 //! | `postgres://user:pw@host:5432/db?schema=ops&prefix=flamingock` (or `postgresql://`) | PostgreSQL; `schema` (default `public`) also becomes the connection's `search_path`, so unqualified names in SQL files land there |
+//! | `mongodb://user:pw@host:27017/db?prefix=flamingock` (feature `mongodb`) | MongoDB, database `db` (default `flamingock`); no SQL file changes |
+//! | `dynamodb://[KEY:SECRET@]host:port?region=eu-west-1&prefix=flamingock&tls=true` (feature `dynamodb`) | DynamoDB at that endpoint (`dynamodb://` alone: AWS's own, credentials from the standard chain); no SQL file changes |
 //!
 //! A store's own database is also the target of file-based changes (id
 //! [`TARGET_ID`]), so each file commits in one transaction with its audit entry.
@@ -13,7 +15,9 @@ use std::fmt;
 use flamingock_core::{Flamingock, FlamingockBuilder, StoreError};
 
 use crate::redact::redact_url;
-use crate::sql::{SqlChanges, DEFAULT_STAGE};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+use crate::sql::DEFAULT_STAGE;
+use crate::sql::SqlChanges;
 
 /// The id of the target system file-based changes run on: the store's own database.
 pub const TARGET_ID: &str = "database";
@@ -36,6 +40,26 @@ pub enum StoreUrl {
         /// `?prefix=` (table prefix, default `flamingock`).
         prefix: Option<String>,
     },
+    /// `mongodb://` / `mongodb+srv://`.
+    Mongodb {
+        /// The URI for the driver, without this crate's own query options.
+        uri: String,
+        /// The database (the URI's path; default `flamingock`).
+        database: String,
+        /// `?prefix=` (collection prefix).
+        prefix: Option<String>,
+    },
+    /// `dynamodb://`.
+    Dynamodb {
+        /// `http(s)://host:port`; `None` = AWS's endpoint for the region.
+        endpoint: Option<String>,
+        /// `?region=`.
+        region: Option<String>,
+        /// Access key id and secret from the URL's user info.
+        credentials: Option<(String, String)>,
+        /// `?prefix=` (table prefix).
+        prefix: Option<String>,
+    },
 }
 
 impl fmt::Debug for StoreUrl {
@@ -50,6 +74,28 @@ impl fmt::Debug for StoreUrl {
                 .debug_struct("Postgres")
                 .field("url", &redact_url(url))
                 .field("schema", schema)
+                .field("prefix", prefix)
+                .finish(),
+            StoreUrl::Mongodb {
+                uri,
+                database,
+                prefix,
+            } => f
+                .debug_struct("Mongodb")
+                .field("uri", &redact_url(uri))
+                .field("database", database)
+                .field("prefix", prefix)
+                .finish(),
+            StoreUrl::Dynamodb {
+                endpoint,
+                region,
+                credentials,
+                prefix,
+            } => f
+                .debug_struct("Dynamodb")
+                .field("endpoint", endpoint)
+                .field("region", region)
+                .field("key_id", &credentials.as_ref().map(|(k, _)| k))
                 .field("prefix", prefix)
                 .finish(),
         }
@@ -98,7 +144,37 @@ fn expected_schemes() -> String {
     if cfg!(feature = "sqlite") {
         s.push("sqlite:");
     }
+    if cfg!(feature = "mongodb") {
+        s.push("mongodb://");
+    }
+    if cfg!(feature = "dynamodb") {
+        s.push("dynamodb://");
+    }
     s.join(", ")
+}
+
+/// `url` without the query options named in `own`, and those options' values.
+fn split_own_options(
+    url: &str,
+    own: &[&str],
+) -> Result<(String, std::collections::HashMap<String, String>), String> {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut mine = std::collections::HashMap::new();
+    let mut rest = Vec::new();
+    for part in query.split('&').filter(|p| !p.is_empty()) {
+        let k = part.split_once('=').map_or(part, |(k, _)| k);
+        if own.contains(&k) {
+            mine.extend(query_pairs(part)?);
+        } else {
+            rest.push(part);
+        }
+    }
+    let url = if rest.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", rest.join("&"))
+    };
+    Ok((url, mine))
 }
 
 /// Splits `?a=b&c=d`, percent-decoding values.
@@ -196,6 +272,73 @@ impl StoreUrl {
                     prefix,
                 })
             }
+            "mongodb" | "mongodb+srv" if cfg!(feature = "mongodb") => {
+                let (uri, pairs) = split_own_options(url, &["prefix"]).map_err(invalid)?;
+                let rest = &uri[colon + 3..];
+                let rest = rest.split_once('?').map_or(rest, |(r, _)| r);
+                let database = rest
+                    .split_once('/')
+                    .map(|(_, db)| db)
+                    .filter(|db| !db.is_empty())
+                    .unwrap_or("flamingock");
+                let database = percent_encoding::percent_decode_str(database)
+                    .decode_utf8()
+                    .map_err(|_| invalid("the database name is not valid UTF-8".into()))?
+                    .into_owned();
+                Ok(StoreUrl::Mongodb {
+                    uri: uri.clone(),
+                    database,
+                    prefix: pairs.get("prefix").cloned(),
+                })
+            }
+            "dynamodb" if cfg!(feature = "dynamodb") => {
+                let Some(rest) = url[colon..].strip_prefix("://") else {
+                    return Err(invalid(
+                        "expected dynamodb://[KEY:SECRET@]host:port?region=R".into(),
+                    ));
+                };
+                let (authority, query) = rest.split_once('?').unwrap_or((rest, ""));
+                let authority = authority.trim_end_matches('/');
+                let pairs: std::collections::HashMap<String, String> =
+                    query_pairs(query).map_err(invalid)?.into_iter().collect();
+                for k in pairs.keys() {
+                    if !matches!(k.as_str(), "region" | "prefix" | "tls") {
+                        return Err(invalid(format!(
+                            "unknown option '{k}' (known: region, prefix, tls)"
+                        )));
+                    }
+                }
+                let (credentials, host) = match authority.rsplit_once('@') {
+                    Some((userinfo, host)) => {
+                        let (k, s) = userinfo
+                            .split_once(':')
+                            .ok_or_else(|| invalid("credentials must be KEY:SECRET@".into()))?;
+                        let dec = |v: &str| {
+                            percent_encoding::percent_decode_str(v)
+                                .decode_utf8()
+                                .map(|c| c.into_owned())
+                                .map_err(|_| invalid("credentials are not valid UTF-8".into()))
+                        };
+                        (Some((dec(k)?, dec(s)?)), host)
+                    }
+                    None => (None, authority),
+                };
+                let tls = match pairs.get("tls").map(String::as_str) {
+                    None | Some("false") => false,
+                    Some("true") => true,
+                    Some(other) => {
+                        return Err(invalid(format!("tls={other}: expected true or false")))
+                    }
+                };
+                let endpoint = (!host.is_empty())
+                    .then(|| format!("{}://{host}", if tls { "https" } else { "http" }));
+                Ok(StoreUrl::Dynamodb {
+                    endpoint,
+                    region: pairs.get("region").cloned(),
+                    credentials,
+                    prefix: pairs.get("prefix").cloned(),
+                })
+            }
             "mongodb" | "mongodb+srv" => Err(StoreUrlError::NotCompiled {
                 scheme,
                 feature: "mongodb",
@@ -222,6 +365,12 @@ pub enum OpenedStore {
     /// PostgreSQL.
     #[cfg(feature = "postgres")]
     Postgres(flamingock_postgres::PostgresAuditStore),
+    /// MongoDB (no SQL file changes).
+    #[cfg(feature = "mongodb")]
+    Mongodb(flamingock_mongodb::MongoAuditStore),
+    /// DynamoDB (no SQL file changes).
+    #[cfg(feature = "dynamodb")]
+    Dynamodb(flamingock_dynamodb::DynamoAuditStore),
 }
 
 /// Options for [`OpenedStore::open`].
@@ -257,6 +406,57 @@ impl OpenedStore {
                     .await
                     .map(OpenedStore::Postgres)
             }
+            #[cfg(feature = "mongodb")]
+            StoreUrl::Mongodb {
+                uri,
+                database,
+                prefix,
+            } => {
+                let client = flamingock_mongodb::mongodb::Client::with_uri_str(uri)
+                    .await
+                    .map_err(|e| StoreError::Backend {
+                        store: format!("mongodb({})", redact_url(uri)),
+                        operation: "parse the connection string",
+                        source: Box::new(e),
+                    })?;
+                let mut b = flamingock_mongodb::MongoAuditStore::builder(client, database);
+                if let Some(p) = prefix {
+                    b = b.prefix(p);
+                }
+                b.build().await.map(OpenedStore::Mongodb)
+            }
+            #[cfg(feature = "dynamodb")]
+            StoreUrl::Dynamodb {
+                endpoint,
+                region,
+                credentials,
+                prefix,
+            } => {
+                use flamingock_dynamodb::aws_sdk_dynamodb::config::{Credentials, Region};
+                let client = flamingock_dynamodb::connect(endpoint.as_deref()).await;
+                let mut conf = client.config().to_builder();
+                if let Some(r) = region {
+                    conf = conf.region(Region::new(r.clone()));
+                }
+                if let Some((key, secret)) = credentials {
+                    conf = conf.credentials_provider(Credentials::new(
+                        key,
+                        secret,
+                        None,
+                        None,
+                        "flamingock-cli store URL",
+                    ));
+                }
+                let client = flamingock_dynamodb::aws_sdk_dynamodb::Client::from_conf(conf.build());
+                let mut b = flamingock_dynamodb::DynamoAuditStore::builder(client);
+                if let Some(p) = prefix {
+                    b = b.table_prefix(p);
+                }
+                let store = b.build();
+                // Reach the endpoint now, so a wrong one fails here, clearly.
+                flamingock_core::AuditStore::prepare(&store).await?;
+                Ok(OpenedStore::Dynamodb(store))
+            }
             #[allow(unreachable_patterns)]
             other => Err(StoreError::NotReady {
                 store: format!("{other:?}"),
@@ -265,9 +465,22 @@ impl OpenedStore {
         }
     }
 
+    /// Whether SQL file changes can run on this store's database.
+    pub fn runs_sql(&self) -> bool {
+        match self {
+            #[cfg(feature = "sqlite")]
+            OpenedStore::Sqlite(_) => true,
+            #[cfg(feature = "postgres")]
+            OpenedStore::Postgres(_) => true,
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+
     /// A runner builder on this store (its own lock), with its database as
     /// target [`TARGET_ID`] and, when given, the file-based `changes` in one
-    /// stage ([`DEFAULT_STAGE`]).
+    /// stage ([`DEFAULT_STAGE`]; ignored by stores that do not
+    /// [run SQL](Self::runs_sql)).
     pub fn builder(&self, changes: Option<&SqlChanges>) -> FlamingockBuilder {
         let b = Flamingock::builder().service("flamingock-cli");
         match self {
@@ -290,6 +503,16 @@ impl OpenedStore {
                     ),
                     None => b,
                 }
+            }
+            #[cfg(feature = "mongodb")]
+            OpenedStore::Mongodb(s) => b.audit_store(s.clone()),
+            #[cfg(feature = "dynamodb")]
+            OpenedStore::Dynamodb(s) => b.audit_store(s.clone()),
+            // Without any store feature the enum is empty.
+            #[allow(unreachable_patterns)]
+            _ => {
+                let _ = changes;
+                b
             }
         }
     }
@@ -431,6 +654,7 @@ mod tests {
             e.to_string().contains("unknown store URL scheme 'mysql'"),
             "{e}"
         );
+        #[cfg(not(feature = "mongodb"))]
         assert!(matches!(
             StoreUrl::parse("mongodb://h:27017/db"),
             Err(StoreUrlError::NotCompiled {
@@ -438,6 +662,64 @@ mod tests {
                 ..
             })
         ));
+        #[cfg(not(feature = "dynamodb"))]
+        assert!(matches!(
+            StoreUrl::parse("dynamodb://localhost:8000"),
+            Err(StoreUrlError::NotCompiled {
+                feature: "dynamodb",
+                ..
+            })
+        ));
         assert!(matches!(StoreUrl::parse("  "), Err(StoreUrlError::Missing)));
+    }
+
+    #[cfg(feature = "mongodb")]
+    #[test]
+    fn mongodb_urls() {
+        let u = StoreUrl::parse("mongodb://u:p@h1:27017,h2/app?replicaSet=rs0&prefix=fk")
+            .expect("parses");
+        assert_eq!(
+            u,
+            StoreUrl::Mongodb {
+                uri: "mongodb://u:p@h1:27017,h2/app?replicaSet=rs0".into(),
+                database: "app".into(),
+                prefix: Some("fk".into()),
+            }
+        );
+        assert!(!format!("{u:?}").contains(":p@"));
+        let u = StoreUrl::parse("mongodb://h").expect("parses");
+        assert!(
+            matches!(u, StoreUrl::Mongodb { ref database, .. } if database == "flamingock"),
+            "{u:?}"
+        );
+    }
+
+    #[cfg(feature = "dynamodb")]
+    #[test]
+    fn dynamodb_urls() {
+        let u =
+            StoreUrl::parse("dynamodb://AKIA:s%2Fecret@127.0.0.1:8000?region=eu-west-1&prefix=fk")
+                .expect("parses");
+        assert_eq!(
+            u,
+            StoreUrl::Dynamodb {
+                endpoint: Some("http://127.0.0.1:8000".into()),
+                region: Some("eu-west-1".into()),
+                credentials: Some(("AKIA".into(), "s/ecret".into())),
+                prefix: Some("fk".into()),
+            }
+        );
+        assert!(!format!("{u:?}").contains("ecret"));
+        let u = StoreUrl::parse("dynamodb://?region=us-east-2").expect("parses");
+        assert!(
+            matches!(u, StoreUrl::Dynamodb { endpoint: None, .. }),
+            "{u:?}"
+        );
+        let u = StoreUrl::parse("dynamodb://ddb.example.com?tls=true").expect("parses");
+        assert!(
+            matches!(u, StoreUrl::Dynamodb { endpoint: Some(ref e), .. } if e == "https://ddb.example.com"),
+            "{u:?}"
+        );
+        assert!(StoreUrl::parse("dynamodb://h?colour=blue").is_err());
     }
 }

@@ -266,7 +266,9 @@ async fn a_failing_non_transactional_file_blocks_with_guidance_and_fix_unblocks(
     let again = env.run(&["apply"]);
     again.expect_code(1);
     assert!(
-        again.stderr.contains("need an operator; nothing in their stage was run"),
+        again
+            .stderr
+            .contains("need an operator; nothing in their stage was run"),
         "{}",
         again.all()
     );
