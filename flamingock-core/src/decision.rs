@@ -65,9 +65,10 @@ pub fn decide(latest: Option<&AuditEntry>, recovery: RecoveryStrategy) -> Decisi
 pub fn resolution_for(change_id: &str, target: &str) -> String {
     format!(
         "inspect target system '{target}': if the effects of '{change_id}' are fully in place run \
-         `flamingock audit fix {change_id} --resolution applied`; otherwise undo any partial effect and run \
-         `flamingock audit fix {change_id} --resolution rolled-back` so it is applied again \
-         (or, in code, Flamingock::mark_applied / mark_rolled_back)"
+         `flamingock audit fix {change_id} --resolution applied --reason \"<what you checked>\"`; \
+         otherwise undo any partial effect and run \
+         `flamingock audit fix {change_id} --resolution rolled-back --reason \"<what you undid>\"` \
+         so it is applied again (or, in code, Flamingock::mark_applied / mark_rolled_back)"
     )
 }
 

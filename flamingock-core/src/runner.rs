@@ -683,6 +683,7 @@ impl Flamingock {
                             Decision::Block { reason } => ChangeOutcome::Blocked {
                                 reason: reason.clone(),
                             },
+                            Decision::Skip => ChangeOutcome::Skipped,
                             _ => ChangeOutcome::NotRun,
                         },
                     ));
@@ -1015,7 +1016,16 @@ impl Flamingock {
         entry.run_id = uuid::Uuid::new_v4().to_string();
         entry.duration_ms = 0;
         entry.error = None;
-        entry.metadata = serde_json::json!({ "reason": reason, "previous_state": prev.state });
+        // The runner's metadata (e.g. the operator's name, set by the CLI)
+        // plus why, and what the entry replaced.
+        let mut metadata = match &self.inner.metadata {
+            serde_json::Value::Object(m) => m.clone(),
+            serde_json::Value::Null => serde_json::Map::new(),
+            other => serde_json::Map::from_iter([("runner_metadata".to_owned(), other.clone())]),
+        };
+        metadata.insert("reason".into(), reason.into());
+        metadata.insert("previous_state".into(), prev.state.as_str().into());
+        entry.metadata = serde_json::Value::Object(metadata);
         store.append(&entry).await?;
         info!(change_id, state = %state, "operator fix recorded");
         Ok(entry)
