@@ -234,7 +234,7 @@ impl AuditEntry {
             order: String::new(),
             target_system: String::new(),
             state,
-            created_at: Utc::now(),
+            created_at: audit_clock(),
             duration_ms: 0,
             hostname: String::new(),
             runner_id: String::new(),
@@ -282,6 +282,25 @@ impl AuditEntry {
     /// or on a tie the later state in [`AuditState`] order.
     pub fn supersedes(&self, other: &AuditEntry) -> bool {
         snapshot_order(self, other) == Ordering::Greater
+    }
+}
+
+/// The runner's clock for `created_at`: UTC now, but strictly increasing
+/// within the process (at least one microsecond after the previous value), so
+/// that stores which keep the client's timestamp (DynamoDB) order the entries
+/// of one change exactly as they were written. Stores with a clock of their
+/// own replace it.
+pub fn audit_clock() -> DateTime<Utc> {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    static LAST_MICROS: AtomicI64 = AtomicI64::new(i64::MIN);
+    let now = Utc::now().timestamp_micros();
+    let mut last = LAST_MICROS.load(Ordering::Relaxed);
+    loop {
+        let next = now.max(last.saturating_add(1));
+        match LAST_MICROS.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return DateTime::from_timestamp_micros(next).unwrap_or_else(Utc::now),
+            Err(seen) => last = seen,
+        }
     }
 }
 
@@ -472,5 +491,18 @@ mod tests {
         assert!("APPLIED ".parse::<AuditState>().is_err());
         assert!("SHARED_TX".parse::<TxStrategy>().is_ok());
         assert!("bogus".parse::<TxStrategy>().is_err());
+    }
+}
+
+#[cfg(test)]
+mod clock_tests {
+    #[test]
+    fn audit_clock_strictly_increases() {
+        let mut prev = super::audit_clock();
+        for _ in 0..10_000 {
+            let next = super::audit_clock();
+            assert!(next > prev);
+            prev = next;
+        }
     }
 }

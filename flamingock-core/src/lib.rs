@@ -95,7 +95,8 @@ pub mod target;
 pub mod validate;
 
 pub use audit::{
-    reduce_snapshot, AuditEntry, AuditState, AuditStore, ErrorInfo, HistoryFilter, TxStrategy,
+    audit_clock, reduce_snapshot, AuditEntry, AuditState, AuditStore, ErrorInfo, HistoryFilter,
+    TxStrategy,
 };
 pub use change::{Change, ChangeMeta, ChangeResult, RecoveryStrategy};
 pub use decision::{decide, Decision};

@@ -6,7 +6,6 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use tracing::{info, warn, Instrument};
@@ -245,7 +244,7 @@ impl ExecCtx<'_> {
             order: c.meta.order.clone(),
             target_system: c.target_id.clone(),
             state,
-            created_at: Utc::now(),
+            created_at: crate::audit::audit_clock(),
             duration_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
             hostname: self.who.hostname.clone(),
             runner_id: self.who.runner_id.clone(),

@@ -839,7 +839,7 @@ impl Flamingock {
         } else {
             AuditState::RolledBack
         };
-        entry.created_at = chrono::Utc::now();
+        entry.created_at = crate::audit::audit_clock();
         entry.fencing_token = lease.token();
         entry.runner_id = who.runner_id.clone();
         entry.hostname = who.hostname.clone();
@@ -1008,7 +1008,7 @@ impl Flamingock {
         }
         let mut entry = prev.clone();
         entry.state = state;
-        entry.created_at = chrono::Utc::now();
+        entry.created_at = crate::audit::audit_clock();
         entry.tx_strategy = TxStrategy::Manual;
         entry.fencing_token = lease.token();
         entry.runner_id = self.inner.runner_id.clone();
