@@ -936,7 +936,12 @@ impl AuditStore for MongoAuditStore {
         if let Some(since) = filter.since {
             q.insert(
                 field::CREATED_AT,
-                doc! { "$gte": codec::to_bson_date(since) },
+                // Stored times are whole milliseconds: round `since` up, so
+                // that an entry a fraction of a millisecond before it is left out.
+                doc! { "$gte": mongodb::bson::DateTime::from_millis(
+                    since.timestamp_millis()
+                        + i64::from(since.timestamp_subsec_nanos() % 1_000_000 != 0)
+                ) },
             );
         }
         self.read_all(
