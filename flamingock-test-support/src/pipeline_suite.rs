@@ -75,6 +75,11 @@ impl PipelineCapabilities {
         self.runners = n;
         self
     }
+    /// Sets the lease of the suite's runners (a slow server needs a longer one).
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
     /// Declares a single-writer store (see [`PipelineCapabilities::single_writer`]).
     pub fn single_writer(mut self) -> Self {
         self.single_writer = true;
