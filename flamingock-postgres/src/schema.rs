@@ -128,17 +128,25 @@ pub(crate) enum SchemaError {
 }
 
 /// What the catalog says about our tables.
-struct Found {
+#[derive(Debug)]
+pub(crate) struct Found {
     schema_exists: bool,
     columns: Vec<(String, String, String)>, // (table, column, type)
 }
 
-async fn inspect(pool: &PgPool, names: &Names, tables: &[Table]) -> Result<Found, sqlx::Error> {
+/// Reads the database name and what exists of `tables`, in one round trip.
+pub(crate) async fn inspect(
+    pool: &PgPool,
+    names: &Names,
+    tables: &[Table],
+) -> Result<(String, Found), sqlx::Error> {
     let bare: Vec<String> = tables.iter().map(|t| names.bare(*t)).collect();
-    // One round trip: a sentinel row when the schema exists, then every
-    // column of the tables we look for.
+    // Sentinel rows (empty table name) carry the database name and whether
+    // the schema exists; then every column of the tables we look for.
     let rows = sqlx::query(
-        "SELECT '' AS t, '' AS c, '' AS ty FROM pg_catalog.pg_namespace WHERE nspname = $1
+        "SELECT '' AS t, 'db' AS c, current_database()::text AS ty
+         UNION ALL
+         SELECT '', 'schema', '' FROM pg_catalog.pg_namespace WHERE nspname = $1
          UNION ALL
          SELECT c.relname::text, a.attname::text, pg_catalog.format_type(a.atttypid, a.atttypmod)
            FROM pg_catalog.pg_class c
@@ -154,15 +162,16 @@ async fn inspect(pool: &PgPool, names: &Names, tables: &[Table]) -> Result<Found
         schema_exists: false,
         columns: Vec::with_capacity(rows.len()),
     };
+    let mut database = String::new();
     for r in rows {
         let (t, c, ty): (String, String, String) = (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
-        if t.is_empty() {
-            found.schema_exists = true;
-        } else {
-            found.columns.push((t, c, ty));
+        match (t.is_empty(), c.as_str()) {
+            (true, "db") => database = ty,
+            (true, _) => found.schema_exists = true,
+            (false, _) => found.columns.push((t, c, ty)),
         }
     }
-    Ok(found)
+    Ok((database, found))
 }
 
 /// Tables of `tables` absent from `found`, and shape problems of the others.
@@ -205,17 +214,25 @@ fn diagnose(names: &Names, tables: &[Table], found: &Found) -> Result<Vec<Table>
 }
 
 /// Makes sure `tables` exist with the expected shape, creating missing ones
-/// when `auto_create` is on. Costs one catalog query when everything exists.
+/// when `auto_create` is on. Costs one catalog query when everything exists,
+/// none when `known` (an earlier inspection) says so.
 pub(crate) async fn ensure(
     pool: &PgPool,
     names: &Names,
     tables: &[Table],
     auto_create: bool,
+    known: Option<Found>,
 ) -> Result<(), SchemaError> {
     let db = |operation| move |source| SchemaError::Db { operation, source };
-    let found = inspect(pool, names, tables)
-        .await
-        .map_err(db("read the catalog"))?;
+    let found = match known {
+        Some(f) => f,
+        None => {
+            inspect(pool, names, tables)
+                .await
+                .map_err(db("read the catalog"))?
+                .1
+        }
+    };
     let missing = diagnose(names, tables, &found)?;
     if missing.is_empty() {
         return Ok(());
@@ -249,7 +266,7 @@ pub(crate) async fn ensure(
         .map_err(db("create tables"))?;
     tracing::info!(schema = %names.schema, prefix = %names.prefix, tables = ?missing, "created flamingock tables");
     // Another runner may have created a table of another shape meanwhile.
-    let found = inspect(pool, names, tables)
+    let (_, found) = inspect(pool, names, tables)
         .await
         .map_err(db("read the catalog"))?;
     match diagnose(names, tables, &found)?.first() {

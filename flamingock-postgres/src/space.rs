@@ -8,7 +8,7 @@ use tokio::sync::OnceCell;
 use tracing::warn;
 
 use crate::names::{Names, Table};
-use crate::schema::{self, SchemaError};
+use crate::schema::{self, Found, SchemaError};
 
 /// One schema + prefix on one database.
 #[derive(Debug)]
@@ -19,6 +19,9 @@ pub(crate) struct Space {
     /// The tables [`Space::ready`] makes sure of.
     pub(crate) tables: Vec<Table>,
     ready: OnceCell<()>,
+    /// What the catalog said when the handle was built, used (once) instead
+    /// of asking again.
+    known: std::sync::Mutex<Option<Found>>,
 }
 
 impl Space {
@@ -29,14 +32,28 @@ impl Space {
             auto_create,
             tables,
             ready: OnceCell::new(),
+            known: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Remembers an inspection made while building the handle.
+    pub(crate) fn with_known(self, found: Found) -> Self {
+        *self.known.lock().unwrap_or_else(|p| p.into_inner()) = Some(found);
+        self
     }
 
     /// Checks (and creates, when allowed) the tables once per handle.
     pub(crate) async fn ready(&self) -> Result<(), SchemaError> {
         self.ready
             .get_or_try_init(|| {
-                schema::ensure(&self.pool, &self.names, &self.tables, self.auto_create)
+                let known = self.known.lock().unwrap_or_else(|p| p.into_inner()).take();
+                schema::ensure(
+                    &self.pool,
+                    &self.names,
+                    &self.tables,
+                    self.auto_create,
+                    known,
+                )
             })
             .await
             .map(|_| ())

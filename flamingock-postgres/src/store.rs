@@ -179,8 +179,10 @@ impl PostgresAuditStoreBuilder {
                 store: what.clone(),
                 detail: format!("invalid configuration: {detail}"),
             })?;
-        let database: String = idempotent("read current_database()", || {
-            sqlx::query_scalar("SELECT current_database()::text").fetch_one(&self.pool)
+        // The database name and the state of our tables in one round trip;
+        // `prepare` then needs no query when the tables are in place.
+        let (database, known) = idempotent("read the catalog", || {
+            schema::inspect(&self.pool, &names, &STORE_TABLES)
         })
         .await
         .map_err(|source| StoreError::Backend {
@@ -196,12 +198,10 @@ impl PostgresAuditStoreBuilder {
         Ok(PostgresAuditStore {
             inner: Arc::new(StoreInner {
                 sql: Statements::new(&names),
-                space: Arc::new(Space::new(
-                    self.pool,
-                    names,
-                    self.auto_create,
-                    STORE_TABLES.to_vec(),
-                )),
+                space: Arc::new(
+                    Space::new(self.pool, names, self.auto_create, STORE_TABLES.to_vec())
+                        .with_known(known),
+                ),
                 id,
                 describe,
             }),

@@ -170,7 +170,7 @@ impl PostgresTarget {
         let names = self.names()?;
         self.marker_ready
             .get_or_try_init(|| async {
-                schema::ensure(&self.pool, &names, &[Table::Marker], true)
+                schema::ensure(&self.pool, &names, &[Table::Marker], true, None)
                     .await
                     .map_err(|e| match e {
                         SchemaError::Db { operation, source } => self.backend(operation, source),
