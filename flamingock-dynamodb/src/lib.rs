@@ -129,9 +129,9 @@
 //!   several threads and evaluates a condition and applies the write without a
 //!   lock, so two concurrent conditional writes can both succeed (two lock
 //!   owners at once were observed). DynamoDB guarantees atomic conditional
-//!   writes and transactions. The tests therefore run moto through
-//!   `tests/moto_serialized.py`, which wraps moto's own app in a one-request-at-a-time
-//!   middleware (`python tests/moto_serialized.py -H 127.0.0.1 -p PORT`).
+//!   writes and transactions. The tests therefore run moto through the
+//!   workspace's `scripts/moto_server_serial.py`, which serves moto's own app
+//!   one request at a time (`bash scripts/test.sh` starts it).
 //! * **Transaction conflicts and throttling** are never produced by moto
 //!   (it serialises everything and has no capacity limits). The retry layer is
 //!   covered by unit tests of the classifier and by a test that injects
