@@ -15,9 +15,9 @@ use std::fmt;
 use flamingock_core::{Flamingock, FlamingockBuilder, StoreError};
 
 use crate::redact::redact_url;
+use crate::sql::SqlChanges;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 use crate::sql::DEFAULT_STAGE;
-use crate::sql::SqlChanges;
 
 /// The id of the target system file-based changes run on: the store's own database.
 pub const TARGET_ID: &str = "database";
