@@ -18,8 +18,8 @@
 # Everything this script starts is stopped again when it exits. Server logs are kept in
 # $FLAMINGOCK_CACHE_DIR/logs/.
 #
-# Then it runs `cargo test --workspace --all-targets "$@"` and `cargo test --workspace --doc`
-# and exits non-zero if either failed.
+# Then it runs `cargo test --workspace --all-targets "$@"`, `cargo test --workspace --doc` and
+# the CLI's MongoDB/DynamoDB tests (behind features), and exits non-zero if any failed.
 #
 # It also exports FLAMINGOCK_TEST_SECANTUSD (the virtualenv's secantusd-py) for tests that start
 # and kill SecantusDB servers of their own.
@@ -376,6 +376,11 @@ main() {
     doc_status=0
     cargo test --workspace --doc || doc_status=$?
     if ((status == 0)); then status=$doc_status; fi
+    # The CLI's MongoDB and DynamoDB store selection sits behind features the
+    # workspace run does not turn on.
+    nosql_status=0
+    cargo test -p flamingock-cli --features mongodb,dynamodb --test cli_nosql || nosql_status=$?
+    if ((status == 0)); then status=$nosql_status; fi
 
     if ((status != 0)); then
         [[ -n $MONGO_LOG ]] && print_log_tail "SecantusDB" "$MONGO_LOG"
