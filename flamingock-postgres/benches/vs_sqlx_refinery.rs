@@ -193,8 +193,12 @@ fn opts(schema: &str) -> PgConnectOptions {
 }
 
 fn pool(schema: &str, ping: bool) -> PgPool {
+    let max = std::env::var("FLAMINGOCK_BENCH_POOL")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
     PgPoolOptions::new()
-        .max_connections(2)
+        .max_connections(max)
         .test_before_acquire(ping)
         .connect_lazy_with(opts(schema))
 }
