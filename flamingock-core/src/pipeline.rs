@@ -374,6 +374,34 @@ async fn execute<C: Change>(change: &C, target: &C::Target, x: &ExecCtx<'_>) -> 
     .await
 }
 
+/// Begins the target's transaction and applies the change in it. On any
+/// failure the transaction is rolled back (by the database) and recorded as
+/// FAILED then ROLLED_BACK; the caller returns that outcome.
+async fn apply_in_transaction<C: Change>(
+    change: &C,
+    target: &C::Target,
+    x: &ExecCtx<'_>,
+    started: Instant,
+) -> Result<<C::Target as TargetSystem>::Context, Exec> {
+    let mut ctx = match target.begin(ContextMode::Transaction).await {
+        Ok(c) => c,
+        Err(e) => return Err(x.record_rolled_back_failure(started, Box::new(e)).await),
+    };
+    let applied = match guarded_apply(change, &mut ctx).await {
+        Ok(()) => x.fault(FaultPoint::BeforeCommit).await,
+        Err(e) => Err(e),
+    };
+    match applied {
+        Ok(()) => Ok(ctx),
+        Err(error) => {
+            if let Err(e) = target.abort(ctx).await {
+                warn!(error = %e, "rollback of the failed change's transaction failed");
+            }
+            Err(x.record_rolled_back_failure(started, error).await)
+        }
+    }
+}
+
 /// Begin, apply, write APPLIED with the fence check, commit: all or nothing.
 async fn shared_tx<C: Change>(
     change: &C,
@@ -381,20 +409,10 @@ async fn shared_tx<C: Change>(
     x: &ExecCtx<'_>,
     started: Instant,
 ) -> Exec {
-    let mut ctx = match target.begin(ContextMode::Transaction).await {
-        Ok(c) => c,
-        Err(e) => return x.record_rolled_back_failure(started, Box::new(e)).await,
+    let ctx = match apply_in_transaction(change, target, x, started).await {
+        Ok(ctx) => ctx,
+        Err(failed) => return failed,
     };
-    let applied = match guarded_apply(change, &mut ctx).await {
-        Ok(()) => x.fault(FaultPoint::BeforeCommit).await,
-        Err(e) => Err(e),
-    };
-    if let Err(error) = applied {
-        if let Err(e) = target.abort(ctx).await {
-            warn!(error = %e, "rollback of the failed change's transaction failed");
-        }
-        return x.record_rolled_back_failure(started, error).await;
-    }
     let entry = x.entry(AuditState::Applied, started.elapsed(), None);
     match target.commit(ctx, CommitWith::Audit(&entry)).await {
         Ok(()) => {}
@@ -428,20 +446,10 @@ async fn separate_tx<C: Change>(
     if let Err(e) = x.append(AuditState::Started, started, None).await {
         return Exec::Abort(Abort::Store(e));
     }
-    let mut ctx = match target.begin(ContextMode::Transaction).await {
-        Ok(c) => c,
-        Err(e) => return x.record_rolled_back_failure(started, Box::new(e)).await,
+    let ctx = match apply_in_transaction(change, target, x, started).await {
+        Ok(ctx) => ctx,
+        Err(failed) => return failed,
     };
-    let applied = match guarded_apply(change, &mut ctx).await {
-        Ok(()) => x.fault(FaultPoint::BeforeCommit).await,
-        Err(e) => Err(e),
-    };
-    if let Err(error) = applied {
-        if let Err(e) = target.abort(ctx).await {
-            warn!(error = %e, "rollback of the failed change's transaction failed");
-        }
-        return x.record_rolled_back_failure(started, error).await;
-    }
     if let Err(why) = x.lease.check() {
         // Not committed: say so if the fence still lets us.
         let _ = target.abort(ctx).await;

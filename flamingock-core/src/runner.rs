@@ -483,12 +483,7 @@ impl Flamingock {
         let snapshot = self.inner.store.snapshot().await?;
         let latest = index(&snapshot);
         self.check_audit(&latest)?;
-        let decisions: Vec<Decision> = self
-            .inner
-            .changes
-            .iter()
-            .map(|c| decide(latest.get(c.meta.id.as_str()).copied(), c.meta.recovery))
-            .collect();
+        let decisions = self.decisions(&latest);
         if decisions.iter().all(|d| *d == Decision::Skip) {
             report.changes = self
                 .inner
@@ -531,6 +526,15 @@ impl Flamingock {
             }
         }
         result
+    }
+
+    /// What `run` would do with each change, from the snapshot alone.
+    fn decisions(&self, latest: &HashMap<&str, &AuditEntry>) -> Vec<Decision> {
+        self.inner
+            .changes
+            .iter()
+            .map(|c| decide(latest.get(c.meta.id.as_str()).copied(), c.meta.recovery))
+            .collect()
     }
 
     fn validate_only_error(
@@ -903,12 +907,7 @@ impl Flamingock {
         let snapshot = self.snapshot().await?;
         let latest = index(&snapshot);
         self.check_audit(&latest)?;
-        let decisions: Vec<Decision> = self
-            .inner
-            .changes
-            .iter()
-            .map(|c| decide(latest.get(c.meta.id.as_str()).copied(), c.meta.recovery))
-            .collect();
+        let decisions = self.decisions(&latest);
         if decisions.iter().all(|d| *d == Decision::Skip) {
             Ok(())
         } else {
