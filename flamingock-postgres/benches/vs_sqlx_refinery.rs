@@ -39,8 +39,15 @@ struct Sizes {
     rss_changes: usize,
 }
 
+/// Quick sizes on request, and when run by `cargo test --all-targets` (which
+/// passes no `--bench` argument): then the bench is a smoke test.
+fn quick() -> bool {
+    std::env::var("FLAMINGOCK_BENCH_QUICK").as_deref() == Ok("1")
+        || !std::env::args().any(|a| a == "--bench")
+}
+
 fn sizes() -> Sizes {
-    if std::env::var("FLAMINGOCK_BENCH_QUICK").as_deref() == Ok("1") {
+    if quick() {
         Sizes {
             iters: 3,
             startup_changes: 200,
@@ -696,7 +703,7 @@ async fn bench() -> Res<()> {
     ];
     say(format!(
         "flamingock-postgres vs sqlx 0.9 migrator vs refinery 0.10 (tokio-postgres); medians; sizes {}",
-        if std::env::var("FLAMINGOCK_BENCH_QUICK").as_deref() == Ok("1") { "quick" } else { "full" }
+        if quick() { "quick" } else { "full" }
     ));
 
     if wanted(1) {
