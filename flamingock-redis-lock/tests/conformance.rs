@@ -4,13 +4,13 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::Arc;
 
 use common::Redis;
-use flamingock_core::memory::{InMemoryAuditStore, InMemoryTarget, KvTx};
+use flamingock_core::memory::{InMemoryTarget, KvTx};
 use flamingock_core::{async_trait, BoxError, LockProvider};
 use flamingock_test_support::lock_suite::LockUnderTest;
+use flamingock_test_support::memory;
 use flamingock_test_support::pipeline_suite::{
     PipelineCapabilities, PipelineEnv, PipelineUnderTest,
 };
@@ -30,59 +30,24 @@ impl LockUnderTest for Redis {
     }
 }
 
-/// In-memory audit store and targets per namespace ("one database"), so
-/// that opening a namespace twice gives two handles on the same data.
-#[derive(Clone)]
-struct Memory {
-    store: InMemoryAuditStore,
-    elsewhere: InMemoryTarget,
-}
-
-static MEMORY: LazyLock<Mutex<HashMap<String, Memory>>> = LazyLock::new(Mutex::default);
-
-fn memory(ns: &str) -> Memory {
-    MEMORY
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .entry(ns.to_owned())
-        .or_insert_with(|| Memory {
-            store: InMemoryAuditStore::new(),
-            elsewhere: InMemoryTarget::new("elsewhere"),
-        })
-        .clone()
-}
-
 #[async_trait]
 impl PipelineUnderTest for Redis {
     type Target = InMemoryTarget;
 
     async fn open(&self, ns: &str) -> Result<PipelineEnv<InMemoryTarget>, BoxError> {
-        let m = memory(ns);
-        Ok(PipelineEnv {
-            store: Arc::new(m.store.clone()),
-            lock: Arc::new(self.lock(ns).await?),
-            shared: Some(m.store.target("shared")),
-            separate_marker: Some(m.elsewhere.clone().with_id("separate-marker")),
-            separate: Some(m.elsewhere.without_marker().with_id("separate")),
-        })
+        Ok(memory::env_with_lock(ns, Arc::new(self.lock(ns).await?)))
     }
 
     fn bump<'a>(tx: &'a mut KvTx, key: &'a str) -> BoxFuture<'a, Result<(), BoxError>> {
-        Box::pin(async move {
-            tx.incr(key);
-            Ok(())
-        })
+        <memory::Memory as PipelineUnderTest>::bump(tx, key)
     }
 
     async fn count(&self, target: &InMemoryTarget, key: &str) -> Result<u64, BoxError> {
-        Ok(match target.get(key) {
-            Some(v) => v.parse()?,
-            None => 0,
-        })
+        memory::Memory.count(target, key).await
     }
 
     async fn cleanup(&self, ns: &str) -> Result<(), BoxError> {
-        MEMORY.lock().unwrap_or_else(|p| p.into_inner()).remove(ns);
+        memory::drop_namespace(ns);
         self.delete_keys(ns).await
     }
 

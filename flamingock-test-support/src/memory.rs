@@ -77,14 +77,8 @@ impl PipelineUnderTest for Memory {
     type Target = InMemoryTarget;
 
     async fn open(&self, name: &str) -> Result<PipelineEnv<InMemoryTarget>, BoxError> {
-        let n = ns(name);
-        Ok(PipelineEnv {
-            store: Arc::new(n.store.clone()),
-            lock: Arc::new(n.store.lock()),
-            shared: Some(n.store.target("shared")),
-            separate_marker: Some(n.elsewhere.clone().with_id("separate-marker")),
-            separate: Some(n.elsewhere.without_marker().with_id("separate")),
-        })
+        let lock = Arc::new(ns(name).store.lock());
+        Ok(env_with_lock(name, lock))
     }
 
     fn bump<'a>(tx: &'a mut KvTx, key: &'a str) -> BoxFuture<'a, Result<(), BoxError>> {
@@ -109,6 +103,25 @@ impl PipelineUnderTest for Memory {
     fn capabilities(&self) -> PipelineCapabilities {
         PipelineCapabilities::default().repetitions(100)
     }
+}
+
+/// The in-memory store and targets of namespace `name` with another lock
+/// provider: how a lock-only backend (Redis) runs the pipeline suite. Drop
+/// the namespace with [`drop_namespace`].
+pub fn env_with_lock(name: &str, lock: Arc<dyn LockProvider>) -> PipelineEnv<InMemoryTarget> {
+    let n = ns(name);
+    PipelineEnv {
+        store: Arc::new(n.store.clone()),
+        lock,
+        shared: Some(n.store.target("shared")),
+        separate_marker: Some(n.elsewhere.clone().with_id("separate-marker")),
+        separate: Some(n.elsewhere.without_marker().with_id("separate")),
+    }
+}
+
+/// Forgets namespace `name` (see [`env_with_lock`]).
+pub fn drop_namespace(name: &str) {
+    drop_ns(name);
 }
 
 /// The suite constructor the macros take.
