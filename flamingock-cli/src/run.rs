@@ -586,7 +586,7 @@ async fn lock_release(runner: &Flamingock, yes: bool, out: &Out) -> Result<Exit,
     }
     match removed {
         Some(l) => out.line(&format!(
-            "released the lock of {} (fencing token {}); its later audit writes are rejected once another runner raises the fence",
+            "released the lock of {} (lock token {}); its later audit writes are rejected once another runner claims the audit store",
             l.owner, l.token
         )),
         None => out.line("lock: it was released meanwhile, nothing removed"),

@@ -374,8 +374,14 @@ impl HistoryFilter {
 ///   in the same atomic operation.
 /// * [`snapshot`](AuditStore::snapshot) returns the latest entry per change
 ///   (see [`reduce_snapshot`]) in one read sized by the number of changes.
-/// * [`raise_fence`](AuditStore::raise_fence) sets the fence to `token` if it
-///   is not lower than the current fence; otherwise it fails with `Fenced`.
+/// * [`claim_fence`](AuditStore::claim_fence) atomically increments the
+///   fence and returns the new value: the caller's **epoch**. Every epoch is
+///   strictly greater than every epoch handed out before, by this store,
+///   whatever any lock service remembers. A runner that holds the lock claims
+///   its epoch before reading anything, and every entry it writes carries it
+///   as `fencing_token`; a runner whose writes arrive after another claim is
+///   therefore rejected, even when a lock service forgot its tokens and
+///   granted the same token twice.
 #[async_trait]
 pub trait AuditStore: Send + Sync + 'static {
     /// A human-readable name used in errors and logs, e.g. `postgres(public.flamingock_audit)`.
@@ -389,8 +395,14 @@ pub trait AuditStore: Send + Sync + 'static {
     /// Creates tables/indexes if needed and allowed. Called once per runner.
     async fn prepare(&self) -> Result<(), StoreError>;
 
-    /// Raises the fence to `token` (idempotent for an equal token).
-    async fn raise_fence(&self, token: u64) -> Result<(), StoreError>;
+    /// Atomically increments the fence and returns the new value, this
+    /// runner's epoch (the first claim on an empty store returns 1).
+    ///
+    /// Called only by a runner that has just taken the lock, before it reads
+    /// the snapshot. A backend whose stale writers can hold resources the new
+    /// epoch needs (MongoDB: an open transaction of a killed runner) clears
+    /// them here, within a bounded time.
+    async fn claim_fence(&self) -> Result<u64, StoreError>;
 
     /// The current fence (0 when none was ever raised).
     async fn fence(&self) -> Result<u64, StoreError>;
@@ -407,6 +419,12 @@ pub trait AuditStore: Send + Sync + 'static {
     /// The lock provider that lives in the same store, used when the builder is
     /// given none.
     fn default_lock(&self) -> Option<Arc<dyn LockProvider>> {
+        None
+    }
+
+    /// What to check when an operation on this store does not answer within
+    /// the runner's operation timeout (added to the timeout error).
+    fn stall_hint(&self) -> Option<String> {
         None
     }
 }
@@ -428,8 +446,8 @@ impl<S: AuditStore + ?Sized> AuditStore for Arc<S> {
     async fn prepare(&self) -> Result<(), StoreError> {
         (**self).prepare().await
     }
-    async fn raise_fence(&self, token: u64) -> Result<(), StoreError> {
-        (**self).raise_fence(token).await
+    async fn claim_fence(&self) -> Result<u64, StoreError> {
+        (**self).claim_fence().await
     }
     async fn fence(&self) -> Result<u64, StoreError> {
         (**self).fence().await
@@ -445,6 +463,9 @@ impl<S: AuditStore + ?Sized> AuditStore for Arc<S> {
     }
     fn default_lock(&self) -> Option<Arc<dyn LockProvider>> {
         (**self).default_lock()
+    }
+    fn stall_hint(&self) -> Option<String> {
+        (**self).stall_hint()
     }
 }
 

@@ -17,14 +17,26 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 pub enum StoreError {
     /// The write carried a fencing token lower than the store's fence: a runner
     /// with a newer lease has been here since, so this runner must stop.
-    #[error("audit store {store}: write with fencing token {token} rejected, the fence is already at {fence} (another runner holds a newer lease)")]
+    #[error("audit store {store}: write of epoch {token} rejected, the fence is already at {fence} (another runner claimed the store since)")]
     Fenced {
         /// Store description.
         store: String,
-        /// The token this write carried.
+        /// The epoch (fencing token) this write carried.
         token: u64,
-        /// The token recorded at the fence.
+        /// The fence: the newest epoch claimed from the store.
         fence: u64,
+    },
+    /// The store did not answer within the runner's operation timeout.
+    #[error("audit store {store}: {operation} did not answer within {}{}", crate::deadline::human(*after), crate::deadline::hint(hint))]
+    Unresponsive {
+        /// Store description.
+        store: String,
+        /// What was being done.
+        operation: &'static str,
+        /// The timeout that passed.
+        after: Duration,
+        /// What to check, from the backend.
+        hint: Option<String>,
     },
     /// The driver or server failed.
     #[error("audit store {store}: {operation} failed: {source}")]
@@ -92,6 +104,18 @@ pub enum LockError {
         #[source]
         source: BoxError,
     },
+    /// The lock service did not answer within the runner's operation timeout.
+    #[error("lock {lock}: {operation} did not answer within {}{}", crate::deadline::human(*after), crate::deadline::hint(hint))]
+    Unresponsive {
+        /// Lock description.
+        lock: String,
+        /// What was being done.
+        operation: &'static str,
+        /// The timeout that passed.
+        after: Duration,
+        /// What to check, from the backend.
+        hint: Option<String>,
+    },
     /// The lock record has an unexpected shape.
     #[error("lock {lock}: malformed lock record: {detail}")]
     Malformed {
@@ -139,6 +163,16 @@ pub enum TargetError {
         /// Why.
         #[source]
         source: BoxError,
+    },
+    /// The target did not answer within the runner's operation timeout.
+    #[error("target system {target}: {operation} did not answer within {}; check that the system is reachable and that nothing else (a stalled or killed runner's transaction, another writer) holds what the change needs", crate::deadline::human(*after))]
+    Unresponsive {
+        /// Target id.
+        target: String,
+        /// What was being done.
+        operation: &'static str,
+        /// The timeout that passed.
+        after: Duration,
     },
     /// The change cannot run on this target as declared.
     #[error("target system {target}: {detail}")]
@@ -246,6 +280,16 @@ pub enum Error {
         /// What the run did before stopping.
         report: Box<RunReport>,
     },
+    /// The run was asked to stop (a shutdown signal) and stopped cleanly.
+    #[error("run {run_id} interrupted by a shutdown request: {detail}")]
+    Interrupted {
+        /// The run that stopped.
+        run_id: String,
+        /// What was finished, what was undone and what the next run will do.
+        detail: String,
+        /// What the run did before stopping.
+        report: Box<RunReport>,
+    },
     /// The audit store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -282,7 +326,8 @@ impl Error {
         match self {
             Error::Blocked { report, .. }
             | Error::ChangeFailed { report, .. }
-            | Error::LeaseLost { report, .. } => Some(report),
+            | Error::LeaseLost { report, .. }
+            | Error::Interrupted { report, .. } => Some(report),
             _ => None,
         }
     }
@@ -291,7 +336,8 @@ impl Error {
         match self {
             Error::Blocked { report, .. }
             | Error::ChangeFailed { report, .. }
-            | Error::LeaseLost { report, .. } => Some(report),
+            | Error::LeaseLost { report, .. }
+            | Error::Interrupted { report, .. } => Some(report),
             _ => None,
         }
     }

@@ -72,16 +72,30 @@
 //!   **non-transactional** (with the change's rollback, if it has one).
 //! * What the next run does with an interrupted change is the pure function
 //!   [`decide`].
-//! * The lock hands out strictly increasing fencing tokens; the runner raises
-//!   the audit store's fence to its token before reading the snapshot, and
-//!   every audit write (and every shared-transaction commit) is rejected
-//!   atomically when its token is below the fence. A runner that lost its
-//!   lease can therefore never record, or in the shared strategy commit, anything.
+//! * Fencing does not trust the lock service. Right after taking the lock the
+//!   runner claims an **epoch** from the audit store itself
+//!   ([`AuditStore::claim_fence`]: an atomic increment, strictly greater than
+//!   every epoch claimed before); every audit write (and every
+//!   shared-transaction commit) carries it and is rejected atomically when a
+//!   newer epoch has been claimed since. A runner that lost its lease can
+//!   therefore never record, or in the shared strategy commit, anything, even
+//!   when the lock service forgot its tokens (a Redis restart without
+//!   persistence) and let two runners believe they hold the lock. The lease
+//!   is also checked, with a margin, before every change, commit and audit write.
+//! * Nothing waits without a bound or without saying so: every store, lock
+//!   and target operation runs under [`Timeouts::operation`]; a change may be
+//!   given [`Timeouts::change`]; a wait for the lock is reported (an
+//!   [`Event::LockWaiting`] and an INFO log naming the holder and its expiry)
+//!   when it starts and every few seconds, backs off from 25 ms with jitter,
+//!   and ends as soon as the audit shows another runner did the work.
+//! * [`Flamingock::run_until`] stops cleanly on a shutdown signal: no new
+//!   change, the current one finishes or rolls back, the lock is released.
 #![deny(missing_docs)]
 #![warn(unreachable_pub)]
 
 pub mod audit;
 pub mod change;
+mod deadline;
 pub mod decision;
 pub mod error;
 pub mod events;
@@ -91,6 +105,7 @@ pub mod memory;
 mod pipeline;
 pub mod report;
 mod runner;
+mod shutdown;
 pub mod target;
 pub mod validate;
 
@@ -99,6 +114,7 @@ pub use audit::{
     TxStrategy,
 };
 pub use change::{Change, ChangeMeta, ChangeResult, RecoveryStrategy};
+pub use deadline::Timeouts;
 pub use decision::{decide, Decision};
 pub use error::{
     BlockedChange, BoxError, ChangeFailure, Error, LockError, NoRollback, StoreError, TargetError,

@@ -12,10 +12,12 @@ use tracing::{info, warn, Instrument};
 
 use crate::audit::{AuditEntry, AuditState, AuditStore, ErrorInfo, TxStrategy};
 use crate::change::{Change, ChangeMeta, RecoveryStrategy};
+use crate::deadline::{human, target_call, Timeouts};
 use crate::error::{BoxError, NoRollback, StoreError, TargetError};
-use crate::events::{Event, EventListener};
+use crate::events::{Emitter, Event};
 use crate::fault::{FaultInjector, FaultPoint};
 use crate::lock::HeldLease;
+use crate::shutdown::Shutdown;
 use crate::target::{CommitWith, ContextMode, Marker, TargetCapabilities, TargetSystem};
 
 /// An ordered group of changes. Changes run in lexicographic order of their
@@ -205,10 +207,14 @@ pub(crate) struct RunIdentity {
 pub(crate) struct ExecCtx<'a> {
     pub(crate) store: &'a dyn AuditStore,
     pub(crate) lease: &'a HeldLease,
+    /// The epoch claimed from the audit store: every entry carries it.
+    pub(crate) epoch: u64,
     pub(crate) who: &'a RunIdentity,
     pub(crate) change: &'a PlannedChange,
     pub(crate) fault: Option<&'a dyn FaultInjector>,
-    pub(crate) listeners: &'a [Arc<dyn EventListener>],
+    pub(crate) events: &'a Emitter,
+    pub(crate) timeouts: Timeouts,
+    pub(crate) shutdown: &'a Shutdown,
 }
 
 /// Why an execution stopped without a normal failure record.
@@ -227,6 +233,23 @@ pub(crate) enum Exec {
     Failed { error: BoxError, rolled_back: bool },
     Abort(Abort),
 }
+
+/// The error recorded for a transactional change whose `apply` was cut short
+/// by a shutdown request (its transaction is rolled back).
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("interrupted by a shutdown request before it finished; its transaction was rolled back")]
+pub(crate) struct InterruptedApply;
+
+/// A change's `apply` or `rollback` that passed [`Timeouts::change`].
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{what} did not finish within the change time limit of {}", human(*limit))]
+pub(crate) struct ChangeTimedOut {
+    what: &'static str,
+    limit: Duration,
+}
+
+/// How often a long change is reported as still running.
+const STILL_RUNNING_EVERY: Duration = Duration::from_secs(30);
 
 impl ExecCtx<'_> {
     pub(crate) fn entry(
@@ -253,20 +276,23 @@ impl ExecCtx<'_> {
             tx_strategy: c.strategy,
             recovery: c.meta.recovery,
             transactional: c.transactional,
-            fencing_token: self.lease.token(),
+            fencing_token: self.epoch,
             checksum: c.meta.checksum.clone(),
         }
     }
 
+    /// Writes an entry, after checking that the lease still holds with margin.
     async fn append(
         &self,
         state: AuditState,
         started: Instant,
         error: Option<&BoxError>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), Abort> {
+        self.lease.check().map_err(Abort::LeaseLost)?;
         self.store
             .append(&self.entry(state, started.elapsed(), error))
             .await
+            .map_err(Abort::Store)
     }
 
     async fn fault(&self, point: FaultPoint) -> Result<(), BoxError> {
@@ -277,22 +303,24 @@ impl ExecCtx<'_> {
     }
 
     fn emit(&self, event: Event) {
-        for l in self.listeners {
-            l.on_event(&event);
-        }
+        self.events.emit(event);
     }
 
     fn id(&self) -> String {
         self.change.meta.id.clone()
     }
 
+    fn target_id(&self) -> &str {
+        &self.change.target_id
+    }
+
     /// Records a failure whose effects the database undid: FAILED then ROLLED_BACK.
     async fn record_rolled_back_failure(&self, started: Instant, error: BoxError) -> Exec {
-        if let Err(e) = self.append(AuditState::Failed, started, Some(&error)).await {
-            return Exec::Abort(Abort::Store(e));
+        if let Err(a) = self.append(AuditState::Failed, started, Some(&error)).await {
+            return Exec::Abort(a);
         }
-        if let Err(e) = self.append(AuditState::RolledBack, started, None).await {
-            return Exec::Abort(Abort::Store(e));
+        if let Err(a) = self.append(AuditState::RolledBack, started, None).await {
+            return Exec::Abort(a);
         }
         self.emit(Event::ChangeFailed {
             change_id: self.id(),
@@ -306,17 +334,54 @@ impl ExecCtx<'_> {
             rolled_back: true,
         }
     }
-}
 
-/// Runs a change's `apply`, turning a panic into an error so the audit and
-/// the lock are still handled.
-async fn guarded_apply<C: Change>(
-    change: &C,
-    ctx: &mut <C::Target as TargetSystem>::Context,
-) -> Result<(), BoxError> {
-    match AssertUnwindSafe(change.apply(ctx)).catch_unwind().await {
-        Ok(r) => r,
-        Err(panic) => Err(panic_error("apply", panic)),
+    /// Runs a change's `apply` (or `rollback`): panics become errors, the
+    /// change time limit applies, a long change is reported every 30 s, and
+    /// when `interruptible` (its transaction can be rolled back) a shutdown
+    /// request cuts it short.
+    async fn bounded(
+        &self,
+        what: &'static str,
+        work: impl std::future::Future<Output = Result<(), BoxError>>,
+        interruptible: bool,
+    ) -> Result<(), BoxError> {
+        let work = AssertUnwindSafe(work).catch_unwind();
+        tokio::pin!(work);
+        let started = Instant::now();
+        let limit = self.timeouts.change;
+        let deadline = limit.map(|l| tokio::time::Instant::now() + l);
+        let interrupt = self.shutdown.requested();
+        tokio::pin!(interrupt);
+        loop {
+            let tick = tokio::time::sleep(STILL_RUNNING_EVERY);
+            let expiry = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                out = &mut work => {
+                    return match out {
+                        Ok(r) => r,
+                        Err(panic) => Err(panic_error(what, panic)),
+                    };
+                }
+                () = expiry => {
+                    return Err(Box::new(ChangeTimedOut { what, limit: limit.unwrap_or_default() }));
+                }
+                () = &mut interrupt, if interruptible => {
+                    return Err(Box::new(InterruptedApply));
+                }
+                () = tick => {
+                    info!(
+                        change_id = %self.change.meta.id,
+                        running = %human(started.elapsed()),
+                        "{what} of change '{}' still running", self.change.meta.id
+                    );
+                }
+            }
+        }
     }
 }
 
@@ -335,7 +400,7 @@ async fn execute<C: Change>(change: &C, target: &C::Target, x: &ExecCtx<'_>) -> 
         change_id = %x.change.meta.id,
         stage = %x.change.stage,
         strategy = %x.change.strategy,
-        token = x.lease.token(),
+        epoch = x.epoch,
     );
     async move {
         if let Err(why) = x.lease.check() {
@@ -357,7 +422,7 @@ async fn execute<C: Change>(change: &C, target: &C::Target, x: &ExecCtx<'_>) -> 
         };
         match &out {
             Exec::Applied => {
-                info!(elapsed = ?started.elapsed(), "applied");
+                info!(elapsed = %human(started.elapsed()), "applied");
                 x.emit(Event::ChangeApplied {
                     change_id: x.id(),
                     duration: started.elapsed(),
@@ -374,6 +439,15 @@ async fn execute<C: Change>(change: &C, target: &C::Target, x: &ExecCtx<'_>) -> 
     .await
 }
 
+/// Rolls a transaction back, bounded; a failure only logs (the database
+/// rolls back an abandoned transaction by itself).
+async fn abort_bounded<T: TargetSystem>(target: &T, ctx: T::Context, x: &ExecCtx<'_>) {
+    let limit = x.timeouts.operation;
+    if let Err(e) = target_call(x.target_id(), "roll back", limit, target.abort(ctx)).await {
+        warn!(error = %e, "rollback of the change's transaction failed");
+    }
+}
+
 /// Begins the target's transaction and applies the change in it. On any
 /// failure the transaction is rolled back (by the database) and recorded as
 /// FAILED then ROLLED_BACK; the caller returns that outcome.
@@ -383,20 +457,26 @@ async fn apply_in_transaction<C: Change>(
     x: &ExecCtx<'_>,
     started: Instant,
 ) -> Result<<C::Target as TargetSystem>::Context, Exec> {
-    let mut ctx = match target.begin(ContextMode::Transaction).await {
+    let limit = x.timeouts.operation;
+    let mut ctx = match target_call(
+        x.target_id(),
+        "begin a transaction",
+        limit,
+        target.begin(ContextMode::Transaction),
+    )
+    .await
+    {
         Ok(c) => c,
         Err(e) => return Err(x.record_rolled_back_failure(started, Box::new(e)).await),
     };
-    let applied = match guarded_apply(change, &mut ctx).await {
+    let applied = match x.bounded("apply", change.apply(&mut ctx), true).await {
         Ok(()) => x.fault(FaultPoint::BeforeCommit).await,
         Err(e) => Err(e),
     };
     match applied {
         Ok(()) => Ok(ctx),
         Err(error) => {
-            if let Err(e) = target.abort(ctx).await {
-                warn!(error = %e, "rollback of the failed change's transaction failed");
-            }
+            abort_bounded(target, ctx, x).await;
             Err(x.record_rolled_back_failure(started, error).await)
         }
     }
@@ -413,8 +493,15 @@ async fn shared_tx<C: Change>(
         Ok(ctx) => ctx,
         Err(failed) => return failed,
     };
+    // The fence inside the transaction is the guarantee; this check stops a
+    // runner that already knows its lease is gone from even trying.
+    if let Err(why) = x.lease.check() {
+        abort_bounded(target, ctx, x).await;
+        return Exec::Abort(Abort::LeaseLost(why));
+    }
     let entry = x.entry(AuditState::Applied, started.elapsed(), None);
-    match target.commit(ctx, CommitWith::Audit(&entry)).await {
+    let commit = target.commit(ctx, CommitWith::Audit(&entry));
+    match target_call(x.target_id(), "commit", x.timeouts.operation, commit).await {
         Ok(()) => {}
         Err(TargetError::Audit {
             source: e @ StoreError::Fenced { .. },
@@ -423,9 +510,9 @@ async fn shared_tx<C: Change>(
         Err(e @ TargetError::NotCommitted { .. }) => {
             return x.record_rolled_back_failure(started, Box::new(e)).await
         }
-        // Outcome unknown (e.g. connection lost during COMMIT): write nothing.
-        // The APPLIED entry is in the same transaction, so the next run sees
-        // exactly what the database kept.
+        // Outcome unknown (e.g. connection lost during COMMIT, or no answer
+        // in time): write nothing. The APPLIED entry is in the same
+        // transaction, so the next run sees exactly what the database kept.
         Err(e) => return Exec::Abort(Abort::Target(e)),
     }
     for point in [FaultPoint::AfterCommit, FaultPoint::AfterApplied] {
@@ -443,23 +530,27 @@ async fn separate_tx<C: Change>(
     x: &ExecCtx<'_>,
     started: Instant,
 ) -> Exec {
-    if let Err(e) = x.append(AuditState::Started, started, None).await {
-        return Exec::Abort(Abort::Store(e));
+    if let Err(a) = x.append(AuditState::Started, started, None).await {
+        return Exec::Abort(a);
     }
     let ctx = match apply_in_transaction(change, target, x, started).await {
         Ok(ctx) => ctx,
         Err(failed) => return failed,
     };
     if let Err(why) = x.lease.check() {
-        // Not committed: say so if the fence still lets us.
-        let _ = target.abort(ctx).await;
-        let _ = x.append(AuditState::RolledBack, started, None).await;
+        // Not committed: say so if the fence still lets us (best effort, so
+        // the next run need not ask an operator about it).
+        abort_bounded(target, ctx, x).await;
+        let _ = x
+            .store
+            .append(&x.entry(AuditState::RolledBack, started.elapsed(), None))
+            .await;
         return Exec::Abort(Abort::LeaseLost(why));
     }
     let marker = Marker {
         change_id: x.id(),
         run_id: x.who.run_id.clone(),
-        fencing_token: x.lease.token(),
+        fencing_token: x.epoch,
     };
     let with = if x.change.strategy == TxStrategy::SeparateTxWithMarker {
         CommitWith::Marker(&marker)
@@ -468,7 +559,8 @@ async fn separate_tx<C: Change>(
     };
     // On a commit error the outcome is unknown: STARTED stays, and the next
     // run resolves it by marker or asks an operator.
-    match target.commit(ctx, with).await {
+    let commit = target.commit(ctx, with);
+    match target_call(x.target_id(), "commit", x.timeouts.operation, commit).await {
         Ok(()) => {}
         Err(e @ TargetError::NotCommitted { .. }) => {
             return x.record_rolled_back_failure(started, Box::new(e)).await
@@ -478,11 +570,19 @@ async fn separate_tx<C: Change>(
     if let Err(e) = x.fault(FaultPoint::AfterCommit).await {
         return Exec::Abort(Abort::Injected(e));
     }
-    if let Err(e) = x.append(AuditState::Applied, started, None).await {
-        return Exec::Abort(Abort::Store(e));
+    if let Err(a) = x.append(AuditState::Applied, started, None).await {
+        return Exec::Abort(a);
     }
     if x.change.strategy == TxStrategy::SeparateTxWithMarker {
-        if let Err(e) = target.clear_marker(&marker.change_id).await {
+        let clear = target.clear_marker(&marker.change_id);
+        if let Err(e) = target_call(
+            x.target_id(),
+            "clear the marker",
+            x.timeouts.operation,
+            clear,
+        )
+        .await
+        {
             warn!(error = %e, "could not remove the change's marker (harmless: APPLIED is recorded)");
         }
     }
@@ -493,70 +593,72 @@ async fn separate_tx<C: Change>(
 }
 
 /// STARTED; apply; APPLIED. On failure: FAILED, then the change's rollback if any.
+///
+/// A shutdown request does not cut a non-transactional change short (that
+/// would leave a partial effect): it runs to its end or its time limit.
 async fn non_transactional<C: Change>(
     change: &C,
     target: &C::Target,
     x: &ExecCtx<'_>,
     started: Instant,
 ) -> Exec {
-    if let Err(e) = x.append(AuditState::Started, started, None).await {
-        return Exec::Abort(Abort::Store(e));
+    if let Err(a) = x.append(AuditState::Started, started, None).await {
+        return Exec::Abort(a);
     }
-    let mut ctx = match target.begin(ContextMode::NonTransactional).await {
+    let limit = x.timeouts.operation;
+    let begin = target.begin(ContextMode::NonTransactional);
+    let mut ctx = match target_call(x.target_id(), "open a context", limit, begin).await {
         Ok(c) => c,
         // Nothing of the change ran.
         Err(e) => return x.record_rolled_back_failure(started, Box::new(e)).await,
     };
-    let applied = match guarded_apply(change, &mut ctx).await {
+    let applied = match x.bounded("apply", change.apply(&mut ctx), false).await {
         Ok(()) => x.fault(FaultPoint::BeforeCommit).await,
         Err(e) => Err(e),
     };
     if let Err(error) = applied {
-        if let Err(e) = x.append(AuditState::Failed, started, Some(&error)).await {
-            let _ = target.abort(ctx).await;
-            return Exec::Abort(Abort::Store(e));
+        if let Err(a) = x.append(AuditState::Failed, started, Some(&error)).await {
+            abort_bounded(target, ctx, x).await;
+            return Exec::Abort(a);
         }
         x.emit(Event::ChangeFailed {
             change_id: x.id(),
             error: error.to_string(),
         });
-        let rollback = match AssertUnwindSafe(change.rollback(&mut ctx))
-            .catch_unwind()
-            .await
-        {
-            Ok(r) => r,
-            Err(panic) => Err(panic_error("rollback", panic)),
-        };
-        let _ = target.abort(ctx).await;
+        let rollback = x
+            .bounded("rollback", change.rollback(&mut ctx), false)
+            .await;
+        abort_bounded(target, ctx, x).await;
         let rolled_back = match rollback {
             Ok(()) => {
-                if let Err(e) = x.append(AuditState::RolledBack, started, None).await {
-                    return Exec::Abort(Abort::Store(e));
+                if let Err(a) = x.append(AuditState::RolledBack, started, None).await {
+                    return Exec::Abort(a);
                 }
                 x.emit(Event::ChangeRolledBack { change_id: x.id() });
                 true
             }
             Err(e) if e.is::<NoRollback>() => false,
             Err(e) => {
-                if let Err(e) = x
+                if let Err(a) = x
                     .append(AuditState::RollbackFailed, started, Some(&e))
                     .await
                 {
-                    return Exec::Abort(Abort::Store(e));
+                    return Exec::Abort(a);
                 }
                 false
             }
         };
         return Exec::Failed { error, rolled_back };
     }
-    if let Err(e) = target.commit(ctx, CommitWith::Nothing).await {
+    let release = target.commit(ctx, CommitWith::Nothing);
+    if let Err(e) = target_call(x.target_id(), "release the context", limit, release).await {
         warn!(error = %e, "releasing the non-transactional context failed");
     }
     if let Err(e) = x.fault(FaultPoint::AfterCommit).await {
         return Exec::Abort(Abort::Injected(e));
     }
-    if let Err(e) = x.append(AuditState::Applied, started, None).await {
-        return Exec::Abort(Abort::Store(e));
+    if let Err(a) = x.append(AuditState::Applied, started, None).await {
+        return Exec::Abort(a);
     }
     if let Err(e) = x.fault(FaultPoint::AfterApplied).await {
         return Exec::Abort(Abort::Injected(e));

@@ -70,7 +70,8 @@ pub struct RunReport {
     pub run_id: String,
     /// Whether the lock was taken (false on the fast path).
     pub took_lock: bool,
-    /// Fencing token of the lease, when one was taken.
+    /// The epoch this run claimed from the audit store (carried by every
+    /// entry it wrote as `fencing_token`), when it took the lock.
     pub fencing_token: Option<u64>,
     /// One line per change, in pipeline order.
     pub changes: Vec<ChangeReport>,

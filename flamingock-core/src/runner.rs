@@ -6,21 +6,24 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures::future::BoxFuture;
 use futures::FutureExt;
 use serde::Serialize;
-use tracing::{info, warn, Instrument};
+use tracing::{debug, info, warn, Instrument};
 
 use crate::audit::{AuditEntry, AuditState, AuditStore, HistoryFilter, TxStrategy};
+use crate::deadline::{target_call, TimedLock, TimedStore, Timeouts};
 use crate::decision::{decide, resolution_for, Decision};
 use crate::error::{BlockedChange, ChangeFailure, Error, LockError, StoreError};
-use crate::events::{Event, EventListener};
+use crate::events::{Emitter, Event, EventListener};
 use crate::fault::FaultInjector;
-use crate::lock::{HeldLease, LockConfig, LockInfo, LockProvider};
+use crate::lock::{HeldLease, LockConfig, LockInfo, LockProvider, Waited};
 use crate::pipeline::{
-    stored_recovery, strategy_for, Abort, Exec, ExecCtx, PlannedChange, RegisteredTarget,
-    RunIdentity, Stage,
+    stored_recovery, strategy_for, Abort, Exec, ExecCtx, InterruptedApply, PlannedChange,
+    RegisteredTarget, RunIdentity, Stage,
 };
 use crate::report::{ChangeOutcome, ChangeReport, RunReport};
+use crate::shutdown::Shutdown;
 use crate::target::TargetSystem;
 use crate::validate::{check_id, CheckPolicy, ValidationErrors, ValidationProblem};
 
@@ -32,6 +35,7 @@ pub struct FlamingockBuilder {
     targets: Vec<RegisteredTarget>,
     stages: Vec<Stage>,
     lock_config: LockConfig,
+    timeouts: Timeouts,
     enabled: bool,
     validate_only: bool,
     service: String,
@@ -59,6 +63,7 @@ impl Default for FlamingockBuilder {
             targets: Vec::new(),
             stages: Vec::new(),
             lock_config: LockConfig::default(),
+            timeouts: Timeouts::default(),
             enabled: true,
             validate_only: false,
             service: "flamingock".to_owned(),
@@ -95,6 +100,16 @@ impl FlamingockBuilder {
     /// Lock timings.
     pub fn lock_config(mut self, cfg: LockConfig) -> Self {
         self.lock_config = cfg;
+        self
+    }
+    /// Deadlines of store, lock and target operations and of each change.
+    pub fn timeouts(mut self, t: Timeouts) -> Self {
+        self.timeouts = t;
+        self
+    }
+    /// The longest a change's `apply` may run (see [`Timeouts::change`]).
+    pub fn change_timeout(mut self, d: std::time::Duration) -> Self {
+        self.timeouts = self.timeouts.change(d);
         self
     }
     /// When false, `run` does nothing and returns an empty report.
@@ -154,6 +169,8 @@ impl FlamingockBuilder {
             }
         };
         let changes = plan_pipeline(&self.stages, &self.targets, store.store_id())?;
+        let store = TimedStore::wrap(store, self.timeouts.operation);
+        let lock = TimedLock::wrap(lock, self.timeouts.operation);
         let hostname = gethostname::gethostname().to_string_lossy().into_owned();
         let runner_id = format!("{}@{}#{}", self.service, hostname, uuid::Uuid::new_v4());
         Ok(Flamingock {
@@ -162,12 +179,13 @@ impl FlamingockBuilder {
                 lock,
                 changes,
                 lock_config: self.lock_config,
+                timeouts: self.timeouts,
                 enabled: self.enabled,
                 validate_only: self.validate_only,
                 runner_id,
                 hostname,
                 metadata: self.metadata,
-                listeners: self.listeners,
+                events: Emitter::new(self.listeners),
                 orphans: self.orphans,
                 drift: self.drift,
                 fault: self.fault,
@@ -329,12 +347,13 @@ struct Inner {
     lock: Arc<dyn LockProvider>,
     changes: Vec<PlannedChange>,
     lock_config: LockConfig,
+    timeouts: Timeouts,
     enabled: bool,
     validate_only: bool,
     runner_id: String,
     hostname: String,
     metadata: serde_json::Value,
-    listeners: Vec<Arc<dyn EventListener>>,
+    events: Emitter,
     orphans: CheckPolicy,
     drift: CheckPolicy,
     fault: Option<Arc<dyn FaultInjector>>,
@@ -407,9 +426,77 @@ impl Flamingock {
     /// Applies every pending change, in order, exactly once.
     ///
     /// Fast path: when the snapshot (read without the lock) shows nothing to
-    /// do, returns without touching the lock. Otherwise takes the lock, raises
-    /// the audit store's fence to the lease's token, re-reads and re-plans.
+    /// do, returns without touching the lock. Otherwise takes the lock
+    /// (waiting for it with backoff, and stopping early when another runner
+    /// finishes the work meanwhile), claims an epoch from the audit store,
+    /// re-reads and re-plans.
     pub async fn run(&self) -> Result<RunReport, Error> {
+        self.run_with(Shutdown::never()).await
+    }
+
+    /// [`run`](Self::run), stopping cleanly when `shutdown` completes (a
+    /// signal, a cancellation token, a channel).
+    ///
+    /// On the request the runner takes no new change; a transactional change
+    /// in its `apply` is cut short and its transaction rolled back (recorded
+    /// FAILED + ROLLED_BACK, so the next run applies it again); a commit
+    /// under way finishes; a non-transactional change runs to its end (or
+    /// its time limit), since cutting it short would leave a partial effect.
+    /// Then the lock is released and the run ends with
+    /// [`Error::Interrupted`], which says what the next run will do. A wait
+    /// for the lock ends at once. Drop the future returned here (a second
+    /// signal) to stop without waiting for anything.
+    ///
+    /// ```
+    /// # use flamingock_core::memory::{InMemoryAuditStore, InMemoryTarget, KvTx};
+    /// # use flamingock_core::{Change, ChangeMeta, ChangeResult, Flamingock, Stage};
+    /// # struct CreateUsers;
+    /// # impl Change for CreateUsers {
+    /// #     type Target = InMemoryTarget;
+    /// #     fn meta(&self) -> ChangeMeta { ChangeMeta::new("create-users", "0001") }
+    /// #     async fn apply(&self, tx: &mut KvTx) -> ChangeResult { tx.put("t", "v"); Ok(()) }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), flamingock_core::Error> {
+    /// # let store = InMemoryAuditStore::new();
+    /// let runner = Flamingock::builder()
+    ///     .audit_store(store.clone())
+    ///     .target(store.target("app-db"))
+    ///     .stage(Stage::new("init").change(CreateUsers))
+    ///     .build()?;
+    /// // In a service: `runner.run_until(async { tokio::signal::ctrl_c().await.ok(); })`.
+    /// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    /// let report = runner.run_until(async { stopped.await.ok(); }).await?;
+    /// # drop(stop);
+    /// assert_eq!(report.applied(), ["create-users"]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn run_until(
+        &self,
+        shutdown: impl std::future::Future<Output = ()> + Send,
+    ) -> Result<RunReport, Error> {
+        let (trigger, request) = Shutdown::new();
+        let events = self.inner.events.clone();
+        let watch = async move {
+            shutdown.await;
+            let detail = "taking no new change; the current one finishes or rolls back, \
+                          then the lock is released"
+                .to_owned();
+            info!("shutdown requested: {detail}");
+            events.emit(Event::ShutdownRequested { detail });
+            trigger.fire();
+            std::future::pending::<()>().await;
+        };
+        let run = self.run_with(request);
+        tokio::pin!(run, watch);
+        match futures::future::select(run, watch).await {
+            futures::future::Either::Left((res, _)) => res,
+            futures::future::Either::Right(((), _)) => unreachable!("the watcher never ends"),
+        }
+    }
+
+    async fn run_with(&self, shutdown: Shutdown) -> Result<RunReport, Error> {
         let run_id = uuid::Uuid::new_v4().to_string();
         let span =
             tracing::info_span!("flamingock_run", %run_id, runner_id = %self.inner.runner_id);
@@ -418,10 +505,13 @@ impl Flamingock {
                 run_id: run_id.clone(),
             });
             let started = Instant::now();
-            let mut res = self.run_inner(&run_id).await;
+            let mut res = self.run_inner(&run_id, &shutdown).await;
             match &mut res {
                 Ok(r) => r.duration = started.elapsed(),
                 Err(e) => {
+                    if let Error::Interrupted { run_id: id, .. } = e {
+                        id.clone_from(&run_id);
+                    }
                     if let Some(r) = e.report_mut() {
                         r.run_id.clone_from(&run_id);
                         r.duration = started.elapsed();
@@ -465,13 +555,30 @@ impl Flamingock {
     }
 
     fn emit(&self, event: Event) {
-        for l in &self.inner.listeners {
-            l.on_event(&event);
-        }
+        self.inner.events.emit(event);
     }
 
-    async fn run_inner(&self, run_id: &str) -> Result<RunReport, Error> {
-        let mut report = RunReport {
+    /// Reads the snapshot without the lock: `Ok(true)` when everything is
+    /// applied (nothing to do), after checking the audit against the code.
+    async fn nothing_pending(&self) -> Result<bool, Error> {
+        let snapshot = self.inner.store.snapshot().await?;
+        let latest = index(&snapshot);
+        self.check_audit(&latest)?;
+        Ok(self.decisions(&latest).iter().all(|d| *d == Decision::Skip))
+    }
+
+    fn all_skipped(&self, mut report: RunReport) -> RunReport {
+        report.changes = self
+            .inner
+            .changes
+            .iter()
+            .map(|c| line(c, ChangeOutcome::Skipped))
+            .collect();
+        report
+    }
+
+    async fn run_inner(&self, run_id: &str, shutdown: &Shutdown) -> Result<RunReport, Error> {
+        let report = RunReport {
             run_id: run_id.to_owned(),
             ..RunReport::default()
         };
@@ -485,33 +592,37 @@ impl Flamingock {
         self.check_audit(&latest)?;
         let decisions = self.decisions(&latest);
         if decisions.iter().all(|d| *d == Decision::Skip) {
-            report.changes = self
-                .inner
-                .changes
-                .iter()
-                .map(|c| line(c, ChangeOutcome::Skipped))
-                .collect();
-            return Ok(report);
+            return Ok(self.all_skipped(report));
         }
         if self.inner.validate_only {
             return Err(self.validate_only_error(&latest, &decisions, report));
         }
-        let lease = HeldLease::acquire(
+        let mut still_needed = || -> BoxFuture<'_, Result<bool, Error>> {
+            Box::pin(async { Ok(!self.nothing_pending().await?) })
+        };
+        let lease = match HeldLease::acquire(
             self.inner.lock.clone(),
             &self.inner.runner_id,
             &self.inner.lock_config,
+            &self.inner.events,
+            &mut still_needed,
+            shutdown,
         )
-        .await?;
+        .await?
+        {
+            Waited::Acquired(lease) => lease,
+            Waited::NotNeeded => return Ok(self.all_skipped(report)),
+        };
         let who = RunIdentity {
             run_id: run_id.to_owned(),
             runner_id: self.inner.runner_id.clone(),
             hostname: self.inner.hostname.clone(),
             metadata: self.inner.metadata.clone(),
         };
+        let mut report = report;
         report.took_lock = true;
-        report.fencing_token = Some(lease.token());
         // Release on every exit path, panics included.
-        let result = AssertUnwindSafe(self.locked_run(&lease, &who, report))
+        let result = AssertUnwindSafe(self.locked_run(&lease, &who, report, shutdown))
             .catch_unwind()
             .await;
         let released = lease.release().await;
@@ -633,11 +744,16 @@ impl Flamingock {
         lease: &HeldLease,
         who: &RunIdentity,
         mut report: RunReport,
+        shutdown: &Shutdown,
     ) -> Result<RunReport, Error> {
         let store = &*self.inner.store;
-        if let Err(e) = store.raise_fence(lease.token()).await {
-            return Err(self.store_abort(e, who, report));
-        }
+        let epoch = store.claim_fence().await?;
+        report.fencing_token = Some(epoch);
+        debug!(
+            epoch,
+            lock_token = lease.token(),
+            "claimed an epoch from the audit store"
+        );
         let snapshot = store.snapshot().await?;
         let latest = index(&snapshot);
         let mut decisions = Vec::with_capacity(self.inner.changes.len());
@@ -647,7 +763,7 @@ impl Flamingock {
             let mut d = decide(prev, c.meta.recovery);
             let mut recovered = false;
             if let (Decision::ResolveByMarker, Some(prev)) = (&d, prev) {
-                let (entry, committed) = self.resolve_by_marker(c, prev, lease, who).await?;
+                let (entry, committed) = self.resolve_by_marker(c, prev, lease, epoch, who).await?;
                 recovered = committed;
                 d = decide(Some(&entry), c.meta.recovery);
             }
@@ -703,8 +819,14 @@ impl Flamingock {
                 continue;
             }
             let stage_span = tracing::info_span!("stage", stage = %stage);
+            let run = StageRun {
+                lease,
+                epoch,
+                who,
+                shutdown,
+            };
             let outcome = self
-                .run_stage(lease, who, range.clone(), &decisions[range], &mut report)
+                .run_stage(&run, range.clone(), &decisions[range], &mut report)
                 .instrument(stage_span)
                 .await;
             match outcome {
@@ -726,12 +848,12 @@ impl Flamingock {
 
     async fn run_stage(
         &self,
-        lease: &HeldLease,
-        who: &RunIdentity,
+        run: &StageRun<'_>,
         range: std::ops::Range<usize>,
         decisions: &[(Decision, bool)],
         report: &mut RunReport,
     ) -> Result<(), Error> {
+        let who = run.who;
         let changes = &self.inner.changes[range];
         if let Some(first) = changes.first() {
             self.emit(Event::StageStarted {
@@ -753,15 +875,22 @@ impl Flamingock {
                         ChangeOutcome::Skipped
                     },
                 )),
+                _ if run.shutdown.is_requested() => {
+                    report.changes.push(line(c, ChangeOutcome::NotRun));
+                    failed = Some(interrupted(who, None));
+                }
                 _ => {
                     let started = Instant::now();
                     let x = ExecCtx {
                         store: &*self.inner.store,
-                        lease,
+                        lease: run.lease,
+                        epoch: run.epoch,
                         who,
                         change: c,
                         fault: self.inner.fault.as_deref(),
-                        listeners: &self.inner.listeners,
+                        events: &self.inner.events,
+                        timeouts: self.inner.timeouts,
+                        shutdown: run.shutdown,
                     };
                     let exec = c.bound.execute(&x).await;
                     let mut l = line(c, ChangeOutcome::Applied);
@@ -774,13 +903,17 @@ impl Flamingock {
                                 rolled_back,
                             };
                             report.changes.push(l);
-                            failed = Some(Error::ChangeFailed {
-                                failure: ChangeFailure {
-                                    stage: c.stage.clone(),
-                                    change_id: c.meta.id.clone(),
-                                    source: error,
-                                },
-                                report: Box::default(),
+                            failed = Some(if error.is::<InterruptedApply>() {
+                                interrupted(who, Some(&c.meta.id))
+                            } else {
+                                Error::ChangeFailed {
+                                    failure: ChangeFailure {
+                                        stage: c.stage.clone(),
+                                        change_id: c.meta.id.clone(),
+                                        source: error,
+                                    },
+                                    report: Box::default(),
+                                }
                             });
                         }
                         Exec::Abort(a) => {
@@ -792,7 +925,7 @@ impl Flamingock {
                                     detail,
                                     report: Box::default(),
                                 },
-                                Abort::Store(e) => self.store_abort(e, who, RunReport::default()),
+                                Abort::Store(e) => store_abort(e, who),
                                 Abort::Target(e) => Error::Target(e),
                                 Abort::Injected(source) => Error::ChangeFailed {
                                     failure: ChangeFailure {
@@ -814,17 +947,6 @@ impl Flamingock {
         }
     }
 
-    fn store_abort(&self, e: StoreError, who: &RunIdentity, report: RunReport) -> Error {
-        match e {
-            StoreError::Fenced { .. } => Error::LeaseLost {
-                run_id: who.run_id.clone(),
-                detail: e.to_string(),
-                report: Box::new(report),
-            },
-            other => Error::Store(other),
-        }
-    }
-
     /// Resolves a STARTED entry of the separate-with-marker strategy: the marker
     /// exists for that run iff its transaction committed. Returns the entry
     /// written and whether the change turned out applied.
@@ -833,9 +955,12 @@ impl Flamingock {
         c: &PlannedChange,
         prev: &AuditEntry,
         lease: &HeldLease,
+        epoch: u64,
         who: &RunIdentity,
     ) -> Result<(AuditEntry, bool), Error> {
-        let marker = c.bound.marker(&c.meta.id).await?;
+        let limit = self.inner.timeouts.operation;
+        let read = c.bound.marker(&c.meta.id);
+        let marker = target_call(&c.target_id, "read the marker", limit, read).await?;
         let committed = marker.is_some_and(|m| m.run_id == prev.run_id);
         let mut entry = prev.clone();
         entry.state = if committed {
@@ -844,7 +969,7 @@ impl Flamingock {
             AuditState::RolledBack
         };
         entry.created_at = crate::audit::audit_clock();
-        entry.fencing_token = lease.token();
+        entry.fencing_token = epoch;
         entry.runner_id = who.runner_id.clone();
         entry.hostname = who.hostname.clone();
         entry.metadata = serde_json::json!({
@@ -852,11 +977,17 @@ impl Flamingock {
             "resolved_by_run": who.run_id,
         });
         info!(change_id = %c.meta.id, committed, "resolved an interrupted execution from the target's marker");
+        lease.check().map_err(|detail| Error::LeaseLost {
+            run_id: who.run_id.clone(),
+            detail,
+            report: Box::default(),
+        })?;
         if let Err(e) = self.inner.store.append(&entry).await {
-            return Err(self.store_abort(e, who, RunReport::default()));
+            return Err(store_abort(e, who));
         }
         if committed {
-            if let Err(e) = c.bound.clear_marker(&c.meta.id).await {
+            let clear = c.bound.clear_marker(&c.meta.id);
+            if let Err(e) = target_call(&c.target_id, "clear the marker", limit, clear).await {
                 warn!(error = %e, "could not remove a resolved marker");
             }
         }
@@ -967,12 +1098,20 @@ impl Flamingock {
         reason: &str,
     ) -> Result<AuditEntry, Error> {
         self.prepare().await?;
-        let lease = HeldLease::acquire(
+        let mut always = || -> BoxFuture<'_, Result<bool, Error>> { Box::pin(async { Ok(true) }) };
+        let lease = match HeldLease::acquire(
             self.inner.lock.clone(),
             &self.inner.runner_id,
             &self.inner.lock_config,
+            &self.inner.events,
+            &mut always,
+            &Shutdown::never(),
         )
-        .await?;
+        .await?
+        {
+            Waited::Acquired(lease) => lease,
+            Waited::NotNeeded => unreachable!("an operator fix always needs the lock"),
+        };
         let result = self.fix_locked(change_id, state, reason, &lease).await;
         let released = lease.release().await;
         let entry = result?;
@@ -990,7 +1129,7 @@ impl Flamingock {
         lease: &HeldLease,
     ) -> Result<AuditEntry, Error> {
         let store = &*self.inner.store;
-        store.raise_fence(lease.token()).await?;
+        let epoch = store.claim_fence().await?;
         let snapshot = store.snapshot().await?;
         let prev = snapshot
             .iter()
@@ -1009,7 +1148,7 @@ impl Flamingock {
         entry.state = state;
         entry.created_at = crate::audit::audit_clock();
         entry.tx_strategy = TxStrategy::Manual;
-        entry.fencing_token = lease.token();
+        entry.fencing_token = epoch;
         entry.runner_id = self.inner.runner_id.clone();
         entry.hostname = self.inner.hostname.clone();
         entry.run_id = uuid::Uuid::new_v4().to_string();
@@ -1025,6 +1164,11 @@ impl Flamingock {
         metadata.insert("reason".into(), reason.into());
         metadata.insert("previous_state".into(), prev.state.as_str().into());
         entry.metadata = serde_json::Value::Object(metadata);
+        lease.check().map_err(|detail| Error::LeaseLost {
+            run_id: entry.run_id.clone(),
+            detail,
+            report: Box::default(),
+        })?;
         store.append(&entry).await?;
         info!(change_id, state = %state, "operator fix recorded");
         Ok(entry)
@@ -1040,6 +1184,26 @@ impl Flamingock {
     /// old holder's non-transactional work may still be in flight.
     pub async fn force_release_lock(&self) -> Result<Option<LockInfo>, LockError> {
         self.inner.lock.force_release().await
+    }
+}
+
+/// What every change of one locked run shares.
+struct StageRun<'a> {
+    lease: &'a HeldLease,
+    epoch: u64,
+    who: &'a RunIdentity,
+    shutdown: &'a Shutdown,
+}
+
+/// A store error that stops a run; a fence rejection means the lease is gone.
+fn store_abort(e: StoreError, who: &RunIdentity) -> Error {
+    match e {
+        StoreError::Fenced { .. } => Error::LeaseLost {
+            run_id: who.run_id.clone(),
+            detail: e.to_string(),
+            report: Box::default(),
+        },
+        other => Error::Store(other),
     }
 }
 
@@ -1084,6 +1248,31 @@ fn attach_report(e: Error, report: RunReport) -> Error {
             detail,
             report: Box::new(report),
         },
+        Error::Interrupted { run_id, detail, .. } => Error::Interrupted {
+            run_id,
+            detail,
+            report: Box::new(report),
+        },
         other => other,
+    }
+}
+
+/// The error of a run stopped by a shutdown request, saying what the next
+/// run will do.
+fn interrupted(who: &RunIdentity, rolled_back: Option<&str>) -> Error {
+    let detail = match rolled_back {
+        Some(id) => format!(
+            "change '{id}' was cut short and rolled back (recorded FAILED, ROLLED_BACK); no \
+             further change was started and the lock was released; the next run applies \
+             '{id}' and the changes after it"
+        ),
+        None => "no further change was started and the lock was released; the next run \
+                 continues with the first change not applied"
+            .to_owned(),
+    };
+    Error::Interrupted {
+        run_id: who.run_id.clone(),
+        detail,
+        report: Box::default(),
     }
 }

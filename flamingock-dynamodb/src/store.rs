@@ -4,8 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use aws_sdk_dynamodb::Client;
 use flamingock_core::{AuditEntry, AuditStore, HistoryFilter, LockProvider, StoreError};
 use futures::{StreamExt, TryStreamExt};
@@ -310,40 +309,31 @@ impl AuditStore for DynamoAuditStore {
         self.ensure_ready().await
     }
 
-    async fn raise_fence(&self, token: u64) -> Result<(), StoreError> {
+    async fn claim_fence(&self) -> Result<u64, StoreError> {
         self.ensure_ready().await?;
         let table = &self.inner.table;
+        // ADD on a missing attribute starts from 0: the first epoch is 1.
+        // A retried request whose answer was lost only skips an epoch.
         let res = send(&self.inner.retry, "UpdateItem", || {
             self.inner
                 .client
                 .update_item()
                 .table_name(table)
                 .set_key(Some(key(item::FENCE, item::FENCE)))
-                .update_expression("SET fence = :t")
-                .condition_expression("attribute_not_exists(fence) OR fence <= :t")
-                .expression_attribute_values(":t", n(token))
-                .return_values_on_condition_check_failure(
-                    ReturnValuesOnConditionCheckFailure::AllOld,
-                )
+                .update_expression("ADD fence :one")
+                .expression_attribute_values(":one", n(1))
+                .return_values(ReturnValue::UpdatedNew)
                 .send()
         })
-        .await;
-        match res {
-            Ok(_) => Ok(()),
-            Err(e) => match e.as_service_error() {
-                Some(UpdateItemError::ConditionalCheckFailedException(c)) => {
-                    let fence = match c.item() {
-                        Some(it) => tx::fence_of(it).map_err(|d| self.malformed(it, d))?,
-                        None => self.fence().await?,
-                    };
-                    Err(StoreError::Fenced {
-                        store: self.name(),
-                        token,
-                        fence,
-                    })
-                }
-                _ => Err(self.backend("raise fence", RequestError::new("UpdateItem", table, e))),
-            },
+        .await
+        .map_err(|e| self.backend("claim the fence", RequestError::new("UpdateItem", table, e)))?;
+        match res.attributes() {
+            Some(it) => tx::fence_of(it).map_err(|d| self.malformed(it, d)),
+            None => Err(StoreError::Malformed {
+                store: self.name(),
+                what: format!("{table} fence item"),
+                detail: "UpdateItem returned no attributes".into(),
+            }),
         }
     }
 

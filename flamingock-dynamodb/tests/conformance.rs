@@ -19,3 +19,9 @@ mod pipeline {
     use super::dynamo;
     flamingock_test_support::pipeline_tests!(dynamo);
 }
+
+/// The process-level suite: real child processes killed, paused and racing.
+mod process {
+    use super::dynamo;
+    flamingock_test_support::process_tests!(dynamo);
+}

@@ -348,7 +348,9 @@ async fn fenced_shared_commit_writes_nothing() {
         let target = store.target("db");
         let mut ctx = target.begin(ContextMode::Transaction).await.expect("begin");
         ctx.put(format!("{ns}_data"), pk("fenced")).expect("put");
-        store.raise_fence(10).await.expect("raise");
+        for _ in 0..10 {
+            store.claim_fence().await.expect("claim");
+        }
         match target.commit(ctx, CommitWith::Audit(&entry("c", 5))).await {
             Err(TargetError::Audit {
                 source:

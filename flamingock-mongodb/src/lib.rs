@@ -67,7 +67,7 @@
 //! `last_ms = max($$NOW as ms, last_ms + 1)`. A duplicate key on the upsert
 //! means the filter missed: the fence is above the token, and the append
 //! fails with [`StoreError::Fenced`](flamingock_core::StoreError::Fenced).
-//! Because this is a write, a concurrent `raise_fence` conflicts with the
+//! Because this is a write, a concurrent `claim_fence` conflicts with the
 //! transaction instead of slipping past a stale read. (2) The history
 //! document is inserted with `created_at = last_ms` (the **server's clock**,
 //! strictly increasing across all appends of the store, so strictly ordered
@@ -108,7 +108,7 @@
 //! history. The one thing this cannot close without transactions: a runner
 //! that passed step 1 and then stalls longer than its lease (60 s by
 //! default; the runner also checks the lease before each change) while a new
-//! holder raises the fence and reads the snapshot, may still record its
+//! holder claims the fence and reads the snapshot, may still record its
 //! entry for a change the new holder has not written yet. Run a replica set
 //! where that matters.
 //! [`MongoAuditStoreBuilder::assume_no_transactions`] forces this mode on
@@ -121,11 +121,15 @@
 //! with `WriteConflict` on them until the server aborts the stale one
 //! (`transactionLifetimeLimitSeconds`, 60 s by default). Shared-transaction
 //! targets therefore register the session id of each open transaction in
-//! `<prefix>_sessions`, and [`raise_fence`](flamingock_core::AuditStore::raise_fence)
+//! `<prefix>_sessions`, and [`claim_fence`](flamingock_core::AuditStore::claim_fence)
 //! (which only a runner that has just taken the lock calls, before it runs
-//! anything) kills the registered sessions with `killSessions`. This is best
-//! effort and only for targets of the store's own client; separate targets
-//! rely on the server's transaction lifetime limit.
+//! anything) kills the registered sessions with `killSessions`, before and
+//! after its write on the fence document, within 5 s. This is best effort
+//! and only for targets of the store's own client; separate targets rely on
+//! the server's transaction lifetime limit. Whatever the server does, the
+//! runner never waits longer than its operation timeout
+//! ([`Timeouts`](flamingock_core::Timeouts), 30 s by default): past it the
+//! run ends with an error naming the store, the operation and this cause.
 //!
 //! ## Lock
 //!

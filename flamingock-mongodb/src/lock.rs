@@ -152,6 +152,10 @@ impl LockProvider for MongoLock {
         self.describe.clone()
     }
 
+    fn stall_hint(&self) -> Option<String> {
+        Some(crate::store::STALL_HINT.to_owned())
+    }
+
     async fn try_acquire(&self, owner: &str, lease: Duration) -> Result<Acquire, LockError> {
         let ms = self.lease_ms(lease)?;
         // Expiry compares `$toLong` of both dates rather than the dates

@@ -24,6 +24,8 @@ const UNREACHABLE_ATTEMPTS: u32 = 3;
 
 /// `_id` of the single fence document.
 const FENCE_ID: &str = "fence";
+/// The longest a fence claim spends killing stale transactions.
+const KILL_BOUND: Duration = Duration::from_secs(5);
 
 /// Builds a [`MongoAuditStore`]; see [`MongoAuditStore::builder`].
 #[derive(Debug, Clone)]
@@ -747,7 +749,7 @@ impl MongoAuditStore {
         }
     }
 
-    /// Called right after this runner raised the fence, i.e. holds the lock
+    /// Called when this runner claims the fence, i.e. holds the lock
     /// and has not started any change yet: every registered transaction
     /// belongs to a runner that lost its lease. Its commit would be fenced
     /// anyway; killing its session also releases the documents it holds, so
@@ -755,6 +757,19 @@ impl MongoAuditStore {
     /// them (MongoDB would otherwise keep them until
     /// `transactionLifetimeLimitSeconds`). Best effort: fencing, not this,
     /// is what makes a stale commit impossible.
+    async fn kill_stale_transactions_bounded(&self) {
+        if tokio::time::timeout(KILL_BOUND, self.kill_stale_transactions())
+            .await
+            .is_err()
+        {
+            warn!(
+                "killing the sessions of stale transactions did not finish within {:?}; \
+                 the server aborts them after its transaction lifetime limit",
+                KILL_BOUND
+            );
+        }
+    }
+
     async fn kill_stale_transactions(&self) {
         let ids: Vec<Bson> = match self.inner.sessions.find(doc! {}).await {
             Ok(cursor) => match cursor.try_collect::<Vec<Document>>().await {
@@ -841,49 +856,58 @@ impl AuditStore for MongoAuditStore {
         }
     }
 
-    async fn raise_fence(&self, token: u64) -> Result<(), StoreError> {
-        let t = codec::u64_to_bson(token).ok_or_else(|| StoreError::Backend {
-            store: self.inner.describe.clone(),
-            operation: "raise fence",
-            source: format!("fencing token {token} is too large").into(),
-        })?;
-        // Two fresh upserts can race on an empty collection: the loser gets a
-        // duplicate key although the fence may still be below its token.
+    async fn claim_fence(&self) -> Result<u64, StoreError> {
+        // First free what a dead or stalled runner's transaction holds (the
+        // fence document among others): otherwise this write would wait on
+        // it until the server aborts that transaction.
+        self.kill_stale_transactions_bounded().await;
+        // Two fresh upserts can race on an empty collection: the loser gets
+        // a duplicate key and simply tries again.
         for _ in 0..5 {
             let res = self
                 .inner
                 .fence
-                .update_one(
-                    doc! {
-                        "_id": FENCE_ID,
-                        "$or": [ { "fence": { "$lte": t.clone() } }, { "fence": Bson::Null } ],
-                    },
-                    doc! { "$set": { "fence": t.clone() } },
+                .find_one_and_update(
+                    doc! { "_id": FENCE_ID },
+                    doc! { "$inc": { "fence": 1_i64 } },
                 )
                 .upsert(true)
+                .return_document(ReturnDocument::After)
                 .await;
             match res {
-                Ok(_) => {
-                    self.kill_stale_transactions().await;
-                    return Ok(());
+                Ok(Some(doc)) => {
+                    let r = Reader::new(&self.inner.names.fence, &doc);
+                    let epoch = match r.opt_i64("fence") {
+                        Ok(Some(v)) => u64::try_from(v).map_err(|_| {
+                            self.malformed(r.what.clone(), format!("negative fence {v}"))
+                        })?,
+                        Ok(None) => {
+                            return Err(self.malformed(r.what.clone(), "no fence after $inc".into()))
+                        }
+                        Err(detail) => return Err(self.malformed(r.what.clone(), detail)),
+                    };
+                    // A stale runner may have begun a transaction between the
+                    // kill above and the claim: its commit is fenced now, and
+                    // this frees its documents early.
+                    self.kill_stale_transactions_bounded().await;
+                    return Ok(epoch);
                 }
-                Err(e) if codec::is_duplicate_key(&e) => {
-                    let fence = self.read_fence().await?;
-                    if fence > token {
-                        return Err(StoreError::Fenced {
-                            store: self.inner.describe.clone(),
-                            token,
-                            fence,
-                        });
-                    }
+                Ok(None) => {}
+                Err(e) if codec::is_duplicate_key(&e) => {}
+                // TypeMismatch: `$inc` met a fence that is not a number.
+                Err(e) if codec::error_code(&e) == Some(14) => {
+                    return Err(self.malformed(
+                        format!("document '{FENCE_ID}' of {}", self.inner.names.fence),
+                        format!("the fence is not a number ({e})"),
+                    ))
                 }
-                Err(e) => return Err(self.backend("raise fence")(e)),
+                Err(e) => return Err(self.backend("claim the fence")(e)),
             }
         }
         Err(StoreError::Backend {
             store: self.inner.describe.clone(),
-            operation: "raise fence",
-            source: "the fence document kept changing under concurrent raises; giving up".into(),
+            operation: "claim the fence",
+            source: "the fence document kept changing under concurrent claims; giving up".into(),
         })
     }
 
@@ -956,4 +980,15 @@ impl AuditStore for MongoAuditStore {
     fn default_lock(&self) -> Option<Arc<dyn LockProvider>> {
         Some(Arc::new(self.lock()))
     }
+
+    fn stall_hint(&self) -> Option<String> {
+        Some(STALL_HINT.to_owned())
+    }
 }
+
+/// What to check when the server does not answer in time.
+pub(crate) const STALL_HINT: &str =
+    "check that the server is reachable; a transaction left open by a killed runner blocks \
+     writes to the documents it touched until the server aborts it (MongoDB: after \
+     transactionLifetimeLimitSeconds, 60 s by default; the next lock holder also kills the \
+     sessions of such transactions when it claims the fence)";

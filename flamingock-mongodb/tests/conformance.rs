@@ -185,3 +185,9 @@ mod without_transactions {
         flamingock_test_support::pipeline_tests!(mongo_without_transactions);
     }
 }
+
+/// The process-level suite: real child processes killed, paused and racing.
+mod process {
+    use super::mongo;
+    flamingock_test_support::process_tests!(mongo);
+}

@@ -161,9 +161,9 @@ async fn malformed_documents_are_reported_with_collection_and_id() {
         "{err}"
     );
     let err = store
-        .raise_fence(3)
+        .claim_fence()
         .await
-        .expect_err("raise over a malformed fence");
+        .expect_err("claim over a malformed fence");
     assert!(matches!(err, StoreError::Malformed { .. }), "{err}");
 
     db.coll("flamingock_lock")

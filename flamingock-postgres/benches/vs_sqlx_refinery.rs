@@ -621,7 +621,7 @@ async fn profile(admin: &Admin, n: usize) -> Res<()> {
         .build()
         .await?;
     store.prepare().await?;
-    store.raise_fence(1).await?;
+    store.claim_fence().await?;
     let target = store.target("db");
     sqlx::raw_sql("CREATE TABLE plain_log (id bigint, name text, at timestamptz DEFAULT now())")
         .execute(&pool)

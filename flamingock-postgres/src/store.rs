@@ -37,7 +37,7 @@ struct Statements {
     snapshot: SqlStr,
     history: SqlStr,
     fence: SqlStr,
-    raise_fence: SqlStr,
+    claim_fence: SqlStr,
 }
 
 fn sql(s: String) -> SqlStr {
@@ -66,7 +66,7 @@ impl Statements {
              recovery = EXCLUDED.recovery, transactional = EXCLUDED.transactional, \
              fencing_token = EXCLUDED.fencing_token, checksum = EXCLUDED.checksum";
         // One statement, one round trip: read the fence row FOR SHARE (so it
-        // serialises with raise_fence's UPDATE), insert the history row only
+        // serialises with claim_fence's UPDATE), insert the history row only
         // when the token is not below the fence, replace the current-state
         // row only when the new entry supersedes it (created_at, then state
         // rank), and say whether the write happened.
@@ -96,10 +96,11 @@ impl Statements {
                   ORDER BY created_at, id"
             )),
             fence: sql(format!("SELECT fence FROM {fence} WHERE id = 1")),
-            // An upsert, so that a deleted fence row heals itself.
-            raise_fence: sql(format!(
-                "INSERT INTO {fence} AS f (id, fence) VALUES (1, $1)
-                 ON CONFLICT (id) DO UPDATE SET fence = EXCLUDED.fence WHERE f.fence <= EXCLUDED.fence
+            // One atomic increment; an upsert, so that a deleted fence row
+            // heals itself (at 1, above nothing: appends carry epochs >= 1).
+            claim_fence: sql(format!(
+                "INSERT INTO {fence} AS f (id, fence) VALUES (1, 1)
+                 ON CONFLICT (id) DO UPDATE SET fence = f.fence + 1
                  RETURNING fence"
             )),
         }
@@ -469,28 +470,18 @@ impl AuditStore for PostgresAuditStore {
             .map_err(|e| self.schema_error(e))
     }
 
-    async fn raise_fence(&self, token: u64) -> Result<(), StoreError> {
-        let t = i64::try_from(token).map_err(|_| StoreError::Malformed {
-            store: self.inner.describe.clone(),
-            what: "fence".into(),
-            detail: format!("token {token} does not fit PostgreSQL's bigint"),
-        })?;
-        // Idempotent: raising to the same token twice is allowed.
-        let raised: Option<i64> = idempotent("raise fence", || {
-            sqlx::query_scalar(self.inner.sql.raise_fence.clone())
-                .bind(t)
-                .fetch_optional(&self.inner.space.pool)
+    async fn claim_fence(&self) -> Result<u64, StoreError> {
+        // Retrying a claim whose answer was lost is harmless: it only skips
+        // an epoch, and this runner uses the value it finally reads back.
+        let epoch: i64 = idempotent("claim the fence", || {
+            sqlx::query_scalar(self.inner.sql.claim_fence.clone()).fetch_one(&self.inner.space.pool)
         })
         .await
-        .map_err(|e| self.backend("raise fence", e))?;
-        if raised.is_some() {
-            return Ok(());
-        }
-        let fence = self.fence().await?;
-        Err(StoreError::Fenced {
+        .map_err(|e| self.backend("claim the fence", e))?;
+        u64::try_from(epoch).map_err(|_| StoreError::Malformed {
             store: self.inner.describe.clone(),
-            token,
-            fence,
+            what: format!("row of {}", self.table(Table::Fence)),
+            detail: format!("negative fence {epoch}"),
         })
     }
 

@@ -166,3 +166,9 @@ mod pipeline {
     use super::pg;
     flamingock_test_support::pipeline_tests!(pg);
 }
+
+/// The process-level suite: real child processes killed, paused and racing.
+mod process {
+    use super::pg;
+    flamingock_test_support::process_tests!(pg);
+}

@@ -137,9 +137,9 @@ async fn auto_create_off_names_missing_tables_and_ddl() {
         .prepare()
         .await
         .expect("prepare after running the DDL");
-    store.raise_fence(1).await.expect("raise");
+    let epoch = store.claim_fence().await.expect("claim");
     store
-        .append(&AuditEntry::new("a", AuditState::Applied, 1))
+        .append(&AuditEntry::new("a", AuditState::Applied, epoch))
         .await
         .expect("append");
     s.drop().await;
@@ -256,7 +256,9 @@ async fn fenced_shared_commit_rolls_the_change_back() {
     let store = store(&url, &s.name).await;
     store.prepare().await.expect("prepare");
     exec(&s.admin, &format!("CREATE TABLE {}.effects (x int)", s.q())).await;
-    store.raise_fence(7).await.expect("raise");
+    for _ in 0..7 {
+        store.claim_fence().await.expect("claim");
+    }
     let target = store.target("db");
     let mut ctx = target.begin(ContextMode::Transaction).await.expect("begin");
     sqlx::query(AssertSqlSafe(format!(

@@ -59,28 +59,29 @@
 //!   still the owner. No check the runner makes beforehand can rule this
 //!   out: the pause can fall between the check and the write.
 //!
-//! So this lock hands out a **fencing token** with every grant, from a
-//! counter key that has no expiry and only grows (`INCR`), and Flamingock's
-//! runner does the rest (DESIGN section 6): right after acquiring, it raises
-//! the *audit store's* fence to its token, and every audit write it makes
-//! carries the token; the audit store rejects, in the same atomic operation
-//! as the write, any write whose token is lower than its fence. In the
-//! shared-transaction strategy the fence check is inside the change's own
+//! So safety does not rest on this lock at all (DESIGN section 6). The lock
+//! hands out a token with every grant, from a counter key that has no expiry
+//! and only grows (`INCR`), but that token only identifies the lease for
+//! extend and release. Right after acquiring, Flamingock's runner claims an
+//! **epoch** from the *audit store* (an atomic increment there, strictly
+//! greater than every epoch claimed before), and every audit write it makes
+//! carries that epoch; the audit store rejects, in the same atomic operation
+//! as the write, any write whose epoch is lower than its fence. In the
+//! shared-transaction strategy the check is inside the change's own
 //! transaction. A runner that lost its lock, however it lost it, therefore
-//! cannot commit: the runner that took over raised the fence first. The
-//! Redis lock keeps runners from stepping on each other in the common case;
-//! the fence in the audit store is what makes a lost lock harmless.
+//! cannot commit or record anything once another runner took over.
 //!
-//! One caveat remains: the token counter lives in Redis too. If a failover
-//! loses the counter's latest increments, a later grant can repeat a token
-//! already handed out. A repeated token *below* the fence is rejected when
-//! the new holder raises the fence (that runner stops with an error, and
-//! the counter climbs past the fence on the next grants); a repeated token
-//! *equal* to the fence is not told apart from the original. Run Redis with
-//! persistence (`appendonly yes`, `appendfsync always`) so that a restart
-//! cannot repeat tokens; across a failover to an asynchronous replica no
-//! Redis setting rules it out entirely.
-//!
+//! That holds even when Redis forgets everything: restarted without
+//! persistence (the usual state of a cache) or failed over to a replica that
+//! missed the latest writes, it can grant the lock to a second runner while
+//! the first still believes it holds it, and even with the same token. The
+//! second runner's epoch claim fences the first out (tested with a private
+//! `redis-server` restarted under a paused runner). What such a Redis loss
+//! can still cost is liveness and wasted work: two runners may both start
+//! the same change; only the newest epoch records or commits it, and a
+//! non-transactional change's effect may happen twice (as with any lost
+//! lock). Run Redis with persistence where that matters.
+
 //! ## Keys and scripts
 //!
 //! Both keys of a namespace share the hash tag `{<prefix>:<namespace>}`

@@ -639,31 +639,23 @@ impl AuditStore for SqliteAuditStore {
             .map_err(|e| i.ensure_error(e))
     }
 
-    async fn raise_fence(&self, token: u64) -> Result<(), StoreError> {
+    async fn claim_fence(&self) -> Result<u64, StoreError> {
         let i = &self.inner;
-        let as_int = i.int("fencing token", token)?;
         let mut tx = i
             .pool
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(|e| i.backend("begin a write transaction", e))?;
-        let fence = i.read_fence(&mut tx).await?;
-        if token < fence {
-            let _ = tx.rollback().await;
-            return Err(StoreError::Fenced {
-                store: i.describe(),
-                token,
-                fence,
-            });
-        }
+        let epoch = i.read_fence(&mut tx).await?.saturating_add(1);
         q(&i.sql.fence_set)
-            .bind(as_int)
+            .bind(i.int("epoch", epoch)?)
             .execute(&mut *tx)
             .await
-            .map_err(|e| i.backend("raise the fence", e))?;
+            .map_err(|e| i.backend("claim the fence", e))?;
         tx.commit()
             .await
-            .map_err(|e| i.backend("commit the fence", e))
+            .map_err(|e| i.backend("commit the fence", e))?;
+        Ok(epoch)
     }
 
     async fn fence(&self) -> Result<u64, StoreError> {

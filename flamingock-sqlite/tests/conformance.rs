@@ -142,3 +142,9 @@ mod pipeline {
     use super::sqlite;
     flamingock_test_support::pipeline_tests!(sqlite);
 }
+
+/// The process-level suite: real child processes killed, paused and racing.
+mod process {
+    use super::sqlite;
+    flamingock_test_support::process_tests!(sqlite);
+}

@@ -297,32 +297,27 @@ pub async fn history_filters<S: AuditStoreUnderTest>(sut: &S) {
     .await;
 }
 
-/// The fence only goes up, and a write below it is rejected without a trace.
-pub async fn fence_raise_and_reject<S: AuditStoreUnderTest>(sut: &S) {
+/// Each claim returns a new epoch, strictly greater than every epoch claimed
+/// before (on any handle, concurrently too); a write below the fence is
+/// rejected without a trace; appends never move the fence.
+pub async fn fence_claim_and_reject<S: AuditStoreUnderTest>(sut: &S) {
     with_store(sut, |store, ns| async move {
-        store.raise_fence(5).await.expect("raise to 5");
-        assert_eq!(store.fence().await.expect("fence"), 5);
-        store
-            .raise_fence(5)
-            .await
-            .expect("raising to the same token is idempotent");
-        match store.raise_fence(3).await {
-            Err(StoreError::Fenced {
-                token: 3, fence: 5, ..
-            }) => {}
-            other => panic!("raise to 3 below fence 5 must fail with Fenced, got {other:?}"),
-        }
-        assert_eq!(store.fence().await.expect("fence"), 5);
+        assert_eq!(store.fence().await.expect("fence"), 0, "a new store has no fence");
+        let first = store.claim_fence().await.expect("claim");
+        assert!(first >= 1, "the first epoch is at least 1, got {first}");
+        let second = store.claim_fence().await.expect("claim again");
+        assert!(second > first, "epochs strictly increase: {first} then {second}");
+        assert_eq!(store.fence().await.expect("fence"), second);
         match store
-            .append(&sample_entry("x", AuditState::Applied, 4))
+            .append(&sample_entry("x", AuditState::Applied, first))
             .await
         {
-            Err(StoreError::Fenced {
-                token: 4, fence: 5, ..
-            }) => {}
-            other => {
-                panic!("append with token 4 below fence 5 must fail with Fenced, got {other:?}")
+            Err(StoreError::Fenced { token, fence, .. }) => {
+                assert_eq!((token, fence), (first, second));
             }
+            other => panic!(
+                "append with epoch {first} below fence {second} must fail with Fenced, got {other:?}"
+            ),
         }
         assert!(
             store.snapshot().await.expect("snapshot").is_empty(),
@@ -334,31 +329,39 @@ pub async fn fence_raise_and_reject<S: AuditStoreUnderTest>(sut: &S) {
             .expect("history")
             .is_empty());
         store
-            .append(&sample_entry("x", AuditState::Applied, 5))
+            .append(&sample_entry("x", AuditState::Applied, second))
             .await
-            .expect("token equal to fence");
-        store
-            .append(&sample_entry("y", AuditState::Applied, 9))
-            .await
-            .expect("token above fence");
+            .expect("epoch equal to the fence");
         assert_eq!(
             store.fence().await.expect("fence"),
-            5,
+            second,
             "appends do not move the fence"
         );
-        // The fence is shared by every handle on the namespace.
-        let other = sut.open(&ns).await.expect("second handle");
-        other
-            .raise_fence(7)
-            .await
-            .expect("raise from second handle");
+        // The fence is shared by every handle on the namespace, and claims
+        // made at once on separate connections never hand out one epoch twice.
+        let mut handles = Vec::new();
+        for _ in 0..4 {
+            handles.push(sut.open(&ns).await.expect("another handle"));
+        }
+        let claims = futures::future::join_all(handles.iter().map(|h| h.claim_fence())).await;
+        let mut epochs: Vec<u64> = claims
+            .into_iter()
+            .map(|c| c.expect("concurrent claim"))
+            .collect();
+        epochs.sort_unstable();
+        let n = epochs.len();
+        epochs.dedup();
+        assert_eq!(epochs.len(), n, "an epoch was handed out twice: {epochs:?}");
+        assert!(epochs[0] > second, "{epochs:?} after {second}");
+        let newest = *epochs.last().expect("claims");
+        assert_eq!(store.fence().await.expect("fence"), newest);
         assert!(matches!(
             store
-                .append(&sample_entry("z", AuditState::Applied, 6))
+                .append(&sample_entry("z", AuditState::Applied, second))
                 .await,
-            Err(StoreError::Fenced { fence: 7, .. })
+            Err(StoreError::Fenced { fence, .. }) if fence == newest
         ));
-        assert_eq!(store.snapshot().await.expect("snapshot").len(), 2);
+        assert_eq!(store.snapshot().await.expect("snapshot").len(), 1);
     })
     .await;
 }
@@ -409,7 +412,7 @@ macro_rules! audit_store_tests {
             large_and_odd_values_roundtrip,
             snapshot_ordering_and_ties,
             history_filters,
-            fence_raise_and_reject,
+            fence_claim_and_reject,
             concurrent_appends,
         ]);
     };

@@ -4,8 +4,8 @@
 //! server, and the helpers that provision those servers for tests.
 //!
 //! * [`audit_suite`]: the [`AuditStore`](flamingock_core::AuditStore) contract
-//!   (append, snapshot reduction and ties, history filters, fence raise and
-//!   reject, concurrent appends).
+//!   (append, snapshot reduction and ties, history filters, epoch claims and
+//!   fence rejection, concurrent appends).
 //! * [`lock_suite`]: the [`LockProvider`](flamingock_core::LockProvider)
 //!   contract (mutual exclusion under concurrent acquirers, expiry and
 //!   takeover, owner-only extend/release, strictly increasing tokens, force
@@ -14,6 +14,9 @@
 //!   exactly-once under concurrent runners, every cell of the crash table,
 //!   lost leases, blocked stages, fix operations, validate-only, the
 //!   lock-free fast path.
+//! * [`process_suite`]: the same runner in real child processes, killed at
+//!   every fault point and at random instants, 16 racing, a holder paused
+//!   past its lease.
 //!
 //! Each suite is a set of plain `pub async fn`s taking the implementation
 //! under test, plus a macro that expands to one `#[tokio::test]` per check:
@@ -32,6 +35,7 @@ pub mod faults;
 pub mod lock_suite;
 pub mod memory;
 pub mod pipeline_suite;
+pub mod process_suite;
 pub mod services;
 
 pub use services::{namespace, require_service, ServiceSpec};

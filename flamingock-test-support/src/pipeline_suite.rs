@@ -49,7 +49,7 @@ pub struct PipelineCapabilities {
     pub lease: Duration,
     /// The store admits one writer at a time (SQLite): while a change's
     /// transaction is open nobody else can write, not even force-release the
-    /// lock or raise the fence, so a runner cannot lose its lease mid-transaction.
+    /// lock or claim the fence, so a runner cannot lose its lease mid-transaction.
     pub single_writer: bool,
 }
 
@@ -963,9 +963,17 @@ pub async fn lost_lease_cannot_commit<H: PipelineUnderTest>(sut: &H) {
             let a_run = tokio::spawn(async move { a.run().await });
             fault.reached().await;
             let a_fence = w.env.store.fence().await.expect("fence");
-            // An operator (or an expiry) takes the lock away from A, and B starts.
+            // An operator (or an expiry) takes the lock away from A, and B
+            // starts: another process, with connections of its own.
             w.env.lock.force_release().await.expect("force release");
-            let b = w.runner(stages());
+            let env_b = w.sut.open(&w.ns).await.expect("open B's handles");
+            let b = w
+                .builder_in(
+                    &env_b,
+                    vec![w.stage_in(&env_b, "s", &[spec("c", "0001", kind)])],
+                )
+                .build()
+                .expect("valid pipeline");
             let b_run = tokio::spawn(async move { b.run().await });
             // B raises the fence above A's token. (B's change may then wait
             // on A's row locks: that is the database's job.)

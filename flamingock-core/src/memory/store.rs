@@ -147,12 +147,11 @@ impl AuditStore for InMemoryAuditStore {
         Ok(())
     }
 
-    async fn raise_fence(&self, token: u64) -> Result<(), StoreError> {
+    async fn claim_fence(&self) -> Result<u64, StoreError> {
         tokio::task::yield_now().await;
         let mut st = guard(&self.inner.state);
-        st.check_fence(&self.inner.id, token)?;
-        st.fence = token;
-        Ok(())
+        st.fence += 1;
+        Ok(st.fence)
     }
 
     async fn fence(&self) -> Result<u64, StoreError> {

@@ -24,7 +24,13 @@ pub struct Redis {
     pub prefix: String,
 }
 
-static PREFIX: LazyLock<String> = LazyLock::new(|| namespace("rlk"));
+/// One prefix per test process, shared with the child processes it starts.
+static PREFIX: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "rlk_{}",
+        flamingock_test_support::process_suite::family_id()
+    )
+});
 
 /// The Redis under test, or `None` when the test must be skipped (loudly).
 pub fn redis() -> Option<Redis> {
