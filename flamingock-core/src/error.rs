@@ -164,6 +164,17 @@ pub enum TargetError {
         #[source]
         source: BoxError,
     },
+    /// The target is held by another writer right now (e.g. a SQLite file
+    /// another connection keeps a write transaction open on). The runner
+    /// waits for it like for a held lock, reporting the wait, and gives up
+    /// after the lock's acquire timeout.
+    #[error("target system {target} is busy: {detail}")]
+    Busy {
+        /// Target id.
+        target: String,
+        /// What holds it, as far as the target can tell.
+        detail: String,
+    },
     /// The target did not answer within the runner's operation timeout.
     #[error("target system {target}: {operation} did not answer within {}; check that the system is reachable and that nothing else (a stalled or killed runner's transaction, another writer) holds what the change needs", crate::deadline::human(*after))]
     Unresponsive {

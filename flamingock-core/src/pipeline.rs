@@ -16,7 +16,7 @@ use crate::deadline::{human, target_call, Timeouts};
 use crate::error::{BoxError, NoRollback, StoreError, TargetError};
 use crate::events::{Emitter, Event};
 use crate::fault::{FaultInjector, FaultPoint};
-use crate::lock::HeldLease;
+use crate::lock::{Backoff, HeldLease, LockConfig};
 use crate::shutdown::Shutdown;
 use crate::target::{CommitWith, ContextMode, Marker, TargetCapabilities, TargetSystem};
 
@@ -214,6 +214,8 @@ pub(crate) struct ExecCtx<'a> {
     pub(crate) fault: Option<&'a dyn FaultInjector>,
     pub(crate) events: &'a Emitter,
     pub(crate) timeouts: Timeouts,
+    /// How a busy target is waited for (backoff, reports, the bound).
+    pub(crate) lock_config: &'a LockConfig,
     pub(crate) shutdown: &'a Shutdown,
 }
 
@@ -439,6 +441,44 @@ async fn execute<C: Change>(change: &C, target: &C::Target, x: &ExecCtx<'_>) -> 
     .await
 }
 
+/// Opens a context, bounded; a busy target (another writer holds it) is
+/// waited for like a held lock: backoff, a report at the start and every
+/// few seconds, and at most the lock's acquire timeout.
+async fn begin_bounded<T: TargetSystem>(
+    target: &T,
+    mode: ContextMode,
+    x: &ExecCtx<'_>,
+) -> Result<T::Context, TargetError> {
+    let started = Instant::now();
+    let cfg = x.lock_config;
+    let mut backoff = Backoff::new(cfg.retry_initial, cfg.retry_interval);
+    let mut reported: Option<Instant> = None;
+    loop {
+        let op = "begin a transaction";
+        match target_call(x.target_id(), op, x.timeouts.operation, target.begin(mode)).await {
+            Err(TargetError::Busy { target: t, detail }) => {
+                let waited = started.elapsed();
+                if waited >= cfg.acquire_timeout {
+                    return Err(TargetError::Busy {
+                        target: t,
+                        detail: format!("{detail} (waited {})", human(waited)),
+                    });
+                }
+                if reported.is_none_or(|r| r.elapsed() >= cfg.report_every) {
+                    reported = Some(Instant::now());
+                    info!(
+                        target = %t,
+                        waited = %human(waited),
+                        "waiting for target system {t}: {detail}"
+                    );
+                }
+                tokio::time::sleep(backoff.pause()).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Rolls a transaction back, bounded; a failure only logs (the database
 /// rolls back an abandoned transaction by itself).
 async fn abort_bounded<T: TargetSystem>(target: &T, ctx: T::Context, x: &ExecCtx<'_>) {
@@ -457,15 +497,7 @@ async fn apply_in_transaction<C: Change>(
     x: &ExecCtx<'_>,
     started: Instant,
 ) -> Result<<C::Target as TargetSystem>::Context, Exec> {
-    let limit = x.timeouts.operation;
-    let mut ctx = match target_call(
-        x.target_id(),
-        "begin a transaction",
-        limit,
-        target.begin(ContextMode::Transaction),
-    )
-    .await
-    {
+    let mut ctx = match begin_bounded(target, ContextMode::Transaction, x).await {
         Ok(c) => c,
         Err(e) => return Err(x.record_rolled_back_failure(started, Box::new(e)).await),
     };
@@ -606,8 +638,7 @@ async fn non_transactional<C: Change>(
         return Exec::Abort(a);
     }
     let limit = x.timeouts.operation;
-    let begin = target.begin(ContextMode::NonTransactional);
-    let mut ctx = match target_call(x.target_id(), "open a context", limit, begin).await {
+    let mut ctx = match begin_bounded(target, ContextMode::NonTransactional, x).await {
         Ok(c) => c,
         // Nothing of the change ran.
         Err(e) => return x.record_rolled_back_failure(started, Box::new(e)).await,

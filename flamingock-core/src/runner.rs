@@ -890,6 +890,7 @@ impl Flamingock {
                         fault: self.inner.fault.as_deref(),
                         events: &self.inner.events,
                         timeouts: self.inner.timeouts,
+                        lock_config: &self.inner.lock_config,
                         shutdown: run.shutdown,
                     };
                     let exec = c.bound.execute(&x).await;

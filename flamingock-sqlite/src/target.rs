@@ -17,6 +17,9 @@ use crate::connect::{self, Location, PoolSettings};
 use crate::schema::{self, ident, q, EnsureError, TableDef};
 use crate::store::{fmt_ts, SqliteAuditStore, DEFAULT_PREFIX};
 
+/// Busy timeout of one `begin` attempt on a target file this crate opened.
+const TARGET_BUSY_ATTEMPT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A SQLite database as a target system: changes receive a [`SqliteContext`]
 /// (a connection inside a `BEGIN IMMEDIATE` transaction) and commit or roll
 /// back as a whole. SQLite DDL is transactional too, so `CREATE TABLE` and
@@ -112,11 +115,19 @@ impl SqliteTarget {
 
     /// A separate target (with markers) on the database file at `path`
     /// (created if missing; `sqlite:` URLs accepted), opened with the same
-    /// settings as the audit store: WAL, 30 s busy timeout, foreign keys on.
+    /// settings as the audit store (WAL, foreign keys on) except a 5 s busy
+    /// timeout per attempt: when another connection holds the file's write
+    /// lock (another runner inside a change on it, or stopped or paused
+    /// there), `begin` reports the target busy and the runner waits for it
+    /// like for a held lock, saying so, up to the lock's acquire timeout.
     pub async fn open(id: impl Into<String>, path: impl AsRef<Path>) -> Result<Self, TargetError> {
         let id = id.into();
         let loc = Location::parse(path.as_ref());
-        let pool = connect::open_pool(&loc, PoolSettings::default())
+        let settings = PoolSettings {
+            busy_timeout: TARGET_BUSY_ATTEMPT,
+            ..PoolSettings::default()
+        };
+        let pool = connect::open_pool(&loc, settings)
             .await
             .map_err(|e| TargetError::Backend {
                 target: format!("{id} ({})", connect::display_location(&loc)),
@@ -170,6 +181,21 @@ impl SqliteTarget {
         }
     }
 
+    /// A busy file is a writer elsewhere, which the runner waits for.
+    fn begin_error(&self, e: sqlx::Error) -> TargetError {
+        if connect::is_busy(&e) {
+            TargetError::Busy {
+                target: self.id.clone(),
+                detail: "another connection holds the database file's write lock (another \
+                         runner inside a change on it, or stopped or paused there, or another \
+                         program writing to it)"
+                    .to_owned(),
+            }
+        } else {
+            self.backend("begin a transaction", e)
+        }
+    }
+
     fn unsupported(&self, detail: &str) -> TargetError {
         TargetError::Unsupported {
             target: self.id.clone(),
@@ -189,6 +215,7 @@ impl SqliteTarget {
                 schema::ensure(&self.pool, &[&m.table], true)
                     .await
                     .map_err(|e| match e {
+                        EnsureError::Db(e) if connect::is_busy(&e) => self.begin_error(e),
                         EnsureError::Db(e) => self.backend("prepare the marker table", e),
                         EnsureError::NotReady(t) => {
                             self.unsupported(&format!("marker table {t} is missing"))
@@ -324,7 +351,7 @@ impl TargetSystem for SqliteTarget {
                     .pool
                     .begin_with("BEGIN IMMEDIATE")
                     .await
-                    .map_err(|e| self.backend("begin a transaction", e))?;
+                    .map_err(|e| self.begin_error(e))?;
                 Ok(SqliteContext { conn: Conn::Tx(tx) })
             }
             ContextMode::NonTransactional => {

@@ -17,15 +17,43 @@ use futures::future::BoxFuture;
 
 /// SQLite files in a temporary directory removed when the test ends.
 struct Sqlite {
-    dir: tempfile::TempDir,
+    dir: Dir,
+}
+
+/// Where the files live.
+enum Dir {
+    /// A directory of this test alone.
+    Own(tempfile::TempDir),
+    /// A directory shared by a test process and the child processes it
+    /// starts (the process-level suite), named after the parent's pid; the
+    /// parent removes it, once empty, when its check ends.
+    Family(PathBuf),
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        if let (Dir::Family(p), true) = (
+            &*self,
+            std::env::var_os("FLAMINGOCK_PROCESS_CHILD").is_none(),
+        ) {
+            // Fails while another check still has files there: fine.
+            let _ = std::fs::remove_dir(p);
+        }
+    }
 }
 
 impl Sqlite {
+    fn path(&self) -> &std::path::Path {
+        match &self.dir {
+            Dir::Own(t) => t.path(),
+            Dir::Family(p) => p,
+        }
+    }
     fn main_file(&self, ns: &str) -> PathBuf {
-        self.dir.path().join(format!("{ns}.db"))
+        self.path().join(format!("{ns}.db"))
     }
     fn other_file(&self, ns: &str) -> PathBuf {
-        self.dir.path().join(format!("{ns}-elsewhere.db"))
+        self.path().join(format!("{ns}-elsewhere.db"))
     }
     fn remove(&self, ns: &str) -> Result<(), BoxError> {
         for base in [self.main_file(ns), self.other_file(ns)] {
@@ -45,10 +73,24 @@ impl Sqlite {
 
 async fn sqlite() -> Option<Sqlite> {
     Some(Sqlite {
-        dir: tempfile::Builder::new()
-            .prefix("flamingock-sqlite-")
-            .tempdir()
-            .expect("temporary directory"),
+        dir: Dir::Own(
+            tempfile::Builder::new()
+                .prefix("flamingock-sqlite-")
+                .tempdir()
+                .expect("temporary directory"),
+        ),
+    })
+}
+
+/// For the process-level suite: files in a directory the child processes find too.
+async fn sqlite_family() -> Option<Sqlite> {
+    let dir = std::env::temp_dir().join(format!(
+        "flamingock-sqlite-family-{}",
+        flamingock_test_support::process_suite::family_id()
+    ));
+    std::fs::create_dir_all(&dir).expect("temporary directory");
+    Some(Sqlite {
+        dir: Dir::Family(dir),
     })
 }
 
@@ -145,6 +187,6 @@ mod pipeline {
 
 /// The process-level suite: real child processes killed, paused and racing.
 mod process {
-    use super::sqlite;
-    flamingock_test_support::process_tests!(sqlite);
+    use super::sqlite_family;
+    flamingock_test_support::process_tests!(sqlite_family);
 }

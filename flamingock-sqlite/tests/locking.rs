@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use flamingock_core::{
-    Acquire, Change, ChangeMeta, ChangeResult, Flamingock, LockConfig, LockProvider, Stage,
+    Acquire, AuditStore, Change, ChangeMeta, ChangeResult, Flamingock, LockConfig, LockProvider,
+    Stage,
 };
 use flamingock_sqlite::{sqlx, SqliteAuditStore, SqliteContext, SqliteTarget};
 use sqlx::Connection;
@@ -99,5 +100,75 @@ async fn a_runner_waits_for_a_long_change_of_another_runner() {
     assert!(
         b_report.took_lock,
         "b went through the lock, not the fast path"
+    );
+}
+
+struct OnOther;
+impl Change for OnOther {
+    type Target = SqliteTarget;
+    fn meta(&self) -> ChangeMeta {
+        ChangeMeta::new("on-other", "0001").target("other")
+    }
+    async fn apply(&self, db: &mut SqliteContext) -> ChangeResult {
+        sqlx::query("CREATE TABLE made_here (x INTEGER)")
+            .execute(db.conn())
+            .await?;
+        Ok(())
+    }
+}
+
+/// A separate target file whose write lock another connection holds (a
+/// runner stopped inside a change on it): the runner that took over waits
+/// for it like for a held lock instead of failing the change when one busy
+/// timeout runs out, and applies the change once the file is free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_separate_target_is_waited_for() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteAuditStore::open(dir.path().join("audit.db"))
+        .await
+        .expect("store");
+    let other_path = dir.path().join("other.db");
+    // The user's own pool, with a busy timeout far below the time the file stays held.
+    let other_pool = SqliteAuditStore::builder(&other_path)
+        .busy_timeout(SHORT_BUSY)
+        .open()
+        .await
+        .expect("target pool")
+        .pool()
+        .clone();
+    let holder = SqliteAuditStore::open(&other_path).await.expect("holder");
+    let mut conn = holder.pool().acquire().await.expect("connection");
+    let tx = conn
+        .begin_with("BEGIN IMMEDIATE")
+        .await
+        .expect("hold the file");
+    let runner = Flamingock::builder()
+        .audit_store(store.clone())
+        .target(SqliteTarget::new("other", other_pool))
+        .stage(Stage::new("s").change(OnOther))
+        .lock_config(LockConfig::default().acquire_timeout(Duration::from_secs(30)))
+        .build()
+        .expect("runner");
+    let run = tokio::spawn(async move { runner.run().await });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    if run.is_finished() {
+        panic!("the runner must wait for the busy file: {:?}", run.await);
+    }
+    tx.rollback().await.expect("release the file");
+    let report = run
+        .await
+        .expect("join")
+        .expect("the change applies once the file is free");
+    assert_eq!(report.applied(), ["on-other"]);
+    let states: Vec<_> = store
+        .history(&flamingock_core::HistoryFilter::all())
+        .await
+        .expect("history")
+        .into_iter()
+        .map(|e| e.state)
+        .collect();
+    assert!(
+        !states.contains(&flamingock_core::AuditState::Failed),
+        "no failure recorded while waiting: {states:?}"
     );
 }
