@@ -32,6 +32,8 @@ pub enum Exit {
     Usage,
     /// 3: `validate` found pending or blocked changes.
     Pending,
+    /// 130: `apply` stopped cleanly on SIGINT/SIGTERM (the lock released).
+    Interrupted,
 }
 
 impl Exit {
@@ -42,6 +44,7 @@ impl Exit {
             Exit::Failure => 1,
             Exit::Usage => 2,
             Exit::Pending => 3,
+            Exit::Interrupted => 130,
         }
     }
 }
@@ -761,6 +764,35 @@ impl EventListener for Progress {
                 "  {} {change_id}",
                 self.out.paint(Color::Cyan, "rolled back")
             )),
+            Event::LockWaiting {
+                holder,
+                expires_at,
+                waited,
+                ..
+            } => self.print(&format!(
+                "  {} for the lock held by {holder} (its lease ends {}; waited {})",
+                self.out.paint(Color::Yellow, "waiting "),
+                expires_at.format("%H:%M:%S UTC"),
+                ms(*waited)
+            )),
+            Event::LockAcquired { waited, .. } if !waited.is_zero() => self.print(&format!(
+                "  {} after waiting {}",
+                self.out.paint(Color::Green, "got the lock"),
+                ms(*waited)
+            )),
+            Event::LeaseExtendedLate { left, .. } => self.print(&format!(
+                "  {} the lease was extended with only {} left",
+                self.out.paint(Color::Yellow, "warning:"),
+                ms(*left)
+            )),
+            Event::LeaseLost { detail, .. } => self.print(&format!(
+                "  {} {detail}; stopping before the next write",
+                self.out.paint(Color::Red, "lease lost:")
+            )),
+            Event::ShutdownRequested { detail } => self.print(&format!(
+                "  {} {detail}",
+                self.out.paint(Color::Yellow, "stopping:")
+            )),
             _ => {}
         }
     }
@@ -770,8 +802,37 @@ fn ms(d: Duration) -> String {
     format!("{} ms", d.as_millis())
 }
 
+/// Completes on the first SIGINT or SIGTERM; a second one exits at once
+/// (the lock then stays held until its lease ends).
+async fn shutdown_signal(out: Out) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        // No signal handling here: never ask for a stop.
+        return std::future::pending().await;
+    };
+    let name = tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    };
+    out.err_line(&format!(
+        "received {name}: finishing or rolling back the current change, then releasing the \
+         lock (send it again to exit at once; the lock would then stay held until its lease ends)"
+    ));
+    tokio::spawn(async move {
+        let name = tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        };
+        out.err_line(&format!("received {name} again: exiting now"));
+        std::process::exit(i32::from(Exit::Interrupted.code()));
+    });
+}
+
 async fn apply(runner: &Flamingock, out: &Out) -> Result<Exit, Fail> {
-    match runner.run().await {
+    match runner.run_until(shutdown_signal(out.clone())).await {
         Ok(report) => {
             if out.json {
                 out.json_doc(&json!({ "status": "ok", "report": report_json(&report) }));
@@ -839,6 +900,7 @@ fn kind_of(e: &Error) -> &'static str {
         Error::ChangeFailed { .. } => "change_failed",
         Error::Pending { .. } => "pending",
         Error::LeaseLost { .. } => "lease_lost",
+        Error::Interrupted { .. } => "interrupted",
         Error::Store(_) => "store",
         Error::Lock(_) => "lock",
         Error::Target(_) => "target",
@@ -872,6 +934,8 @@ fn report_failure(f: Fail, opts: &RunOptions, out: &Out) -> Exit {
         Fail::Core { error, at_build } => {
             let code = if *at_build {
                 Exit::Usage
+            } else if matches!(error, Error::Interrupted { .. }) {
+                Exit::Interrupted
             } else {
                 Exit::Failure
             };

@@ -347,3 +347,62 @@ fn with_password_and_db(url: &str, password: &str, db: &str) -> String {
     };
     format!("{scheme}://{user}:{password}@{host}/{db}")
 }
+
+/// SIGINT during `apply`: the change in its transaction is rolled back and
+/// recorded, the lock is released, the process says what the next run will
+/// do and exits 130 at once (not after the statement or the lease).
+#[tokio::test]
+async fn sigint_rolls_back_releases_the_lock_and_exits_130() {
+    let Some(env) = Env::new(&[
+        ("0001__create.sql", "CREATE TABLE made (x int);"),
+        (
+            "0002__slow.sql",
+            "INSERT INTO made VALUES (1);\nSELECT pg_sleep(10);",
+        ),
+    ]) else {
+        return;
+    };
+    let dir = env.dir.display().to_string();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_flamingock"))
+        .args(["--store", &env.store, "--changes", &dir, "apply"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .env_remove("RUST_LOG")
+        .spawn()
+        .expect("start flamingock apply");
+    // Wait until the slow change is running (the first one is recorded).
+    let mut running = false;
+    for _ in 0..200 {
+        let list = env.run(&["audit", "list", "--json"]).json();
+        if state_of(&list, "create").as_deref() == Some("APPLIED") {
+            running = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(running, "the first change never got applied");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).expect("pid")).expect("pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).expect("SIGINT");
+    let sent = std::time::Instant::now();
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "stderr: {stderr}");
+    assert!(
+        sent.elapsed() < std::time::Duration::from_secs(5),
+        "it waited for the statement ({:?} after SIGINT)",
+        sent.elapsed()
+    );
+    assert!(stderr.contains("received SIGINT"), "{stderr}");
+    assert!(stderr.contains("next run applies 'slow'"), "{stderr}");
+    let list = env.run(&["audit", "list", "--json"]).json();
+    assert_eq!(
+        state_of(&list, "slow").as_deref(),
+        Some("ROLLED_BACK"),
+        "{list}"
+    );
+    let lock = env.run(&["lock", "status", "--json"]).json();
+    assert_eq!(lock["held"], false, "the lock must be released: {lock}");
+    env.cleanup().await;
+}

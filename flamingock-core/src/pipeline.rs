@@ -508,7 +508,15 @@ async fn apply_in_transaction<C: Change>(
     match applied {
         Ok(()) => Ok(ctx),
         Err(error) => {
-            abort_bounded(target, ctx, x).await;
+            if error.is::<InterruptedApply>() || error.is::<ChangeTimedOut>() {
+                // The change's statement may still be running: a rollback
+                // would wait for it. Dropping a transactional context leaves
+                // nothing committed (the TargetSystem contract); the driver
+                // and the server roll it back.
+                drop(ctx);
+            } else {
+                abort_bounded(target, ctx, x).await;
+            }
             Err(x.record_rolled_back_failure(started, error).await)
         }
     }
