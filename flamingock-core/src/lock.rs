@@ -252,6 +252,34 @@ impl Drop for AbortOnDrop {
     }
 }
 
+fn report_wait(provider: &dyn LockProvider, holder: &LockInfo, waited: Duration, events: &Emitter) {
+    info!(
+        lock = %provider.describe(),
+        holder = %holder.owner,
+        token = holder.token,
+        expires_at = %holder.expires_at,
+        waited = %human(waited),
+        "waiting for the lock held by {} (lease ends {}{})",
+        holder.owner,
+        holder.expires_at.format("%H:%M:%S%.3f UTC"),
+        if holder.expired { ", already expired" } else { "" },
+    );
+    events.emit(Event::LockWaiting {
+        lock: provider.describe(),
+        holder: holder.owner.clone(),
+        expires_at: holder.expires_at,
+        waited,
+    });
+}
+
+fn not_needed(started: Instant) -> Waited {
+    info!(
+        waited = %human(started.elapsed()),
+        "another runner finished the work while this one waited; nothing left to do"
+    );
+    Waited::NotNeeded
+}
+
 /// A lease this runner holds, refreshed in the background until released
 /// or dropped.
 #[derive(Debug)]
@@ -301,84 +329,92 @@ impl HeldLease {
         let started = Instant::now();
         let mut backoff = Backoff::new(cfg.retry_initial, cfg.retry_interval);
         let mut last_report: Option<Instant> = None;
+        let mut seen_held = false;
         loop {
-            let sent = Instant::now();
-            match provider.try_acquire(owner, cfg.lease).await? {
-                Acquire::Acquired(lease) => {
-                    let waited = started.elapsed();
-                    if last_report.is_some() {
-                        info!(token = lease.token, waited = %human(waited), "lock acquired");
-                    } else {
-                        debug!(token = lease.token, "lock acquired");
-                    }
-                    events.emit(Event::LockAcquired {
-                        lock: provider.describe(),
-                        token: lease.token,
-                        waited,
-                    });
-                    return Ok(Waited::Acquired(Self::start(
-                        provider,
-                        owner,
-                        lease.token,
-                        sent,
-                        cfg,
-                        events.clone(),
-                    )));
-                }
-                Acquire::Held(holder) => {
-                    let waited = started.elapsed();
-                    if last_report.is_none_or(|t| t.elapsed() >= cfg.report_every) {
-                        last_report = Some(Instant::now());
-                        info!(
-                            lock = %provider.describe(),
-                            holder = %holder.owner,
-                            token = holder.token,
-                            expires_at = %holder.expires_at,
-                            waited = %human(waited),
-                            "waiting for the lock held by {} (lease ends {}{})",
-                            holder.owner,
-                            holder.expires_at.format("%H:%M:%S%.3f UTC"),
-                            if holder.expired { ", already expired" } else { "" },
-                        );
-                        events.emit(Event::LockWaiting {
-                            lock: provider.describe(),
-                            holder: holder.owner.clone(),
-                            expires_at: holder.expires_at,
-                            waited,
-                        });
-                    }
-                    let pause = backoff.pause();
-                    if waited + pause > cfg.acquire_timeout {
-                        return Err(LockError::Timeout {
-                            lock: provider.describe(),
-                            waited,
-                            holder,
-                        }
-                        .into());
-                    }
-                    tokio::select! {
-                        () = tokio::time::sleep(pause) => {}
-                        () = shutdown.requested() => {
-                            return Err(crate::Error::Interrupted {
-                                run_id: String::new(),
-                                detail: format!(
-                                    "stopped waiting for the lock (held by {}); nothing was \
-                                     run, the next run starts from the same point",
-                                    holder.owner
-                                ),
-                                report: Box::default(),
+            // After a wait, look before writing: while a live lease is held
+            // by someone else, a read answers (and, on a single-writer store
+            // such as SQLite, keeps the holder's transactions from queueing
+            // behind every waiter's write attempt).
+            let still_held = match seen_held {
+                true => provider
+                    .inspect()
+                    .await?
+                    .filter(|h| !h.expired && h.owner != owner),
+                false => None,
+            };
+            let holder = match still_held {
+                Some(h) => h,
+                None => {
+                    let sent = Instant::now();
+                    match provider.try_acquire(owner, cfg.lease).await? {
+                        Acquire::Acquired(lease) => {
+                            let waited = started.elapsed();
+                            if last_report.is_some() {
+                                info!(token = lease.token, waited = %human(waited), "lock acquired");
+                            } else {
+                                debug!(token = lease.token, "lock acquired");
+                            }
+                            events.emit(Event::LockAcquired {
+                                lock: provider.describe(),
+                                token: lease.token,
+                                waited,
                             });
+                            return Ok(Waited::Acquired(Self::start(
+                                provider,
+                                owner,
+                                lease.token,
+                                sent,
+                                cfg,
+                                events.clone(),
+                            )));
+                        }
+                        Acquire::Held(h) => {
+                            seen_held = true;
+                            h
                         }
                     }
-                    if !still_needed().await? {
-                        info!(
-                            waited = %human(started.elapsed()),
-                            "another runner finished the work while this one waited; nothing left to do"
-                        );
-                        return Ok(Waited::NotNeeded);
-                    }
                 }
+            };
+            let waited = started.elapsed();
+            if last_report.is_none_or(|t| t.elapsed() >= cfg.report_every) {
+                last_report = Some(Instant::now());
+                report_wait(&*provider, &holder, waited, events);
             }
+            let pause = backoff.pause();
+            if waited + pause > cfg.acquire_timeout {
+                return Err(LockError::Timeout {
+                    lock: provider.describe(),
+                    waited,
+                    holder,
+                }
+                .into());
+            }
+            if let Some(stopped) = Self::pause(pause, shutdown, &holder).await {
+                return Err(stopped);
+            }
+            if !still_needed().await? {
+                return Ok(not_needed(started));
+            }
+        }
+    }
+
+    /// Sleeps `pause`, or returns the error of a shutdown requested meanwhile.
+    async fn pause(
+        pause: Duration,
+        shutdown: &Shutdown,
+        holder: &LockInfo,
+    ) -> Option<crate::Error> {
+        tokio::select! {
+            () = tokio::time::sleep(pause) => None,
+            () = shutdown.requested() => Some(crate::Error::Interrupted {
+                run_id: String::new(),
+                detail: format!(
+                    "stopped waiting for the lock (held by {}); nothing was run, the next \
+                     run starts from the same point",
+                    holder.owner
+                ),
+                report: Box::default(),
+            }),
         }
     }
 

@@ -758,3 +758,126 @@ macro_rules! __process_check {
         }
     };
 }
+
+/// Wall times of one racing benchmark: a runner process alone, and
+/// `runners` processes started at once, on fresh namespaces.
+#[derive(Debug, Clone)]
+pub struct RaceFigures {
+    /// Each round's wall time of one runner alone (spawn to exit).
+    pub alone: Vec<Duration>,
+    /// Each round's wall time of the racing processes (spawn of the first
+    /// to exit of the last).
+    pub racing: Vec<Duration>,
+    /// Each round's wall time of the same processes started together on the
+    /// namespace they just migrated (nothing pending: process start,
+    /// connect and the lock-free check only) - the machine's floor.
+    pub nothing_pending: Vec<Duration>,
+    /// How many processes raced.
+    pub runners: usize,
+}
+
+fn median(v: &[Duration]) -> Duration {
+    let mut s = v.to_vec();
+    s.sort_unstable();
+    s.get(s.len() / 2).copied().unwrap_or_default()
+}
+
+impl RaceFigures {
+    /// Median of the racing rounds over the median alone.
+    pub fn ratio(&self) -> f64 {
+        median(&self.racing).as_secs_f64() / median(&self.alone).as_secs_f64().max(f64::EPSILON)
+    }
+
+    /// The figures as the benchmarks print them.
+    pub fn render(&self, what: &str) -> String {
+        let line = |v: &[Duration]| {
+            let min = v.iter().min().copied().unwrap_or_default();
+            let max = v.iter().max().copied().unwrap_or_default();
+            format!(
+                "median {} ms (min {} ms, max {} ms)",
+                median(v).as_millis(),
+                min.as_millis(),
+                max.as_millis()
+            )
+        };
+        format!(
+            "{what}, {} rounds, exactly-once checked in every round:\n  \
+             1 runner alone:                    {}\n  \
+             {n} runners at once:               {}\n  \
+             {n} runners, nothing pending:      {}\n  \
+             ratio racing / alone:              {:.2}x (goal <= 1.5x)\n  \
+             ratio racing / nothing pending:    {:.2}x (what the lock protocol adds)",
+            self.alone.len(),
+            line(&self.alone),
+            line(&self.racing),
+            line(&self.nothing_pending),
+            self.ratio(),
+            median(&self.racing).as_secs_f64()
+                / median(&self.nothing_pending)
+                    .as_secs_f64()
+                    .max(f64::EPSILON),
+            n = self.runners,
+        )
+    }
+}
+
+/// The racing benchmark (not a test: it asserts only exactly-once): in
+/// each round, one runner process alone on a fresh namespace, then
+/// `runners` processes started together on another, every process applying
+/// `changes` changes of `kind`. Call it from a benchmark binary whose
+/// `main` first calls [`child_main`].
+pub async fn race<H: PipelineUnderTest>(
+    sut: &H,
+    kind: Kind,
+    changes: usize,
+    runners: usize,
+    rounds: usize,
+) -> RaceFigures {
+    let mut figures = RaceFigures {
+        alone: Vec::new(),
+        racing: Vec::new(),
+        nothing_pending: Vec::new(),
+        runners,
+    };
+    for round in 0..rounds {
+        for n in [1, runners] {
+            let ns = namespace("race");
+            let spec = ChildSpec::new(&ns, kind, changes);
+            let (wall, ended) = blocking(move || {
+                let t = Instant::now();
+                let all: Vec<Runner> = (0..n).map(|i| spec.spawn(&format!("runner {i}"))).collect();
+                let ended: Vec<Ended> = all.into_iter().map(Runner::finish).collect();
+                (t.elapsed(), ended)
+            })
+            .await;
+            for (i, e) in ended.iter().enumerate() {
+                e.expect_code(&format!("round {round}, {n} runners, runner {i}"), 0);
+            }
+            assert_eq!(
+                counts(sut, &ns, kind, changes).await,
+                vec![1; changes],
+                "round {round}: each change exactly once with {n} processes"
+            );
+            if n == 1 {
+                figures.alone.push(wall);
+            } else {
+                figures.racing.push(wall);
+                let spec = ChildSpec::new(&ns, kind, changes);
+                let wall = blocking(move || {
+                    let t = Instant::now();
+                    let all: Vec<Runner> = (0..n)
+                        .map(|i| spec.spawn(&format!("idle runner {i}")))
+                        .collect();
+                    for r in all {
+                        r.finish().expect_code("runner with nothing pending", 0);
+                    }
+                    t.elapsed()
+                })
+                .await;
+                figures.nothing_pending.push(wall);
+            }
+            let _ = sut.cleanup(&ns).await;
+        }
+    }
+    figures
+}

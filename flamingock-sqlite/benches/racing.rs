@@ -1,0 +1,110 @@
+//! Sixteen runner processes started together on one new SQLite file,
+//! against one runner alone: wall time until the last exits, and
+//! exactly-once checked in every round.
+//!
+//! ```sh
+//! cargo bench -p flamingock-sqlite --bench racing
+//! ```
+//!
+//! Each process is this benchmark binary re-executed as a child: it opens
+//! the file (WAL), builds the runner and applies 10 shared-transaction
+//! changes, each one bumping a counter row. Without `--bench` (as
+//! `cargo test --all-targets` runs it) it does one quick round.
+#![allow(clippy::print_stdout)] // a benchmark prints its figures
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use flamingock_core::{AuditStore, BoxError, LockProvider};
+use flamingock_sqlite::{sqlx, SqliteAuditStore, SqliteContext, SqliteTarget};
+use flamingock_test_support::pipeline_suite::{Kind, PipelineEnv, PipelineUnderTest};
+use flamingock_test_support::process_suite::{child_main, family_id, race};
+use futures::future::BoxFuture;
+
+const COUNTERS: &str =
+    "CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY NOT NULL, n INTEGER NOT NULL)";
+
+/// Files in a directory named after the parent process, found by its children.
+struct Sqlite {
+    dir: PathBuf,
+}
+
+impl Sqlite {
+    fn file(&self, ns: &str) -> PathBuf {
+        self.dir.join(format!("{ns}.db"))
+    }
+}
+
+#[flamingock_core::async_trait]
+impl PipelineUnderTest for Sqlite {
+    type Target = SqliteTarget;
+
+    async fn open(&self, ns: &str) -> Result<PipelineEnv<SqliteTarget>, BoxError> {
+        let store = SqliteAuditStore::open(self.file(ns)).await?;
+        let lock: Arc<dyn LockProvider> = Arc::new(store.lock());
+        Ok(PipelineEnv {
+            lock,
+            shared: Some(store.target("shared")),
+            separate: None,
+            separate_marker: None,
+            store: Arc::new(store) as Arc<dyn AuditStore>,
+        })
+    }
+
+    fn bump<'a>(ctx: &'a mut SqliteContext, key: &'a str) -> BoxFuture<'a, Result<(), BoxError>> {
+        Box::pin(async move {
+            sqlx::query(COUNTERS).execute(ctx.conn()).await?;
+            sqlx::query(
+                "INSERT INTO counters (key, n) VALUES (?1, 1) \
+                 ON CONFLICT (key) DO UPDATE SET n = n + 1",
+            )
+            .bind(key)
+            .execute(ctx.conn())
+            .await?;
+            Ok(())
+        })
+    }
+
+    async fn count(&self, target: &SqliteTarget, key: &str) -> Result<u64, BoxError> {
+        sqlx::query(COUNTERS).execute(target.pool()).await?;
+        let n: Option<i64> = sqlx::query_scalar("SELECT n FROM counters WHERE key = ?1")
+            .bind(key)
+            .fetch_optional(target.pool())
+            .await?;
+        Ok(u64::try_from(n.unwrap_or(0))?)
+    }
+
+    async fn cleanup(&self, ns: &str) -> Result<(), BoxError> {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut p = self.file(ns).into_os_string();
+            p.push(suffix);
+            let _ = std::fs::remove_file(p);
+        }
+        Ok(())
+    }
+}
+
+async fn sut() -> Option<Sqlite> {
+    let dir = std::env::temp_dir().join(format!("flamingock-sqlite-race-{}", family_id()));
+    std::fs::create_dir_all(&dir).ok()?;
+    Some(Sqlite { dir })
+}
+
+fn main() {
+    child_main(sut);
+    let full = std::env::args().any(|a| a == "--bench");
+    let rounds = if full { 7 } else { 1 };
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let Some(s) = sut().await else {
+            println!("racing: no temporary directory; nothing measured");
+            return;
+        };
+        let figures = race(&s, Kind::Shared, 10, 16, rounds).await;
+        println!(
+            "{}",
+            figures.render("SQLite (WAL), 10 shared-transaction changes per runner")
+        );
+        let _ = std::fs::remove_dir(&s.dir);
+    });
+}
