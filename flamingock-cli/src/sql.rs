@@ -10,7 +10,9 @@
 //!
 //! * The name is `<order>__<id>.sql`: the change id is `<id>`, it runs in
 //!   lexicographic order of `<order>` (zero-pad numbers: `0002` sorts before
-//!   `0010`, `2` does not, and mixing widths is refused).
+//!   `0010`, `2` does not, and mixing widths is refused; so are orders
+//!   such as `1_2` and `1_10`, whose numeric parts would run in another
+//!   order than their text).
 //! * An optional first line configures the change:
 //!   `-- flamingock: author=ana transactional=false recovery=always-retry description="..."`
 //!   (keys: `author`, `description`, `transactional` = `true|false`,
@@ -207,6 +209,23 @@ pub enum LoadError {
     MixedOrderWidths {
         /// Some of the offending files.
         examples: String,
+    },
+    /// Orders that run in text order although their numeric parts say
+    /// otherwise (`1_10__c.sql` runs before `1_2__b.sql`).
+    #[error("orders run in text order, which their numbers contradict: {}; zero-pad the numeric parts of the orders to one width (e.g. 1_02__b.sql, 1_10__c.sql)", pairs.iter().map(|(a, b)| format!("{a} runs before {b}")).collect::<Vec<_>>().join(", "))]
+    NumericOrderMismatch {
+        /// `(file that runs first, file that runs second)`, though the
+        /// first's number is larger.
+        pairs: Vec<(String, String)>,
+    },
+    /// A directory without a single change file: running it would
+    /// "succeed" without doing anything.
+    #[error("no change files: {found}; expected <order>__<id>.sql files (e.g. 0001__create-users.sql, optional <order>__<id>.rollback.sql) directly in the directory{hint}")]
+    NoChangeFiles {
+        /// What the directory holds instead (counts and first names).
+        found: String,
+        /// A hint for a layout that was recognised but is not supported.
+        hint: String,
     },
     /// A file with no SQL in it (blank or comments only).
     #[error("{file}: empty: the file has no SQL statement")]
@@ -430,6 +449,72 @@ fn tokenize(body: &str) -> Result<Vec<(String, String)>, String> {
     }
 }
 
+/// What `load_dir` skipped, to say so when nothing was left.
+#[derive(Default)]
+struct Ignored {
+    files: Vec<String>,
+    dirs: Vec<String>,
+    /// Subdirectories holding `up.sql` (diesel's layout).
+    diesel: usize,
+}
+
+impl Ignored {
+    fn dir(&mut self, name: &str, path: &Path) {
+        if path.join("up.sql").is_file() {
+            self.diesel += 1;
+        }
+        self.dirs.push(name.to_owned());
+    }
+
+    fn into_error(mut self) -> LoadError {
+        fn some(names: &mut [String]) -> String {
+            names.sort();
+            let mut s = names
+                .iter()
+                .take(3)
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(", ");
+            if names.len() > 3 {
+                s.push_str(", ...");
+            }
+            s
+        }
+        let mut parts = Vec::new();
+        if !self.files.is_empty() {
+            parts.push(format!(
+                "{} other file(s) ({})",
+                self.files.len(),
+                some(&mut self.files)
+            ));
+        }
+        if !self.dirs.is_empty() {
+            parts.push(format!(
+                "{} subdirector{} ({}), which are not read",
+                self.dirs.len(),
+                if self.dirs.len() == 1 { "y" } else { "ies" },
+                some(&mut self.dirs)
+            ));
+        }
+        let found = if parts.is_empty() {
+            "the directory is empty".to_owned()
+        } else {
+            format!("the directory holds {}", parts.join(" and "))
+        };
+        let hint = if self.diesel > 0 {
+            format!(
+                "; {} subdirector{} with up.sql look like diesel migrations, a layout this loader does not read: \
+                 rename each <name>/up.sql to <order>__<name>.sql (and down.sql to <order>__<name>.rollback.sql)",
+                self.diesel,
+                if self.diesel == 1 { "y" } else { "ies" }
+            )
+        } else {
+            String::new()
+        };
+        LoadError::NoChangeFiles { found, hint }
+    }
+}
+
 impl SqlChanges {
     /// Reads every `*.sql` file directly in `dir` (hidden files and other
     /// extensions are ignored) and parses them; see [`SqlChanges::from_sources`].
@@ -447,6 +532,7 @@ impl SqlChanges {
         })?;
         let mut names: Vec<(String, PathBuf)> = Vec::new();
         let mut problems = Vec::new();
+        let mut ignored = Ignored::default();
         for entry in rd {
             let entry = entry.map_err(|e| {
                 fail(vec![LoadError::Directory {
@@ -455,6 +541,9 @@ impl SqlChanges {
             })?;
             let path = entry.path();
             if !path.is_file() {
+                if path.is_dir() {
+                    ignored.dir(&entry.file_name().to_string_lossy(), &path);
+                }
                 continue;
             }
             let raw = entry.file_name();
@@ -468,9 +557,13 @@ impl SqlChanges {
             // The same selection as `embed_sql_dir!`.
             if name.starts_with('.') || !name.to_ascii_lowercase().ends_with(".sql") {
                 tracing::debug!(file = name, "not a .sql file: ignored");
+                ignored.files.push(name.to_owned());
                 continue;
             }
             names.push((name.to_owned(), path));
+        }
+        if names.is_empty() && problems.is_empty() {
+            return Err(fail(vec![ignored.into_error()]));
         }
         names.sort();
         let mut sources = Vec::with_capacity(names.len());
@@ -605,6 +698,17 @@ impl SqlChanges {
                     examples: format!("{} vs {}", min.1, max.1),
                 });
             }
+        }
+        // All-digit orders of mixed widths are reported above already.
+        let all_digits = |o: &str| o.bytes().all(|b| b.is_ascii_digit());
+        let pairs: Vec<(String, String)> =
+            flamingock_core::order::numeric_order_conflicts(by_order.keys().copied())
+                .into_iter()
+                .filter(|(a, b)| !(all_digits(a) && all_digits(b)))
+                .map(|(a, b)| (by_order[a][0].clone(), by_order[b][0].clone()))
+                .collect();
+        if !pairs.is_empty() {
+            problems.push(LoadError::NumericOrderMismatch { pairs });
         }
         if !problems.is_empty() {
             return Err(LoadErrors {
@@ -978,6 +1082,37 @@ mod tests {
     }
 
     #[test]
+    fn orders_whose_numbers_sort_differently_than_their_text_are_refused() {
+        for files in [
+            ["V1_1__a.sql", "V1_2__b.sql", "V1_10__c.sql"],
+            ["1_1__a.sql", "1_2__b.sql", "1_10__c.sql"],
+        ] {
+            let p = problems(&files.map(|f| (f, "SELECT 1")));
+            assert_eq!(
+                p,
+                [LoadError::NumericOrderMismatch {
+                    pairs: vec![(files[2].into(), files[1].into())]
+                }]
+            );
+            let text = p[0].to_string();
+            assert!(
+                text.contains(&format!("{} runs before {}", files[2], files[1]))
+                    && text.contains("zero-pad"),
+                "{text}"
+            );
+        }
+        // The same orders zero-padded, and orders that sort the same as
+        // text and as numbers, are accepted.
+        load(&[
+            ("V1_01__a.sql", "SELECT 1"),
+            ("V1_02__b.sql", "SELECT 1"),
+            ("V1_10__c.sql", "SELECT 1"),
+        ])
+        .expect("zero-padded");
+        load(&[("1_1__a.sql", "SELECT 1"), ("1_2__b.sql", "SELECT 1")]).expect("same width");
+    }
+
+    #[test]
     fn load_dir_reads_sql_files_only_and_matches_from_sources() {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(
@@ -1010,5 +1145,38 @@ mod tests {
 
         let e = SqlChanges::load_dir(dir.path().join("missing")).expect_err("missing dir");
         assert!(e.to_string().contains("cannot read the directory"), "{e}");
+    }
+
+    #[test]
+    fn a_directory_without_change_files_is_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let e = SqlChanges::load_dir(dir.path()).expect_err("empty dir");
+        let text = e.to_string();
+        assert!(
+            text.contains("no change files: the directory is empty")
+                && text.contains("expected <order>__<id>.sql files"),
+            "{text}"
+        );
+
+        // A diesel layout: one subdirectory per migration with up.sql.
+        for m in [
+            "2020-01-01-000000_create_users",
+            "2020-01-02-000000_add_email",
+        ] {
+            std::fs::create_dir(dir.path().join(m)).expect("mkdir");
+            std::fs::write(dir.path().join(m).join("up.sql"), "SELECT 1;").expect("write");
+        }
+        std::fs::write(dir.path().join("README.md"), "notes").expect("write");
+        let text = SqlChanges::load_dir(dir.path())
+            .expect_err("no change files")
+            .to_string();
+        for needle in [
+            "1 other file(s) (README.md)",
+            "2 subdirectories (2020-01-01-000000_create_users, 2020-01-02-000000_add_email)",
+            "look like diesel migrations",
+            "<order>__<name>.sql",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in {text}");
+        }
     }
 }

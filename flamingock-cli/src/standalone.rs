@@ -117,15 +117,8 @@ pub async fn run_standalone(args: Standalone, redactor: Redactor) -> Exit {
     let changes = match &args.changes {
         None => None,
         Some(dir) => match SqlChanges::load_dir(dir) {
-            Ok(c) => {
-                if c.is_empty() {
-                    out.warn(&format!(
-                        "no change files (<order>__<id>.sql) in {}",
-                        dir.display()
-                    ));
-                }
-                Some(c)
-            }
+            // An empty directory is a load error: nothing to run is not success.
+            Ok(c) => Some(c),
             Err(e) => return fail(Exit::Usage, "change_files", e.to_string()),
         },
     };

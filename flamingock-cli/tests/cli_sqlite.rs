@@ -561,6 +561,31 @@ async fn bad_change_directories_are_reported_at_once_and_nothing_runs() {
     );
 }
 
+#[test]
+fn a_changes_directory_without_change_files_is_a_usage_error() {
+    let env = Env::new(&[]);
+    let out = env.run(&["apply"]);
+    assert_usage(
+        &out,
+        &[
+            "no change files: the directory is empty",
+            "<order>__<id>.sql",
+        ],
+    );
+    assert!(!env.db.exists(), "the store was not even opened");
+    // A diesel layout is named as such.
+    std::fs::create_dir(env.dir.join("2020-01-01-000000_create_users")).expect("mkdir");
+    env.write("2020-01-01-000000_create_users/up.sql", "SELECT 1;");
+    let out = env.run(&["apply"]);
+    assert_usage(
+        &out,
+        &[
+            "1 subdirectory (2020-01-01-000000_create_users)",
+            "diesel migrations",
+        ],
+    );
+}
+
 #[tokio::test]
 async fn bad_store_urls_and_unreachable_stores() {
     let env = Env::new(&[("0001__create-users.sql", CREATE_USERS)]);

@@ -297,6 +297,22 @@ fn plan_pipeline(
                 bound,
             });
         }
+        let conflicts = crate::order::numeric_order_conflicts(orders.keys().copied());
+        if !conflicts.is_empty() {
+            let first_id = |o: &str| orders.get(o).and_then(|ids| ids.first()).cloned();
+            problems.push(ValidationProblem::NumericOrderMismatch {
+                stage: stage.id.clone(),
+                pairs: conflicts
+                    .iter()
+                    .map(|(a, b)| {
+                        (
+                            (first_id(a).unwrap_or_default(), (*a).to_owned()),
+                            (first_id(b).unwrap_or_default(), (*b).to_owned()),
+                        )
+                    })
+                    .collect(),
+            });
+        }
         for (order, changes) in orders {
             if changes.len() > 1 {
                 problems.push(ValidationProblem::DuplicateOrder {

@@ -59,6 +59,15 @@ pub enum ValidationProblem {
         /// The changes sharing it.
         change_ids: Vec<String>,
     },
+    /// Orders of one stage that run in text order although their numeric
+    /// parts say otherwise (`1_10` runs before `1_2`).
+    NumericOrderMismatch {
+        /// Stage id.
+        stage: String,
+        /// `(change id, order)` pairs: the first runs before the second,
+        /// though its number is larger.
+        pairs: Vec<((String, String), (String, String))>,
+    },
     /// An empty stage id, or two stages with one id.
     BadStage {
         /// Stage id.
@@ -140,6 +149,10 @@ impl fmt::Display for ValidationProblem {
             UnprintableId { change_id } => write!(f, "change {change_id:?}: id contains control characters"),
             DuplicateId { change_id, stages } => write!(f, "change id '{change_id}' is declared {} times (stages: {})", stages.len(), stages.join(", ")),
             DuplicateOrder { stage, order, change_ids } => write!(f, "stage '{stage}': order '{order}' is shared by {}", change_ids.join(", ")),
+            NumericOrderMismatch { stage, pairs } => {
+                let list: Vec<String> = pairs.iter().map(|((a, ao), (b, bo))| format!("'{a}' (order {ao}) runs before '{b}' (order {bo})")).collect();
+                write!(f, "stage '{stage}': orders run in text order, which their numbers contradict: {}; zero-pad the numeric parts of the orders to one width (e.g. 1_02, 1_10)", list.join(", "))
+            }
             BadStage { stage, detail } => write!(f, "stage '{stage}': {detail}"),
             UnknownTarget { change_id, target, known } => write!(f, "change '{change_id}': target system '{target}' is not registered (registered: {})", if known.is_empty() { "none".to_owned() } else { known.join(", ") }),
             TargetTypeMismatch { change_id, target, expected } => write!(f, "change '{change_id}': target system '{target}' is not a {expected}"),
