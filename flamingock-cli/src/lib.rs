@@ -75,6 +75,8 @@
 #![warn(unreachable_pub)]
 
 mod cli;
+mod client_input;
+mod duration;
 mod output;
 pub mod redact;
 mod run;

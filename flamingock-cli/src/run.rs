@@ -767,7 +767,7 @@ impl EventListener for Progress {
 }
 
 fn ms(d: Duration) -> String {
-    format!("{} ms", d.as_millis())
+    crate::duration::show(d)
 }
 
 async fn apply(runner: &Flamingock, out: &Out) -> Result<Exit, Fail> {

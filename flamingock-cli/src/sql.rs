@@ -22,6 +22,9 @@
 //!   drift by validation, while a change of line endings alone is not.
 //! * Statements are split by the target's dialect and executed one by one,
 //!   inside the change's transaction unless `transactional=false`.
+//! * Statements that need a client to feed them (`COPY ... FROM STDIN`,
+//!   psql meta-commands such as `\i` or `\copy`) are refused: the runner
+//!   has no input to give and would wait forever, holding the lock.
 //!
 //! Every problem of a directory (malformed names, duplicate ids or orders,
 //! empty files, unknown header keys...) is reported at once, naming the file,
@@ -49,6 +52,7 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use flamingock_core::{
     BoxError, Change, ChangeMeta, ChangeResult, NoRollback, RecoveryStrategy, Stage, TargetSystem,
@@ -160,6 +164,7 @@ pub fn checksum(content: &str) -> String {
 pub struct SqlChanges {
     source: String,
     files: Vec<Arc<SqlFile>>,
+    statement_timeout: Option<Duration>,
 }
 
 /// One problem of a change directory.
@@ -226,6 +231,20 @@ pub enum LoadError {
         found: String,
         /// A hint for a layout that was recognised but is not supported.
         hint: String,
+    },
+    /// A statement that needs a client to feed it (`COPY ... FROM STDIN`,
+    /// a psql meta-command): the runner has no input to give, so it would
+    /// wait forever holding the lock, or fail as a syntax error.
+    #[error("{file}: line {line}: {what} needs input from a client such as psql, which the runner does not give: {fix}")]
+    ClientInput {
+        /// File name.
+        file: String,
+        /// 1-based line.
+        line: usize,
+        /// What the statement is.
+        what: String,
+        /// What to do instead.
+        fix: &'static str,
     },
     /// A file with no SQL in it (blank or comments only).
     #[error("{file}: empty: the file has no SQL statement")]
@@ -624,6 +643,14 @@ impl SqlChanges {
                 problems.push(LoadError::Empty { file: file.clone() });
                 continue;
             }
+            for c in crate::client_input::find(&sql) {
+                problems.push(LoadError::ClientInput {
+                    file: file.clone(),
+                    line: c.line,
+                    what: c.what,
+                    fix: c.fix,
+                });
+            }
             if name.rollback {
                 let apply = format!("{}__{}.sql", name.order, name.id);
                 if parse_header_present(&sql) {
@@ -721,7 +748,20 @@ impl SqlChanges {
         Ok(SqlChanges {
             source: source.to_owned(),
             files,
+            statement_timeout: None,
         })
+    }
+
+    /// Limits every statement of these files to `timeout` on targets that
+    /// support it (PostgreSQL: `SET LOCAL statement_timeout` inside a
+    /// transactional file's transaction; for a `transactional=false` file
+    /// the session's `statement_timeout` while the file runs, so each
+    /// statement gets the whole limit, then `RESET`). A statement that runs
+    /// longer fails the change like any other error. On a target without
+    /// statement timeouts (SQLite) the change fails saying so.
+    pub fn statement_timeout(mut self, timeout: Duration) -> Self {
+        self.statement_timeout = Some(timeout);
+        self
     }
 
     /// Where the files came from (directory path, or the embedded directory name).
@@ -758,6 +798,7 @@ impl SqlChanges {
             stage.add(SqlFileChange::<T> {
                 file: f.clone(),
                 target_id: target_id.to_owned(),
+                statement_timeout: self.statement_timeout,
                 _target: PhantomData,
             });
         }
@@ -788,6 +829,19 @@ pub trait SqlTarget: TargetSystem {
 
     /// Whether the context is inside a transaction.
     fn in_transaction(ctx: &Self::Context) -> bool;
+
+    /// Sets (`Some`) or clears (`None`) the limit of each following
+    /// statement on `ctx` (see [`SqlChanges::statement_timeout`]). The
+    /// default refuses: the target has no statement timeout.
+    fn set_statement_timeout(
+        ctx: &mut Self::Context,
+        timeout: Option<Duration>,
+    ) -> impl Future<Output = Result<(), BoxError>> + Send {
+        let _ = (ctx, timeout);
+        std::future::ready(Err(
+            "this target has no statement timeout: remove the statement timeout setting".into(),
+        ))
+    }
 }
 
 #[cfg(feature = "sqlite")]
@@ -815,6 +869,7 @@ impl SqlTarget for flamingock_sqlite::SqliteTarget {
 pub struct SqlFileChange<T> {
     file: Arc<SqlFile>,
     target_id: String,
+    statement_timeout: Option<Duration>,
     _target: PhantomData<fn() -> T>,
 }
 
@@ -846,7 +901,34 @@ pub struct StatementError {
     pub detail: String,
 }
 
+/// [`run_statements`] under the statement timeout, if there is one.
 async fn run_script<T: SqlTarget>(
+    ctx: &mut T::Context,
+    file: &str,
+    sql: &str,
+    timeout: Option<Duration>,
+) -> Result<(), BoxError> {
+    let Some(limit) = timeout else {
+        return run_statements::<T>(ctx, file, sql).await;
+    };
+    T::set_statement_timeout(ctx, Some(limit))
+        .await
+        .map_err(|e| format!("{file}: cannot set the statement timeout: {e}"))?;
+    let result = run_statements::<T>(ctx, file, sql).await;
+    // In a transaction the setting ends with it (and a failed transaction
+    // takes no more statements); outside one it is the session's: clear it.
+    if !T::in_transaction(ctx) || result.is_ok() {
+        if let Err(e) = T::set_statement_timeout(ctx, None).await {
+            if result.is_ok() {
+                return Err(format!("{file}: cannot clear the statement timeout: {e}").into());
+            }
+            tracing::warn!(file, error = %e, "cannot clear the statement timeout");
+        }
+    }
+    result
+}
+
+async fn run_statements<T: SqlTarget>(
     ctx: &mut T::Context,
     file: &str,
     sql: &str,
@@ -893,12 +975,18 @@ impl<T: SqlTarget> Change for SqlFileChange<T> {
     }
 
     async fn apply(&self, ctx: &mut T::Context) -> ChangeResult {
-        run_script::<T>(ctx, &self.file.file_name, &self.file.sql).await
+        run_script::<T>(
+            ctx,
+            &self.file.file_name,
+            &self.file.sql,
+            self.statement_timeout,
+        )
+        .await
     }
 
     async fn rollback(&self, ctx: &mut T::Context) -> ChangeResult {
         match &self.file.rollback {
-            Some((name, sql)) => run_script::<T>(ctx, name, sql).await,
+            Some((name, sql)) => run_script::<T>(ctx, name, sql, self.statement_timeout).await,
             None => Err(Box::new(NoRollback)),
         }
     }
@@ -1110,6 +1198,34 @@ mod tests {
         ])
         .expect("zero-padded");
         load(&[("1_1__a.sql", "SELECT 1"), ("1_2__b.sql", "SELECT 1")]).expect("same width");
+    }
+
+    #[test]
+    fn statements_that_need_client_input_are_refused_with_file_and_line() {
+        let p = problems(&[
+            (
+                "0001__load.sql",
+                "-- flamingock: author=ana\nCREATE TABLE t (a int);\nCOPY t (a) FROM stdin;\n1\n\\.\n",
+            ),
+            ("0002__include.sql", "SELECT 1;\n\\i more.sql\n"),
+            ("0002__include.rollback.sql", "\\connect other\nDROP TABLE t;"),
+            ("0003__fine.sql", "COPY t FROM '/srv/t.csv';"),
+        ]);
+        let text = LoadErrors {
+            dir: "d".into(),
+            problems: p.clone(),
+        }
+        .to_string();
+        for needle in [
+            "0001__load.sql: line 3: COPY ... FROM STDIN needs input from a client such as psql",
+            "load the data with INSERT statements, or with a server-side COPY ... FROM '<file",
+            "0001__load.sql: line 5: psql meta-command \\.",
+            "0002__include.sql: line 2: psql meta-command \\i",
+            "0002__include.rollback.sql: line 1: psql meta-command \\connect",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+        }
+        assert_eq!(p.len(), 4, "{p:#?}");
     }
 
     #[test]

@@ -47,6 +47,19 @@ pub struct Standalone {
     )]
     pub changes: Option<PathBuf>,
 
+    /// PostgreSQL: cancel any statement of a SQL change file that runs longer
+    /// than this (e.g. 30s, 5m), failing the change instead of holding the
+    /// lock indefinitely. Set with SET LOCAL inside each file's transaction;
+    /// for transactional=false files, per statement for the session.
+    #[arg(
+        long,
+        env = "FLAMINGOCK_STATEMENT_TIMEOUT",
+        global = true,
+        value_name = "DURATION",
+        value_parser = crate::duration::parse
+    )]
+    pub statement_timeout: Option<std::time::Duration>,
+
     /// The command.
     #[command(flatten)]
     pub cli: Cli,
@@ -136,6 +149,18 @@ pub async fn run_standalone(args: Standalone, redactor: Redactor) -> Exit {
             "SQL file changes (--changes) run on a SQL store: sqlite: or postgres://".into(),
         );
     }
+    let changes = match (changes, args.statement_timeout) {
+        (Some(c), Some(limit)) if store.has_statement_timeout() => Some(c.statement_timeout(limit)),
+        (Some(_), Some(_)) => {
+            return fail(
+                Exit::Usage,
+                "usage",
+                "--statement-timeout needs a PostgreSQL store (SQLite has no statement timeout)"
+                    .into(),
+            )
+        }
+        (changes, _) => changes,
+    };
     let builder = store.builder(changes.as_ref());
     let mut run_opts = RunOptions::default()
         .redactor(redactor)

@@ -465,6 +465,17 @@ impl OpenedStore {
         }
     }
 
+    /// Whether SQL file changes on this store's database can be given a
+    /// statement timeout ([`SqlChanges::statement_timeout`]).
+    pub fn has_statement_timeout(&self) -> bool {
+        match self {
+            #[cfg(feature = "postgres")]
+            OpenedStore::Postgres(_) => true,
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+
     /// Whether SQL file changes can run on this store's database.
     pub fn runs_sql(&self) -> bool {
         match self {
@@ -592,6 +603,23 @@ impl crate::sql::SqlTarget for flamingock_postgres::PostgresTarget {
 
     fn in_transaction(ctx: &flamingock_postgres::PgContext) -> bool {
         ctx.is_transactional()
+    }
+
+    async fn set_statement_timeout(
+        ctx: &mut flamingock_postgres::PgContext,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<(), flamingock_core::BoxError> {
+        use sqlx::Executor;
+        // SET LOCAL ends with the file's transaction; outside one the
+        // session setting covers each statement until it is reset.
+        let scope = if ctx.is_transactional() { "LOCAL " } else { "" };
+        let sql = match timeout {
+            Some(d) => format!("SET {scope}statement_timeout = {}", d.as_millis().max(1)),
+            None if ctx.is_transactional() => "SET LOCAL statement_timeout TO DEFAULT".to_owned(),
+            None => "RESET statement_timeout".to_owned(),
+        };
+        ctx.conn().execute(sqlx::AssertSqlSafe(sql)).await?;
+        Ok(())
     }
 }
 

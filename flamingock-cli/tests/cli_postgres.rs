@@ -265,6 +265,47 @@ async fn a_failing_transactional_file_is_rolled_back_whole() {
 }
 
 #[tokio::test]
+async fn a_statement_timeout_cancels_slow_statements_of_both_kinds_of_file() {
+    let Some(env) = Env::new(&[("0001__slow.sql", "SELECT pg_sleep(3);\n")]) else {
+        return;
+    };
+    let started = std::time::Instant::now();
+    let out = env.run(&["apply", "--statement-timeout", "200ms"]);
+    out.expect_code(1);
+    assert!(
+        out.stderr
+            .contains("canceling statement due to statement timeout"),
+        "{}",
+        out.all()
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+    // The limit was the file's only: without it the file runs.
+    env.write("0001__slow.sql", "SELECT pg_sleep(0.3);\n");
+    env.run(&["apply"]).expect_code(0);
+
+    env.write(
+        "0002__slow-outside-tx.sql",
+        "-- flamingock: transactional=false\nSELECT 1;\nSELECT pg_sleep(3);\n",
+    );
+    let started = std::time::Instant::now();
+    let out = env.run(&["apply", "--statement-timeout", "200ms"]);
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains("statement 2 of 2")
+            && out
+                .stderr
+                .contains("canceling statement due to statement timeout"),
+        "{}",
+        out.all()
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+    let bad = env.run(&["apply", "--statement-timeout", "30"]);
+    bad.expect_code(2);
+    assert!(bad.stderr.contains("has no unit"), "{}", bad.all());
+    env.cleanup().await;
+}
+
+#[tokio::test]
 async fn drift_is_detected_but_crlf_is_not() {
     let Some(env) = Env::new(&[("0001__create-users.sql", CREATE_USERS)]) else {
         return;

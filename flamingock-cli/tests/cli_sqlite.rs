@@ -586,6 +586,13 @@ fn a_changes_directory_without_change_files_is_a_usage_error() {
     );
 }
 
+#[test]
+fn a_statement_timeout_needs_a_postgres_store() {
+    let env = Env::new(&[("0001__create-users.sql", CREATE_USERS)]);
+    let out = env.run(&["apply", "--statement-timeout", "30s"]);
+    assert_usage(&out, &["--statement-timeout needs a PostgreSQL store"]);
+}
+
 #[tokio::test]
 async fn bad_store_urls_and_unreachable_stores() {
     let env = Env::new(&[("0001__create-users.sql", CREATE_USERS)]);
