@@ -271,6 +271,14 @@ pub enum Error {
         /// Its latest state.
         state: AuditState,
     },
+    /// An operator operation that does not apply to this change.
+    #[error("change '{change_id}': refusing: {detail}")]
+    FixRefused {
+        /// The id given.
+        change_id: String,
+        /// Why, and what to do instead.
+        detail: String,
+    },
     /// The builder was given an inconsistent configuration.
     #[error("configuration: {0}")]
     Config(String),

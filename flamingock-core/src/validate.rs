@@ -161,7 +161,7 @@ impl fmt::Display for ValidationProblem {
             TransactionalUnsupported { change_id, target } => write!(f, "change '{change_id}' is declared transactional but target system '{target}' has no transactions; declare it .transactional(false)"),
             TransactionsUnavailable { change_id, target, reason } => write!(f, "change '{change_id}' needs a transaction but target system '{target}' cannot run one: {reason}; or declare the change .transactional(false)"),
             ChecksumDrift { change_id, recorded, current } => write!(f, "change '{change_id}' was applied with checksum {recorded} but its content now has checksum {current}: restore it, or add a new change instead of editing an applied one"),
-            OrphanAudit { change_ids } => write!(f, "the audit store has entries for changes no longer in the pipeline: {} (restore them, or use OrphanPolicy::Warn)", change_ids.join(", ")),
+            OrphanAudit { change_ids } => write!(f, "the audit store has entries for changes no longer in the pipeline: {} (restore them; or, if they were removed on purpose, retire each for good, recording why: `flamingock audit retire <change-id> --reason \"...\"` on the command line, Flamingock::retire_orphan in code; or go on with a warning: `--orphans warn`, OrphanPolicy::Warn)", change_ids.join(", ")),
         }
     }
 }
