@@ -13,7 +13,7 @@
 //! flamingock --store postgres://app@db/app audit fix add-index --resolution applied --reason "index exists"
 //! ```
 //!
-//! Commands: `audit list|history|fix`, `issue list|get`, `lock status|release`,
+//! Commands: `audit list|history|fix|retire|accept-checksum`, `issue list|get`, `lock status|release`,
 //! `plan`, `validate`, `apply`; `--json` for scripts; exit codes
 //! 0 ok, 1 failure, 2 usage, 3 pending/blocked in `validate`
 //! ([`Exit`]).
