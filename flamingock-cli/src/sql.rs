@@ -854,10 +854,15 @@ impl SqlTarget for flamingock_sqlite::SqliteTarget {
         ctx: &mut flamingock_sqlite::SqliteContext,
         statement: &str,
     ) -> Result<(), BoxError> {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+        match sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
             .execute(ctx.conn())
-            .await?;
-        Ok(())
+            .await
+        {
+            Ok(_) => Ok(()),
+            // SQLite's own message, without sqlx's "error returned from database:".
+            Err(sqlx::Error::Database(db)) => Err(db.message().into()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     fn in_transaction(ctx: &flamingock_sqlite::SqliteContext) -> bool {

@@ -586,6 +586,12 @@ async fn open_postgres(
     b.build().await
 }
 
+/// Appended to a statement PostgreSQL refuses inside a transaction block.
+#[cfg(feature = "postgres")]
+const NO_TRANSACTION_HINT: &str = ": this statement cannot run inside a transaction: \
+    add `transactional=false` to the file's header (`-- flamingock: transactional=false` as its \
+    first line), ideally with the statement alone in its file";
+
 #[cfg(feature = "postgres")]
 impl crate::sql::SqlTarget for flamingock_postgres::PostgresTarget {
     fn split(script: &str) -> Vec<&str> {
@@ -597,8 +603,19 @@ impl crate::sql::SqlTarget for flamingock_postgres::PostgresTarget {
         statement: &str,
     ) -> Result<(), flamingock_core::BoxError> {
         use sqlx::Executor;
-        ctx.conn().execute(sqlx::AssertSqlSafe(statement)).await?;
-        Ok(())
+        let in_tx = ctx.is_transactional();
+        match ctx.conn().execute(sqlx::AssertSqlSafe(statement)).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let mut text = flamingock_postgres::describe_error(&e);
+                // 25001 active_sql_transaction: CREATE INDEX CONCURRENTLY,
+                // VACUUM, CREATE DATABASE, ALTER SYSTEM... refuse a transaction.
+                if in_tx && flamingock_postgres::sqlstate(&e).as_deref() == Some("25001") {
+                    text.push_str(NO_TRANSACTION_HINT);
+                }
+                Err(text.into())
+            }
+        }
     }
 
     fn in_transaction(ctx: &flamingock_postgres::PgContext) -> bool {

@@ -306,6 +306,52 @@ async fn a_statement_timeout_cancels_slow_statements_of_both_kinds_of_file() {
 }
 
 #[tokio::test]
+async fn database_errors_show_the_file_line_the_sqlstate_and_what_to_do() {
+    let Some(env) = Env::new(&[(
+        "0001__twice.sql",
+        "CREATE TABLE users (id bigint);\nCREATE TABLE users (id bigint);\n",
+    )]) else {
+        return;
+    };
+    let out = env.run(&["apply"]);
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains(
+            "0001__twice.sql: statement 2 of 2 (line 2) failed: relation \"users\" already exists (SQLSTATE 42P07)"
+        ),
+        "{}",
+        out.all()
+    );
+    // No line of PostgreSQL's C source, no sqlx prefix.
+    assert!(
+        !out.stderr.contains(" at line ") && !out.stderr.contains("error returned from database"),
+        "{}",
+        out.all()
+    );
+    std::fs::remove_file(env.dir.join("0001__twice.sql")).expect("rm");
+    env.write(
+        "0001__index.sql",
+        "CREATE TABLE t (a int);\nCREATE INDEX CONCURRENTLY t_a ON t (a);\n",
+    );
+    let out = env.run(&["apply", "--orphans", "warn"]);
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains("(SQLSTATE 25001)")
+            && out
+                .stderr
+                .contains("add `transactional=false` to the file's header"),
+        "{}",
+        out.all()
+    );
+    env.write(
+        "0001__index.sql",
+        "-- flamingock: transactional=false\nCREATE TABLE t (a int);\nCREATE INDEX CONCURRENTLY t_a ON t (a);\n",
+    );
+    env.run(&["apply", "--orphans", "warn"]).expect_code(0);
+    env.cleanup().await;
+}
+
+#[tokio::test]
 async fn drift_is_detected_but_crlf_is_not() {
     let Some(env) = Env::new(&[("0001__create-users.sql", CREATE_USERS)]) else {
         return;
