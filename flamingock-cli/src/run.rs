@@ -570,7 +570,7 @@ async fn issue_get(
     ));
     if let Some(e) = &last.error {
         out.line(&format!("  error:      {}", e.message));
-        for c in &e.chain {
+        for c in e.new_causes() {
             out.line(&format!("              caused by: {c}"));
         }
     }

@@ -292,13 +292,21 @@ pub enum LoadError {
     },
 }
 
-/// Every problem found in a change directory.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Every problem found in a change directory. `Debug` prints the same
+/// text as `Display`, so `main() -> Result<(), Box<dyn Error>>` shows the
+/// list of problems rather than a struct dump.
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
 pub struct LoadErrors {
     /// The directory (or embedded directory name) the files came from.
     pub dir: String,
     /// The problems, in file-name order.
     pub problems: Vec<LoadError>,
+}
+
+impl fmt::Debug for LoadErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
 }
 
 impl fmt::Display for LoadErrors {
@@ -1231,6 +1239,19 @@ mod tests {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
         }
         assert_eq!(p.len(), 4, "{p:#?}");
+    }
+
+    #[test]
+    fn load_errors_debug_print_as_their_message() {
+        let e = load(&[("0001__a.sql", "SELECT 1"), ("0001__b.sql", "SELECT 1")])
+            .expect_err("duplicate order");
+        let boxed: Box<dyn std::error::Error> = Box::new(e.clone());
+        assert_eq!(format!("{boxed:?}"), e.to_string());
+        assert!(
+            format!("{boxed:?}").starts_with("1 problem(s) in SQL change files of test-dir"),
+            "{boxed:?}"
+        );
+        assert!(!format!("{boxed:?}").contains("problems: ["), "{boxed:?}");
     }
 
     #[test]

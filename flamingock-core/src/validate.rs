@@ -167,7 +167,7 @@ impl fmt::Display for ValidationProblem {
 }
 
 /// Every validation problem found.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
 pub struct ValidationErrors {
     /// The problems, in pipeline order.
     pub problems: Vec<ValidationProblem>,
@@ -182,6 +182,8 @@ impl fmt::Display for ValidationErrors {
         Ok(())
     }
 }
+
+crate::error::debug_as_report!(ValidationErrors);
 
 /// Checks an id per DESIGN section 3.
 pub(crate) fn check_id(stage: &str, order: &str, id: &str, out: &mut Vec<ValidationProblem>) {
