@@ -299,9 +299,23 @@ async fn audit_list(runner: &Flamingock, out: &Out) -> Result<Exit, Fail> {
     let mut t = Table::new(&[
         "CHANGE", "STATE", "ORDER", "AUTHOR", "TARGET", "STRATEGY", "AT", "NOTE",
     ]);
+    // Pipeline order; entries of changes not in the pipeline after them.
+    let position: HashMap<&str, usize> = runner
+        .change_ids()
+        .into_iter()
+        .enumerate()
+        .map(|(i, id)| (id, i))
+        .collect();
     let mut sorted: Vec<&AuditEntry> = snapshot.iter().collect();
     sorted.sort_by(|a, b| {
-        (&a.stage_id, &a.order, &a.change_id).cmp(&(&b.stage_id, &b.order, &b.change_id))
+        let at = |e: &AuditEntry| position.get(e.change_id.as_str()).copied();
+        (at(a).is_none(), at(a), &a.stage_id, &a.order, &a.change_id).cmp(&(
+            at(b).is_none(),
+            at(b),
+            &b.stage_id,
+            &b.order,
+            &b.change_id,
+        ))
     });
     for e in sorted {
         t.row(vec![
@@ -1100,6 +1114,53 @@ mod tests {
         assert_eq!(code, Exit::Ok);
         let v: serde_json::Value = serde_json::from_str(&text).expect("json");
         assert_eq!(v[1]["action"]["action"], "skip");
+    }
+
+    #[tokio::test]
+    async fn audit_list_follows_the_pipeline_order_then_unknown_entries() {
+        let store = InMemoryAuditStore::new();
+        let pipeline = |with_old: bool| {
+            let mut first = Stage::new("zeta").change(Put("z-first", "1"));
+            if with_old {
+                first.add(Put("old", "2"));
+            }
+            Flamingock::builder()
+                .audit_store(store.clone())
+                .target(store.target("kv"))
+                .stage(first)
+                .stage(Stage::new("alpha").change(Put("a-second", "1")))
+        };
+        let cli = |command| Cli {
+            output: crate::cli::OutputArgs::default(),
+            drift: None,
+            orphans: None,
+            command,
+        };
+        let (out, _) = Out::capture(false, false);
+        let code = execute(
+            cli(Command::Apply),
+            pipeline(true),
+            &RunOptions::default(),
+            &out,
+        )
+        .await;
+        assert_eq!(code, Exit::Ok);
+        let (out, captured) = Out::capture(false, false);
+        let code = execute(
+            cli(Command::Audit(AuditCommand::List)),
+            pipeline(false),
+            &RunOptions::default(),
+            &out,
+        )
+        .await;
+        assert_eq!(code, Exit::Ok);
+        let text = captured.text();
+        let rows: Vec<&str> = text
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        assert_eq!(rows, ["z-first", "a-second", "old"], "{text}");
     }
 
     #[tokio::test]

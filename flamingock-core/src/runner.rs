@@ -881,6 +881,15 @@ impl Flamingock {
 
     // ---- operations API ----------------------------------------------
 
+    /// The ids of the pipeline's changes, in execution order.
+    pub fn change_ids(&self) -> Vec<&str> {
+        self.inner
+            .changes
+            .iter()
+            .map(|c| c.meta.id.as_str())
+            .collect()
+    }
+
     /// Latest entry per change, sorted by change id.
     pub async fn snapshot(&self) -> Result<Vec<AuditEntry>, Error> {
         self.prepare().await?;
