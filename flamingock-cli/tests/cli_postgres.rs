@@ -352,6 +352,40 @@ async fn database_errors_show_the_file_line_the_sqlstate_and_what_to_do() {
 }
 
 #[tokio::test]
+async fn a_slow_statement_is_no_warning_at_default_verbosity() {
+    let Some(env) = Env::new(&[("0001__slow.sql", "SELECT pg_sleep(1.2);\n")]) else {
+        return;
+    };
+    let out = env.run(&["apply"]);
+    out.expect_code(0);
+    assert!(!out.stderr.contains("slow statement"), "{}", out.all());
+    env.cleanup().await;
+}
+
+/// A server that accepts connections and never answers: the connect
+/// timeout of the URL is what ends the wait.
+#[test]
+fn the_urls_connect_timeout_is_honoured() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = silent.local_addr().expect("addr").port();
+    let url = format!("postgres://u@127.0.0.1:{port}/db?connect_timeout=2");
+    let started = std::time::Instant::now();
+    let out = flamingock(&["--store", &url, "audit", "list"]);
+    out.expect_code(1);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "took {:?} (the default is 15 s)",
+        started.elapsed()
+    );
+    assert!(
+        out.stderr.contains("no answer within 2.0 s"),
+        "{}",
+        out.all()
+    );
+    drop(silent);
+}
+
+#[tokio::test]
 async fn drift_is_detected_but_crlf_is_not() {
     let Some(env) = Env::new(&[("0001__create-users.sql", CREATE_USERS)]) else {
         return;
