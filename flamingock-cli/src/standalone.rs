@@ -24,9 +24,11 @@ use crate::store::{OpenOptions, OpenedStore, StoreUrl, StoreUrlError};
     after_help = EXIT_CODES_HELP
 )]
 pub struct Standalone {
-    /// The audit store: sqlite:PATH, sqlite::memory:, postgres://user[:password]@host[:port]/db[?schema=S]
+    /// The audit store: `sqlite:PATH`, `sqlite::memory:`,
+    /// `postgres://user[:password]@host[:port]/db[?schema=S]`.
     #[arg(
         long,
+        help = "The audit store: sqlite:PATH, sqlite::memory:, postgres://user[:password]@host[:port]/db[?schema=S]",
         env = "FLAMINGOCK_STORE_URL",
         hide_env_values = true,
         global = true,
@@ -38,9 +40,11 @@ pub struct Standalone {
     #[arg(long, env = "FLAMINGOCK_SCHEMA", global = true, value_name = "SCHEMA")]
     pub schema: Option<String>,
 
-    /// Directory of SQL change files (<order>__<id>.sql), needed by plan, validate and apply.
+    /// Directory of SQL change files (`<order>__<id>.sql`), needed by plan,
+    /// validate and apply.
     #[arg(
         long,
+        help = "Directory of SQL change files (<order>__<id>.sql), needed by plan, validate and apply",
         env = "FLAMINGOCK_CHANGES_DIR",
         global = true,
         value_name = "DIR"
