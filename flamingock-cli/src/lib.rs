@@ -24,7 +24,9 @@
 //! with its runner builder (store, targets, its compiled changes), to
 //! [`run`]. Directories of SQL files can be compiled into the application
 //! with [`embed_sql_dir!`], giving the same change list the CLI loads at run
-//! time:
+//! time. Besides this crate, the application depends on `clap` (feature
+//! `derive`), `flamingock-core`, `flamingock-sqlite` and `tokio` (features
+//! `macros`, `rt-multi-thread`):
 //!
 //! ```no_run
 //! use clap::{Parser, Subcommand};
