@@ -637,6 +637,13 @@ impl SqlChanges {
             .into_iter()
             .map(|(n, c)| (n.as_ref().to_owned(), c.as_ref().to_owned()))
             .collect();
+        if sorted.is_empty() {
+            // An embedded directory without files would "succeed" doing nothing.
+            return Err(LoadErrors {
+                dir: source.to_owned(),
+                problems: vec![Ignored::default().into_error()],
+            });
+        }
         sorted.sort();
         for (file, content) in sorted {
             let name = match parse_name(&file) {
@@ -1252,6 +1259,15 @@ mod tests {
             "{boxed:?}"
         );
         assert!(!format!("{boxed:?}").contains("problems: ["), "{boxed:?}");
+    }
+
+    #[test]
+    fn no_files_at_all_is_an_error_for_embedded_directories_too() {
+        let e = load(&[]).expect_err("no files");
+        assert!(
+            matches!(&e.problems[..], [LoadError::NoChangeFiles { .. }]),
+            "{e}"
+        );
     }
 
     #[test]
