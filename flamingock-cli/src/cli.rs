@@ -49,6 +49,11 @@ pub struct Cli {
     #[arg(long, global = true, value_enum, value_name = "POLICY")]
     pub drift: Option<DriftArg>,
 
+    /// What to do with audit entries of changes no longer in the changes
+    /// (plan, validate, apply); `audit retire` resolves one for good.
+    #[arg(long, global = true, value_enum, value_name = "POLICY")]
+    pub orphans: Option<DriftArg>,
+
     /// The command.
     #[command(subcommand)]
     pub command: Command,
@@ -74,7 +79,7 @@ pub struct OutputArgs {
     pub verbose: u8,
 }
 
-/// `--drift`.
+/// `--drift` and `--orphans`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DriftArg {
     /// Fail validation (the default).
@@ -119,7 +124,7 @@ pub enum AuditCommand {
         since: Option<DateTime<Utc>>,
     },
     /// Record how an operator resolved a blocked change (takes the lock;
-    /// refused when the change has no issue).
+    /// refused when the change has no issue, unless --baseline).
     Fix {
         /// The change to resolve.
         change_id: String,
@@ -130,7 +135,38 @@ pub enum AuditCommand {
         /// Why: what was checked (recorded in the audit).
         #[arg(long)]
         reason: String,
-        /// Who (recorded in the audit); defaults to $USER.
+        /// Who (recorded in the audit); defaults to $USER, else this host's name.
+        #[arg(long, env = "FLAMINGOCK_OPERATOR")]
+        operator: Option<String>,
+        /// With `--resolution applied`: record a change that has no audit entry
+        /// at all (applied by hand or by another tool before Flamingock managed
+        /// it) as applied, from its declaration in the loaded changes.
+        #[arg(long)]
+        baseline: bool,
+    },
+    /// Retire an audit entry whose change was removed from the changes on
+    /// purpose, so that it no longer fails validation (takes the lock;
+    /// recorded as MANUAL_MARKED_AS_ROLLED_BACK with `retired: true`).
+    Retire {
+        /// The orphaned change.
+        change_id: String,
+        /// Why it was removed (recorded in the audit).
+        #[arg(long)]
+        reason: String,
+        /// Who (recorded in the audit); defaults to $USER, else this host's name.
+        #[arg(long, env = "FLAMINGOCK_OPERATOR")]
+        operator: Option<String>,
+    },
+    /// Accept the edited content of an applied change (checksum drift) after
+    /// checking that it needs no new change (takes the lock; recorded as
+    /// MANUAL_MARKED_AS_APPLIED with the new checksum and `previous_checksum`).
+    AcceptChecksum {
+        /// The drifted change.
+        change_id: String,
+        /// What was checked (recorded in the audit).
+        #[arg(long)]
+        reason: String,
+        /// Who (recorded in the audit); defaults to $USER, else this host's name.
         #[arg(long, env = "FLAMINGOCK_OPERATOR")]
         operator: Option<String>,
     },
@@ -240,6 +276,28 @@ mod tests {
         ));
         let c = parse(&["validate", "--drift", "warn"]).expect("parses");
         assert_eq!(c.drift, Some(DriftArg::Warn));
+        let c = parse(&["validate", "--orphans", "warn"]).expect("parses");
+        assert_eq!(c.orphans, Some(DriftArg::Warn));
+        let c = parse(&["audit", "retire", "old", "--reason", "merged"]).expect("parses");
+        assert!(matches!(
+            c.command,
+            Command::Audit(AuditCommand::Retire { .. })
+        ));
+        let c = parse(&[
+            "audit",
+            "fix",
+            "c1",
+            "--resolution",
+            "applied",
+            "--reason",
+            "made by hand",
+            "--baseline",
+        ])
+        .expect("parses");
+        assert!(matches!(
+            c.command,
+            Command::Audit(AuditCommand::Fix { baseline: true, .. })
+        ));
     }
 
     #[test]
@@ -256,6 +314,9 @@ mod tests {
                 "x",
             ],
             &["audit", "fix", "c1", "--resolution", "applied"],
+            &["audit", "retire", "c1"],
+            &["audit", "accept-checksum", "c1"],
+            &["validate", "--orphans", "maybe"],
             &["lock", "release"],
             &["-q", "-v", "plan"],
             &["frobnicate"],

@@ -13,7 +13,7 @@
 //! flamingock --store postgres://app@db/app audit fix add-index --resolution applied --reason "index exists"
 //! ```
 //!
-//! Commands: `audit list|history|fix`, `issue list|get`, `lock status|release`,
+//! Commands: `audit list|history|fix|retire|accept-checksum`, `issue list|get`, `lock status|release`,
 //! `plan`, `validate`, `apply`; `--json` for scripts; exit codes
 //! 0 ok, 1 failure, 2 usage, 3 pending/blocked in `validate`
 //! ([`Exit`]).
@@ -24,7 +24,9 @@
 //! with its runner builder (store, targets, its compiled changes), to
 //! [`run`]. Directories of SQL files can be compiled into the application
 //! with [`embed_sql_dir!`], giving the same change list the CLI loads at run
-//! time:
+//! time. Besides this crate, the application depends on `clap` (feature
+//! `derive`), `flamingock-core`, `flamingock-sqlite` and `tokio` (features
+//! `macros`, `rt-multi-thread`):
 //!
 //! ```no_run
 //! use clap::{Parser, Subcommand};
@@ -75,6 +77,8 @@
 #![warn(unreachable_pub)]
 
 mod cli;
+mod client_input;
+mod duration;
 mod output;
 pub mod redact;
 mod run;

@@ -148,12 +148,6 @@ impl Out {
         self.err_line(&format!("{head} {text}"));
     }
 
-    /// A warning on stderr.
-    pub(crate) fn warn(&self, text: &str) {
-        let head = self.paint(Color::Yellow, "warning:");
-        self.err_line(&format!("{head} {text}"));
-    }
-
     #[cfg(test)]
     pub(crate) fn capture(color: bool, json: bool) -> (Out, Captured) {
         let out = Captured::default();

@@ -171,14 +171,28 @@ async fn execute_inner(
     opts: &RunOptions,
     out: &Out,
 ) -> Result<Exit, Fail> {
-    match cli.drift {
-        Some(DriftArg::Warn) => builder = builder.drift(CheckPolicy::Warn),
-        Some(DriftArg::Error) => builder = builder.drift(CheckPolicy::Error),
-        None => {}
+    let policy = |p: DriftArg| match p {
+        DriftArg::Warn => CheckPolicy::Warn,
+        DriftArg::Error => CheckPolicy::Error,
+    };
+    if let Some(p) = cli.drift {
+        builder = builder.drift(policy(p));
     }
+    if let Some(p) = cli.orphans {
+        builder = builder.orphans(policy(p));
+    }
+    // Without the changes every recorded change would look orphaned, and
+    // nothing could be built from a declaration.
     let needs_changes = matches!(
         cli.command,
-        Command::Plan | Command::Validate | Command::Apply
+        Command::Plan
+            | Command::Validate
+            | Command::Apply
+            | Command::Audit(
+                AuditCommand::Retire { .. }
+                    | AuditCommand::AcceptChecksum { .. }
+                    | AuditCommand::Fix { baseline: true, .. }
+            )
     );
     if needs_changes && !opts.has_changes {
         return Err(Fail::Usage(
@@ -204,26 +218,39 @@ async fn execute_inner(
             resolution,
             reason,
             operator,
+            baseline,
         }) => {
-            let operator = operator
-                .or_else(|| std::env::var("USER").ok())
-                .or_else(|| std::env::var("USERNAME").ok())
-                .filter(|o| !o.trim().is_empty())
-                .ok_or_else(|| {
-                    Fail::Usage("who is fixing? give --operator NAME (or set $USER)".into())
-                })?;
-            if reason.trim().is_empty() {
+            if baseline && resolution != Resolution::Applied {
                 return Err(Fail::Usage(
-                    "--reason must say what was checked; it is recorded in the audit".into(),
+                    "--baseline records a change as applied: use it with --resolution applied"
+                        .into(),
                 ));
             }
-            // The operator's name becomes the runner id of the fix entry
-            // (`operator@host#uuid`) and is recorded in its reason.
-            let runner = build(builder.service(operator.clone()))?;
-            audit_fix(
-                &runner, &change_id, resolution, &reason, &operator, opts, out,
-            )
-            .await
+            let (runner, operator) = fixer(builder, operator, &reason)?;
+            let kind = match (baseline, resolution) {
+                (true, _) => FixKind::Baseline,
+                (false, Resolution::Applied) => FixKind::Applied,
+                (false, Resolution::RolledBack) => FixKind::RolledBack,
+            };
+            audit_fix(&runner, &change_id, kind, &reason, &operator, opts, out).await
+        }
+        Command::Audit(AuditCommand::Retire {
+            change_id,
+            reason,
+            operator,
+        }) => {
+            let (runner, operator) = fixer(builder, operator, &reason)?;
+            let kind = FixKind::Retire;
+            audit_fix(&runner, &change_id, kind, &reason, &operator, opts, out).await
+        }
+        Command::Audit(AuditCommand::AcceptChecksum {
+            change_id,
+            reason,
+            operator,
+        }) => {
+            let (runner, operator) = fixer(builder, operator, &reason)?;
+            let kind = FixKind::AcceptChecksum;
+            audit_fix(&runner, &change_id, kind, &reason, &operator, opts, out).await
         }
         Command::Issue(IssueCommand::List) => issue_list(&build(builder)?, opts, out).await,
         Command::Issue(IssueCommand::Get { change_id }) => {
@@ -275,9 +302,23 @@ async fn audit_list(runner: &Flamingock, out: &Out) -> Result<Exit, Fail> {
     let mut t = Table::new(&[
         "CHANGE", "STATE", "ORDER", "AUTHOR", "TARGET", "STRATEGY", "AT", "NOTE",
     ]);
+    // Pipeline order; entries of changes not in the pipeline after them.
+    let position: HashMap<&str, usize> = runner
+        .change_ids()
+        .into_iter()
+        .enumerate()
+        .map(|(i, id)| (id, i))
+        .collect();
     let mut sorted: Vec<&AuditEntry> = snapshot.iter().collect();
     sorted.sort_by(|a, b| {
-        (&a.stage_id, &a.order, &a.change_id).cmp(&(&b.stage_id, &b.order, &b.change_id))
+        let at = |e: &AuditEntry| position.get(e.change_id.as_str()).copied();
+        (at(a).is_none(), at(a), &a.stage_id, &a.order, &a.change_id).cmp(&(
+            at(b).is_none(),
+            at(b),
+            &b.stage_id,
+            &b.order,
+            &b.change_id,
+        ))
     });
     for e in sorted {
         t.row(vec![
@@ -328,19 +369,62 @@ async fn audit_history(
     Ok(Exit::Ok)
 }
 
+/// Who records a fix: `--operator` / `$FLAMINGOCK_OPERATOR`, else `$USER`
+/// / `$USERNAME`, else this host (a container often has no `$USER`, and the
+/// commands `issue get` prints must run as printed).
+fn operator_name(given: Option<String>) -> String {
+    given
+        .or_else(|| std::env::var("USER").ok())
+        .or_else(|| std::env::var("USERNAME").ok())
+        .map(|o| o.trim().to_owned())
+        .filter(|o| !o.is_empty())
+        .unwrap_or_else(|| format!("operator@{}", gethostname::gethostname().to_string_lossy()))
+}
+
+/// The runner an operator fix is recorded with, and the operator's name.
+fn fixer(
+    builder: FlamingockBuilder,
+    operator: Option<String>,
+    reason: &str,
+) -> Result<(Flamingock, String), Fail> {
+    if reason.trim().is_empty() {
+        return Err(Fail::Usage(
+            "--reason must say what was checked; it is recorded in the audit".into(),
+        ));
+    }
+    let operator = operator_name(operator);
+    // The operator's name becomes the runner id of the fix entry
+    // (`operator@host#uuid`) and is recorded in its reason.
+    let runner = build(builder.service(operator.clone()))?;
+    Ok((runner, operator))
+}
+
+/// What `audit fix|retire|accept-checksum` records.
+#[derive(Debug, Clone, Copy)]
+enum FixKind {
+    Applied,
+    RolledBack,
+    Baseline,
+    Retire,
+    AcceptChecksum,
+}
+
 async fn audit_fix(
     runner: &Flamingock,
     change_id: &str,
-    resolution: Resolution,
+    kind: FixKind,
     reason: &str,
     operator: &str,
     opts: &RunOptions,
     out: &Out,
 ) -> Result<Exit, Fail> {
     let recorded = format!("{reason} (operator: {operator})");
-    let entry = match resolution {
-        Resolution::Applied => runner.mark_applied(change_id, &recorded).await,
-        Resolution::RolledBack => runner.mark_rolled_back(change_id, &recorded).await,
+    let entry = match kind {
+        FixKind::Applied => runner.mark_applied(change_id, &recorded).await,
+        FixKind::RolledBack => runner.mark_rolled_back(change_id, &recorded).await,
+        FixKind::Baseline => runner.baseline(change_id, &recorded).await,
+        FixKind::Retire => runner.retire_orphan(change_id, &recorded).await,
+        FixKind::AcceptChecksum => runner.accept_checksum(change_id, &recorded).await,
     }
     .map_err(core)?;
     if out.json {
@@ -353,9 +437,11 @@ async fn audit_fix(
         entry.change_id,
         entry.fencing_token
     ));
-    let next = match resolution {
-        Resolution::Applied => "it will be skipped from now on",
-        Resolution::RolledBack => "it will be applied again",
+    let next = match kind {
+        FixKind::Applied | FixKind::Baseline => "it will be skipped from now on",
+        FixKind::RolledBack => "it will be applied again",
+        FixKind::Retire => "its entries no longer fail validation",
+        FixKind::AcceptChecksum => "its current content is the recorded one now",
     };
     out.info(&format!("{next}: run `{} apply` to continue", opts.program));
     Ok(Exit::Ok)
@@ -501,7 +587,7 @@ async fn issue_get(
     ));
     if let Some(e) = &last.error {
         out.line(&format!("  error:      {}", e.message));
-        for c in &e.chain {
+        for c in e.new_causes() {
             out.line(&format!("              caused by: {c}"));
         }
     }
@@ -799,7 +885,7 @@ impl EventListener for Progress {
 }
 
 fn ms(d: Duration) -> String {
-    format!("{} ms", d.as_millis())
+    crate::duration::show(d)
 }
 
 /// Completes on the first SIGINT or SIGTERM; a second one exits at once
@@ -906,6 +992,7 @@ fn kind_of(e: &Error) -> &'static str {
         Error::Target(_) => "target",
         Error::UnknownChange { .. } => "unknown_change",
         Error::NothingToFix { .. } => "nothing_to_fix",
+        Error::FixRefused { .. } => "fix_refused",
         Error::Config(_) => "config",
         _ => "error",
     }
@@ -982,12 +1069,36 @@ fn report_failure(f: Fail, opts: &RunOptions, out: &Out) -> Exit {
                         .problems
                         .iter()
                         .any(|p| matches!(p, ValidationProblem::ChecksumDrift { .. }));
+                    let p = &opts.program;
+                    for problem in &v.problems {
+                        match problem {
+                            ValidationProblem::ChecksumDrift { change_id, .. } => message.push_str(&format!(
+                                "\n'{change_id}': if the edit needs no new change, accept it for good: `{p} audit accept-checksum {change_id} --reason \"<what you checked>\"`"
+                            )),
+                            ValidationProblem::OrphanAudit { change_ids } => {
+                                for id in change_ids {
+                                    message.push_str(&format!(
+                                        "\n'{id}': if it was removed on purpose, retire it for good: `{p} audit retire {id} --reason \"<why>\"`"
+                                    ));
+                                }
+                                message.push_str("\n(or use --orphans warn to go on with a warning)");
+                            }
+                            _ => {}
+                        }
+                    }
                     if drift {
-                        message.push_str("\n(use --drift warn to go on with a warning)");
+                        message.push_str("\n(or use --drift warn to go on with a warning)");
                     }
                     json!({ "problems": v.problems.iter().map(ToString::to_string).collect::<Vec<_>>() })
                 }
                 Error::LeaseLost { report, .. } => json!({ "report": report_json(report) }),
+                Error::UnknownChange { change_id, .. } => {
+                    message.push_str(&format!(
+                        "\n(if its effects were put in place outside Flamingock, record it: `{} audit fix {change_id} --resolution applied --baseline --reason \"<what you checked>\"`)",
+                        opts.program
+                    ));
+                    serde_json::Value::Null
+                }
                 _ => serde_json::Value::Null,
             };
             (code, kind_of(error), message, extra)
@@ -1039,6 +1150,7 @@ mod tests {
                 ..Default::default()
             },
             drift: None,
+            orphans: None,
             command: cmd,
         };
         let code = execute(cli, builder(store), &RunOptions::default(), &out).await;
@@ -1069,6 +1181,53 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn audit_list_follows_the_pipeline_order_then_unknown_entries() {
+        let store = InMemoryAuditStore::new();
+        let pipeline = |with_old: bool| {
+            let mut first = Stage::new("zeta").change(Put("z-first", "1"));
+            if with_old {
+                first.add(Put("old", "2"));
+            }
+            Flamingock::builder()
+                .audit_store(store.clone())
+                .target(store.target("kv"))
+                .stage(first)
+                .stage(Stage::new("alpha").change(Put("a-second", "1")))
+        };
+        let cli = |command| Cli {
+            output: crate::cli::OutputArgs::default(),
+            drift: None,
+            orphans: None,
+            command,
+        };
+        let (out, _) = Out::capture(false, false);
+        let code = execute(
+            cli(Command::Apply),
+            pipeline(true),
+            &RunOptions::default(),
+            &out,
+        )
+        .await;
+        assert_eq!(code, Exit::Ok);
+        let (out, captured) = Out::capture(false, false);
+        let code = execute(
+            cli(Command::Audit(AuditCommand::List)),
+            pipeline(false),
+            &RunOptions::default(),
+            &out,
+        )
+        .await;
+        assert_eq!(code, Exit::Ok);
+        let text = captured.text();
+        let rows: Vec<&str> = text
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        assert_eq!(rows, ["z-first", "a-second", "old"], "{text}");
+    }
+
+    #[tokio::test]
     async fn fix_without_issue_is_refused() {
         let store = InMemoryAuditStore::new();
         go(&store, Command::Apply, false).await;
@@ -1079,6 +1238,7 @@ mod tests {
                 resolution: Resolution::Applied,
                 reason: "checked".into(),
                 operator: Some("ops".into()),
+                baseline: false,
             }),
             true,
         )

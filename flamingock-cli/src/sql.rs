@@ -10,7 +10,9 @@
 //!
 //! * The name is `<order>__<id>.sql`: the change id is `<id>`, it runs in
 //!   lexicographic order of `<order>` (zero-pad numbers: `0002` sorts before
-//!   `0010`, `2` does not, and mixing widths is refused).
+//!   `0010`, `2` does not, and mixing widths is refused; so are orders
+//!   such as `1_2` and `1_10`, whose numeric parts would run in another
+//!   order than their text).
 //! * An optional first line configures the change:
 //!   `-- flamingock: author=ana transactional=false recovery=always-retry description="..."`
 //!   (keys: `author`, `description`, `transactional` = `true|false`,
@@ -20,6 +22,9 @@
 //!   drift by validation, while a change of line endings alone is not.
 //! * Statements are split by the target's dialect and executed one by one,
 //!   inside the change's transaction unless `transactional=false`.
+//! * Statements that need a client to feed them (`COPY ... FROM STDIN`,
+//!   psql meta-commands such as `\i` or `\copy`) are refused: the runner
+//!   has no input to give and would wait forever, holding the lock.
 //!
 //! Every problem of a directory (malformed names, duplicate ids or orders,
 //! empty files, unknown header keys...) is reported at once, naming the file,
@@ -47,6 +52,7 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use flamingock_core::{
     BoxError, Change, ChangeMeta, ChangeResult, NoRollback, RecoveryStrategy, Stage, TargetSystem,
@@ -158,6 +164,7 @@ pub fn checksum(content: &str) -> String {
 pub struct SqlChanges {
     source: String,
     files: Vec<Arc<SqlFile>>,
+    statement_timeout: Option<Duration>,
 }
 
 /// One problem of a change directory.
@@ -208,6 +215,37 @@ pub enum LoadError {
         /// Some of the offending files.
         examples: String,
     },
+    /// Orders that run in text order although their numeric parts say
+    /// otherwise (`1_10__c.sql` runs before `1_2__b.sql`).
+    #[error("orders run in text order, which their numbers contradict: {}; zero-pad the numeric parts of the orders to one width (e.g. 1_02__b.sql, 1_10__c.sql)", pairs.iter().map(|(a, b)| format!("{a} runs before {b}")).collect::<Vec<_>>().join(", "))]
+    NumericOrderMismatch {
+        /// `(file that runs first, file that runs second)`, though the
+        /// first's number is larger.
+        pairs: Vec<(String, String)>,
+    },
+    /// A directory without a single change file: running it would
+    /// "succeed" without doing anything.
+    #[error("no change files: {found}; expected <order>__<id>.sql files (e.g. 0001__create-users.sql, optional <order>__<id>.rollback.sql) directly in the directory{hint}")]
+    NoChangeFiles {
+        /// What the directory holds instead (counts and first names).
+        found: String,
+        /// A hint for a layout that was recognised but is not supported.
+        hint: String,
+    },
+    /// A statement that needs a client to feed it (`COPY ... FROM STDIN`,
+    /// a psql meta-command): the runner has no input to give, so it would
+    /// wait forever holding the lock, or fail as a syntax error.
+    #[error("{file}: line {line}: {what} needs input from a client such as psql, which the runner does not give: {fix}")]
+    ClientInput {
+        /// File name.
+        file: String,
+        /// 1-based line.
+        line: usize,
+        /// What the statement is.
+        what: String,
+        /// What to do instead.
+        fix: &'static str,
+    },
     /// A file with no SQL in it (blank or comments only).
     #[error("{file}: empty: the file has no SQL statement")]
     Empty {
@@ -254,13 +292,21 @@ pub enum LoadError {
     },
 }
 
-/// Every problem found in a change directory.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Every problem found in a change directory. `Debug` prints the same
+/// text as `Display`, so `main() -> Result<(), Box<dyn Error>>` shows the
+/// list of problems rather than a struct dump.
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
 pub struct LoadErrors {
     /// The directory (or embedded directory name) the files came from.
     pub dir: String,
     /// The problems, in file-name order.
     pub problems: Vec<LoadError>,
+}
+
+impl fmt::Debug for LoadErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
 }
 
 impl fmt::Display for LoadErrors {
@@ -430,6 +476,72 @@ fn tokenize(body: &str) -> Result<Vec<(String, String)>, String> {
     }
 }
 
+/// What `load_dir` skipped, to say so when nothing was left.
+#[derive(Default)]
+struct Ignored {
+    files: Vec<String>,
+    dirs: Vec<String>,
+    /// Subdirectories holding `up.sql` (diesel's layout).
+    diesel: usize,
+}
+
+impl Ignored {
+    fn dir(&mut self, name: &str, path: &Path) {
+        if path.join("up.sql").is_file() {
+            self.diesel += 1;
+        }
+        self.dirs.push(name.to_owned());
+    }
+
+    fn into_error(mut self) -> LoadError {
+        fn some(names: &mut [String]) -> String {
+            names.sort();
+            let mut s = names
+                .iter()
+                .take(3)
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(", ");
+            if names.len() > 3 {
+                s.push_str(", ...");
+            }
+            s
+        }
+        let mut parts = Vec::new();
+        if !self.files.is_empty() {
+            parts.push(format!(
+                "{} other file(s) ({})",
+                self.files.len(),
+                some(&mut self.files)
+            ));
+        }
+        if !self.dirs.is_empty() {
+            parts.push(format!(
+                "{} subdirector{} ({}), which are not read",
+                self.dirs.len(),
+                if self.dirs.len() == 1 { "y" } else { "ies" },
+                some(&mut self.dirs)
+            ));
+        }
+        let found = if parts.is_empty() {
+            "the directory is empty".to_owned()
+        } else {
+            format!("the directory holds {}", parts.join(" and "))
+        };
+        let hint = if self.diesel > 0 {
+            format!(
+                "; {} subdirector{} with up.sql look like diesel migrations, a layout this loader does not read: \
+                 rename each <name>/up.sql to <order>__<name>.sql (and down.sql to <order>__<name>.rollback.sql)",
+                self.diesel,
+                if self.diesel == 1 { "y" } else { "ies" }
+            )
+        } else {
+            String::new()
+        };
+        LoadError::NoChangeFiles { found, hint }
+    }
+}
+
 impl SqlChanges {
     /// Reads every `*.sql` file directly in `dir` (hidden files and other
     /// extensions are ignored) and parses them; see [`SqlChanges::from_sources`].
@@ -447,6 +559,7 @@ impl SqlChanges {
         })?;
         let mut names: Vec<(String, PathBuf)> = Vec::new();
         let mut problems = Vec::new();
+        let mut ignored = Ignored::default();
         for entry in rd {
             let entry = entry.map_err(|e| {
                 fail(vec![LoadError::Directory {
@@ -455,6 +568,9 @@ impl SqlChanges {
             })?;
             let path = entry.path();
             if !path.is_file() {
+                if path.is_dir() {
+                    ignored.dir(&entry.file_name().to_string_lossy(), &path);
+                }
                 continue;
             }
             let raw = entry.file_name();
@@ -468,9 +584,13 @@ impl SqlChanges {
             // The same selection as `embed_sql_dir!`.
             if name.starts_with('.') || !name.to_ascii_lowercase().ends_with(".sql") {
                 tracing::debug!(file = name, "not a .sql file: ignored");
+                ignored.files.push(name.to_owned());
                 continue;
             }
             names.push((name.to_owned(), path));
+        }
+        if names.is_empty() && problems.is_empty() {
+            return Err(fail(vec![ignored.into_error()]));
         }
         names.sort();
         let mut sources = Vec::with_capacity(names.len());
@@ -517,6 +637,13 @@ impl SqlChanges {
             .into_iter()
             .map(|(n, c)| (n.as_ref().to_owned(), c.as_ref().to_owned()))
             .collect();
+        if sorted.is_empty() {
+            // An embedded directory without files would "succeed" doing nothing.
+            return Err(LoadErrors {
+                dir: source.to_owned(),
+                problems: vec![Ignored::default().into_error()],
+            });
+        }
         sorted.sort();
         for (file, content) in sorted {
             let name = match parse_name(&file) {
@@ -530,6 +657,14 @@ impl SqlChanges {
             if !split::has_code(&sql) {
                 problems.push(LoadError::Empty { file: file.clone() });
                 continue;
+            }
+            for c in crate::client_input::find(&sql) {
+                problems.push(LoadError::ClientInput {
+                    file: file.clone(),
+                    line: c.line,
+                    what: c.what,
+                    fix: c.fix,
+                });
             }
             if name.rollback {
                 let apply = format!("{}__{}.sql", name.order, name.id);
@@ -606,6 +741,17 @@ impl SqlChanges {
                 });
             }
         }
+        // All-digit orders of mixed widths are reported above already.
+        let all_digits = |o: &str| o.bytes().all(|b| b.is_ascii_digit());
+        let pairs: Vec<(String, String)> =
+            flamingock_core::order::numeric_order_conflicts(by_order.keys().copied())
+                .into_iter()
+                .filter(|(a, b)| !(all_digits(a) && all_digits(b)))
+                .map(|(a, b)| (by_order[a][0].clone(), by_order[b][0].clone()))
+                .collect();
+        if !pairs.is_empty() {
+            problems.push(LoadError::NumericOrderMismatch { pairs });
+        }
         if !problems.is_empty() {
             return Err(LoadErrors {
                 dir: source.to_owned(),
@@ -617,7 +763,20 @@ impl SqlChanges {
         Ok(SqlChanges {
             source: source.to_owned(),
             files,
+            statement_timeout: None,
         })
+    }
+
+    /// Limits every statement of these files to `timeout` on targets that
+    /// support it (PostgreSQL: `SET LOCAL statement_timeout` inside a
+    /// transactional file's transaction; for a `transactional=false` file
+    /// the session's `statement_timeout` while the file runs, so each
+    /// statement gets the whole limit, then `RESET`). A statement that runs
+    /// longer fails the change like any other error. On a target without
+    /// statement timeouts (SQLite) the change fails saying so.
+    pub fn statement_timeout(mut self, timeout: Duration) -> Self {
+        self.statement_timeout = Some(timeout);
+        self
     }
 
     /// Where the files came from (directory path, or the embedded directory name).
@@ -654,6 +813,7 @@ impl SqlChanges {
             stage.add(SqlFileChange::<T> {
                 file: f.clone(),
                 target_id: target_id.to_owned(),
+                statement_timeout: self.statement_timeout,
                 _target: PhantomData,
             });
         }
@@ -684,6 +844,19 @@ pub trait SqlTarget: TargetSystem {
 
     /// Whether the context is inside a transaction.
     fn in_transaction(ctx: &Self::Context) -> bool;
+
+    /// Sets (`Some`) or clears (`None`) the limit of each following
+    /// statement on `ctx` (see [`SqlChanges::statement_timeout`]). The
+    /// default refuses: the target has no statement timeout.
+    fn set_statement_timeout(
+        ctx: &mut Self::Context,
+        timeout: Option<Duration>,
+    ) -> impl Future<Output = Result<(), BoxError>> + Send {
+        let _ = (ctx, timeout);
+        std::future::ready(Err(
+            "this target has no statement timeout: remove the statement timeout setting".into(),
+        ))
+    }
 }
 
 #[cfg(feature = "sqlite")]
@@ -696,10 +869,15 @@ impl SqlTarget for flamingock_sqlite::SqliteTarget {
         ctx: &mut flamingock_sqlite::SqliteContext,
         statement: &str,
     ) -> Result<(), BoxError> {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+        match sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
             .execute(ctx.conn())
-            .await?;
-        Ok(())
+            .await
+        {
+            Ok(_) => Ok(()),
+            // SQLite's own message, without sqlx's "error returned from database:".
+            Err(sqlx::Error::Database(db)) => Err(db.message().into()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     fn in_transaction(ctx: &flamingock_sqlite::SqliteContext) -> bool {
@@ -711,6 +889,7 @@ impl SqlTarget for flamingock_sqlite::SqliteTarget {
 pub struct SqlFileChange<T> {
     file: Arc<SqlFile>,
     target_id: String,
+    statement_timeout: Option<Duration>,
     _target: PhantomData<fn() -> T>,
 }
 
@@ -742,7 +921,34 @@ pub struct StatementError {
     pub detail: String,
 }
 
+/// [`run_statements`] under the statement timeout, if there is one.
 async fn run_script<T: SqlTarget>(
+    ctx: &mut T::Context,
+    file: &str,
+    sql: &str,
+    timeout: Option<Duration>,
+) -> Result<(), BoxError> {
+    let Some(limit) = timeout else {
+        return run_statements::<T>(ctx, file, sql).await;
+    };
+    T::set_statement_timeout(ctx, Some(limit))
+        .await
+        .map_err(|e| format!("{file}: cannot set the statement timeout: {e}"))?;
+    let result = run_statements::<T>(ctx, file, sql).await;
+    // In a transaction the setting ends with it (and a failed transaction
+    // takes no more statements); outside one it is the session's: clear it.
+    if !T::in_transaction(ctx) || result.is_ok() {
+        if let Err(e) = T::set_statement_timeout(ctx, None).await {
+            if result.is_ok() {
+                return Err(format!("{file}: cannot clear the statement timeout: {e}").into());
+            }
+            tracing::warn!(file, error = %e, "cannot clear the statement timeout");
+        }
+    }
+    result
+}
+
+async fn run_statements<T: SqlTarget>(
     ctx: &mut T::Context,
     file: &str,
     sql: &str,
@@ -789,12 +995,18 @@ impl<T: SqlTarget> Change for SqlFileChange<T> {
     }
 
     async fn apply(&self, ctx: &mut T::Context) -> ChangeResult {
-        run_script::<T>(ctx, &self.file.file_name, &self.file.sql).await
+        run_script::<T>(
+            ctx,
+            &self.file.file_name,
+            &self.file.sql,
+            self.statement_timeout,
+        )
+        .await
     }
 
     async fn rollback(&self, ctx: &mut T::Context) -> ChangeResult {
         match &self.file.rollback {
-            Some((name, sql)) => run_script::<T>(ctx, name, sql).await,
+            Some((name, sql)) => run_script::<T>(ctx, name, sql, self.statement_timeout).await,
             None => Err(Box::new(NoRollback)),
         }
     }
@@ -978,6 +1190,87 @@ mod tests {
     }
 
     #[test]
+    fn orders_whose_numbers_sort_differently_than_their_text_are_refused() {
+        for files in [
+            ["V1_1__a.sql", "V1_2__b.sql", "V1_10__c.sql"],
+            ["1_1__a.sql", "1_2__b.sql", "1_10__c.sql"],
+        ] {
+            let p = problems(&files.map(|f| (f, "SELECT 1")));
+            assert_eq!(
+                p,
+                [LoadError::NumericOrderMismatch {
+                    pairs: vec![(files[2].into(), files[1].into())]
+                }]
+            );
+            let text = p[0].to_string();
+            assert!(
+                text.contains(&format!("{} runs before {}", files[2], files[1]))
+                    && text.contains("zero-pad"),
+                "{text}"
+            );
+        }
+        // The same orders zero-padded, and orders that sort the same as
+        // text and as numbers, are accepted.
+        load(&[
+            ("V1_01__a.sql", "SELECT 1"),
+            ("V1_02__b.sql", "SELECT 1"),
+            ("V1_10__c.sql", "SELECT 1"),
+        ])
+        .expect("zero-padded");
+        load(&[("1_1__a.sql", "SELECT 1"), ("1_2__b.sql", "SELECT 1")]).expect("same width");
+    }
+
+    #[test]
+    fn statements_that_need_client_input_are_refused_with_file_and_line() {
+        let p = problems(&[
+            (
+                "0001__load.sql",
+                "-- flamingock: author=ana\nCREATE TABLE t (a int);\nCOPY t (a) FROM stdin;\n1\n\\.\n",
+            ),
+            ("0002__include.sql", "SELECT 1;\n\\i more.sql\n"),
+            ("0002__include.rollback.sql", "\\connect other\nDROP TABLE t;"),
+            ("0003__fine.sql", "COPY t FROM '/srv/t.csv';"),
+        ]);
+        let text = LoadErrors {
+            dir: "d".into(),
+            problems: p.clone(),
+        }
+        .to_string();
+        for needle in [
+            "0001__load.sql: line 3: COPY ... FROM STDIN needs input from a client such as psql",
+            "load the data with INSERT statements, or with a server-side COPY ... FROM '<file",
+            "0001__load.sql: line 5: psql meta-command \\.",
+            "0002__include.sql: line 2: psql meta-command \\i",
+            "0002__include.rollback.sql: line 1: psql meta-command \\connect",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+        }
+        assert_eq!(p.len(), 4, "{p:#?}");
+    }
+
+    #[test]
+    fn load_errors_debug_print_as_their_message() {
+        let e = load(&[("0001__a.sql", "SELECT 1"), ("0001__b.sql", "SELECT 1")])
+            .expect_err("duplicate order");
+        let boxed: Box<dyn std::error::Error> = Box::new(e.clone());
+        assert_eq!(format!("{boxed:?}"), e.to_string());
+        assert!(
+            format!("{boxed:?}").starts_with("1 problem(s) in SQL change files of test-dir"),
+            "{boxed:?}"
+        );
+        assert!(!format!("{boxed:?}").contains("problems: ["), "{boxed:?}");
+    }
+
+    #[test]
+    fn no_files_at_all_is_an_error_for_embedded_directories_too() {
+        let e = load(&[]).expect_err("no files");
+        assert!(
+            matches!(&e.problems[..], [LoadError::NoChangeFiles { .. }]),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn load_dir_reads_sql_files_only_and_matches_from_sources() {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(
@@ -1010,5 +1303,38 @@ mod tests {
 
         let e = SqlChanges::load_dir(dir.path().join("missing")).expect_err("missing dir");
         assert!(e.to_string().contains("cannot read the directory"), "{e}");
+    }
+
+    #[test]
+    fn a_directory_without_change_files_is_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let e = SqlChanges::load_dir(dir.path()).expect_err("empty dir");
+        let text = e.to_string();
+        assert!(
+            text.contains("no change files: the directory is empty")
+                && text.contains("expected <order>__<id>.sql files"),
+            "{text}"
+        );
+
+        // A diesel layout: one subdirectory per migration with up.sql.
+        for m in [
+            "2020-01-01-000000_create_users",
+            "2020-01-02-000000_add_email",
+        ] {
+            std::fs::create_dir(dir.path().join(m)).expect("mkdir");
+            std::fs::write(dir.path().join(m).join("up.sql"), "SELECT 1;").expect("write");
+        }
+        std::fs::write(dir.path().join("README.md"), "notes").expect("write");
+        let text = SqlChanges::load_dir(dir.path())
+            .expect_err("no change files")
+            .to_string();
+        for needle in [
+            "1 other file(s) (README.md)",
+            "2 subdirectories (2020-01-01-000000_create_users, 2020-01-02-000000_add_email)",
+            "look like diesel migrations",
+            "<order>__<name>.sql",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in {text}");
+        }
     }
 }

@@ -24,9 +24,11 @@ use crate::store::{OpenOptions, OpenedStore, StoreUrl, StoreUrlError};
     after_help = EXIT_CODES_HELP
 )]
 pub struct Standalone {
-    /// The audit store: sqlite:PATH, sqlite::memory:, postgres://user[:password]@host[:port]/db[?schema=S]
+    /// The audit store: `sqlite:PATH`, `sqlite::memory:`,
+    /// `postgres://user[:password]@host[:port]/db[?schema=S]`.
     #[arg(
         long,
+        help = "The audit store: sqlite:PATH, sqlite::memory:, postgres://user[:password]@host[:port]/db[?schema=S]",
         env = "FLAMINGOCK_STORE_URL",
         hide_env_values = true,
         global = true,
@@ -38,14 +40,29 @@ pub struct Standalone {
     #[arg(long, env = "FLAMINGOCK_SCHEMA", global = true, value_name = "SCHEMA")]
     pub schema: Option<String>,
 
-    /// Directory of SQL change files (<order>__<id>.sql), needed by plan, validate and apply.
+    /// Directory of SQL change files (`<order>__<id>.sql`), needed by plan,
+    /// validate and apply.
     #[arg(
         long,
+        help = "Directory of SQL change files (<order>__<id>.sql), needed by plan, validate and apply",
         env = "FLAMINGOCK_CHANGES_DIR",
         global = true,
         value_name = "DIR"
     )]
     pub changes: Option<PathBuf>,
+
+    /// PostgreSQL: cancel any statement of a SQL change file that runs longer
+    /// than this (e.g. 30s, 5m), failing the change instead of holding the
+    /// lock indefinitely. Set with SET LOCAL inside each file's transaction;
+    /// for transactional=false files, per statement for the session.
+    #[arg(
+        long,
+        env = "FLAMINGOCK_STATEMENT_TIMEOUT",
+        global = true,
+        value_name = "DURATION",
+        value_parser = crate::duration::parse
+    )]
+    pub statement_timeout: Option<std::time::Duration>,
 
     /// The command.
     #[command(flatten)]
@@ -117,15 +134,8 @@ pub async fn run_standalone(args: Standalone, redactor: Redactor) -> Exit {
     let changes = match &args.changes {
         None => None,
         Some(dir) => match SqlChanges::load_dir(dir) {
-            Ok(c) => {
-                if c.is_empty() {
-                    out.warn(&format!(
-                        "no change files (<order>__<id>.sql) in {}",
-                        dir.display()
-                    ));
-                }
-                Some(c)
-            }
+            // An empty directory is a load error: nothing to run is not success.
+            Ok(c) => Some(c),
             Err(e) => return fail(Exit::Usage, "change_files", e.to_string()),
         },
     };
@@ -143,6 +153,18 @@ pub async fn run_standalone(args: Standalone, redactor: Redactor) -> Exit {
             "SQL file changes (--changes) run on a SQL store: sqlite: or postgres://".into(),
         );
     }
+    let changes = match (changes, args.statement_timeout) {
+        (Some(c), Some(limit)) if store.has_statement_timeout() => Some(c.statement_timeout(limit)),
+        (Some(_), Some(_)) => {
+            return fail(
+                Exit::Usage,
+                "usage",
+                "--statement-timeout needs a PostgreSQL store (SQLite has no statement timeout)"
+                    .into(),
+            )
+        }
+        (changes, _) => changes,
+    };
     let builder = store.builder(changes.as_ref());
     let mut run_opts = RunOptions::default()
         .redactor(redactor)

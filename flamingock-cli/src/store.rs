@@ -39,6 +39,9 @@ pub enum StoreUrl {
         schema: Option<String>,
         /// `?prefix=` (table prefix, default `flamingock`).
         prefix: Option<String>,
+        /// `?connect_timeout=` in seconds, as libpq reads it (at least 2);
+        /// `None` = 15 seconds.
+        connect_timeout: Option<std::time::Duration>,
     },
     /// `mongodb://` / `mongodb+srv://`.
     Mongodb {
@@ -70,11 +73,13 @@ impl fmt::Debug for StoreUrl {
                 url,
                 schema,
                 prefix,
+                connect_timeout,
             } => f
                 .debug_struct("Postgres")
                 .field("url", &redact_url(url))
                 .field("schema", schema)
                 .field("prefix", prefix)
+                .field("connect_timeout", connect_timeout)
                 .finish(),
             StoreUrl::Mongodb {
                 uri,
@@ -245,11 +250,24 @@ impl StoreUrl {
                 let (base, query) = url.split_once('?').unwrap_or((url, ""));
                 let mut schema = None;
                 let mut prefix = None;
+                let mut connect_timeout = None;
                 let mut keep = Vec::new();
                 for (k, v) in query_pairs(query).map_err(invalid)? {
                     match k.as_str() {
                         "schema" => schema = Some(v),
                         "prefix" => prefix = Some(v),
+                        // sqlx ignores it; libpq reads whole seconds, at least 2.
+                        "connect_timeout" => {
+                            let secs: u64 = v.trim().parse().map_err(|_| {
+                                invalid(format!("connect_timeout={v}: expected whole seconds"))
+                            })?;
+                            if secs == 0 {
+                                return Err(invalid(
+                                    "connect_timeout=0 (wait forever) is not supported: give seconds, e.g. connect_timeout=10".into(),
+                                ));
+                            }
+                            connect_timeout = Some(std::time::Duration::from_secs(secs.max(2)));
+                        }
                         _ => keep.push(k),
                     }
                 }
@@ -270,6 +288,7 @@ impl StoreUrl {
                     url,
                     schema,
                     prefix,
+                    connect_timeout,
                 })
             }
             "mongodb" | "mongodb+srv" if cfg!(feature = "mongodb") => {
@@ -400,9 +419,11 @@ impl OpenedStore {
                 url,
                 schema,
                 prefix,
+                connect_timeout,
             } => {
                 let schema = opts.schema.clone().or_else(|| schema.clone());
-                open_postgres(url, schema.as_deref(), prefix.as_deref())
+                let timeout = connect_timeout.unwrap_or(CONNECT_TIMEOUT);
+                open_postgres(url, schema.as_deref(), prefix.as_deref(), timeout)
                     .await
                     .map(OpenedStore::Postgres)
             }
@@ -465,6 +486,17 @@ impl OpenedStore {
         }
     }
 
+    /// Whether SQL file changes on this store's database can be given a
+    /// statement timeout ([`SqlChanges::statement_timeout`]).
+    pub fn has_statement_timeout(&self) -> bool {
+        match self {
+            #[cfg(feature = "postgres")]
+            OpenedStore::Postgres(_) => true,
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+
     /// Whether SQL file changes can run on this store's database.
     pub fn runs_sql(&self) -> bool {
         match self {
@@ -518,7 +550,8 @@ impl OpenedStore {
     }
 }
 
-/// How long connecting to a server may take.
+/// How long connecting to a server may take, unless the URL's
+/// `?connect_timeout=` says otherwise.
 #[cfg(feature = "postgres")]
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
@@ -527,11 +560,12 @@ async fn open_postgres(
     url: &str,
     schema: Option<&str>,
     prefix: Option<&str>,
+    connect_timeout: std::time::Duration,
 ) -> Result<flamingock_postgres::PostgresAuditStore, StoreError> {
     use std::str::FromStr;
 
     use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
-    use sqlx::Connection;
+    use sqlx::{ConnectOptions, Connection};
 
     let shown = format!("postgres({})", redact_url(url));
     let backend = |operation: &'static str, e: sqlx::Error| StoreError::Backend {
@@ -539,7 +573,10 @@ async fn open_postgres(
         operation,
         source: Box::new(e),
     };
-    let mut options = PgConnectOptions::from_str(url).map_err(|e| backend("parse the URL", e))?;
+    let mut options = PgConnectOptions::from_str(url)
+        .map_err(|e| backend("parse the URL", e))?
+        // A slow migration statement is no warning (seen with -v).
+        .log_slow_statements(log::LevelFilter::Info, std::time::Duration::from_secs(1));
     if let Some(s) = schema {
         // Unqualified names in SQL files land in the store's schema.
         let path = format!("{}, public", flamingock_postgres::quote_ident(s));
@@ -547,8 +584,8 @@ async fn open_postgres(
     }
     // One direct connection first: a refused connection or bad credentials
     // fail at once (a pool would retry until its acquire timeout), and a
-    // black-holed host fails after CONNECT_TIMEOUT.
-    match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options)).await {
+    // black-holed host fails after the connect timeout.
+    match tokio::time::timeout(connect_timeout, PgConnection::connect_with(&options)).await {
         Ok(Ok(conn)) => {
             let _ = conn.close().await;
         }
@@ -557,13 +594,17 @@ async fn open_postgres(
             return Err(StoreError::Backend {
                 store: shown.clone(),
                 operation: "connect",
-                source: format!("no answer within {CONNECT_TIMEOUT:?}").into(),
+                source: format!(
+                    "no answer within {} (?connect_timeout=SECONDS changes the limit)",
+                    crate::duration::show(connect_timeout)
+                )
+                .into(),
             })
         }
     }
     let pool = PgPoolOptions::new()
         .max_connections(4)
-        .acquire_timeout(CONNECT_TIMEOUT)
+        .acquire_timeout(connect_timeout)
         .connect_lazy_with(options);
     let mut b = flamingock_postgres::PostgresAuditStore::builder(pool);
     if let Some(s) = schema {
@@ -574,6 +615,12 @@ async fn open_postgres(
     }
     b.build().await
 }
+
+/// Appended to a statement PostgreSQL refuses inside a transaction block.
+#[cfg(feature = "postgres")]
+const NO_TRANSACTION_HINT: &str = ": this statement cannot run inside a transaction: \
+    add `transactional=false` to the file's header (`-- flamingock: transactional=false` as its \
+    first line), ideally with the statement alone in its file";
 
 #[cfg(feature = "postgres")]
 impl crate::sql::SqlTarget for flamingock_postgres::PostgresTarget {
@@ -586,12 +633,40 @@ impl crate::sql::SqlTarget for flamingock_postgres::PostgresTarget {
         statement: &str,
     ) -> Result<(), flamingock_core::BoxError> {
         use sqlx::Executor;
-        ctx.conn().execute(sqlx::AssertSqlSafe(statement)).await?;
-        Ok(())
+        let in_tx = ctx.is_transactional();
+        match ctx.conn().execute(sqlx::AssertSqlSafe(statement)).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let mut text = flamingock_postgres::describe_error(&e);
+                // 25001 active_sql_transaction: CREATE INDEX CONCURRENTLY,
+                // VACUUM, CREATE DATABASE, ALTER SYSTEM... refuse a transaction.
+                if in_tx && flamingock_postgres::sqlstate(&e).as_deref() == Some("25001") {
+                    text.push_str(NO_TRANSACTION_HINT);
+                }
+                Err(text.into())
+            }
+        }
     }
 
     fn in_transaction(ctx: &flamingock_postgres::PgContext) -> bool {
         ctx.is_transactional()
+    }
+
+    async fn set_statement_timeout(
+        ctx: &mut flamingock_postgres::PgContext,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<(), flamingock_core::BoxError> {
+        use sqlx::Executor;
+        // SET LOCAL ends with the file's transaction; outside one the
+        // session setting covers each statement until it is reset.
+        let scope = if ctx.is_transactional() { "LOCAL " } else { "" };
+        let sql = match timeout {
+            Some(d) => format!("SET {scope}statement_timeout = {}", d.as_millis().max(1)),
+            None if ctx.is_transactional() => "SET LOCAL statement_timeout TO DEFAULT".to_owned(),
+            None => "RESET statement_timeout".to_owned(),
+        };
+        ctx.conn().execute(sqlx::AssertSqlSafe(sql)).await?;
+        Ok(())
     }
 }
 
@@ -631,8 +706,28 @@ mod tests {
                 url: "postgresql://u:p@h:5432/db?sslmode=disable&application_name=a".into(),
                 schema: Some("ops x".into()),
                 prefix: Some("fk".into()),
+                connect_timeout: None,
             }
         );
+        // connect_timeout is ours (sqlx ignores it), in seconds like libpq.
+        let u =
+            StoreUrl::parse("postgres://h/db?connect_timeout=3&sslmode=disable").expect("parses");
+        assert!(
+            matches!(&u, StoreUrl::Postgres { url, connect_timeout: Some(t), .. }
+                if url == "postgres://h/db?sslmode=disable" && *t == std::time::Duration::from_secs(3)),
+            "{u:?}"
+        );
+        let u = StoreUrl::parse("postgres://h/db?connect_timeout=1").expect("parses");
+        assert!(
+            matches!(u, StoreUrl::Postgres { connect_timeout: Some(t), .. } if t.as_secs() == 2)
+        );
+        for bad in [
+            "postgres://h/db?connect_timeout=0",
+            "postgres://h/db?connect_timeout=5s",
+        ] {
+            let e = StoreUrl::parse(bad).expect_err(bad);
+            assert!(e.to_string().contains("connect_timeout"), "{e}");
+        }
         assert!(!format!("{u:?}").contains(":p@"), "{u:?}");
         let u = StoreUrl::parse("postgres://h/db").expect("parses");
         assert!(matches!(u, StoreUrl::Postgres { schema: None, .. }));

@@ -265,6 +265,127 @@ async fn a_failing_transactional_file_is_rolled_back_whole() {
 }
 
 #[tokio::test]
+async fn a_statement_timeout_cancels_slow_statements_of_both_kinds_of_file() {
+    let Some(env) = Env::new(&[("0001__slow.sql", "SELECT pg_sleep(3);\n")]) else {
+        return;
+    };
+    let started = std::time::Instant::now();
+    let out = env.run(&["apply", "--statement-timeout", "200ms"]);
+    out.expect_code(1);
+    assert!(
+        out.stderr
+            .contains("canceling statement due to statement timeout"),
+        "{}",
+        out.all()
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+    // The limit was the file's only: without it the file runs.
+    env.write("0001__slow.sql", "SELECT pg_sleep(0.3);\n");
+    env.run(&["apply"]).expect_code(0);
+
+    env.write(
+        "0002__slow-outside-tx.sql",
+        "-- flamingock: transactional=false\nSELECT 1;\nSELECT pg_sleep(3);\n",
+    );
+    let started = std::time::Instant::now();
+    let out = env.run(&["apply", "--statement-timeout", "200ms"]);
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains("statement 2 of 2")
+            && out
+                .stderr
+                .contains("canceling statement due to statement timeout"),
+        "{}",
+        out.all()
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+    let bad = env.run(&["apply", "--statement-timeout", "30"]);
+    bad.expect_code(2);
+    assert!(bad.stderr.contains("has no unit"), "{}", bad.all());
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn database_errors_show_the_file_line_the_sqlstate_and_what_to_do() {
+    let Some(env) = Env::new(&[(
+        "0001__twice.sql",
+        "CREATE TABLE users (id bigint);\nCREATE TABLE users (id bigint);\n",
+    )]) else {
+        return;
+    };
+    let out = env.run(&["apply"]);
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains(
+            "0001__twice.sql: statement 2 of 2 (line 2) failed: relation \"users\" already exists (SQLSTATE 42P07)"
+        ),
+        "{}",
+        out.all()
+    );
+    // No line of PostgreSQL's C source, no sqlx prefix.
+    assert!(
+        !out.stderr.contains(" at line ") && !out.stderr.contains("error returned from database"),
+        "{}",
+        out.all()
+    );
+    std::fs::remove_file(env.dir.join("0001__twice.sql")).expect("rm");
+    env.write(
+        "0001__index.sql",
+        "CREATE TABLE t (a int);\nCREATE INDEX CONCURRENTLY t_a ON t (a);\n",
+    );
+    let out = env.run(&["apply", "--orphans", "warn"]);
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains("(SQLSTATE 25001)")
+            && out
+                .stderr
+                .contains("add `transactional=false` to the file's header"),
+        "{}",
+        out.all()
+    );
+    env.write(
+        "0001__index.sql",
+        "-- flamingock: transactional=false\nCREATE TABLE t (a int);\nCREATE INDEX CONCURRENTLY t_a ON t (a);\n",
+    );
+    env.run(&["apply", "--orphans", "warn"]).expect_code(0);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_slow_statement_is_no_warning_at_default_verbosity() {
+    let Some(env) = Env::new(&[("0001__slow.sql", "SELECT pg_sleep(1.2);\n")]) else {
+        return;
+    };
+    let out = env.run(&["apply"]);
+    out.expect_code(0);
+    assert!(!out.stderr.contains("slow statement"), "{}", out.all());
+    env.cleanup().await;
+}
+
+/// A server that accepts connections and never answers: the connect
+/// timeout of the URL is what ends the wait.
+#[test]
+fn the_urls_connect_timeout_is_honoured() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = silent.local_addr().expect("addr").port();
+    let url = format!("postgres://u@127.0.0.1:{port}/db?connect_timeout=2");
+    let started = std::time::Instant::now();
+    let out = flamingock(&["--store", &url, "audit", "list"]);
+    out.expect_code(1);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "took {:?} (the default is 15 s)",
+        started.elapsed()
+    );
+    assert!(
+        out.stderr.contains("no answer within 2.0 s"),
+        "{}",
+        out.all()
+    );
+    drop(silent);
+}
+
+#[tokio::test]
 async fn drift_is_detected_but_crlf_is_not() {
     let Some(env) = Env::new(&[("0001__create-users.sql", CREATE_USERS)]) else {
         return;

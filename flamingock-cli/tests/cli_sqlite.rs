@@ -6,7 +6,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{flamingock, state_of, write_files, Output};
+use common::{flamingock, flamingock_without, state_of, write_files, Output};
 use flamingock_core::{Acquire, LockProvider};
 use flamingock_sqlite::{sqlx, SqliteAuditStore};
 
@@ -512,6 +512,192 @@ async fn drift_is_detected_but_line_endings_are_not_drift() {
     );
 }
 
+#[tokio::test]
+async fn a_removed_file_can_be_retired_for_good() {
+    let env = Env::new(&[
+        ("0001__create-users.sql", CREATE_USERS),
+        ("0002__seed-users.sql", SEED_USERS),
+    ]);
+    env.run(&["apply"]).expect_code(0);
+    std::fs::remove_file(env.dir.join("0002__seed-users.sql")).expect("rm");
+    let v = env.run(&["validate"]);
+    v.expect_code(1);
+    for needle in [
+        "no longer in the pipeline: seed-users",
+        "flamingock audit retire seed-users --reason",
+        "--orphans warn",
+    ] {
+        assert!(
+            v.stderr.contains(needle),
+            "missing {needle:?}:\n{}",
+            v.all()
+        );
+    }
+    assert!(
+        !v.stderr.contains("or use OrphanPolicy::Warn)"),
+        "{}",
+        v.all()
+    );
+    env.run(&["validate", "--orphans", "warn"]).expect_code(0);
+    // A change that is still in the changes cannot be retired.
+    let refused = env.run(&["audit", "retire", "create-users", "--reason", "x"]);
+    refused.expect_code(1);
+    assert!(
+        refused.stderr.contains("still in the pipeline"),
+        "{}",
+        refused.all()
+    );
+    let retired = env.run(&[
+        "audit",
+        "retire",
+        "seed-users",
+        "--reason",
+        "seed data moved to the app",
+        "--operator",
+        "ana",
+    ]);
+    retired.expect_code(0);
+    env.run(&["validate"]).expect_code(0);
+    env.run(&["apply"]).expect_code(0);
+    let history = env
+        .run_store(&["audit", "history", "--change", "seed-users", "--json"])
+        .json();
+    let last = &history[history.as_array().map_or(0, Vec::len) - 1];
+    assert_eq!(last["state"], "MANUAL_MARKED_AS_ROLLED_BACK");
+    assert_eq!(last["metadata"]["retired"], true);
+    assert!(
+        last["metadata"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("seed data moved") && r.contains("ana")),
+        "{last}"
+    );
+}
+
+#[tokio::test]
+async fn an_edited_file_can_be_accepted_for_good() {
+    let env = Env::new(&[("0001__create-users.sql", CREATE_USERS)]);
+    env.run(&["apply"]).expect_code(0);
+    env.write(
+        "0001__create-users.sql",
+        &format!("{CREATE_USERS}-- a comment\n"),
+    );
+    let v = env.run(&["validate"]);
+    v.expect_code(1);
+    assert!(
+        v.stderr
+            .contains("flamingock audit accept-checksum create-users --reason"),
+        "{}",
+        v.all()
+    );
+    env.run(&[
+        "audit",
+        "accept-checksum",
+        "create-users",
+        "--reason",
+        "comment only",
+    ])
+    .expect_code(0);
+    env.run(&["validate"]).expect_code(0);
+    let history = env
+        .run_store(&["audit", "history", "--change", "create-users", "--json"])
+        .json();
+    assert_eq!(history[1]["state"], "MANUAL_MARKED_AS_APPLIED");
+    assert_eq!(
+        history[1]["metadata"]["previous_checksum"],
+        history[0]["checksum"]
+    );
+    assert_ne!(history[1]["checksum"], history[0]["checksum"]);
+}
+
+#[tokio::test]
+async fn a_change_without_entry_can_be_recorded_as_a_baseline() {
+    let env = Env::new(&[
+        ("0001__create-users.sql", CREATE_USERS),
+        ("0002__seed-users.sql", SEED_USERS),
+    ]);
+    let refused = env.run(&[
+        "audit",
+        "fix",
+        "create-users",
+        "--resolution",
+        "applied",
+        "--reason",
+        "made by hand",
+    ]);
+    refused.expect_code(1);
+    assert!(refused.stderr.contains("--baseline"), "{}", refused.all());
+    let without_changes = env.run_store(&[
+        "audit",
+        "fix",
+        "create-users",
+        "--resolution",
+        "applied",
+        "--baseline",
+        "--reason",
+        "made by hand",
+    ]);
+    without_changes.expect_code(2);
+    env.run(&[
+        "audit",
+        "fix",
+        "create-users",
+        "--resolution",
+        "applied",
+        "--baseline",
+        "--reason",
+        "created by hand before flamingock",
+    ])
+    .expect_code(0);
+    let list = env.run_store(&["audit", "list", "--json"]).json();
+    assert_eq!(
+        state_of(&list, "create-users").as_deref(),
+        Some("MANUAL_MARKED_AS_APPLIED")
+    );
+    assert_eq!(list[0]["metadata"]["baseline"], true);
+    // The baseline change is skipped: the seed fails, as the table does not exist.
+    let out = env.run(&["apply"]);
+    out.expect_code(1);
+    assert!(out.stderr.contains("no such table: users"), "{}", out.all());
+}
+
+#[tokio::test]
+async fn the_fix_that_issue_get_prints_runs_without_user() {
+    let env = Env::new(&[(
+        "0001__add-phone.sql",
+        "-- flamingock: transactional=false\nCREATE TABLE t (a INT);\nSELECT no_such_function();\n",
+    )]);
+    env.run(&["apply"]).expect_code(1);
+    let get = env.run(&["issue", "get", "add-phone"]);
+    let printed = get
+        .stdout
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("flamingock audit fix add-phone --resolution applied"))
+        .unwrap_or_else(|| panic!("no fix command in:\n{}", get.stdout))
+        .replace("<what you checked>", "table t exists");
+    let words: Vec<&str> = printed
+        .strip_prefix("flamingock ")
+        .unwrap_or_default()
+        .split(" --reason ")
+        .collect();
+    let mut args: Vec<&str> = vec!["--store", &env.store];
+    args.extend(words[0].split_whitespace());
+    args.extend(["--reason", words[1].trim_matches('"')]);
+    let fixed = flamingock_without(&args, &["USER", "USERNAME", "LOGNAME"]);
+    fixed.expect_code(0);
+    let list = env.run_store(&["audit", "list", "--json"]).json();
+    assert_eq!(
+        state_of(&list, "add-phone").as_deref(),
+        Some("MANUAL_MARKED_AS_APPLIED")
+    );
+    assert!(
+        list[0]["runner_id"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("operator@")),
+        "{list}"
+    );
+}
+
 fn assert_usage(out: &Output, needles: &[&str]) {
     out.expect_code(2);
     for n in needles {
@@ -559,6 +745,38 @@ async fn bad_change_directories_are_reported_at_once_and_nothing_runs() {
         env.run_store(&["audit", "history", "--json"]).json(),
         before
     );
+}
+
+#[test]
+fn a_changes_directory_without_change_files_is_a_usage_error() {
+    let env = Env::new(&[]);
+    let out = env.run(&["apply"]);
+    assert_usage(
+        &out,
+        &[
+            "no change files: the directory is empty",
+            "<order>__<id>.sql",
+        ],
+    );
+    assert!(!env.db.exists(), "the store was not even opened");
+    // A diesel layout is named as such.
+    std::fs::create_dir(env.dir.join("2020-01-01-000000_create_users")).expect("mkdir");
+    env.write("2020-01-01-000000_create_users/up.sql", "SELECT 1;");
+    let out = env.run(&["apply"]);
+    assert_usage(
+        &out,
+        &[
+            "1 subdirectory (2020-01-01-000000_create_users)",
+            "diesel migrations",
+        ],
+    );
+}
+
+#[test]
+fn a_statement_timeout_needs_a_postgres_store() {
+    let env = Env::new(&[("0001__create-users.sql", CREATE_USERS)]);
+    let out = env.run(&["apply", "--statement-timeout", "30s"]);
+    assert_usage(&out, &["--statement-timeout needs a PostgreSQL store"]);
 }
 
 #[tokio::test]

@@ -170,10 +170,27 @@ impl ErrorInfo {
     }
 }
 
+impl ErrorInfo {
+    /// The causes the message does not already quote (most error types
+    /// print their source in their own message too), each once.
+    pub fn new_causes(&self) -> Vec<&str> {
+        let mut seen = self.message.clone();
+        let mut out = Vec::new();
+        for c in &self.chain {
+            if !seen.contains(c.as_str()) {
+                seen.push('\n');
+                seen.push_str(c);
+                out.push(c.as_str());
+            }
+        }
+        out
+    }
+}
+
 impl fmt::Display for ErrorInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.message)?;
-        for c in &self.chain {
+        for c in self.new_causes() {
             write!(f, ": {c}")?;
         }
         Ok(())
@@ -472,6 +489,19 @@ impl<S: AuditStore + ?Sized> AuditStore for Arc<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_info_prints_each_cause_once() {
+        let e = ErrorInfo {
+            message: "change 'a' failed: disk full".into(),
+            chain: vec!["disk full".into(), "no space left on device".into()],
+        };
+        assert_eq!(
+            e.to_string(),
+            "change 'a' failed: disk full: no space left on device"
+        );
+        assert_eq!(e.new_causes(), ["no space left on device"]);
+    }
 
     fn at(id: &str, state: AuditState, secs: i64) -> AuditEntry {
         let t0 = DateTime::<Utc>::from_timestamp(1_700_000_000, 0).unwrap_or_default();

@@ -12,7 +12,7 @@ use crate::validate::ValidationErrors;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Errors raised by an [`AuditStore`](crate::AuditStore).
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     /// The write carried a fencing token lower than the store's fence: a runner
@@ -70,7 +70,7 @@ pub enum StoreError {
 }
 
 /// Errors raised by a [`LockProvider`](crate::LockProvider) or by the lock protocol.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum LockError {
     /// Waited for the lock longer than the configured timeout.
@@ -127,7 +127,7 @@ pub enum LockError {
 }
 
 /// Errors raised by a [`TargetSystem`](crate::TargetSystem).
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum TargetError {
     /// The driver or server failed.
@@ -196,7 +196,7 @@ pub enum TargetError {
 }
 
 /// A change that could not be applied, with its id and stage.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[error("change '{change_id}' (stage '{stage}') failed: {source}")]
 pub struct ChangeFailure {
     /// Stage id.
@@ -252,7 +252,7 @@ fn list_blocked(blocked: &[BlockedChange]) -> String {
 }
 
 /// The error returned by runs and operations.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The pipeline is invalid; every problem is listed.
@@ -326,6 +326,14 @@ pub enum Error {
         /// Its latest state.
         state: AuditState,
     },
+    /// An operator operation that does not apply to this change.
+    #[error("change '{change_id}': refusing: {detail}")]
+    FixRefused {
+        /// The id given.
+        change_id: String,
+        /// Why, and what to do instead.
+        detail: String,
+    },
     /// The builder was given an inconsistent configuration.
     #[error("configuration: {0}")]
     Config(String),
@@ -358,6 +366,49 @@ impl Error {
 #[derive(Debug, Clone, Copy, thiserror::Error)]
 #[error("the change defines no rollback")]
 pub struct NoRollback;
+
+/// `Debug` of the error types users get from runs and operations: the same
+/// text as `Display`, then its causes, as anyhow and eyre print them. So
+/// `fn main() -> Result<(), Box<dyn Error>>` shows a readable message, not a
+/// dump of the run report.
+macro_rules! debug_as_report {
+    ($($t:ty),+) => {$(
+        impl std::fmt::Debug for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                $crate::error::write_report(self, f)
+            }
+        }
+    )+};
+}
+pub(crate) use debug_as_report;
+
+debug_as_report!(StoreError, LockError, TargetError, ChangeFailure, Error);
+
+/// Writes `err`, then each cause on a `Caused by:` line. A cause whose text
+/// the message already holds is not repeated.
+pub(crate) fn write_report(
+    err: &(dyn std::error::Error + 'static),
+    f: &mut std::fmt::Formatter<'_>,
+) -> std::fmt::Result {
+    let mut seen = err.to_string();
+    f.write_str(&seen)?;
+    let mut heading = false;
+    let mut cur = err.source();
+    while let Some(cause) = cur {
+        let text = cause.to_string();
+        if !seen.contains(&text) {
+            if !heading {
+                f.write_str("\n\nCaused by:")?;
+                heading = true;
+            }
+            write!(f, "\n    {text}")?;
+            seen.push('\n');
+            seen.push_str(&text);
+        }
+        cur = cause.source();
+    }
+    Ok(())
+}
 
 /// Formats an error and its `source` chain as a list of messages.
 pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> Vec<String> {

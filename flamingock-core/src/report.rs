@@ -112,13 +112,43 @@ impl RunReport {
     }
 }
 
+/// A duration for people: `0 ms`, `286 ms`, `1.2 s`, `14 s`, `2 min 5 s`
+/// (not `285.805578ms` or `0.0ns`).
+///
+/// ```
+/// use std::time::Duration;
+/// use flamingock_core::report::format_duration;
+///
+/// assert_eq!(format_duration(Duration::from_nanos(285_805_578)), "286 ms");
+/// assert_eq!(format_duration(Duration::from_millis(1_234)), "1.2 s");
+/// ```
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_secs_f64() * 1000.0;
+    if ms < 999.5 {
+        format!("{} ms", ms.round() as u64)
+    } else if ms < 9_950.0 {
+        format!("{:.1} s", ms / 1000.0)
+    } else if ms < 59_500.0 {
+        format!("{} s", (ms / 1000.0).round() as u64)
+    } else {
+        let s = (ms / 1000.0).round() as u64;
+        format!("{} min {} s", s / 60, s % 60)
+    }
+}
+
 impl std::fmt::Display for RunReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let t = self.totals();
         writeln!(
             f,
-            "run {}: {} applied, {} skipped, {} failed, {} blocked, {} not run in {:?}",
-            self.run_id, t.applied, t.skipped, t.failed, t.blocked, t.not_run, self.duration
+            "run {}: {} applied, {} skipped, {} failed, {} blocked, {} not run in {}",
+            self.run_id,
+            t.applied,
+            t.skipped,
+            t.failed,
+            t.blocked,
+            t.not_run,
+            format_duration(self.duration)
         )?;
         for c in &self.changes {
             let what = match &c.outcome {
@@ -131,16 +161,62 @@ impl std::fmt::Display for RunReport {
                 ChangeOutcome::Blocked { reason } => format!("BLOCKED: {reason}"),
                 ChangeOutcome::NotRun => "not run".to_owned(),
             };
+            // Only work done in this run has a duration worth showing.
+            let took = match c.outcome {
+                ChangeOutcome::Applied
+                | ChangeOutcome::RecoveredApplied
+                | ChangeOutcome::Failed { .. } => format_duration(c.duration),
+                _ => String::new(),
+            };
             writeln!(
                 f,
-                "  {:<12} {:<32} {:<24} {:>9.1?}  {}",
+                "  {:<12} {:<32} {:<24} {:>9}  {}",
                 c.stage,
                 c.change_id,
                 c.strategy.as_str(),
-                c.duration,
+                took,
                 what
             )?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_rounded_and_skipped_changes_show_none() {
+        assert_eq!(format_duration(Duration::from_nanos(285_805_578)), "286 ms");
+        assert_eq!(format_duration(Duration::ZERO), "0 ms");
+        assert_eq!(format_duration(Duration::from_millis(1_234)), "1.2 s");
+        assert_eq!(format_duration(Duration::from_millis(14_400)), "14 s");
+        assert_eq!(
+            format_duration(Duration::from_millis(999_600)),
+            "16 min 40 s"
+        );
+        let line = |id: &str, outcome, ms| ChangeReport {
+            stage: "s".into(),
+            change_id: id.into(),
+            strategy: TxStrategy::SharedTx,
+            outcome,
+            duration: Duration::from_micros(ms),
+        };
+        let report = RunReport {
+            run_id: "r".into(),
+            changes: vec![
+                line("done", ChangeOutcome::Applied, 285_805),
+                line("old", ChangeOutcome::Skipped, 0),
+            ],
+            duration: Duration::from_micros(1_234_567),
+            ..RunReport::default()
+        };
+        let text = report.to_string();
+        assert!(text.contains("not run in 1.2 s"), "{text}");
+        assert!(text.contains("286 ms  applied"), "{text}");
+        let skipped = text.lines().find(|l| l.contains("old")).unwrap_or_default();
+        assert!(!skipped.contains("ns") && !skipped.contains("ms"), "{text}");
+        assert!(!text.contains("0.0ns") && !text.contains("285.8"), "{text}");
     }
 }

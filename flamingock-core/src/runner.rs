@@ -315,6 +315,22 @@ fn plan_pipeline(
                 bound,
             });
         }
+        let conflicts = crate::order::numeric_order_conflicts(orders.keys().copied());
+        if !conflicts.is_empty() {
+            let first_id = |o: &str| orders.get(o).and_then(|ids| ids.first()).cloned();
+            problems.push(ValidationProblem::NumericOrderMismatch {
+                stage: stage.id.clone(),
+                pairs: conflicts
+                    .iter()
+                    .map(|(a, b)| {
+                        (
+                            (first_id(a).unwrap_or_default(), (*a).to_owned()),
+                            (first_id(b).unwrap_or_default(), (*b).to_owned()),
+                        )
+                    })
+                    .collect(),
+            });
+        }
         for (order, changes) in orders {
             if changes.len() > 1 {
                 problems.push(ValidationProblem::DuplicateOrder {
@@ -693,9 +709,9 @@ impl Flamingock {
             .map(|c| c.meta.id.as_str())
             .collect();
         let mut orphans: Vec<String> = latest
-            .keys()
-            .filter(|id| !known.contains(*id))
-            .map(|id| (*id).to_owned())
+            .iter()
+            .filter(|(id, e)| !known.contains(*id) && !is_retired(e))
+            .map(|(id, _)| (*id).to_owned())
             .collect();
         if !orphans.is_empty() {
             orphans.sort();
@@ -997,6 +1013,15 @@ impl Flamingock {
 
     // ---- operations API ----------------------------------------------
 
+    /// The ids of the pipeline's changes, in execution order.
+    pub fn change_ids(&self) -> Vec<&str> {
+        self.inner
+            .changes
+            .iter()
+            .map(|c| c.meta.id.as_str())
+            .collect()
+    }
+
     /// Latest entry per change, sorted by change id.
     pub async fn snapshot(&self) -> Result<Vec<AuditEntry>, Error> {
         self.prepare().await?;
@@ -1077,8 +1102,49 @@ impl Flamingock {
     /// Records that an operator verified `change_id` is applied. Takes the lock;
     /// refuses when the change has no issue.
     pub async fn mark_applied(&self, change_id: &str, reason: &str) -> Result<AuditEntry, Error> {
-        self.fix(change_id, AuditState::ManualMarkedAsApplied, reason)
-            .await
+        self.fix(
+            change_id,
+            Fix::Mark(AuditState::ManualMarkedAsApplied),
+            reason,
+        )
+        .await
+    }
+
+    /// Records that `change_id`, a change in the audit but no longer in the
+    /// pipeline (renamed or deleted on purpose), is retired: a
+    /// `MANUAL_MARKED_AS_ROLLED_BACK` entry with metadata `retired: true`,
+    /// the runner's metadata (e.g. the operator) and `reason`. From then on
+    /// the orphan check skips it. Takes the lock. Refuses a change that is
+    /// still in the pipeline or has no audit entry.
+    ///
+    /// Should a change with this id come back to the pipeline, it is
+    /// applied again, as after any rollback.
+    pub async fn retire_orphan(&self, change_id: &str, reason: &str) -> Result<AuditEntry, Error> {
+        self.fix(change_id, Fix::Retire, reason).await
+    }
+
+    /// Accepts the current content of an applied change whose checksum
+    /// differs from the recorded one (an applied file was edited and the
+    /// operator checked the edit needs no new change): a
+    /// `MANUAL_MARKED_AS_APPLIED` entry with the new checksum and metadata
+    /// `previous_checksum` and `reason`. Takes the lock. Refuses a change
+    /// that is not in the pipeline, not applied, or not drifted.
+    pub async fn accept_checksum(
+        &self,
+        change_id: &str,
+        reason: &str,
+    ) -> Result<AuditEntry, Error> {
+        self.fix(change_id, Fix::AcceptChecksum, reason).await
+    }
+
+    /// Records that `change_id`, a change of the pipeline with no audit
+    /// entry at all, is already in place (applied by hand or by another
+    /// tool before Flamingock managed it): a `MANUAL_MARKED_AS_APPLIED`
+    /// entry built from the change's declaration, with metadata
+    /// `baseline: true` and `reason`. Takes the lock. Refuses a change that
+    /// is not in the pipeline or already has an entry.
+    pub async fn baseline(&self, change_id: &str, reason: &str) -> Result<AuditEntry, Error> {
+        self.fix(change_id, Fix::Baseline, reason).await
     }
 
     /// Records that an operator verified `change_id` is not in place (it will be
@@ -1088,16 +1154,15 @@ impl Flamingock {
         change_id: &str,
         reason: &str,
     ) -> Result<AuditEntry, Error> {
-        self.fix(change_id, AuditState::ManualMarkedAsRolledBack, reason)
-            .await
+        self.fix(
+            change_id,
+            Fix::Mark(AuditState::ManualMarkedAsRolledBack),
+            reason,
+        )
+        .await
     }
 
-    async fn fix(
-        &self,
-        change_id: &str,
-        state: AuditState,
-        reason: &str,
-    ) -> Result<AuditEntry, Error> {
+    async fn fix(&self, change_id: &str, fix: Fix, reason: &str) -> Result<AuditEntry, Error> {
         self.prepare().await?;
         let mut always = || -> BoxFuture<'_, Result<bool, Error>> { Box::pin(async { Ok(true) }) };
         let lease = match HeldLease::acquire(
@@ -1113,7 +1178,7 @@ impl Flamingock {
             Waited::Acquired(lease) => lease,
             Waited::NotNeeded => unreachable!("an operator fix always needs the lock"),
         };
-        let result = self.fix_locked(change_id, state, reason, &lease).await;
+        let result = self.fix_locked(change_id, fix, reason, &lease).await;
         let released = lease.release().await;
         let entry = result?;
         if let Err(e) = released {
@@ -1125,27 +1190,104 @@ impl Flamingock {
     async fn fix_locked(
         &self,
         change_id: &str,
-        state: AuditState,
+        fix: Fix,
         reason: &str,
         lease: &HeldLease,
     ) -> Result<AuditEntry, Error> {
         let store = &*self.inner.store;
         let epoch = store.claim_fence().await?;
         let snapshot = store.snapshot().await?;
-        let prev = snapshot
-            .iter()
-            .find(|e| e.change_id == change_id)
-            .ok_or_else(|| Error::UnknownChange {
-                change_id: change_id.to_owned(),
-                store: store.describe(),
-            })?;
-        if self.issue_of(prev).is_none() {
-            return Err(Error::NothingToFix {
-                change_id: change_id.to_owned(),
-                state: prev.state,
-            });
-        }
-        let mut entry = prev.clone();
+        let prev = snapshot.iter().find(|e| e.change_id == change_id);
+        let declared = self.inner.changes.iter().find(|c| c.meta.id == change_id);
+        let refuse = |detail: &str| Error::FixRefused {
+            change_id: change_id.to_owned(),
+            detail: detail.to_owned(),
+        };
+        let unknown = || Error::UnknownChange {
+            change_id: change_id.to_owned(),
+            store: store.describe(),
+        };
+        let mut extra = serde_json::Map::new();
+        let (mut entry, state) = match fix {
+            Fix::Baseline => {
+                let Some(c) = declared else {
+                    return Err(refuse(
+                        "it is not in the loaded pipeline: a baseline entry is built from the change's declaration",
+                    ));
+                };
+                if let Some(prev) = prev {
+                    return Err(refuse(&format!(
+                        "it already has an audit entry (latest state {}): use the fix for that state instead",
+                        prev.state
+                    )));
+                }
+                extra.insert("baseline".into(), true.into());
+                (
+                    AuditEntry {
+                        stage_id: c.stage.clone(),
+                        author: c.meta.author.clone(),
+                        order: c.meta.order.clone(),
+                        target_system: c.target_id.clone(),
+                        recovery: c.meta.recovery,
+                        transactional: c.transactional,
+                        checksum: c.meta.checksum.clone(),
+                        ..AuditEntry::new(change_id, AuditState::ManualMarkedAsApplied, 0)
+                    },
+                    AuditState::ManualMarkedAsApplied,
+                )
+            }
+            Fix::Mark(state) => {
+                let prev = prev.ok_or_else(unknown)?;
+                if self.issue_of(prev).is_none() {
+                    return Err(Error::NothingToFix {
+                        change_id: change_id.to_owned(),
+                        state: prev.state,
+                    });
+                }
+                (prev.clone(), state)
+            }
+            Fix::Retire => {
+                let prev = prev.ok_or_else(unknown)?;
+                if declared.is_some() {
+                    return Err(refuse(
+                        "it is still in the pipeline; only a change no longer in code can be retired",
+                    ));
+                }
+                if is_retired(prev) {
+                    return Err(refuse("it is retired already"));
+                }
+                extra.insert("retired".into(), true.into());
+                (prev.clone(), AuditState::ManualMarkedAsRolledBack)
+            }
+            Fix::AcceptChecksum => {
+                let prev = prev.ok_or_else(unknown)?;
+                let Some(c) = declared else {
+                    return Err(refuse("it is not in the loaded pipeline"));
+                };
+                if !matches!(
+                    prev.state,
+                    AuditState::Applied | AuditState::ManualMarkedAsApplied
+                ) {
+                    return Err(refuse(&format!(
+                        "it is not applied (latest state {}); only an applied change's checksum can be accepted",
+                        prev.state
+                    )));
+                }
+                let (Some(recorded), Some(current)) = (&prev.checksum, &c.meta.checksum) else {
+                    return Err(refuse("it has no content checksum"));
+                };
+                if recorded == current {
+                    return Err(refuse(&format!(
+                        "its content matches the recorded checksum {recorded}: nothing to accept"
+                    )));
+                }
+                extra.insert("previous_checksum".into(), recorded.clone().into());
+                let mut e = prev.clone();
+                e.checksum = Some(current.clone());
+                (e, AuditState::ManualMarkedAsApplied)
+            }
+        };
+        let previous_state = prev.map(|p| p.state.as_str());
         entry.state = state;
         entry.created_at = crate::audit::audit_clock();
         entry.tx_strategy = TxStrategy::Manual;
@@ -1163,7 +1305,10 @@ impl Flamingock {
             other => serde_json::Map::from_iter([("runner_metadata".to_owned(), other.clone())]),
         };
         metadata.insert("reason".into(), reason.into());
-        metadata.insert("previous_state".into(), prev.state.as_str().into());
+        if let Some(p) = previous_state {
+            metadata.insert("previous_state".into(), p.into());
+        }
+        metadata.extend(extra);
         entry.metadata = serde_json::Value::Object(metadata);
         lease.check().map_err(|detail| Error::LeaseLost {
             run_id: entry.run_id.clone(),
@@ -1181,7 +1326,7 @@ impl Flamingock {
     }
 
     /// Removes the lock whoever holds it. Safe for the audit (the fence
-    /// rejects the old holder's writes once a new holder raises it), but the
+    /// rejects the old holder's writes once a new holder claims the store), but the
     /// old holder's non-transactional work may still be in flight.
     pub async fn force_release_lock(&self) -> Result<Option<LockInfo>, LockError> {
         self.inner.lock.force_release().await
@@ -1206,6 +1351,28 @@ fn store_abort(e: StoreError, who: &RunIdentity) -> Error {
         },
         other => Error::Store(other),
     }
+}
+
+/// The operator operations that write the audit.
+#[derive(Debug, Clone, Copy)]
+enum Fix {
+    /// Resolve a blocked change with this state.
+    Mark(AuditState),
+    /// Retire an orphaned entry.
+    Retire,
+    /// Accept a drifted checksum.
+    AcceptChecksum,
+    /// Record a change without entry as applied.
+    Baseline,
+}
+
+/// Whether `e` records an orphan retired by [`Flamingock::retire_orphan`].
+fn is_retired(e: &AuditEntry) -> bool {
+    e.state == AuditState::ManualMarkedAsRolledBack
+        && e.metadata
+            .get("retired")
+            .and_then(serde_json::Value::as_bool)
+            == Some(true)
 }
 
 fn index(snapshot: &[AuditEntry]) -> HashMap<&str, &AuditEntry> {

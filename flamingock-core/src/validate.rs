@@ -59,6 +59,15 @@ pub enum ValidationProblem {
         /// The changes sharing it.
         change_ids: Vec<String>,
     },
+    /// Orders of one stage that run in text order although their numeric
+    /// parts say otherwise (`1_10` runs before `1_2`).
+    NumericOrderMismatch {
+        /// Stage id.
+        stage: String,
+        /// `(change id, order)` pairs: the first runs before the second,
+        /// though its number is larger.
+        pairs: Vec<((String, String), (String, String))>,
+    },
     /// An empty stage id, or two stages with one id.
     BadStage {
         /// Stage id.
@@ -140,6 +149,10 @@ impl fmt::Display for ValidationProblem {
             UnprintableId { change_id } => write!(f, "change {change_id:?}: id contains control characters"),
             DuplicateId { change_id, stages } => write!(f, "change id '{change_id}' is declared {} times (stages: {})", stages.len(), stages.join(", ")),
             DuplicateOrder { stage, order, change_ids } => write!(f, "stage '{stage}': order '{order}' is shared by {}", change_ids.join(", ")),
+            NumericOrderMismatch { stage, pairs } => {
+                let list: Vec<String> = pairs.iter().map(|((a, ao), (b, bo))| format!("'{a}' (order {ao}) runs before '{b}' (order {bo})")).collect();
+                write!(f, "stage '{stage}': orders run in text order, which their numbers contradict: {}; zero-pad the numeric parts of the orders to one width (e.g. 1_02, 1_10)", list.join(", "))
+            }
             BadStage { stage, detail } => write!(f, "stage '{stage}': {detail}"),
             UnknownTarget { change_id, target, known } => write!(f, "change '{change_id}': target system '{target}' is not registered (registered: {})", if known.is_empty() { "none".to_owned() } else { known.join(", ") }),
             TargetTypeMismatch { change_id, target, expected } => write!(f, "change '{change_id}': target system '{target}' is not a {expected}"),
@@ -148,13 +161,13 @@ impl fmt::Display for ValidationProblem {
             TransactionalUnsupported { change_id, target } => write!(f, "change '{change_id}' is declared transactional but target system '{target}' has no transactions; declare it .transactional(false)"),
             TransactionsUnavailable { change_id, target, reason } => write!(f, "change '{change_id}' needs a transaction but target system '{target}' cannot run one: {reason}; or declare the change .transactional(false)"),
             ChecksumDrift { change_id, recorded, current } => write!(f, "change '{change_id}' was applied with checksum {recorded} but its content now has checksum {current}: restore it, or add a new change instead of editing an applied one"),
-            OrphanAudit { change_ids } => write!(f, "the audit store has entries for changes no longer in the pipeline: {} (restore them, or use OrphanPolicy::Warn)", change_ids.join(", ")),
+            OrphanAudit { change_ids } => write!(f, "the audit store has entries for changes no longer in the pipeline: {} (restore them; or, if they were removed on purpose, retire each for good, recording why: `flamingock audit retire <change-id> --reason \"...\"` on the command line, Flamingock::retire_orphan in code; or go on with a warning: `--orphans warn`, OrphanPolicy::Warn)", change_ids.join(", ")),
         }
     }
 }
 
 /// Every validation problem found.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
 pub struct ValidationErrors {
     /// The problems, in pipeline order.
     pub problems: Vec<ValidationProblem>,
@@ -169,6 +182,8 @@ impl fmt::Display for ValidationErrors {
         Ok(())
     }
 }
+
+crate::error::debug_as_report!(ValidationErrors);
 
 /// Checks an id per DESIGN section 3.
 pub(crate) fn check_id(stage: &str, order: &str, id: &str, out: &mut Vec<ValidationProblem>) {

@@ -262,3 +262,51 @@ async fn nothing_runs_when_validation_fails() {
     assert!(target.values().is_empty());
     assert_eq!(store.history_len(), 0);
 }
+
+#[test]
+fn orders_whose_numbers_sort_differently_than_their_text_are_refused() {
+    let store = InMemoryAuditStore::new();
+    let p = problems(
+        Flamingock::builder()
+            .audit_store(store.clone())
+            .target(store.target("db"))
+            .stage(
+                Stage::new("s")
+                    .change(kv("a", "1_1"))
+                    .change(kv("b", "1_2"))
+                    .change(kv("c", "1_10")),
+            )
+            // Reported together with the other problems.
+            .stage(Stage::new("t").change(kv("d", "1")).change(kv("e", "1")))
+            .build(),
+    );
+    assert!(
+        p.contains(&ValidationProblem::NumericOrderMismatch {
+            stage: "s".into(),
+            pairs: vec![(("c".into(), "1_10".into()), ("b".into(), "1_2".into()))],
+        }),
+        "{p:#?}"
+    );
+    assert!(p
+        .iter()
+        .any(|p| matches!(p, ValidationProblem::DuplicateOrder { stage, .. } if stage == "t")));
+    let text = p[0].to_string();
+    assert!(
+        text.contains("'c' (order 1_10) runs before 'b' (order 1_2)") && text.contains("zero-pad"),
+        "{text}"
+    );
+
+    // Orders that sort the same as text and as numbers stay accepted.
+    Flamingock::builder()
+        .audit_store(store.clone())
+        .target(store.target("db"))
+        .stage(
+            Stage::new("s")
+                .change(kv("a", "1_01"))
+                .change(kv("b", "1_02"))
+                .change(kv("c", "1_10"))
+                .change(kv("d", "1_10-late")),
+        )
+        .build()
+        .expect("zero-padded orders are valid");
+}

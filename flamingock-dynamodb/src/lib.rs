@@ -6,7 +6,7 @@
 //! together with their audit entry and the fence check.
 //!
 //! ```no_run
-//! use aws_sdk_dynamodb::types::AttributeValue;
+//! use flamingock_dynamodb::aws_sdk_dynamodb::types::AttributeValue;
 //! use flamingock_core::{Change, ChangeMeta, ChangeResult, Flamingock, Stage};
 //! use flamingock_dynamodb::{connect, DynamoAuditStore, DynamoContext, DynamoTarget};
 //! use std::collections::HashMap;

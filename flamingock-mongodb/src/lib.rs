@@ -14,7 +14,7 @@
 //! ```no_run
 //! use flamingock_core::{Change, ChangeMeta, ChangeResult, Flamingock, Stage};
 //! use flamingock_mongodb::{MongoAuditStore, MongoContext, MongoTarget};
-//! use mongodb::bson::{doc, Document};
+//! use flamingock_mongodb::mongodb::bson::{doc, Document};
 //!
 //! struct SeedPlans;
 //! impl Change for SeedPlans {

@@ -16,7 +16,7 @@
 //!
 //! ```no_run
 //! use flamingock_core::{Change, ChangeMeta, ChangeResult, Flamingock, Stage};
-//! use flamingock_postgres::{PgContext, PostgresAuditStore, PostgresTarget};
+//! use flamingock_postgres::{sqlx, PgContext, PostgresAuditStore, PostgresTarget};
 //!
 //! struct CreateUsers;
 //! impl Change for CreateUsers {
@@ -76,6 +76,7 @@
 #![deny(missing_docs)]
 #![warn(unreachable_pub)]
 
+mod db_error;
 mod lock;
 mod names;
 mod schema;
@@ -84,6 +85,7 @@ mod space;
 mod store;
 mod target;
 
+pub use db_error::{describe_error, sqlstate};
 pub use lock::{PostgresLock, PostgresLockBuilder};
 pub use names::quote_ident;
 pub use script::split_statements;

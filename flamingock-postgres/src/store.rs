@@ -328,7 +328,7 @@ impl PostgresAuditStore {
             return Err(StoreError::NotReady {
                 store: self.inner.describe.clone(),
                 detail: format!(
-                    "the fence row of {} is missing (deleted by hand?); run prepare or raise the fence again",
+                    "the fence row of {} is missing (deleted by hand?); run prepare or claim the fence again",
                     self.table(Table::Fence)
                 ),
             });
@@ -355,12 +355,24 @@ impl PostgresAuditStore {
 }
 
 pub(crate) async fn connect_pool(url: &str, max: u32) -> Result<PgPool, sqlx::Error> {
+    use sqlx::ConnectOptions;
+    use std::str::FromStr;
+    let options = sqlx::postgres::PgConnectOptions::from_str(url)?
+        .log_slow_statements(SLOW_STATEMENT_LEVEL, SLOW_STATEMENT_THRESHOLD);
     PgPoolOptions::new()
         .max_connections(max)
         .acquire_timeout(std::time::Duration::from_secs(30))
-        .connect(url)
+        .connect_with(options)
         .await
 }
+
+/// sqlx warns about every statement slower than a second: migrations are
+/// expected to take that long (DDL, waiting for a table lock), so the
+/// connections this crate opens report them at INFO instead.
+const SLOW_STATEMENT_LEVEL: log::LevelFilter = log::LevelFilter::Info;
+
+/// The threshold of `SLOW_STATEMENT_LEVEL` (sqlx's default).
+const SLOW_STATEMENT_THRESHOLD: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub(crate) fn schema_to_store(store: &str, e: SchemaError) -> StoreError {
     match e {

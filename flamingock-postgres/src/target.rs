@@ -292,9 +292,10 @@ impl PgContext {
     }
 }
 
-/// A statement of [`PgContext::execute_script`] failed.
-#[derive(Debug, thiserror::Error)]
-#[error("statement #{} of the script failed: {source}\n  statement: {statement}", index + 1)]
+/// A statement of [`PgContext::execute_script`] failed. Its message holds
+/// the database's ([`describe_error`](crate::describe_error)), so it has
+/// no `source()`: the cause is printed once.
+#[derive(Debug)]
 #[non_exhaustive]
 pub struct ScriptError {
     /// Position of the statement (0-based).
@@ -302,9 +303,22 @@ pub struct ScriptError {
     /// The statement (first 200 characters).
     pub statement: String,
     /// The driver's error.
-    #[source]
     pub source: sqlx::Error,
 }
+
+impl std::fmt::Display for ScriptError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "statement #{} of the script failed: {}\n  statement: {}",
+            self.index + 1,
+            crate::describe_error(&self.source),
+            self.statement
+        )
+    }
+}
+
+impl std::error::Error for ScriptError {}
 
 impl Deref for PgContext {
     type Target = PgConnection;

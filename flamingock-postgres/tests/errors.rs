@@ -545,6 +545,19 @@ async fn a_script_error_names_the_failing_statement() {
         err.to_string().contains("flamingock_no_such_table"),
         "{err}"
     );
+    // PostgreSQL's message and SQLSTATE; not sqlx's prefix, nor the line of
+    // the server's C source (`at line 1454`), and the cause printed once.
+    let text = err.to_string();
+    assert!(text.contains("does not exist (SQLSTATE 42P01)"), "{text}");
+    assert!(
+        !text.contains(" at line ") && !text.contains("error returned from database"),
+        "{text}"
+    );
+    assert!(std::error::Error::source(&err).is_none());
+    assert_eq!(
+        flamingock_postgres::sqlstate(&err.source).as_deref(),
+        Some("42P01")
+    );
     target.abort(ctx).await.expect("abort");
 }
 

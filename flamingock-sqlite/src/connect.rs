@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use flamingock_core::BoxError;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
-use sqlx::{Connection, SqliteConnection};
+use sqlx::{ConnectOptions, Connection, SqliteConnection};
 use tracing::debug;
 
 /// Default time a statement waits for another connection's (or process's)
@@ -153,7 +153,10 @@ pub(crate) async fn open_pool(
         Location::Url(u) => SqliteConnectOptions::from_str(u).map_err(OpenError::BadUrl)?,
     }
     .busy_timeout(settings.busy_timeout)
-    .foreign_keys(true);
+    .foreign_keys(true)
+    // sqlx warns about every statement slower than a second, which waiting
+    // for another process's write lock easily is: INFO is enough.
+    .log_slow_statements(log::LevelFilter::Info, Duration::from_secs(1));
     let memory = is_memory(&opts);
 
     // One connection first: it proves the file is a database and switches it

@@ -53,10 +53,13 @@ pub(crate) fn audit_tables(prefix: &str) -> [TableDef; 3] {
     let (h, c, f) = (ident(&history), ident(&current), ident(&fence));
     [
         TableDef {
+            // `id` orders the history. No AUTOINCREMENT: that would add
+            // SQLite's `sqlite_sequence` table to the user's database, and
+            // an append-only table's rowid only grows anyway.
             ddl: vec![
                 format!(
                     "CREATE TABLE IF NOT EXISTS {h} (
-                        id INTEGER PRIMARY KEY AUTOINCREMENT,
+                        id INTEGER PRIMARY KEY,
                         run_id TEXT NOT NULL,
                         stage_id TEXT NOT NULL,
                         change_id TEXT NOT NULL,

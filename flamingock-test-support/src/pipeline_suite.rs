@@ -975,7 +975,7 @@ pub async fn lost_lease_cannot_commit<H: PipelineUnderTest>(sut: &H) {
                 .build()
                 .expect("valid pipeline");
             let b_run = tokio::spawn(async move { b.run().await });
-            // B raises the fence above A's token. (B's change may then wait
+            // B claims an epoch above A's. (B's change may then wait
             // on A's row locks: that is the database's job.)
             let mut raised = false;
             for _ in 0..200 {
@@ -985,7 +985,7 @@ pub async fn lost_lease_cannot_commit<H: PipelineUnderTest>(sut: &H) {
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            assert!(raised, "runner B must raise the fence while A is paused");
+            assert!(raised, "runner B must claim the fence while A is paused");
             fault.resume();
             let a_result = a_run.await.expect("join A");
             let b_result = b_run.await.expect("join B");

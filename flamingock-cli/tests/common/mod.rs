@@ -44,7 +44,15 @@ impl Output {
 /// Runs the binary with `args`, no stdin, and an environment without the
 /// variables the CLI reads.
 pub fn flamingock(args: &[&str]) -> Output {
+    flamingock_without(args, &[])
+}
+
+/// [`flamingock`] with the variables `unset` removed from its environment too.
+pub fn flamingock_without(args: &[&str], unset: &[&str]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_flamingock"));
+    for v in unset {
+        cmd.env_remove(v);
+    }
     cmd.args(args)
         .stdin(Stdio::null())
         .env_remove("FLAMINGOCK_STORE_URL")

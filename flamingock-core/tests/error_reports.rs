@@ -1,0 +1,78 @@
+//! What users see when they print an error with `{:?}`, as
+//! `fn main() -> Result<(), Box<dyn Error>>` does when it returns one.
+
+use flamingock_core::memory::{InMemoryAuditStore, InMemoryTarget, KvTx};
+use flamingock_core::{Change, ChangeMeta, ChangeResult, Error, Flamingock, Stage};
+
+#[derive(Debug, thiserror::Error)]
+#[error("the disk is full")]
+struct DiskFull;
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write the users table")]
+struct WriteFailed(#[source] DiskFull);
+
+struct Fails;
+impl Change for Fails {
+    type Target = InMemoryTarget;
+    fn meta(&self) -> ChangeMeta {
+        ChangeMeta::new("add-users", "0001").transactional(false)
+    }
+    async fn apply(&self, _: &mut KvTx) -> ChangeResult {
+        Err(Box::new(WriteFailed(DiskFull)))
+    }
+}
+
+#[tokio::test]
+async fn a_failed_run_debug_prints_as_a_message_with_its_causes() {
+    let store = InMemoryAuditStore::new();
+    let err = Flamingock::builder()
+        .audit_store(store.clone())
+        .target(store.target("db"))
+        .stage(Stage::new("schema").change(Fails))
+        .build()
+        .expect("build")
+        .run()
+        .await
+        .expect_err("the change fails");
+    assert!(matches!(err, Error::ChangeFailed { .. }));
+    let boxed: Box<dyn std::error::Error> = err.into();
+    let debug = format!("{boxed:?}");
+    assert_eq!(
+        debug,
+        "change 'add-users' (stage 'schema') failed: cannot write the users table\n\
+         \n\
+         Caused by:\n    the disk is full",
+    );
+    assert_eq!(format!("{boxed:#?}"), debug);
+    for dump in ["ChangeFailed", "RunReport", "failure:", "{"] {
+        assert!(!debug.contains(dump), "{debug}");
+    }
+}
+
+#[test]
+fn a_validation_error_debug_prints_as_its_message() {
+    let store = InMemoryAuditStore::new();
+    struct Dup(&'static str);
+    impl Change for Dup {
+        type Target = InMemoryTarget;
+        fn meta(&self) -> ChangeMeta {
+            ChangeMeta::new(self.0, "0001")
+        }
+        async fn apply(&self, _: &mut KvTx) -> ChangeResult {
+            Ok(())
+        }
+    }
+    let err = Flamingock::builder()
+        .audit_store(store.clone())
+        .target(store.target("db"))
+        .stage(Stage::new("s").change(Dup("a")).change(Dup("b")))
+        .build()
+        .expect_err("duplicate order");
+    assert_eq!(format!("{err:?}"), err.to_string());
+    assert!(
+        format!("{err:?}")
+            .starts_with("invalid pipeline, 1 problem(s):\n  - stage 's': order '0001'"),
+        "{err:?}"
+    );
+}
