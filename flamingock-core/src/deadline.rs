@@ -65,17 +65,8 @@ impl Timeouts {
     }
 }
 
-/// `after` rounded for messages: `250 ms`, `30 s`, `2.5 s`.
-pub(crate) fn human(after: Duration) -> String {
-    let ms = after.as_millis();
-    if ms < 1000 {
-        format!("{ms} ms")
-    } else if ms % 1000 == 0 {
-        format!("{} s", ms / 1000)
-    } else {
-        format!("{:.1} s", after.as_secs_f64())
-    }
-}
+/// Durations in messages read as people write them (`250 ms`, `2.5 s`).
+pub(crate) use crate::report::format_duration as human;
 
 pub(crate) fn hint(h: &Option<String>) -> String {
     match h {
@@ -228,13 +219,6 @@ pub(crate) async fn target_call<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_read_as_people_write_them() {
-        assert_eq!(human(Duration::from_millis(250)), "250 ms");
-        assert_eq!(human(Duration::from_secs(30)), "30 s");
-        assert_eq!(human(Duration::from_millis(2500)), "2.5 s");
-    }
 
     #[tokio::test(start_paused = true)]
     async fn a_call_that_never_answers_ends_at_its_deadline() {

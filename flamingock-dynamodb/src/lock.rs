@@ -51,7 +51,7 @@ struct LockInner {
 /// [`clock_skew`](DynamoLockBuilder::clock_skew) (default 1 s) after its
 /// recorded end, so a taker whose clock runs up to that much ahead of the
 /// holder's cannot take a live lease. Larger skews cannot break exactly-once:
-/// the taker gets a higher token and raises the audit store's fence, after
+/// the taker claims a newer epoch from the audit store's fence, after
 /// which every audit write and every shared-transaction commit of the old
 /// holder is rejected atomically. The margin only keeps such takeovers rare.
 #[derive(Clone)]

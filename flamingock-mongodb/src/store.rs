@@ -438,7 +438,7 @@ impl MongoAuditStore {
 
     /// Conditional on the fence being at most `token`: bumps the sequence and
     /// stamps the server's clock. Inside a transaction this write also makes
-    /// any concurrent fence raise conflict with the append.
+    /// any concurrent fence claim conflict with the append.
     async fn reserve(
         &self,
         session: Option<&mut ClientSession>,

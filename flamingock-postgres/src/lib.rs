@@ -70,7 +70,7 @@
 //! sqlx pools ping each idle connection before handing it out
 //! (`test_before_acquire`, on by default): one extra round trip per use.
 //! Turning it off is safe with this crate: idempotent statements (reads,
-//! fence raise, lock operations, `BEGIN`) are retried once on a fresh
+//! fence claims, lock operations, `BEGIN`) are retried once on a fresh
 //! connection when the pooled one turns out dead; audit appends are not
 //! (their outcome would be unknown), and surface the error instead.
 #![deny(missing_docs)]

@@ -991,7 +991,7 @@ pub async fn lost_lease_cannot_commit<H: PipelineUnderTest>(sut: &H) {
             let b_result = b_run.await.expect("join B");
             assert!(
                 matches!(a_result, Err(Error::LeaseLost { .. })),
-                "A went on after B raised the fence: {a_result:?}"
+                "A went on after B claimed the fence: {a_result:?}"
             );
             assert_eq!(b_result.expect("runner B").applied(), ["c"]);
             assert_eq!(w.count(kind, "c").await, 1, "exactly one effect");
