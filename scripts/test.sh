@@ -18,7 +18,7 @@
 # Everything this script starts is stopped again when it exits. Server logs are kept in
 # $FLAMINGOCK_CACHE_DIR/logs/.
 #
-# Then it runs `cargo test --workspace --all-targets "$@"`, `cargo test --workspace --doc` and
+# Then it runs `cargo test --workspace --all-targets --no-fail-fast "$@"`, `cargo test --workspace --doc` and
 # the CLI's MongoDB/DynamoDB tests (behind features), and exits non-zero if any failed.
 #
 # It also exports FLAMINGOCK_TEST_SECANTUSD (the virtualenv's secantusd-py) for tests that start
@@ -372,7 +372,7 @@ main() {
     say "cargo:    CARGO_TARGET_DIR=$CARGO_TARGET_DIR"
 
     status=0
-    cargo test --workspace --all-targets "$@" || status=$?
+    cargo test --workspace --all-targets --no-fail-fast "$@" || status=$?
     doc_status=0
     cargo test --workspace --doc || doc_status=$?
     if ((status == 0)); then status=$doc_status; fi

@@ -89,6 +89,11 @@ fn operator_session(url: &str) {
 
     // SQL files need a SQL store.
     let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("0001__create.sql"),
+        "CREATE TABLE t (x int);",
+    )
+    .expect("write a change file");
     let d = dir.path().display().to_string();
     let out = flamingock(&["--store", url, "--changes", &d, "plan"]);
     out.expect_code(2);

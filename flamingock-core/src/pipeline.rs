@@ -133,6 +133,9 @@ impl<C: Change> UnboundChange for Unbound<C> {
     }
 }
 
+/// [`TargetSystem::on_claimed`] of a registered target, type-erased.
+pub(crate) type OnClaimed = Arc<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
+
 /// A target as the registry keeps it.
 #[derive(Clone)]
 pub(crate) struct RegisteredTarget {
@@ -140,15 +143,22 @@ pub(crate) struct RegisteredTarget {
     pub(crate) caps: TargetCapabilities,
     pub(crate) type_id: TypeId,
     pub(crate) any: Arc<dyn Any + Send + Sync>,
+    pub(crate) on_claimed: OnClaimed,
 }
 
 impl RegisteredTarget {
     pub(crate) fn new<T: TargetSystem>(target: T) -> Self {
+        let target = Arc::new(target);
+        let hook = target.clone();
         RegisteredTarget {
             id: target.id().to_owned(),
             caps: target.capabilities(),
             type_id: TypeId::of::<T>(),
-            any: Arc::new(target),
+            on_claimed: Arc::new(move || {
+                let t = hook.clone();
+                Box::pin(async move { t.on_claimed().await })
+            }),
+            any: target,
         }
     }
 }

@@ -178,6 +178,7 @@ impl FlamingockBuilder {
                 store,
                 lock,
                 changes,
+                targets: self.targets,
                 lock_config: self.lock_config,
                 timeouts: self.timeouts,
                 enabled: self.enabled,
@@ -362,6 +363,7 @@ struct Inner {
     store: Arc<dyn AuditStore>,
     lock: Arc<dyn LockProvider>,
     changes: Vec<PlannedChange>,
+    targets: Vec<RegisteredTarget>,
     lock_config: LockConfig,
     timeouts: Timeouts,
     enabled: bool,
@@ -770,6 +772,12 @@ impl Flamingock {
             lock_token = lease.token(),
             "claimed an epoch from the audit store"
         );
+        let limit = self.inner.timeouts.operation;
+        for t in &self.inner.targets {
+            if tokio::time::timeout(limit, (t.on_claimed)()).await.is_err() {
+                warn!(target = %t.id, "clearing stale transactions of the target did not finish in time");
+            }
+        }
         let snapshot = store.snapshot().await?;
         let latest = index(&snapshot);
         let mut decisions = Vec::with_capacity(self.inner.changes.len());

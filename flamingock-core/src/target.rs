@@ -137,6 +137,17 @@ pub trait TargetSystem: Send + Sync + 'static {
         async { Ok(None) }
     }
 
+    /// Called once per locked run, right after the runner claimed its epoch
+    /// and before any change runs: every transaction of this target still
+    /// open belongs to a runner that was killed or lost its lease. A target
+    /// whose database keeps such a transaction (and what it wrote) alive
+    /// clears it here, e.g. MongoDB kills the sessions it registered. Best
+    /// effort and bounded by the runner's operation timeout: fencing, not
+    /// this, is what makes a stale commit impossible. The default does nothing.
+    fn on_claimed(&self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+
     /// Removes the marker for `change_id` once its outcome is audited.
     fn clear_marker(
         &self,

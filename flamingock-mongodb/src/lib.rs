@@ -124,9 +124,11 @@
 //! `<prefix>_sessions`, and [`claim_fence`](flamingock_core::AuditStore::claim_fence)
 //! (which only a runner that has just taken the lock calls, before it runs
 //! anything) kills the registered sessions with `killSessions`, before and
-//! after its write on the fence document, within 5 s. This is best effort
-//! and only for targets of the store's own client; separate targets rely on
-//! the server's transaction lifetime limit. Whatever the server does, the
+//! after its write on the fence document, within 5 s. Separate targets
+//! ([`MongoTarget::new`]) register theirs in their own database
+//! ([`SESSIONS_COLLECTION`]) and kill them through the core hook
+//! `TargetSystem::on_claimed`, which the runner calls right after its claim.
+//! This is best effort (fencing is the guarantee). Whatever the server does, the
 //! runner never waits longer than its operation timeout
 //! ([`Timeouts`](flamingock_core::Timeouts), 30 s by default): past it the
 //! run ends with an error naming the store, the operation and this cause.
@@ -165,6 +167,7 @@
 
 mod codec;
 mod lock;
+mod sessions;
 mod store;
 mod target;
 mod topology;
@@ -172,7 +175,7 @@ mod tx;
 
 pub use lock::MongoLock;
 pub use store::{MongoAuditStore, MongoAuditStoreBuilder};
-pub use target::{MongoContext, MongoTarget, MARKER_COLLECTION};
+pub use target::{MongoContext, MongoTarget, MARKER_COLLECTION, SESSIONS_COLLECTION};
 
 /// The driver, re-exported so applications use the same version.
 pub use mongodb;

@@ -15,6 +15,7 @@ use tracing::{debug, warn};
 
 use crate::codec::{self, field, Reader, NAMESPACE_EXISTS};
 use crate::lock::MongoLock;
+use crate::sessions;
 use crate::target::MongoTarget;
 use crate::topology::{self, Transactions};
 use crate::tx;
@@ -24,8 +25,6 @@ const UNREACHABLE_ATTEMPTS: u32 = 3;
 
 /// `_id` of the single fence document.
 const FENCE_ID: &str = "fence";
-/// The longest a fence claim spends killing stale transactions.
-const KILL_BOUND: Duration = Duration::from_secs(5);
 
 /// Builds a [`MongoAuditStore`]; see [`MongoAuditStore::builder`].
 #[derive(Debug, Clone)]
@@ -728,90 +727,20 @@ impl MongoAuditStore {
     }
 
     /// Registers the session of a shared-transaction change, so that the
-    /// next lease holder can abort its transaction (see [`Self::kill_stale_transactions`]).
+    /// next lease holder can abort its transaction (see [`crate::sessions`]).
     pub(crate) async fn register_session(&self, lsid: &Document) -> Result<(), DriverError> {
-        self.inner
-            .sessions
-            .insert_one(doc! { "_id": lsid.clone(), "at": mongodb::bson::DateTime::now() })
-            .await
-            .map(|_| ())
+        sessions::register(&self.inner.sessions, lsid).await
     }
 
     /// Forgets a session once its transaction has ended.
     pub(crate) async fn unregister_session(&self, lsid: &Document) {
-        if let Err(e) = self
-            .inner
-            .sessions
-            .delete_one(doc! { "_id": lsid.clone() })
-            .await
-        {
-            warn!(error = %e, "could not unregister a finished transaction's session");
-        }
+        sessions::unregister(&self.inner.sessions, lsid).await;
     }
 
-    /// Called when this runner claims the fence, i.e. holds the lock
-    /// and has not started any change yet: every registered transaction
-    /// belongs to a runner that lost its lease. Its commit would be fenced
-    /// anyway; killing its session also releases the documents it holds, so
-    /// that this runner's transactions do not fail with write conflicts on
-    /// them (MongoDB would otherwise keep them until
-    /// `transactionLifetimeLimitSeconds`). Best effort: fencing, not this,
-    /// is what makes a stale commit impossible.
+    /// Called when this runner claims the fence, i.e. holds the lock and has
+    /// not started any change yet (see [`crate::sessions`]).
     async fn kill_stale_transactions_bounded(&self) {
-        if tokio::time::timeout(KILL_BOUND, self.kill_stale_transactions())
-            .await
-            .is_err()
-        {
-            warn!(
-                "killing the sessions of stale transactions did not finish within {:?}; \
-                 the server aborts them after its transaction lifetime limit",
-                KILL_BOUND
-            );
-        }
-    }
-
-    async fn kill_stale_transactions(&self) {
-        let ids: Vec<Bson> = match self.inner.sessions.find(doc! {}).await {
-            Ok(cursor) => match cursor.try_collect::<Vec<Document>>().await {
-                Ok(docs) => docs
-                    .into_iter()
-                    .filter_map(|mut d| d.remove("_id"))
-                    .collect(),
-                Err(e) => {
-                    warn!(error = %e, "could not list open transactions");
-                    return;
-                }
-            },
-            Err(e) => {
-                warn!(error = %e, "could not list open transactions");
-                return;
-            }
-        };
-        if ids.is_empty() {
-            return;
-        }
-        debug!(
-            count = ids.len(),
-            "aborting transactions of runners that lost their lease"
-        );
-        let kill = self
-            .inner
-            .client
-            .database("admin")
-            .run_command(doc! { "killSessions": ids.clone() })
-            .await;
-        if let Err(e) = kill {
-            warn!(error = %e, "could not kill the sessions of stale transactions");
-            return;
-        }
-        if let Err(e) = self
-            .inner
-            .sessions
-            .delete_many(doc! { "_id": { "$in": ids } })
-            .await
-        {
-            warn!(error = %e, "could not unregister killed sessions");
-        }
+        sessions::kill_registered(&self.inner.client, &self.inner.sessions).await;
     }
 
     async fn read_all(

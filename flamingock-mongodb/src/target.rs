@@ -9,6 +9,7 @@ use mongodb::options::{ReadConcern, WriteConcern};
 use mongodb::{Client, ClientSession, Collection, Database};
 
 use crate::codec::{self, Reader};
+use crate::sessions;
 use crate::store::MongoAuditStore;
 use crate::topology::{self, Transactions};
 use crate::tx;
@@ -86,6 +87,8 @@ pub struct MongoTarget {
     client: Client,
     shared: Option<MongoAuditStore>,
     marker: Option<Collection<Document>>,
+    /// Sessions of this separate target's open transactions (see [`crate::sessions`]).
+    sessions: Option<Collection<Document>>,
     transactions: Transactions,
     read_concern: ReadConcern,
     write_concern: WriteConcern,
@@ -93,6 +96,10 @@ pub struct MongoTarget {
 
 /// Default marker collection of separate-transaction targets.
 pub const MARKER_COLLECTION: &str = "flamingock_markers";
+
+/// Where a separate-transaction target registers the sessions of its open
+/// transactions, so that the next lock holder can kill those of a dead runner.
+pub const SESSIONS_COLLECTION: &str = "flamingock_target_sessions";
 
 impl MongoTarget {
     /// A target on database `database` of `client`, keeping markers in
@@ -117,6 +124,7 @@ impl MongoTarget {
         let db = client.database(database);
         Ok(MongoTarget {
             marker: Some(db.collection(MARKER_COLLECTION)),
+            sessions: Some(db.collection(SESSIONS_COLLECTION)),
             id,
             db,
             client,
@@ -134,6 +142,7 @@ impl MongoTarget {
             db: inner.client.database(inner.db.name()),
             client: inner.client.clone(),
             marker: None,
+            sessions: None,
             transactions: inner.transactions.clone(),
             read_concern: inner.read_concern.clone(),
             write_concern: inner.write_concern.clone(),
@@ -276,8 +285,13 @@ impl MongoTarget {
     }
 
     async fn unregister(&self, ctx: &MongoContext) {
-        if let (Some(store), true) = (&self.shared, ctx.transaction) {
+        if !ctx.transaction {
+            return;
+        }
+        if let Some(store) = &self.shared {
             store.unregister_session(ctx.session.id()).await;
+        } else if let Some(coll) = &self.sessions {
+            sessions::unregister(coll, ctx.session.id()).await;
         }
     }
 
@@ -331,11 +345,15 @@ impl TargetSystem for MongoTarget {
                 .write_concern(self.write_concern.clone())
                 .await
                 .map_err(self.backend("start transaction"))?;
+            // Lets the next lease holder abort this transaction should this
+            // runner die or lose its lease mid-change (see the crate docs).
             if let Some(store) = &self.shared {
-                // Lets the next lease holder abort this transaction should
-                // this runner lose its lease mid-change (see the crate docs).
                 store
                     .register_session(session.id())
+                    .await
+                    .map_err(self.backend("register transaction session"))?;
+            } else if let Some(coll) = &self.sessions {
+                sessions::register(coll, session.id())
                     .await
                     .map_err(self.backend("register transaction session"))?;
             }
@@ -364,6 +382,13 @@ impl TargetSystem for MongoTarget {
         };
         self.unregister(&ctx).await;
         res
+    }
+
+    async fn on_claimed(&self) {
+        // The shared target's sessions are killed by the store's fence claim.
+        if let Some(coll) = &self.sessions {
+            sessions::kill_registered(&self.client, coll).await;
+        }
     }
 
     async fn marker(&self, change_id: &str) -> Result<Option<Marker>, TargetError> {
