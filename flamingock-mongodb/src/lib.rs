@@ -158,6 +158,15 @@
 //!   with `--sync-on-commit` (MongoDB journals `majority` writes before
 //!   acknowledging them): a killed SecantusDB loses acknowledged audit
 //!   entries without that flag. The crash test starts its server with it.
+//! * SecantusDB never aborts a transaction whose client was killed: it holds
+//!   the documents that transaction wrote until its session is killed,
+//!   where MongoDB aborts it after `transactionLifetimeLimitSeconds` (60 s
+//!   by default). This crate does not rely on either: the next lock holder
+//!   kills the registered sessions (see above), and every operation of the
+//!   runner is bounded by its operation timeout, so a session that could not
+//!   be killed ends the run with an error naming the cause instead of a
+//!   hang. The process-level suite kills runners inside their transactions
+//!   on SecantusDB and checks that the next runner goes on.
 //! * Everything else this crate uses (transactions with write conflicts,
 //!   `killSessions`, `hello` with and without `--standalone`,
 //!   `findOneAndUpdate` with pipelines and upsert, duplicate keys on upsert,

@@ -22,7 +22,7 @@ use flamingock_postgres::sqlx::postgres::PgPoolOptions;
 use flamingock_postgres::sqlx::{self, AssertSqlSafe, PgPool};
 use flamingock_postgres::{quote_ident, PgContext, PostgresAuditStore, PostgresTarget};
 use flamingock_test_support::pipeline_suite::{Kind, PipelineEnv, PipelineUnderTest};
-use flamingock_test_support::process_suite::{child_main, race};
+use flamingock_test_support::process_suite::race_bench;
 use futures::future::BoxFuture;
 use std::sync::Arc;
 
@@ -108,19 +108,10 @@ async fn sut() -> Option<Pg> {
 }
 
 fn main() {
-    child_main(sut);
-    let full = std::env::args().any(|a| a == "--bench");
-    let rounds = if full { 7 } else { 1 };
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    rt.block_on(async {
-        let Some(pg) = sut().await else {
-            println!("racing: FLAMINGOCK_TEST_POSTGRES_URL is not set; nothing measured");
-            return;
-        };
-        let figures = race(&pg, Kind::Shared, 10, 16, rounds).await;
-        println!(
-            "{}",
-            figures.render("PostgreSQL, 10 shared-transaction changes per runner")
-        );
-    });
+    let figures = race_bench(
+        sut,
+        Kind::Shared,
+        "PostgreSQL, 10 shared-transaction changes per runner",
+    );
+    println!("{figures}");
 }

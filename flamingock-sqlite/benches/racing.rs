@@ -18,7 +18,7 @@ use std::sync::Arc;
 use flamingock_core::{AuditStore, BoxError, LockProvider};
 use flamingock_sqlite::{sqlx, SqliteAuditStore, SqliteContext, SqliteTarget};
 use flamingock_test_support::pipeline_suite::{Kind, PipelineEnv, PipelineUnderTest};
-use flamingock_test_support::process_suite::{child_main, family_id, race};
+use flamingock_test_support::process_suite::{family_id, race_bench};
 use futures::future::BoxFuture;
 
 const COUNTERS: &str =
@@ -84,27 +84,23 @@ impl PipelineUnderTest for Sqlite {
     }
 }
 
+fn dir() -> PathBuf {
+    std::env::temp_dir().join(format!("flamingock-sqlite-race-{}", family_id()))
+}
+
 async fn sut() -> Option<Sqlite> {
-    let dir = std::env::temp_dir().join(format!("flamingock-sqlite-race-{}", family_id()));
+    let dir = dir();
     std::fs::create_dir_all(&dir).ok()?;
     Some(Sqlite { dir })
 }
 
 fn main() {
-    child_main(sut);
-    let full = std::env::args().any(|a| a == "--bench");
-    let rounds = if full { 7 } else { 1 };
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    rt.block_on(async {
-        let Some(s) = sut().await else {
-            println!("racing: no temporary directory; nothing measured");
-            return;
-        };
-        let figures = race(&s, Kind::Shared, 10, 16, rounds).await;
-        println!(
-            "{}",
-            figures.render("SQLite (WAL), 10 shared-transaction changes per runner")
-        );
-        let _ = std::fs::remove_dir(&s.dir);
-    });
+    let figures = race_bench(
+        sut,
+        Kind::Shared,
+        "SQLite (WAL), 10 shared-transaction changes per runner",
+    );
+    println!("{figures}");
+    // Each round removed its files; the directory goes too.
+    let _ = std::fs::remove_dir(dir());
 }

@@ -881,3 +881,29 @@ pub async fn race<H: PipelineUnderTest>(
     }
     figures
 }
+
+/// The whole `main` of a racing benchmark binary, less the printing: runs
+/// as a child when the parent started this process as one (and exits),
+/// else measures [`race`] with 16 processes and 10 changes of `kind`, 7
+/// rounds under `cargo bench` (1 when `cargo test` runs the benchmark), and
+/// returns the figures as text, or why nothing was measured.
+pub fn race_bench<H, F, Fut>(sut: F, kind: Kind, what: &str) -> String
+where
+    H: PipelineUnderTest,
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Option<H>>,
+{
+    child_main(&sut);
+    let rounds = if std::env::args().any(|a| a == "--bench") {
+        7
+    } else {
+        1
+    };
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        match sut().await {
+            Some(s) => race(&s, kind, 10, 16, rounds).await.render(what),
+            None => format!("{what}: the service is not configured; nothing measured"),
+        }
+    })
+}
