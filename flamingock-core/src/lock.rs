@@ -239,6 +239,8 @@ impl Backoff {
 struct LeaseState {
     valid_until: Instant,
     lost: Option<String>,
+    /// Why the latest refresh failed, while refreshes fail.
+    refresh_error: Option<String>,
 }
 
 /// Aborts a spawned task when dropped, so a cancelled run never leaves a
@@ -429,6 +431,7 @@ impl HeldLease {
         let state = Arc::new(Mutex::new(LeaseState {
             valid_until: sent + cfg.lease,
             lost: None,
+            refresh_error: None,
         }));
         let refresher = tokio::spawn(refresh_loop(
             provider.clone(),
@@ -463,8 +466,12 @@ impl HeldLease {
         }
         let left = st.valid_until.saturating_duration_since(Instant::now());
         if left < self.min_remaining {
+            let why = match &st.refresh_error {
+                Some(e) => format!("its refreshes are failing: {e}"),
+                None => "refreshes are late or the process was paused".to_owned(),
+            };
             return Err(format!(
-                "only {} of the lease left (need {}); refreshes are failing or the process was paused",
+                "only {} of the lease left (need {}); {why}",
                 human(left),
                 human(self.min_remaining)
             ));
@@ -506,6 +513,7 @@ async fn refresh_loop(
             Ok(_) => {
                 let left = st.valid_until.saturating_duration_since(sent);
                 st.valid_until = sent + lease;
+                st.refresh_error = None;
                 if left < margin {
                     drop(st);
                     warn!(
@@ -532,7 +540,10 @@ async fn refresh_loop(
                 });
                 return;
             }
-            Err(e) => warn!(error = %e, "lease refresh failed; will retry"),
+            Err(e) => {
+                warn!(error = %e, "lease refresh failed; will retry");
+                st.refresh_error = Some(e.to_string());
+            }
         }
     }
 }
