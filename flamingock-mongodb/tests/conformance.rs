@@ -182,7 +182,26 @@ mod without_transactions {
 
     mod pipeline {
         use super::super::mongo_without_transactions;
-        flamingock_test_support::pipeline_tests!(mongo_without_transactions);
+        flamingock_test_support::pipeline_tests!(mongo_without_transactions,
+            run: [
+                applies_in_order_then_fast_path,
+                exactly_once_concurrent_runners,
+                crash_table_non_transactional,
+                failures_follow_the_decision_table,
+                panicking_change_releases_lock,
+                blocked_stages_report_every_blocked_change,
+                fix_takes_the_lock,
+                validate_only_applies_nothing,
+                orphan_audit_entries,
+                plan_lists_strategies,
+            ],
+            ignored: [
+                crash_table_shared_tx = "not applicable: a server without transactions has no shared-transaction target",
+                crash_table_separate_tx_with_marker = "not applicable: a server without transactions has no separate transactional target",
+                crash_table_separate_tx = "not applicable: a server without transactions has no separate transactional target",
+                lost_lease_cannot_commit = "not applicable: needs a transactional target, which a server without transactions lacks",
+            ],
+        );
     }
 }
 

@@ -678,10 +678,11 @@ async fn crash_cells<H: PipelineUnderTest>(sut: &H, kind: Kind) {
         ] {
             in_world(sut, |w| {
                 Box::pin(async move {
-                    if !w.has(kind) {
-                        eprintln!("SKIPPED crash cells for {kind:?}: backend has no such target");
-                        return;
-                    }
+                    assert!(
+                        w.has(kind),
+                        "this backend has no {kind:?} target: list the check under `ignored:` \
+                         in pipeline_tests! with the reason, so it shows as ignored"
+                    );
                     let cell = format!("{kind:?} / crash {point:?} / {recovery:?}");
                     let stages = || {
                         vec![w.stage(
@@ -945,8 +946,10 @@ pub async fn lost_lease_cannot_commit<H: PipelineUnderTest>(sut: &H) {
             } else if w.has(Kind::SeparateMarker) {
                 Kind::SeparateMarker
             } else {
-                eprintln!("SKIPPED lost_lease_cannot_commit: no transactional target");
-                return;
+                panic!(
+                    "this backend has no transactional target: list lost_lease_cannot_commit \
+                     under `ignored:` in pipeline_tests! with the reason, so it shows as ignored"
+                );
             };
             let stages = || vec![w.stage("s", &[spec("c", "0001", kind)])];
             // Pause A inside its transaction, where only the fence can stop
@@ -1291,6 +1294,18 @@ pub async fn plan_lists_strategies<H: PipelineUnderTest>(sut: &H) {
 
 /// Expands to one `#[tokio::test]` per pipeline check. Takes the path of an
 /// `async fn() -> Option<impl PipelineUnderTest>`.
+/// Expands to one `#[tokio::test]` per pipeline check. A backend to which
+/// some checks do not apply lists the ones that run and, with their reason,
+/// the ones that show as ignored (a check that does not apply never counts
+/// as passed; run anyway, it fails saying so):
+///
+/// ```ignore
+/// flamingock_test_support::pipeline_tests!(sut);
+/// flamingock_test_support::pipeline_tests!(sut,
+///     run: [applies_in_order_then_fast_path, crash_table_non_transactional],
+///     ignored: [crash_table_shared_tx = "no shared-transaction target on this server"],
+/// );
+/// ```
 #[macro_export]
 macro_rules! pipeline_tests {
     ($sut:path) => {
@@ -1310,5 +1325,16 @@ macro_rules! pipeline_tests {
             orphan_audit_entries,
             plan_lists_strategies,
         ]);
+    };
+    ($sut:path, run: [$($check:ident),* $(,)?], ignored: [$($skip:ident = $why:literal),* $(,)?] $(,)?) => {
+        $crate::__suite_tests!($sut, pipeline_suite: [$($check),*]);
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            #[ignore = $why]
+            async fn $skip() {
+                let Some(sut) = $sut().await else { return };
+                $crate::pipeline_suite::$skip(&sut).await;
+            }
+        )*
     };
 }
