@@ -296,7 +296,7 @@ async fn audit_list(runner: &Flamingock, out: &Out) -> Result<Exit, Fail> {
         return Ok(Exit::Ok);
     }
     if snapshot.is_empty() {
-        out.line("no change has been recorded yet");
+        out.line("no change has been recorded here yet (the audit store is created by the first `apply`)");
         return Ok(Exit::Ok);
     }
     let mut t = Table::new(&[

@@ -142,6 +142,9 @@ pub async fn run_standalone(args: Standalone, redactor: Redactor) -> Exit {
     let opts = OpenOptions {
         schema: args.schema.clone(),
     };
+    if let Err(e) = opts.check(&url) {
+        return fail(Exit::Usage, "store_url", e.to_string());
+    }
     let store = match OpenedStore::open(&url, &opts).await {
         Ok(s) => s,
         Err(e) => return fail(Exit::Failure, "store", crate::run::full_message(&e)),

@@ -2,7 +2,7 @@
 //!
 //! | URL | store |
 //! |---|---|
-//! | `sqlite:app.db`, `sqlite://path/app.db`, `sqlite::memory:` | SQLite file (created if missing); in memory |
+//! | `sqlite:app.db`, `sqlite://path/app.db`, `sqlite::memory:` | SQLite file (created by `apply` or a fix when missing; reading commands never create it); in memory |
 //! | `postgres://user:pw@host:5432/db?schema=ops&prefix=flamingock` (or `postgresql://`) | PostgreSQL; `schema` (default `public`) also becomes the connection's `search_path`, so unqualified names in SQL files land there |
 //! | `mongodb://user:pw@host:27017/db?prefix=flamingock` (feature `mongodb`) | MongoDB, database `db` (default `flamingock`); no SQL file changes |
 //! | `dynamodb://[KEY:SECRET@]host:port?region=eu-west-1&prefix=flamingock&tls=true` (feature `dynamodb`) | DynamoDB at that endpoint (`dynamodb://` alone: AWS's own, credentials from the standard chain); no SQL file changes |
@@ -196,6 +196,16 @@ fn query_pairs(query: &str) -> Result<Vec<(String, String)>, String> {
 }
 
 impl StoreUrl {
+    /// The URL's scheme as this crate names it (`sqlite`, `postgres`, `mongodb`, `dynamodb`).
+    pub fn scheme(&self) -> &'static str {
+        match self {
+            StoreUrl::Sqlite { .. } => "sqlite",
+            StoreUrl::Postgres { .. } => "postgres",
+            StoreUrl::Mongodb { .. } => "mongodb",
+            StoreUrl::Dynamodb { .. } => "dynamodb",
+        }
+    }
+
     /// Parses a store URL.
     ///
     /// ```
@@ -284,6 +294,8 @@ impl StoreUrl {
                 } else {
                     format!("{base}?{}", rest.join("&"))
                 };
+                plain("schema", schema.as_deref(), &[], PG_MAX_SCHEMA).map_err(invalid)?;
+                plain("prefix", prefix.as_deref(), &[], PG_MAX_PREFIX).map_err(invalid)?;
                 Ok(StoreUrl::Postgres {
                     url,
                     schema,
@@ -304,6 +316,9 @@ impl StoreUrl {
                     .decode_utf8()
                     .map_err(|_| invalid("the database name is not valid UTF-8".into()))?
                     .into_owned();
+                plain("database", Some(&database), &['-'], 63).map_err(invalid)?;
+                plain("prefix", pairs.get("prefix").map(String::as_str), &[], 100)
+                    .map_err(invalid)?;
                 Ok(StoreUrl::Mongodb {
                     uri: uri.clone(),
                     database,
@@ -349,6 +364,13 @@ impl StoreUrl {
                         return Err(invalid(format!("tls={other}: expected true or false")))
                     }
                 };
+                plain(
+                    "prefix",
+                    pairs.get("prefix").map(String::as_str),
+                    &['-', '.'],
+                    200,
+                )
+                .map_err(invalid)?;
                 let endpoint = (!host.is_empty())
                     .then(|| format!("{}://{host}", if tls { "https" } else { "http" }));
                 Ok(StoreUrl::Dynamodb {
@@ -392,12 +414,43 @@ pub enum OpenedStore {
     Dynamodb(flamingock_dynamodb::DynamoAuditStore),
 }
 
+/// Longest PostgreSQL schema name (PostgreSQL truncates identifiers at 63 bytes).
+const PG_MAX_SCHEMA: usize = 63;
+/// Longest PostgreSQL table prefix: room for the longest suffix the backend
+/// appends (`_audit_history_change_idx`).
+const PG_MAX_PREFIX: usize = 63 - "_audit_history_change_idx".len();
+
+/// A name the URL gives (schema, prefix, database) must be a plain
+/// identifier: refused before anything is sent, so a typo never creates a
+/// schema or table of that name.
+fn plain(kind: &'static str, name: Option<&str>, also: &[char], max: usize) -> Result<(), String> {
+    match name {
+        Some(n) => {
+            flamingock_core::names::plain_identifier(kind, n, also, max).map_err(|e| e.to_string())
+        }
+        None => Ok(()),
+    }
+}
+
 /// Options for [`OpenedStore::open`].
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct OpenOptions {
     /// Overrides the URL's `?schema=` (PostgreSQL).
     pub schema: Option<String>,
+}
+
+impl OpenOptions {
+    /// Checks the options against `url` before anything is sent: a
+    /// `--schema` must be a plain identifier.
+    pub fn check(&self, url: &StoreUrl) -> Result<(), StoreUrlError> {
+        plain("schema", self.schema.as_deref(), &[], PG_MAX_SCHEMA).map_err(|detail| {
+            StoreUrlError::Invalid {
+                scheme: url.scheme().into(),
+                detail: format!("--{detail}"),
+            }
+        })
+    }
 }
 
 impl OpenedStore {
@@ -474,8 +527,9 @@ impl OpenedStore {
                     b = b.table_prefix(p);
                 }
                 let store = b.build();
-                // Reach the endpoint now, so a wrong one fails here, clearly.
-                flamingock_core::AuditStore::prepare(&store).await?;
+                // Reach the endpoint now, so a wrong one fails here, clearly
+                // (a read: it creates nothing, even when the table is missing).
+                flamingock_core::AuditStore::fence(&store).await?;
                 Ok(OpenedStore::Dynamodb(store))
             }
             #[allow(unreachable_patterns)]
@@ -698,17 +752,30 @@ mod tests {
 
     #[test]
     fn postgres_urls_keep_driver_options_and_take_ours() {
-        let u = StoreUrl::parse("postgresql://u:p@h:5432/db?sslmode=disable&schema=ops%20x&prefix=fk&application_name=a")
+        let u = StoreUrl::parse("postgresql://u:p@h:5432/db?sslmode=disable&schema=ops%5Fx&prefix=fk&application_name=a")
             .expect("parses");
         assert_eq!(
             u,
             StoreUrl::Postgres {
                 url: "postgresql://u:p@h:5432/db?sslmode=disable&application_name=a".into(),
-                schema: Some("ops x".into()),
+                schema: Some("ops_x".into()),
                 prefix: Some("fk".into()),
                 connect_timeout: None,
             }
         );
+        // Names that are not plain identifiers never reach the server.
+        for bad in [
+            "schema=ops%20x",
+            "schema=bad%22name",
+            "prefix=a-b",
+            "schema=",
+        ] {
+            let e = StoreUrl::parse(&format!("postgres://h/db?{bad}")).expect_err(bad);
+            assert!(
+                e.to_string().contains("is not a plain identifier"),
+                "{bad}: {e}"
+            );
+        }
         // connect_timeout is ours (sqlx ignores it), in seconds like libpq.
         let u =
             StoreUrl::parse("postgres://h/db?connect_timeout=3&sslmode=disable").expect("parses");

@@ -25,6 +25,27 @@ async fn seed_issue(store: &dyn AuditStore, change_id: &str) {
     store.append(&failed).await.expect("append FAILED");
 }
 
+/// The read-only commands against a store URL where nothing exists yet:
+/// they answer, and (checked by the caller) create nothing.
+fn reading_session(url: &str) {
+    let list = flamingock(&["--store", url, "audit", "list"]);
+    list.expect_code(0);
+    assert!(
+        list.stdout.contains("no change has been recorded here yet"),
+        "{}",
+        list.all()
+    );
+    for args in [
+        &["audit", "history"][..],
+        &["issue", "list"],
+        &["lock", "status"],
+    ] {
+        let mut all = vec!["--store", url];
+        all.extend_from_slice(args);
+        flamingock(&all).expect_code(0);
+    }
+}
+
 /// The operator commands against a store URL whose audit has one issue.
 fn operator_session(url: &str) {
     let list = flamingock(&["--store", url, "audit", "list", "--json"]);
@@ -124,6 +145,16 @@ async fn mongodb_store_operator_commands() {
     let client = flamingock_mongodb::mongodb::Client::with_uri_str(&base)
         .await
         .expect("client");
+    let url0 = url.clone();
+    tokio::task::spawn_blocking(move || reading_session(&url0))
+        .await
+        .expect("reading session");
+    let created = client
+        .database(&db)
+        .list_collection_names()
+        .await
+        .expect("list");
+    assert!(created.is_empty(), "reading created {created:?}");
     let store = flamingock_mongodb::MongoAuditStore::new(client.clone(), &db)
         .await
         .expect("store");
@@ -160,6 +191,17 @@ async fn dynamodb_store_operator_commands() {
     let store = flamingock_dynamodb::DynamoAuditStore::builder(client.clone())
         .table_prefix(&prefix)
         .build();
+    let url0 = url.clone();
+    tokio::task::spawn_blocking(move || reading_session(&url0))
+        .await
+        .expect("reading session");
+    let tables = client.list_tables().send().await.expect("list tables");
+    let created: Vec<_> = tables
+        .table_names()
+        .iter()
+        .filter(|t| t.starts_with(&prefix))
+        .collect();
+    assert!(created.is_empty(), "reading created {created:?}");
     seed_issue(&store, "create-topic").await;
     let url2 = url.clone();
     tokio::task::spawn_blocking(move || operator_session(&url2))

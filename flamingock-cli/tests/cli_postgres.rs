@@ -157,6 +157,71 @@ async fn apply_no_op_validate_and_json_in_the_tests_schema() {
     env.cleanup().await;
 }
 
+/// Looking never writes: every read-only command on a schema that does not
+/// exist answers and creates nothing (no schema, no table); a schema name
+/// that is not a plain identifier is refused before anything is sent.
+#[tokio::test]
+async fn reading_commands_create_nothing_and_odd_names_are_refused() {
+    let Some(env) = Env::new(&[("0001__create-users.sql", CREATE_USERS)]) else {
+        return;
+    };
+    let plan = env.run(&["plan", "--json"]);
+    plan.expect_code(0);
+    assert_eq!(plan.json()[0]["action"]["action"], "apply");
+    env.run(&["validate"]).expect_code(3);
+    for args in [
+        &["audit", "list"][..],
+        &["audit", "history"],
+        &["issue", "list"],
+        &["lock", "status"],
+    ] {
+        env.run(args).expect_code(0);
+    }
+    let pool = env.pool().await;
+    let schemas = |name: String| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM pg_namespace WHERE nspname = $1")
+                .bind(name)
+                .fetch_one(&pool)
+                .await
+                .expect("catalog")
+        }
+    };
+    assert_eq!(
+        schemas(env.schema.clone()).await,
+        0,
+        "reading created the schema"
+    );
+
+    let odd = format!("{}\"name", env.schema);
+    let sep = if env.base.contains('?') { '&' } else { '?' };
+    let url = format!("{}{sep}schema={}", env.base, odd.replace('"', "%22"));
+    let out = flamingock(&["--store", &url, "audit", "list"]);
+    out.expect_code(2);
+    assert!(
+        out.stderr.contains("is not a plain identifier"),
+        "{}",
+        out.all()
+    );
+    let dir = env.dir.display().to_string();
+    let out = flamingock(&["--store", &url, "--changes", &dir, "apply"]);
+    out.expect_code(2);
+    let out = flamingock(&["--store", &env.base, "--schema", &odd, "audit", "list"]);
+    out.expect_code(2);
+    assert!(
+        out.stderr.contains("is not a plain identifier"),
+        "{}",
+        out.all()
+    );
+    assert_eq!(schemas(odd).await, 0, "an odd schema name was created");
+
+    env.run(&["apply"]).expect_code(0);
+    assert!(env.table_exists("users").await);
+    pool.close().await;
+    env.cleanup().await;
+}
+
 #[tokio::test]
 async fn a_failing_file_blocks_with_guidance_and_fix_unblocks() {
     let Some(env) = Env::new(&[

@@ -138,6 +138,43 @@ async fn apply_then_second_run_is_a_no_op() {
         .is_some_and(|c| c.starts_with("sha256:")));
 }
 
+/// Looking never writes: every read-only command on a database file that
+/// does not exist answers (nothing recorded, everything pending, lock free)
+/// and leaves no file behind; `apply` then creates it.
+#[test]
+fn reading_commands_never_create_the_database() {
+    let env = Env::new(&[("0001__create-users.sql", CREATE_USERS)]);
+    let plan = env.run(&["plan", "--json"]);
+    plan.expect_code(0);
+    assert_eq!(plan.json()[0]["action"]["action"], "apply");
+    env.run(&["validate"]).expect_code(3);
+    let list = env.run(&["audit", "list"]);
+    list.expect_code(0);
+    assert!(
+        list.stdout.contains("no change has been recorded here yet"),
+        "{}",
+        list.all()
+    );
+    for args in [
+        &["audit", "history"][..],
+        &["audit", "list", "--json"],
+        &["issue", "list"],
+        &["lock", "status"],
+    ] {
+        env.run(args).expect_code(0);
+    }
+    env.run_store(&["lock", "status"]).expect_code(0);
+    let leftovers: Vec<_> = std::fs::read_dir(env.db.parent().expect("dir"))
+        .expect("list")
+        .map(|e| e.expect("entry").file_name())
+        .filter(|n| n != "changes")
+        .collect();
+    assert!(leftovers.is_empty(), "reading created {leftovers:?}");
+
+    env.run(&["apply"]).expect_code(0);
+    assert!(env.db.exists());
+}
+
 #[tokio::test]
 async fn every_command_has_json_output_that_parses() {
     let env = Env::new(&[("0001__create-users.sql", CREATE_USERS)]);

@@ -399,6 +399,11 @@ impl HistoryFilter {
 ///   as `fencing_token`; a runner whose writes arrive after another claim is
 ///   therefore rejected, even when a lock service forgot its tokens and
 ///   granted the same token twice.
+/// * Looking never writes: [`fence`](AuditStore::fence),
+///   [`snapshot`](AuditStore::snapshot) and [`history`](AuditStore::history)
+///   create, alter and write nothing, and on a store that was never prepared
+///   (its tables, collections or files do not exist yet) they answer 0 and
+///   empty. Only [`prepare`](AuditStore::prepare) creates what is missing.
 #[async_trait]
 pub trait AuditStore: Send + Sync + 'static {
     /// A human-readable name used in errors and logs, e.g. `postgres(public.flamingock_audit)`.
@@ -409,7 +414,8 @@ pub trait AuditStore: Send + Sync + 'static {
     /// equals this id commit their changes together with the audit entry.
     fn store_id(&self) -> &str;
 
-    /// Creates tables/indexes if needed and allowed. Called once per runner.
+    /// Creates tables/indexes if needed and allowed. Called once per runner,
+    /// before it writes; never by the read-only operations.
     async fn prepare(&self) -> Result<(), StoreError>;
 
     /// Atomically increments the fence and returns the new value, this

@@ -102,6 +102,7 @@ pub mod events;
 pub mod fault;
 pub mod lock;
 pub mod memory;
+pub mod names;
 pub mod order;
 mod pipeline;
 pub mod report;

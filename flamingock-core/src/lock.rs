@@ -78,11 +78,14 @@ pub trait LockProvider: Send + Sync + 'static {
     /// Releases the lease held by `owner` with `token`.
     async fn release(&self, owner: &str, token: u64) -> Result<(), LockError>;
 
-    /// The current holder, if any record exists.
+    /// The current holder, if any record exists. Never writes: where the
+    /// lock's table (or key, or item) does not exist yet, nobody holds it.
     async fn inspect(&self) -> Result<Option<LockInfo>, LockError>;
 
     /// Removes the lock whoever holds it; returns what was removed. The token
-    /// counter is kept, so the next grant still gets a higher token.
+    /// counter is kept, so the next grant still gets a higher token. Where
+    /// the lock's table does not exist, there is nothing to remove and
+    /// nothing is created.
     async fn force_release(&self) -> Result<Option<LockInfo>, LockError>;
 
     /// What to check when an operation on this lock does not answer within

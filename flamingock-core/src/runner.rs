@@ -1031,14 +1031,18 @@ impl Flamingock {
     }
 
     /// Latest entry per change, sorted by change id.
+    ///
+    /// Looking never writes: this and every other read of the operations API
+    /// ([`history`](Self::history), [`plan`](Self::plan),
+    /// [`validate`](Self::validate), [`issues`](Self::issues),
+    /// [`lock_status`](Self::lock_status)) neither prepares the store nor
+    /// takes the lock. A store whose tables do not exist yet reads as empty.
     pub async fn snapshot(&self) -> Result<Vec<AuditEntry>, Error> {
-        self.prepare().await?;
         Ok(self.inner.store.snapshot().await?)
     }
 
-    /// Full history matching `filter`, oldest first.
+    /// Full history matching `filter`, oldest first. Never writes.
     pub async fn history(&self, filter: &HistoryFilter) -> Result<Vec<AuditEntry>, Error> {
-        self.prepare().await?;
         Ok(self.inner.store.history(filter).await?)
     }
 

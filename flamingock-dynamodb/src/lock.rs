@@ -205,6 +205,20 @@ impl DynamoLock {
             .map(|_| ())
     }
 
+    /// Whether the table exists (see the store's reads): looking at the lock
+    /// never creates it.
+    async fn readable(&self) -> Result<bool, LockError> {
+        if self.inner.ready.initialized() {
+            return Ok(true);
+        }
+        table::exists(&self.inner.client, &self.inner.table, &self.inner.retry)
+            .await
+            .map_err(|p| match p {
+                TableProblem::NotReady(d) => self.backend("describe", crate::error::msg(d)),
+                TableProblem::Request(e) => self.backend("describe", e),
+            })
+    }
+
     /// The holder recorded in `item`, if it has an owner.
     fn holder(&self, item: &Item) -> Result<Option<LockInfo>, LockError> {
         let r = Reader(item);
@@ -387,7 +401,9 @@ impl LockProvider for DynamoLock {
     }
 
     async fn inspect(&self) -> Result<Option<LockInfo>, LockError> {
-        self.ready().await?;
+        if !self.readable().await? {
+            return Ok(None);
+        }
         match self.read().await? {
             Some(item) => self.holder(&item),
             None => Ok(None),
@@ -395,7 +411,9 @@ impl LockProvider for DynamoLock {
     }
 
     async fn force_release(&self) -> Result<Option<LockInfo>, LockError> {
-        self.ready().await?;
+        if !self.readable().await? {
+            return Ok(None);
+        }
         let table = &self.inner.table;
         let res = send(&self.inner.retry, "UpdateItem", || {
             self.inner

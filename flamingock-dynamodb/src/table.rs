@@ -51,6 +51,21 @@ pub(crate) fn check_name(table: &str) -> Result<(), TableProblem> {
     }
 }
 
+/// Whether `table` exists (with our key schema), for reads on a handle that
+/// was never prepared: one `DescribeTable`, which creates and waits for
+/// nothing. A table of another shape is an error, as in [`ensure`].
+pub(crate) async fn exists(
+    client: &Client,
+    table: &str,
+    retry: &RetryPolicy,
+) -> Result<bool, TableProblem> {
+    check_name(table)?;
+    match describe(client, table, retry).await? {
+        Some(t) => check_schema(table, &t).map(|()| true),
+        None => Ok(false),
+    }
+}
+
 /// Makes sure `table` exists with key `pk` (String, HASH) + `sk` (String,
 /// RANGE), creating it on demand (pay per request) when `auto_create`, and
 /// waits until it is ACTIVE.

@@ -701,8 +701,13 @@ async fn missing_or_misshapen_tables_are_not_ready() {
             }
             other => panic!("expected NotReady, got {other:?}"),
         }
+        // Reads never create the table: a store that does not exist yet
+        // reads as empty, and is still missing afterwards.
+        assert!(store.snapshot().await.expect("snapshot").is_empty());
+        assert_eq!(store.fence().await.expect("fence"), 0);
+        assert!(store.lock().inspect().await.expect("inspect").is_none());
         assert!(matches!(
-            store.snapshot().await,
+            store.prepare().await,
             Err(StoreError::NotReady { .. })
         ));
         // `<ns>_data` has no sort key: not an audit table.
@@ -720,6 +725,11 @@ async fn missing_or_misshapen_tables_are_not_ready() {
             }
             other => panic!("expected NotReady, got {other:?}"),
         }
+        // Reading it says the same, instead of reading another table's items.
+        assert!(matches!(
+            wrong.snapshot().await,
+            Err(StoreError::NotReady { detail, .. }) if detail.contains("key schema")
+        ));
         // An invalid prefix is named as such.
         let bad = DynamoAuditStore::builder(d.client())
             .table_prefix("no spaces allowed")

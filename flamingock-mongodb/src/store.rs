@@ -90,6 +90,23 @@ impl MongoAuditStoreBuilder {
     /// the handshake (wrong credentials...).
     pub async fn build(self) -> Result<MongoAuditStore, StoreError> {
         let describe = format!("mongodb({}.{}_*)", self.database, self.prefix);
+        // Names are checked before anything is sent.
+        let names_ok =
+            flamingock_core::names::plain_identifier("database", &self.database, &['-'], 63)
+                .and_then(|()| {
+                    flamingock_core::names::plain_identifier(
+                        "collection prefix",
+                        &self.prefix,
+                        &[],
+                        100,
+                    )
+                });
+        if let Err(e) = names_ok {
+            return Err(StoreError::NotReady {
+                store: describe,
+                detail: format!("invalid configuration: {e}"),
+            });
+        }
         let transactions = if self.assume_no_transactions {
             Transactions::Unavailable(format!(
                 "transactions were turned off for this store (assume_no_transactions): {}",

@@ -141,6 +141,18 @@ impl PipelineUnderTest for Mongo {
         self.drop_all(ns).await
     }
 
+    async fn footprint(&self, ns: &str) -> Result<Vec<String>, BoxError> {
+        let client = self.client().await?;
+        let mut found = Vec::new();
+        for db in [ns.to_owned(), format!("{ns}_t")] {
+            let mut names = client.database(&db).list_collection_names().await?;
+            names.retain(|n| n != "counters");
+            names.sort();
+            found.extend(names.into_iter().map(|n| format!("{db}.{n}")));
+        }
+        Ok(found)
+    }
+
     fn capabilities(&self) -> PipelineCapabilities {
         // The concurrency check matters most with transactions; the
         // non-transactional protocol gets fewer repetitions to keep CI short.
@@ -194,6 +206,7 @@ mod without_transactions {
                 validate_only_applies_nothing,
                 orphan_audit_entries,
                 plan_lists_strategies,
+                reading_creates_nothing,
             ],
             ignored: [
                 crash_table_shared_tx = "not applicable: a server without transactions has no shared-transaction target",

@@ -99,6 +99,10 @@ impl PipelineUnderTest for Pg {
         admin.close().await;
         Ok(())
     }
+
+    async fn footprint(&self, _ns: &str) -> Result<Vec<String>, BoxError> {
+        Err("the racing benchmark does not read footprints".into())
+    }
 }
 
 async fn sut() -> Option<Pg> {

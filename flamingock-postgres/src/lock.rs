@@ -208,13 +208,17 @@ impl PostgresLock {
     }
 
     async fn holder(&self) -> Result<Option<LockInfo>, LockError> {
-        let row = idempotent("inspect lock", || {
+        let row = match idempotent("inspect lock", || {
             sqlx::query(self.sql.holder.clone())
                 .bind(LOCK_NAME)
                 .fetch_optional(&self.space.pool)
         })
         .await
-        .map_err(|e| self.backend("inspect", e))?;
+        {
+            // No lock table yet: nobody ever held the lock here.
+            Err(e) if self.space.absent(&e) => None,
+            r => r.map_err(|e| self.backend("inspect", e))?,
+        };
         row.map(|r| self.info(&r)).transpose()
     }
 }
@@ -305,17 +309,18 @@ impl LockProvider for PostgresLock {
     }
 
     async fn inspect(&self) -> Result<Option<LockInfo>, LockError> {
-        self.ready().await?;
         self.holder().await
     }
 
     async fn force_release(&self) -> Result<Option<LockInfo>, LockError> {
-        self.ready().await?;
-        let row = sqlx::query(self.sql.force_release.clone())
+        let row = match sqlx::query(self.sql.force_release.clone())
             .bind(LOCK_NAME)
             .fetch_optional(&self.space.pool)
             .await
-            .map_err(|e| self.backend("force release", e))?;
+        {
+            Err(e) if self.space.absent(&e) => None,
+            r => r.map_err(|e| self.backend("force release", e))?,
+        };
         row.map(|r| self.info(&r)).transpose()
     }
 }

@@ -18,21 +18,16 @@ pub fn quote_ident(ident: &str) -> String {
     format!("\"{}\"", ident.replace('"', "\"\""))
 }
 
-/// Checks a schema name or table prefix; `Err` says what is wrong.
-pub(crate) fn check(kind: &str, ident: &str, reserve: usize) -> Result<(), String> {
-    if ident.is_empty() {
-        return Err(format!("{kind} must not be empty"));
-    }
-    if ident.len() + reserve > MAX_IDENT {
-        return Err(format!(
-            "{kind} '{ident}' is too long: at most {} bytes (PostgreSQL truncates identifiers at {MAX_IDENT})",
-            MAX_IDENT - reserve
-        ));
-    }
-    if ident.contains('\0') {
-        return Err(format!("{kind} must not contain NUL"));
-    }
-    Ok(())
+/// Checks a schema name or table prefix: a plain identifier (letters,
+/// digits, `_`), short enough that PostgreSQL keeps it whole with our
+/// suffixes; `Err` says what is wrong.
+pub(crate) fn check(kind: &'static str, ident: &str, reserve: usize) -> Result<(), String> {
+    flamingock_core::names::plain_identifier(kind, ident, &[], MAX_IDENT - reserve).map_err(|e| {
+        match ident.len() + reserve > MAX_IDENT && !ident.is_empty() {
+            true => format!("{e} (PostgreSQL truncates identifiers at {MAX_IDENT} bytes)"),
+            false => e.to_string(),
+        }
+    })
 }
 
 pub(crate) fn check_schema(schema: &str) -> Result<(), String> {
@@ -120,7 +115,9 @@ mod tests {
         assert!(Names::new("s", "").is_err());
         assert!(Names::new("s", &"p".repeat(40)).is_err());
         assert!(Names::new(&"s".repeat(64), "p").is_err());
-        let n = Names::new("My Schema", "fk").expect("valid");
-        assert_eq!(n.qualified(Table::Fence), "\"My Schema\".\"fk_fence\"");
+        assert!(Names::new("My Schema", "fk").is_err());
+        assert!(Names::new("bad\"name", "fk").is_err());
+        let n = Names::new("My_Schema", "fk").expect("valid");
+        assert_eq!(n.qualified(Table::Fence), "\"My_Schema\".\"fk_fence\"");
     }
 }

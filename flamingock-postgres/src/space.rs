@@ -42,6 +42,14 @@ impl Space {
         self
     }
 
+    /// Whether `e`, from a read, means "our tables do not exist yet" on a
+    /// handle that never prepared them: such a read answers "nothing here"
+    /// instead of creating anything. Once the tables were made ready, their
+    /// disappearance is an error like any other.
+    pub(crate) fn absent(&self, e: &sqlx::Error) -> bool {
+        self.ready.get().is_none() && is_undefined_table(e)
+    }
+
     /// Checks (and creates, when allowed) the tables once per handle.
     pub(crate) async fn ready(&self) -> Result<(), SchemaError> {
         self.ready
@@ -91,9 +99,9 @@ where
     }
 }
 
-/// `undefined_table`: the table does not exist.
+/// `undefined_table` (or `invalid_schema_name`): the table does not exist.
 pub(crate) fn is_undefined_table(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("42P01"))
+    matches!(e, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("42P01" | "3F000")))
 }
 
 /// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.

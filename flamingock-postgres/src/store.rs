@@ -498,11 +498,14 @@ impl AuditStore for PostgresAuditStore {
     }
 
     async fn fence(&self) -> Result<u64, StoreError> {
-        let f: Option<i64> = idempotent("read fence", || {
+        let f: Option<i64> = match idempotent("read fence", || {
             sqlx::query_scalar(self.inner.sql.fence.clone()).fetch_optional(&self.inner.space.pool)
         })
         .await
-        .map_err(|e| self.backend("read fence", e))?;
+        {
+            Err(e) if self.inner.space.absent(&e) => None,
+            r => r.map_err(|e| self.backend("read fence", e))?,
+        };
         let f = f.unwrap_or(0);
         u64::try_from(f).map_err(|_| StoreError::Malformed {
             store: self.inner.describe.clone(),
@@ -517,11 +520,14 @@ impl AuditStore for PostgresAuditStore {
     }
 
     async fn snapshot(&self) -> Result<Vec<AuditEntry>, StoreError> {
-        let rows = idempotent("read snapshot", || {
+        let rows = match idempotent("read snapshot", || {
             sqlx::query(self.inner.sql.snapshot.clone()).fetch_all(&self.inner.space.pool)
         })
         .await
-        .map_err(|e| self.backend("read snapshot", e))?;
+        {
+            Err(e) if self.inner.space.absent(&e) => return Ok(Vec::new()),
+            r => r.map_err(|e| self.backend("read snapshot", e))?,
+        };
         let mut out = self.decode_all(rows, Table::Current)?;
         // Byte order, as `reduce_snapshot` sorts (the column's collation may differ).
         out.sort_unstable_by(|a, b| a.change_id.cmp(&b.change_id));
@@ -529,14 +535,17 @@ impl AuditStore for PostgresAuditStore {
     }
 
     async fn history(&self, filter: &HistoryFilter) -> Result<Vec<AuditEntry>, StoreError> {
-        let rows = idempotent("read history", || {
+        let rows = match idempotent("read history", || {
             sqlx::query(self.inner.sql.history.clone())
                 .bind(filter.change_id.as_deref())
                 .bind(filter.since)
                 .fetch_all(&self.inner.space.pool)
         })
         .await
-        .map_err(|e| self.backend("read history", e))?;
+        {
+            Err(e) if self.inner.space.absent(&e) => return Ok(Vec::new()),
+            r => r.map_err(|e| self.backend("read history", e))?,
+        };
         self.decode_all(rows, Table::History)
     }
 

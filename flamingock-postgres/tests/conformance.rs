@@ -147,6 +147,10 @@ impl PipelineUnderTest for Pg {
         Ok(common::drop_schemas(&self.admin, &[ns, &elsewhere(ns)]).await?)
     }
 
+    async fn footprint(&self, ns: &str) -> Result<Vec<String>, BoxError> {
+        Ok(common::footprint(&self.admin, &[ns, &elsewhere(ns)]).await?)
+    }
+
     fn capabilities(&self) -> PipelineCapabilities {
         PipelineCapabilities::default().runners(16).repetitions(50)
     }

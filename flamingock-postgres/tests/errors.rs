@@ -13,7 +13,9 @@ use flamingock_core::{
     Error, Flamingock, HistoryFilter, LockConfig, StoreError, TargetError, TargetSystem,
     TxStrategy,
 };
-use flamingock_postgres::{quote_ident, PgContext, PostgresAuditStore, PostgresTarget};
+use flamingock_postgres::{
+    quote_ident, PgContext, PostgresAuditStore, PostgresLock, PostgresTarget,
+};
 use flamingock_test_support::namespace;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{AssertSqlSafe, ConnectOptions, PgPool};
@@ -579,21 +581,33 @@ async fn invalid_names_are_rejected_before_any_sql() {
         .await
         .expect_err("long schema");
     assert!(err.to_string().contains("too long"), "{err}");
-    // Odd but valid names are quoted, never interpolated raw.
+    // A name that is not a plain identifier is refused before anything is
+    // sent: no schema of that name appears.
     let odd = format!("{}\"; DROP", namespace("odd"));
-    let store = PostgresAuditStore::builder(common::pool(&url, 2))
+    let err = PostgresAuditStore::builder(common::pool(&url, 2))
         .schema(&odd)
         .build()
         .await
-        .expect("odd schema");
-    store.prepare().await.expect("prepare");
-    store
-        .append(&AuditEntry::new("x", AuditState::Applied, 0))
-        .await
-        .expect("append");
-    assert_eq!(store.snapshot().await.expect("snapshot").len(), 1);
+        .expect_err("odd schema");
+    assert!(
+        err.to_string().contains("is not a plain identifier"),
+        "{err}"
+    );
+    let lock = PostgresLock::builder(common::pool(&url, 1))
+        .schema(&odd)
+        .build()
+        .expect_err("odd lock schema");
+    assert!(
+        lock.to_string().contains("is not a plain identifier"),
+        "{lock}"
+    );
     let admin = common::pool(&url, 1);
-    common::drop_schemas(&admin, &[&odd]).await.expect("drop");
+    let found: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_namespace WHERE nspname = $1")
+        .bind(&odd)
+        .fetch_one(&admin)
+        .await
+        .expect("catalog");
+    assert_eq!(found, 0, "a schema named {odd:?} was created");
 }
 
 #[tokio::test]

@@ -51,6 +51,12 @@ impl PipelineUnderTest for Redis {
         self.delete_keys(ns).await
     }
 
+    async fn footprint(&self, ns: &str) -> Result<Vec<String>, BoxError> {
+        let mut found = memory::Memory.footprint(ns).await?;
+        found.extend(self.keys_of(ns).await?);
+        Ok(found)
+    }
+
     fn capabilities(&self) -> PipelineCapabilities {
         PipelineCapabilities::default()
     }

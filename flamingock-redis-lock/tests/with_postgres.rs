@@ -144,6 +144,21 @@ impl PipelineUnderTest for PgRedis {
         self.redis.delete_keys(ns).await
     }
 
+    async fn footprint(&self, ns: &str) -> Result<Vec<String>, BoxError> {
+        let names = vec![ns.to_owned(), elsewhere(ns)];
+        let mut found: Vec<String> = sqlx::query_scalar(
+            "SELECT n.nspname || '.' || c.relname FROM pg_class c
+               JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE n.nspname = ANY($1) AND c.relname NOT LIKE 'counters%'
+              ORDER BY 1",
+        )
+        .bind(&names)
+        .fetch_all(&self.admin)
+        .await?;
+        found.extend(self.redis.keys_of(ns).await?);
+        Ok(found)
+    }
+
     fn capabilities(&self) -> PipelineCapabilities {
         PipelineCapabilities::default()
     }

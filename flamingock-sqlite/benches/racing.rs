@@ -82,6 +82,10 @@ impl PipelineUnderTest for Sqlite {
         }
         Ok(())
     }
+
+    async fn footprint(&self, _ns: &str) -> Result<Vec<String>, BoxError> {
+        Err("the racing benchmark does not read footprints".into())
+    }
 }
 
 fn dir() -> PathBuf {

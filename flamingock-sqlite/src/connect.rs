@@ -63,7 +63,19 @@ pub(crate) fn identity(pool: &SqlitePool) -> DbIdentity {
             display: format!(":memory: ({shown})"),
         };
     }
-    let canonical = std::fs::canonicalize(name).unwrap_or_else(|_| absolute(name));
+    // A file not created yet: its directory canonical, so the id does not
+    // change when the first write creates it.
+    let canonical =
+        std::fs::canonicalize(name).unwrap_or_else(|_| match (name.parent(), name.file_name()) {
+            (Some(dir), Some(file)) => std::fs::canonicalize(if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            })
+            .map(|d| d.join(file))
+            .unwrap_or_else(|_| absolute(name)),
+            _ => absolute(name),
+        });
     let shown = canonical.display().to_string();
     DbIdentity {
         id: shown.clone(),
@@ -123,13 +135,24 @@ pub(crate) enum OpenError {
     },
 }
 
-/// Opens `loc` as a pool configured for this crate: WAL journal mode (files),
-/// `busy_timeout`, foreign keys on; a single, never-closed connection for an
-/// in-memory database (every SQLite connection to `:memory:` would otherwise
-/// see its own database, and the database disappears with its last connection).
+/// Whether `pool`'s database is a file that does not exist (yet). Reading
+/// such a database would create it; the readers of this crate answer
+/// "nothing here" instead.
+pub(crate) fn file_missing(pool: &SqlitePool) -> bool {
+    let opts = pool.connect_options();
+    !is_memory(&opts) && !opts.get_filename().exists()
+}
+
+/// Opens `loc` as a pool configured for this crate: `busy_timeout`, foreign
+/// keys on; a single, never-closed connection for an in-memory database
+/// (every SQLite connection to `:memory:` would otherwise see its own
+/// database, and the database disappears with its last connection).
 ///
-/// Before returning, it reads the file header, so a directory, a corrupted
-/// file or a non-SQLite file fails here, not at the first change.
+/// Opening writes nothing. A file that exists has its header read here, so a
+/// directory, a corrupted file or a non-SQLite file fails at once; a file
+/// that does not exist is created by the first write through the pool, not
+/// before (a read-only command on a wrong path leaves no file behind). The
+/// switch to WAL journal mode is made by the first writer ([`ensure_wal`]).
 pub(crate) async fn open_pool(
     loc: &Location,
     settings: PoolSettings,
@@ -158,11 +181,15 @@ pub(crate) async fn open_pool(
     // for another process's write lock easily is: INFO is enough.
     .log_slow_statements(log::LevelFilter::Info, Duration::from_secs(1));
     let memory = is_memory(&opts);
+    let acquire = settings.busy_timeout + Duration::from_secs(5);
+    if !memory && !opts.get_filename().exists() {
+        return Ok(SqlitePoolOptions::new()
+            .max_connections(settings.max_connections.max(1))
+            .acquire_timeout(acquire)
+            .connect_lazy_with(opts));
+    }
 
-    // One connection first: it proves the file is a database and switches it
-    // to WAL. Switching needs an exclusive lock that SQLite's busy handler
-    // does not wait for, so several processes opening a new file at once
-    // retry here instead of failing.
+    // One connection first: it proves the file is a database (a read).
     let mut first = SqliteConnection::connect_with(&opts)
         .await
         .map_err(OpenError::Open)?;
@@ -170,9 +197,6 @@ pub(crate) async fn open_pool(
         .execute(&mut first)
         .await
         .map_err(OpenError::NotADatabase)?;
-    if !memory {
-        set_wal(&mut first, settings.busy_timeout).await?;
-    }
 
     let pool_opts = if memory {
         SqlitePoolOptions::new()
@@ -184,7 +208,7 @@ pub(crate) async fn open_pool(
         SqlitePoolOptions::new().max_connections(settings.max_connections.max(1))
     };
     let pool = pool_opts
-        .acquire_timeout(settings.busy_timeout + Duration::from_secs(5))
+        .acquire_timeout(acquire)
         .connect_with(opts)
         .await
         .map_err(OpenError::Open)?;
@@ -192,6 +216,20 @@ pub(crate) async fn open_pool(
     // database lives as long as one connection to it does.
     let _ = first.close().await;
     Ok(pool)
+}
+
+/// Switches a file database to WAL journal mode (readers then never wait
+/// for a writer), once per pool; a no-op for in-memory databases and for
+/// files already in WAL mode. Called by the first write of a handle, never
+/// by a read. Switching needs an exclusive lock that SQLite's busy handler
+/// does not wait for, so several processes creating a new file at once
+/// retry here instead of failing.
+pub(crate) async fn ensure_wal(pool: &SqlitePool, timeout: Duration) -> Result<(), OpenError> {
+    if is_memory(&pool.connect_options()) {
+        return Ok(());
+    }
+    let mut conn = pool.acquire().await.map_err(OpenError::Open)?;
+    set_wal(&mut conn, timeout).await
 }
 
 async fn set_wal(conn: &mut SqliteConnection, timeout: Duration) -> Result<(), OpenError> {

@@ -11,7 +11,7 @@ use sqlx::{Row, SqliteConnection, SqlitePool};
 use tokio::sync::OnceCell;
 
 use crate::connect::{self, Location, PoolSettings};
-use crate::schema::{self, ident, q, EnsureError, TableDef};
+use crate::schema::{self, ident, q, EnsureError, Shape, TableDef};
 use crate::store::DEFAULT_PREFIX;
 
 /// A [`LockProvider`] in table `<prefix>_lock` of a SQLite database.
@@ -44,6 +44,8 @@ struct LockInner {
     describe: String,
     table: TableDef,
     auto_create: bool,
+    /// How long the switch to WAL may wait for other connections.
+    busy_timeout: Duration,
     ready: OnceCell<()>,
     sql: LockSql,
 }
@@ -90,10 +92,22 @@ impl SqliteLock {
     /// The lock in `pool`'s database, in table `<prefix>_lock`.
     pub fn from_pool_with_prefix(pool: SqlitePool, prefix: &str) -> Self {
         let who = connect::identity(&pool);
-        Self::internal(pool, prefix, &who.display, true)
+        Self::internal(
+            pool,
+            prefix,
+            &who.display,
+            true,
+            connect::DEFAULT_BUSY_TIMEOUT,
+        )
     }
 
-    pub(crate) fn internal(pool: SqlitePool, prefix: &str, file: &str, auto_create: bool) -> Self {
+    pub(crate) fn internal(
+        pool: SqlitePool,
+        prefix: &str,
+        file: &str,
+        auto_create: bool,
+        busy_timeout: Duration,
+    ) -> Self {
         let table = schema::lock_table(prefix);
         let t = ident(&table.name);
         let s = |x: String| -> Arc<str> { x.into() };
@@ -122,6 +136,7 @@ impl SqliteLock {
                 },
                 table,
                 auto_create,
+                busy_timeout,
                 ready: OnceCell::new(),
                 pool,
             }),
@@ -162,6 +177,13 @@ impl LockInner {
     async fn ready(&self) -> Result<(), LockError> {
         self.ready
             .get_or_try_init(|| async {
+                connect::ensure_wal(&self.pool, self.busy_timeout)
+                    .await
+                    .map_err(|e| LockError::Backend {
+                        lock: self.describe.clone(),
+                        operation: "open the database",
+                        source: Box::new(e),
+                    })?;
                 schema::ensure(&self.pool, &[&self.table], self.auto_create)
                     .await
                     .map_err(|e| match e {
@@ -206,10 +228,25 @@ impl LockInner {
     }
 
     async fn read(&self, conn: &mut SqliteConnection) -> Result<Option<LockRow>, LockError> {
-        let row = q(&self.sql.get)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(|e| self.backend("read the lock", e))?;
+        let row = match q(&self.sql.get).fetch_optional(&mut *conn).await {
+            // Before this handle made the table ready, a failed read is
+            // explained by a read-only look at the table: none means that
+            // nobody ever took the lock here; another shape is reported.
+            Err(e) if self.ready.get().is_none() => {
+                match schema::check_shape(&mut *conn, &self.table).await {
+                    Ok(Shape::Missing) => None,
+                    Ok(Shape::WrongColumns(missing)) => {
+                        return Err(self.malformed(format!(
+                            "table {} exists without the column(s) {}",
+                            self.table.name,
+                            missing.join(", ")
+                        )))
+                    }
+                    _ => return Err(self.backend("read the lock", e)),
+                }
+            }
+            r => r.map_err(|e| self.backend("read the lock", e))?,
+        };
         row.map(|r| self.parse(&r)).transpose()
     }
 
@@ -352,7 +389,10 @@ impl LockProvider for SqliteLock {
 
     async fn inspect(&self) -> Result<Option<LockInfo>, LockError> {
         let i = &self.inner;
-        i.ready().await?;
+        // Looking never writes: no table (or no file) means nobody holds it.
+        if i.ready.get().is_none() && connect::file_missing(&i.pool) {
+            return Ok(None);
+        }
         let mut conn = i
             .pool
             .acquire()
@@ -364,7 +404,20 @@ impl LockProvider for SqliteLock {
 
     async fn force_release(&self) -> Result<Option<LockInfo>, LockError> {
         let i = &self.inner;
-        i.ready().await?;
+        if i.ready.get().is_none() {
+            // Nothing to remove where the lock table does not exist; never create it.
+            let mut conn = match connect::file_missing(&i.pool) {
+                true => return Ok(None),
+                false => i
+                    .pool
+                    .acquire()
+                    .await
+                    .map_err(|e| i.backend("acquire a connection", e))?,
+            };
+            if i.read(&mut conn).await?.is_none() {
+                return Ok(None);
+            }
+        }
         let mut tx = i
             .pool
             .begin_with("BEGIN IMMEDIATE")

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -67,6 +68,11 @@ pub(crate) struct StoreInner {
     tables: [TableDef; 3],
     sql: StoreSql,
     lock: SqliteLock,
+    /// How long the switch to WAL may wait for other connections.
+    busy_timeout: Duration,
+    /// `prepare` succeeded on this handle: the tables exist, and a missing
+    /// one is an error from now on (before, it means "nothing recorded").
+    prepared: AtomicBool,
 }
 
 impl std::fmt::Debug for SqliteAuditStore {
@@ -187,10 +193,20 @@ impl SqliteAuditStoreBuilder {
         self
     }
 
-    /// Opens the database (creating the file if missing) and returns the store.
-    /// Tables are created (or checked) by [`AuditStore::prepare`], which the
-    /// runner calls.
+    /// Opens the database and returns the store. Writes nothing: a missing
+    /// file is created, the tables are created (or checked) and the file
+    /// switched to WAL journal mode by [`AuditStore::prepare`], which the
+    /// runner calls before it writes; reads of a store that does not exist
+    /// yet answer "nothing recorded" and leave no file behind.
     pub async fn open(self) -> Result<SqliteAuditStore, StoreError> {
+        if let Err(e) =
+            flamingock_core::names::plain_identifier("table prefix", &self.prefix, &[], 100)
+        {
+            return Err(StoreError::NotReady {
+                store: format!("sqlite(tables {}_*)", self.prefix.escape_debug()),
+                detail: format!("invalid configuration: {e}"),
+            });
+        }
         let pool = match self.source {
             Source::Pool(p) => p,
             Source::Location(loc) => {
@@ -207,13 +223,18 @@ impl SqliteAuditStoreBuilder {
                     })?
             }
         };
-        Ok(SqliteAuditStore::with(pool, self.prefix, self.auto_create))
+        Ok(SqliteAuditStore::with(
+            pool,
+            self.prefix,
+            self.auto_create,
+            self.settings.busy_timeout,
+        ))
     }
 }
 
 impl SqliteAuditStore {
-    /// Opens (creating if missing) the database file at `path` with the
-    /// default settings. `":memory:"` and `sqlite:` URLs (e.g.
+    /// Opens the database file at `path` with the default settings (the file
+    /// is created by the first write, see [`SqliteAuditStoreBuilder::open`]). `":memory:"` and `sqlite:` URLs (e.g.
     /// `sqlite::memory:`, `sqlite://app.db?mode=ro`) are accepted too.
     pub async fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         Self::builder(path).open().await
@@ -249,13 +270,24 @@ impl SqliteAuditStore {
 
     /// A store over `pool` with the default prefix and `auto_create`.
     pub fn from_pool(pool: SqlitePool) -> Self {
-        Self::with(pool, DEFAULT_PREFIX.to_owned(), true)
+        Self::with(
+            pool,
+            DEFAULT_PREFIX.to_owned(),
+            true,
+            connect::DEFAULT_BUSY_TIMEOUT,
+        )
     }
 
-    fn with(pool: SqlitePool, prefix: String, auto_create: bool) -> Self {
+    fn with(pool: SqlitePool, prefix: String, auto_create: bool, busy_timeout: Duration) -> Self {
         let who = connect::identity(&pool);
         let describe = format!("sqlite({}, tables {prefix}_*)", who.display);
-        let lock = SqliteLock::internal(pool.clone(), &prefix, &who.display, auto_create);
+        let lock = SqliteLock::internal(
+            pool.clone(),
+            &prefix,
+            &who.display,
+            auto_create,
+            busy_timeout,
+        );
         SqliteAuditStore {
             inner: Arc::new(StoreInner {
                 id: format!("sqlite:{}#{prefix}", who.id),
@@ -267,6 +299,8 @@ impl SqliteAuditStore {
                 auto_create,
                 lock,
                 pool,
+                busy_timeout,
+                prepared: AtomicBool::new(false),
             }),
         }
     }
@@ -340,6 +374,18 @@ impl StoreInner {
             what,
             detail: detail.into(),
         }
+    }
+
+    /// Whether `e`, from a read before this handle prepared the store, means
+    /// "our tables do not exist yet": such a read answers "nothing here".
+    fn absent(&self, e: &sqlx::Error) -> bool {
+        !self.prepared.load(Ordering::Acquire) && missing_table(e).is_some()
+    }
+
+    /// Before `prepare`: the database file does not exist, so there is
+    /// nothing to read (and reading would create it).
+    fn no_file_yet(&self) -> bool {
+        !self.prepared.load(Ordering::Acquire) && connect::file_missing(&self.pool)
     }
 
     fn history_table(&self) -> &str {
@@ -458,6 +504,10 @@ impl StoreInner {
             .fetch_optional(&mut *conn)
             .await
             .map_err(|e| self.backend("read the fence", e))?;
+        self.fence_of(row)
+    }
+
+    fn fence_of(&self, row: Option<SqliteRow>) -> Result<u64, StoreError> {
         let Some(row) = row else { return Ok(0) };
         let what = || format!("{} row", self.tables[2].name);
         let token: i64 = row
@@ -633,10 +683,19 @@ impl AuditStore for SqliteAuditStore {
 
     async fn prepare(&self) -> Result<(), StoreError> {
         let i = &self.inner;
+        connect::ensure_wal(&i.pool, i.busy_timeout)
+            .await
+            .map_err(|e| StoreError::Backend {
+                store: i.describe(),
+                operation: "open the database",
+                source: Box::new(e),
+            })?;
         let defs: Vec<&TableDef> = i.tables.iter().collect();
         schema::ensure(&i.pool, &defs, i.auto_create)
             .await
-            .map_err(|e| i.ensure_error(e))
+            .map_err(|e| i.ensure_error(e))?;
+        i.prepared.store(true, Ordering::Release);
+        Ok(())
     }
 
     async fn claim_fence(&self) -> Result<u64, StoreError> {
@@ -660,12 +719,18 @@ impl AuditStore for SqliteAuditStore {
 
     async fn fence(&self) -> Result<u64, StoreError> {
         let i = &self.inner;
+        if i.no_file_yet() {
+            return Ok(0);
+        }
         let mut conn = i
             .pool
             .acquire()
             .await
             .map_err(|e| i.backend("acquire a connection", e))?;
-        i.read_fence(&mut conn).await
+        match q(&i.sql.fence_get).fetch_optional(&mut *conn).await {
+            Err(e) if i.absent(&e) => Ok(0),
+            r => i.fence_of(r.map_err(|e| i.backend("read the fence", e))?),
+        }
     }
 
     async fn append(&self, entry: &AuditEntry) -> Result<(), StoreError> {
@@ -689,10 +754,13 @@ impl AuditStore for SqliteAuditStore {
 
     async fn snapshot(&self) -> Result<Vec<AuditEntry>, StoreError> {
         let i = &self.inner;
-        let rows = q(&i.sql.snapshot)
-            .fetch_all(&i.pool)
-            .await
-            .map_err(|e| i.backend("read the snapshot", e))?;
+        if i.no_file_yet() {
+            return Ok(Vec::new());
+        }
+        let rows = match q(&i.sql.snapshot).fetch_all(&i.pool).await {
+            Err(e) if i.absent(&e) => return Ok(Vec::new()),
+            r => r.map_err(|e| i.backend("read the snapshot", e))?,
+        };
         rows.iter()
             .map(|r| i.entry_from_row(i.history_table(), r))
             .collect()
@@ -700,6 +768,9 @@ impl AuditStore for SqliteAuditStore {
 
     async fn history(&self, filter: &HistoryFilter) -> Result<Vec<AuditEntry>, StoreError> {
         let i = &self.inner;
+        if i.no_file_yet() {
+            return Ok(Vec::new());
+        }
         let which =
             usize::from(filter.change_id.is_some()) + 2 * usize::from(filter.since.is_some());
         let mut query = q(&i.sql.history[which]);
@@ -709,10 +780,10 @@ impl AuditStore for SqliteAuditStore {
         if let Some(since) = filter.since {
             query = query.bind(fmt_ts(ceil_micros(since)));
         }
-        let rows = query
-            .fetch_all(&i.pool)
-            .await
-            .map_err(|e| i.backend("read the history", e))?;
+        let rows = match query.fetch_all(&i.pool).await {
+            Err(e) if i.absent(&e) => return Ok(Vec::new()),
+            r => r.map_err(|e| i.backend("read the history", e))?,
+        };
         rows.iter()
             .map(|r| i.entry_from_row(i.history_table(), r))
             .collect()

@@ -127,13 +127,16 @@ impl SqliteTarget {
             busy_timeout: TARGET_BUSY_ATTEMPT,
             ..PoolSettings::default()
         };
-        let pool = connect::open_pool(&loc, settings)
+        let failed = |e| TargetError::Backend {
+            target: format!("{id} ({})", connect::display_location(&loc)),
+            operation: "open the database",
+            source: Box::new(e),
+        };
+        let pool = connect::open_pool(&loc, settings).await.map_err(failed)?;
+        // A target is opened to be written: WAL now, as the store does on prepare.
+        connect::ensure_wal(&pool, connect::DEFAULT_BUSY_TIMEOUT)
             .await
-            .map_err(|e| TargetError::Backend {
-                target: format!("{id} ({})", connect::display_location(&loc)),
-                operation: "open the database",
-                source: Box::new(e),
-            })?;
+            .map_err(failed)?;
         Ok(Self::new(id, pool))
     }
 

@@ -55,6 +55,36 @@ impl Sqlite {
     fn other_file(&self, ns: &str) -> PathBuf {
         self.path().join(format!("{ns}-elsewhere.db"))
     }
+    /// The main file if it exists, and the tables of both files other than
+    /// the suite's `counters`, read through read-only connections.
+    async fn footprint(&self, ns: &str) -> Result<Vec<String>, BoxError> {
+        let mut found = Vec::new();
+        for (i, file) in [self.main_file(ns), self.other_file(ns)].iter().enumerate() {
+            if !file.exists() {
+                continue;
+            }
+            if i == 0 {
+                found.push(format!("file {}", file.display()));
+            }
+            let opts = sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(file)
+                .read_only(true);
+            let mut conn = sqlx::ConnectOptions::connect(&opts).await?;
+            let tables: Vec<String> = sqlx::query_scalar(
+                "SELECT name FROM sqlite_master WHERE name NOT LIKE 'counters%' \
+                 AND name NOT LIKE 'sqlite_%' ORDER BY name",
+            )
+            .fetch_all(&mut conn)
+            .await?;
+            found.extend(
+                tables
+                    .into_iter()
+                    .map(|t| format!("{}: {t}", file.display())),
+            );
+        }
+        Ok(found)
+    }
+
     fn remove(&self, ns: &str) -> Result<(), BoxError> {
         for base in [self.main_file(ns), self.other_file(ns)] {
             for suffix in ["", "-wal", "-shm"] {
@@ -159,6 +189,10 @@ impl PipelineUnderTest for Sqlite {
 
     async fn cleanup(&self, ns: &str) -> Result<(), BoxError> {
         self.remove(ns)
+    }
+
+    async fn footprint(&self, ns: &str) -> Result<Vec<String>, BoxError> {
+        Sqlite::footprint(self, ns).await
     }
 
     fn capabilities(&self) -> PipelineCapabilities {

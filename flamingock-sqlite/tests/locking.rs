@@ -24,6 +24,14 @@ async fn a_busy_file_reads_as_a_held_lock() {
         .expect("open");
     let lock = store.lock();
     assert!(lock.inspect().await.expect("inspect").is_none());
+    // The file and the lock table exist before another connection takes the
+    // file's write lock (looking at the lock creates neither).
+    store.prepare().await.expect("prepare");
+    let Ok(Acquire::Acquired(setup)) = lock.try_acquire("setup", Duration::from_secs(5)).await
+    else {
+        panic!("the lock is free")
+    };
+    lock.release("setup", setup.token).await.expect("release");
 
     let other = SqliteAuditStore::open(&path).await.expect("second handle");
     let mut writer = other.pool().acquire().await.expect("connection");

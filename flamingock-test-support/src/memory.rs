@@ -100,6 +100,24 @@ impl PipelineUnderTest for Memory {
         Ok(())
     }
 
+    async fn footprint(&self, name: &str) -> Result<Vec<String>, BoxError> {
+        let n = ns(name);
+        let mut found = Vec::new();
+        if n.store.is_prepared() {
+            found.push("audit store (prepared)".to_owned());
+        }
+        if n.store.history_len() > 0 {
+            found.push(format!("{} audit entries", n.store.history_len()));
+        }
+        if n.store.fence().await? > 0 {
+            found.push("a claimed fence".to_owned());
+        }
+        if n.store.lock().grants() > 0 {
+            found.push(format!("{} lock grants", n.store.lock().grants()));
+        }
+        Ok(found)
+    }
+
     fn capabilities(&self) -> PipelineCapabilities {
         PipelineCapabilities::default().repetitions(100)
     }

@@ -105,6 +105,13 @@ pub trait PipelineUnderTest: Send + Sync + 'static {
     async fn count(&self, target: &Self::Target, key: &str) -> Result<u64, BoxError>;
     /// Drops everything of `ns`.
     async fn cleanup(&self, ns: &str) -> Result<(), BoxError>;
+    /// What the backend's own handles have left in `ns`: the names of the
+    /// tables, collections, files, items or keys of the audit store, the lock
+    /// and the targets' markers that exist (not the suite's counters, which
+    /// `open` may create). Empty when nothing of them exists. Has no default:
+    /// every backend says where its traces would be, so
+    /// [`reading_creates_nothing`] can fail.
+    async fn footprint(&self, ns: &str) -> Result<Vec<String>, BoxError>;
     /// Suite parameters.
     fn capabilities(&self) -> PipelineCapabilities {
         PipelineCapabilities::default()
@@ -1292,6 +1299,61 @@ pub async fn plan_lists_strategies<H: PipelineUnderTest>(sut: &H) {
     .await;
 }
 
+/// Looking never writes: on a namespace where nothing ever ran, every
+/// read-only operation answers (no entries, everything pending, nobody holds
+/// the lock) and leaves no trace in the backend. The run that follows
+/// creates the store, which shows that the footprint can see it.
+pub async fn reading_creates_nothing<H: PipelineUnderTest>(sut: &H) {
+    in_world(sut, |w| {
+        Box::pin(async move {
+            let specs = [
+                spec("a", "0001", w.best_kind()),
+                spec("b", "0002", Kind::NonTx),
+            ];
+            let runner = w.runner(vec![w.stage("s", &specs)]);
+            assert!(runner.snapshot().await.expect("snapshot").is_empty());
+            assert!(runner
+                .history(&HistoryFilter::all())
+                .await
+                .expect("history")
+                .is_empty());
+            assert!(runner
+                .history(&HistoryFilter::all().change("a"))
+                .await
+                .expect("history of one change")
+                .is_empty());
+            assert!(runner.issues().await.expect("issues").is_empty());
+            let plan = runner.plan().await.expect("plan");
+            assert_eq!(plan.len(), 2);
+            assert!(
+                plan.iter().all(|p| p.action == PlanAction::Apply),
+                "everything is pending on an empty store: {plan:?}"
+            );
+            match runner.validate().await {
+                Err(Error::Pending { .. }) => {}
+                other => panic!("validate of a pipeline with pending changes: {other:?}"),
+            }
+            assert!(runner.lock_status().await.expect("lock status").is_none());
+            assert_eq!(w.env.store.fence().await.expect("fence"), 0);
+            assert!(w.env.lock.inspect().await.expect("inspect").is_none());
+            let left = w.sut.footprint(&w.ns).await.expect("footprint");
+            assert!(
+                left.is_empty(),
+                "read-only operations created or wrote: {left:?}"
+            );
+
+            runner.run().await.expect("run");
+            assert_eq!(w.count(w.best_kind(), "a").await, 1);
+            let after = w.sut.footprint(&w.ns).await.expect("footprint");
+            assert!(
+                !after.is_empty(),
+                "the footprint shows nothing after a run: it cannot see what reading would create"
+            );
+        })
+    })
+    .await;
+}
+
 /// Expands to one `#[tokio::test]` per pipeline check. Takes the path of an
 /// `async fn() -> Option<impl PipelineUnderTest>`.
 /// Expands to one `#[tokio::test]` per pipeline check. A backend to which
@@ -1324,6 +1386,7 @@ macro_rules! pipeline_tests {
             validate_only_applies_nothing,
             orphan_audit_entries,
             plan_lists_strategies,
+            reading_creates_nothing,
         ]);
     };
     ($sut:path, run: [$($check:ident),* $(,)?], ignored: [$($skip:ident = $why:literal),* $(,)?] $(,)?) => {

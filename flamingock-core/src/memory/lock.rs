@@ -61,6 +61,12 @@ impl InMemoryLock {
         }
     }
 
+    /// How many times the lock was granted (for tests checking that looking
+    /// at the lock never takes it).
+    pub fn grants(&self) -> u64 {
+        guard(&self.state).counter
+    }
+
     fn lost(&self, owner: &str, token: u64) -> LockError {
         LockError::Lost {
             lock: self.name.clone(),

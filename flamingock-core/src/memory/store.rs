@@ -16,6 +16,8 @@ pub(crate) struct StoreState {
     current: BTreeMap<String, AuditEntry>,
     fence: u64,
     last_ts: Option<DateTime<Utc>>,
+    /// `prepare` ran: the "tables" exist (reads before that find nothing).
+    prepared: bool,
 }
 
 impl StoreState {
@@ -131,6 +133,12 @@ impl InMemoryAuditStore {
     pub fn history_len(&self) -> usize {
         guard(&self.inner.state).history.len()
     }
+
+    /// Whether [`AuditStore::prepare`] ever ran on this store (for tests
+    /// checking that reading never prepares a store).
+    pub fn is_prepared(&self) -> bool {
+        guard(&self.inner.state).prepared
+    }
 }
 
 #[async_trait]
@@ -144,6 +152,7 @@ impl AuditStore for InMemoryAuditStore {
     }
 
     async fn prepare(&self) -> Result<(), StoreError> {
+        guard(&self.inner.state).prepared = true;
         Ok(())
     }
 

@@ -106,6 +106,15 @@ impl Dynamo {
     /// Deletes every table whose name starts with `<ns>_`.
     pub async fn drop_namespace(&self, ns: &str) -> Result<(), BoxError> {
         let client = self.client();
+        for n in self.tables_of(ns).await? {
+            client.delete_table().table_name(&n).send().await?;
+        }
+        Ok(())
+    }
+
+    /// The tables of namespace `ns` (named `<ns>_...`).
+    pub async fn tables_of(&self, ns: &str) -> Result<Vec<String>, BoxError> {
+        let client = self.client();
         let prefix = format!("{ns}_");
         let mut start: Option<String> = None;
         let mut names = Vec::new();
@@ -126,10 +135,7 @@ impl Dynamo {
                 None => break,
             }
         }
-        for n in names {
-            client.delete_table().table_name(&n).send().await?;
-        }
-        Ok(())
+        Ok(names)
     }
 
     /// A counter value.
@@ -236,6 +242,13 @@ impl PipelineUnderTest for Dynamo {
 
     async fn cleanup(&self, ns: &str) -> Result<(), BoxError> {
         self.drop_namespace(ns).await
+    }
+
+    async fn footprint(&self, ns: &str) -> Result<Vec<String>, BoxError> {
+        let mut found = self.tables_of(ns).await?;
+        // The suite's counter tables are made by `open`.
+        found.retain(|t| !t.ends_with("_data"));
+        Ok(found)
     }
 
     fn capabilities(&self) -> PipelineCapabilities {

@@ -41,3 +41,18 @@ pub async fn drop_schemas(admin: &PgPool, schemas: &[&str]) -> Result<(), sqlx::
     }
     Ok(())
 }
+
+/// The tables (and sequences, views...) in `schemas` other than the suites'
+/// own `counters`, as `schema.name`: what the backend created there.
+pub async fn footprint(admin: &PgPool, schemas: &[&str]) -> Result<Vec<String>, sqlx::Error> {
+    let names: Vec<String> = schemas.iter().map(|s| (*s).to_owned()).collect();
+    sqlx::query_scalar(
+        "SELECT n.nspname || '.' || c.relname FROM pg_class c
+           JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE n.nspname = ANY($1) AND c.relname NOT LIKE 'counters%'
+          ORDER BY 1",
+    )
+    .bind(&names)
+    .fetch_all(admin)
+    .await
+}

@@ -67,6 +67,20 @@ impl Redis {
             .map(drop)
     }
 
+    /// The keys of `ns` that exist (the lock and its token counter).
+    pub async fn keys_of(&self, ns: &str) -> Result<Vec<String>, BoxError> {
+        let client = redis::Client::open(self.url.as_str())?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        let mut found = Vec::new();
+        for k in [self.key(ns, "lock"), self.key(ns, "token")] {
+            let n: i64 = redis::cmd("EXISTS").arg(&k).query_async(&mut conn).await?;
+            if n > 0 {
+                found.push(k);
+            }
+        }
+        Ok(found)
+    }
+
     /// Deletes the lock key of `ns` only, as an expiry (or a failover that
     /// lost it) would; the counter stays.
     pub async fn expire_lease(&self, ns: &str) -> Result<(), BoxError> {
