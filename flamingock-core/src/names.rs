@@ -45,7 +45,13 @@ pub fn plain_identifier(
     };
     let fail = |reason: String| InvalidName {
         kind,
-        name: name.escape_debug().to_string(),
+        name: name
+            .chars()
+            .map(|c| match c.is_control() {
+                true => c.escape_default().to_string(),
+                false => c.to_string(),
+            })
+            .collect(),
         reason,
     };
     let Some(first) = name.chars().next() else {
