@@ -13,6 +13,8 @@
 #   FLAMINGOCK_TEST_MONGODB_URL   SecantusDB (secantusd-py, in-memory) on a free loopback port
 #   FLAMINGOCK_TEST_DYNAMODB_URL  moto's server (DynamoDB API) on a free loopback port, run through
 #                                 scripts/moto_server_serial.py, which makes its requests atomic
+# It also installs PgBouncer (Debian's package) when missing: the PostgreSQL suites start private
+# poolers of their own on free ports, in transaction and in session mode.
 # SecantusDB and moto come from a private virtualenv under the build cache, installed from the
 # pinned scripts/requirements-test-servers.txt and reused while those pins are unchanged.
 # Everything this script starts is stopped again when it exits. Server logs are kept in
@@ -349,9 +351,31 @@ provide_dynamodb() {
 
 # ---------------------------------------------------------------------------------------------
 
+# PgBouncer, for the PostgreSQL suites that run through a private pooler of their own
+# (flamingock_test_support::pgbouncer starts it): installed from Debian's packages when missing.
+provide_pgbouncer() {
+    if command -v pgbouncer >/dev/null 2>&1 || [[ -x /usr/sbin/pgbouncer ]]; then
+        say "pgbouncer: found ($( (command -v pgbouncer || echo /usr/sbin/pgbouncer) | head -1))"
+        return 0
+    fi
+    command -v apt-get >/dev/null 2>&1 ||
+        die "pgbouncer is missing and apt-get is not available: install PgBouncer (1.18 or later)"
+    say "pgbouncer: installing Debian's package"
+    local sudo=""
+    if ((EUID != 0)); then sudo="sudo"; fi
+    if ! DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q pgbouncer >"$LOG_DIR/apt-pgbouncer.$RUN_ID.log" 2>&1; then
+        $sudo apt-get update -q >>"$LOG_DIR/apt-pgbouncer.$RUN_ID.log" 2>&1 || true
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q pgbouncer >>"$LOG_DIR/apt-pgbouncer.$RUN_ID.log" 2>&1 ||
+            die "could not install pgbouncer (log: $LOG_DIR/apt-pgbouncer.$RUN_ID.log)"
+    fi
+    # The package's own service is not needed: the tests start private ones.
+    $sudo service pgbouncer stop >/dev/null 2>&1 || true
+}
+
 main() {
     provide_postgres
     provide_redis
+    provide_pgbouncer
     if [[ -z ${FLAMINGOCK_TEST_MONGODB_URL:-} || -z ${FLAMINGOCK_TEST_DYNAMODB_URL:-} ||
         -z ${FLAMINGOCK_TEST_SECANTUSD:-} ]]; then
         ensure_venv

@@ -156,6 +156,11 @@ pub async fn run_standalone(args: Standalone, redactor: Redactor) -> Exit {
             "SQL file changes (--changes) run on a SQL store: sqlite: or postgres://".into(),
         );
     }
+    if let Some(c) = &changes {
+        if let Err(e) = store.check_session_state(c, args.statement_timeout.is_some()) {
+            return fail(Exit::Usage, "usage", e);
+        }
+    }
     let changes = match (changes, args.statement_timeout) {
         (Some(c), Some(limit)) if store.has_statement_timeout() => Some(c.statement_timeout(limit)),
         (Some(_), Some(_)) => {

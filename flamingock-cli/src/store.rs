@@ -42,6 +42,9 @@ pub enum StoreUrl {
         /// `?connect_timeout=` in seconds, as libpq reads it (at least 2);
         /// `None` = 15 seconds.
         connect_timeout: Option<std::time::Duration>,
+        /// `?pooler=transaction`: a pooler in transaction mode (PgBouncer's
+        /// `pool_mode = transaction`) sits in front of the server.
+        pooler: bool,
     },
     /// `mongodb://` / `mongodb+srv://`.
     Mongodb {
@@ -74,12 +77,14 @@ impl fmt::Debug for StoreUrl {
                 schema,
                 prefix,
                 connect_timeout,
+                pooler,
             } => f
                 .debug_struct("Postgres")
                 .field("url", &redact_url(url))
                 .field("schema", schema)
                 .field("prefix", prefix)
                 .field("connect_timeout", connect_timeout)
+                .field("pooler", pooler)
                 .finish(),
             StoreUrl::Mongodb {
                 uri,
@@ -261,11 +266,21 @@ impl StoreUrl {
                 let mut schema = None;
                 let mut prefix = None;
                 let mut connect_timeout = None;
+                let mut pooler = false;
                 let mut keep = Vec::new();
                 for (k, v) in query_pairs(query).map_err(invalid)? {
                     match k.as_str() {
                         "schema" => schema = Some(v),
                         "prefix" => prefix = Some(v),
+                        "pooler" => {
+                            pooler = match v.as_str() {
+                                "transaction" => true,
+                                "session" | "none" => false,
+                                other => return Err(invalid(format!(
+                                    "pooler={other}: expected transaction (PgBouncer's pool_mode = transaction), session or none"
+                                ))),
+                            }
+                        }
                         // sqlx ignores it; libpq reads whole seconds, at least 2.
                         "connect_timeout" => {
                             let secs: u64 = v.trim().parse().map_err(|_| {
@@ -281,12 +296,17 @@ impl StoreUrl {
                         _ => keep.push(k),
                     }
                 }
-                // Hand the driver its own options exactly as written.
-                let rest: Vec<&str> = query
+                // Hand the driver its own options exactly as written (the
+                // libpq-style spelling statement_cache_capacity as sqlx's).
+                let rest: Vec<String> = query
                     .split('&')
                     .filter(|p| {
                         let k = p.split_once('=').map_or(*p, |(k, _)| k);
                         !p.is_empty() && keep.iter().any(|x| x == k)
+                    })
+                    .map(|p| match p.strip_prefix("statement_cache_capacity=") {
+                        Some(v) => format!("statement-cache-capacity={v}"),
+                        None => p.to_owned(),
                     })
                     .collect();
                 let url = if rest.is_empty() {
@@ -301,6 +321,7 @@ impl StoreUrl {
                     schema,
                     prefix,
                     connect_timeout,
+                    pooler,
                 })
             }
             "mongodb" | "mongodb+srv" if cfg!(feature = "mongodb") => {
@@ -473,10 +494,11 @@ impl OpenedStore {
                 schema,
                 prefix,
                 connect_timeout,
+                pooler,
             } => {
                 let schema = opts.schema.clone().or_else(|| schema.clone());
                 let timeout = connect_timeout.unwrap_or(CONNECT_TIMEOUT);
-                open_postgres(url, schema.as_deref(), prefix.as_deref(), timeout)
+                open_postgres(url, schema.as_deref(), prefix.as_deref(), timeout, *pooler)
                     .await
                     .map(OpenedStore::Postgres)
             }
@@ -551,6 +573,48 @@ impl OpenedStore {
         }
     }
 
+    /// Behind a transaction pooler no session setting survives a
+    /// transaction, so a `transactional=false` file can get neither the
+    /// schema's `search_path` nor a statement timeout: such files are
+    /// refused (listed, with what to do) before anything runs.
+    pub fn check_session_state(
+        &self,
+        changes: &SqlChanges,
+        statement_timeout: bool,
+    ) -> Result<(), String> {
+        let _ = (changes, statement_timeout);
+        #[cfg(feature = "postgres")]
+        if let OpenedStore::Postgres(s) = self {
+            if !s.is_behind_transaction_pooler() {
+                return Ok(());
+            }
+            let schema = s.schema() != flamingock_postgres::DEFAULT_SCHEMA;
+            let files: Vec<&str> = changes
+                .files()
+                .into_iter()
+                .filter(|f| f.transactional() == Some(false))
+                .map(|f| f.file_name())
+                .collect();
+            if files.is_empty() || !(schema || statement_timeout) {
+                return Ok(());
+            }
+            let needs = match (schema, statement_timeout) {
+                (true, true) => "the schema's search_path and the statement timeout",
+                (true, false) => "the schema's search_path",
+                _ => "the statement timeout",
+            };
+            return Err(format!(
+                "behind a transaction pooler (pooler=transaction) a transactional=false file \
+                 runs outside any transaction, where {needs} cannot be set (a session setting \
+                 would stay on a server connection other clients share): {}. Qualify the \
+                 names in these files and drop --statement-timeout (set statement_timeout for \
+                 the role instead), or run them through a direct or session-pooled connection",
+                files.join(", ")
+            ));
+        }
+        Ok(())
+    }
+
     /// Whether SQL file changes can run on this store's database.
     pub fn runs_sql(&self) -> bool {
         match self {
@@ -582,7 +646,15 @@ impl OpenedStore {
             }
             #[cfg(feature = "postgres")]
             OpenedStore::Postgres(s) => {
-                let b = b.audit_store(s.clone()).target(s.target(TARGET_ID));
+                let mut target = s.target(TARGET_ID);
+                if s.is_behind_transaction_pooler()
+                    && s.schema() != flamingock_postgres::DEFAULT_SCHEMA
+                {
+                    // No connection option survives a transaction pooler:
+                    // each change's transaction sets the path itself.
+                    target = target.search_path(search_path(s.schema()));
+                }
+                let b = b.audit_store(s.clone()).target(target);
                 match changes {
                     Some(c) => b.stage(
                         c.stage::<flamingock_postgres::PostgresTarget>(DEFAULT_STAGE, TARGET_ID),
@@ -609,12 +681,19 @@ impl OpenedStore {
 #[cfg(feature = "postgres")]
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
+/// The `search_path` of SQL file changes on schema `schema`.
+#[cfg(feature = "postgres")]
+fn search_path(schema: &str) -> String {
+    format!("{}, public", flamingock_postgres::quote_ident(schema))
+}
+
 #[cfg(feature = "postgres")]
 async fn open_postgres(
     url: &str,
     schema: Option<&str>,
     prefix: Option<&str>,
     connect_timeout: std::time::Duration,
+    pooler: bool,
 ) -> Result<flamingock_postgres::PostgresAuditStore, StoreError> {
     use std::str::FromStr;
 
@@ -630,11 +709,12 @@ async fn open_postgres(
     let mut options = PgConnectOptions::from_str(url)
         .map_err(|e| backend("parse the URL", e))?
         // A slow migration statement is no warning (seen with -v).
-        .log_slow_statements(log::LevelFilter::Info, std::time::Duration::from_secs(1));
-    if let Some(s) = schema {
-        // Unqualified names in SQL files land in the store's schema.
-        let path = format!("{}, public", flamingock_postgres::quote_ident(s));
-        options = options.options([("search_path", path.as_str())]);
+        .log_slow_statements(log::LevelFilter::Info, std::time::Duration::from_secs(1))
+        // sqlx sends it by default and PgBouncer refuses it; floats are read in binary.
+        .extra_float_digits(None);
+    if pooler {
+        // Named statements do not survive a transaction pooler.
+        options = options.statement_cache_capacity(0);
     }
     // One direct connection first: a refused connection or bad credentials
     // fail at once (a pool would retry until its acquire timeout), and a
@@ -656,11 +736,25 @@ async fn open_postgres(
             })
         }
     }
-    let pool = PgPoolOptions::new()
+    let mut pool = PgPoolOptions::new()
         .max_connections(4)
-        .acquire_timeout(connect_timeout)
-        .connect_lazy_with(options);
-    let mut b = flamingock_postgres::PostgresAuditStore::builder(pool);
+        .acquire_timeout(connect_timeout);
+    if let (Some(s), false) = (schema, pooler) {
+        // Unqualified names in SQL files land in the store's schema: a
+        // session setting of each connection (a `search_path` startup option
+        // would be refused by PgBouncer). Behind a transaction pooler each
+        // change's transaction sets it instead (see `OpenedStore::builder`).
+        let set: std::sync::Arc<str> = format!("SET search_path = {}", search_path(s)).into();
+        pool = pool.after_connect(move |conn, _| {
+            let set = set.clone();
+            Box::pin(async move {
+                use sqlx::Executor;
+                conn.execute(sqlx::AssertSqlSafe(&*set)).await.map(drop)
+            })
+        });
+    }
+    let pool = pool.connect_lazy_with(options);
+    let mut b = flamingock_postgres::PostgresAuditStore::builder(pool).transaction_pooler(pooler);
     if let Some(s) = schema {
         b = b.schema(s);
     }
@@ -761,6 +855,7 @@ mod tests {
                 schema: Some("ops_x".into()),
                 prefix: Some("fk".into()),
                 connect_timeout: None,
+                pooler: false,
             }
         );
         // Names that are not plain identifiers never reach the server.

@@ -222,6 +222,105 @@ async fn reading_commands_create_nothing_and_odd_names_are_refused() {
     env.cleanup().await;
 }
 
+/// Through a real PgBouncer: in transaction mode with `pooler=transaction`
+/// four processes apply 20 files into a schema, each exactly once; without
+/// it the error says what to declare; a `transactional=false` file that
+/// would need the schema's `search_path` is refused before anything runs;
+/// in session mode nothing needs declaring.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_pgbouncer_in_transaction_and_session_mode() {
+    use flamingock_test_support::pgbouncer::{PgBouncer, PoolMode};
+    let files: Vec<(String, String)> = (1..=20)
+        .map(|i| {
+            (
+                format!("{i:04}__t{i}.sql"),
+                format!("CREATE TABLE t{i} (x int);\nINSERT INTO t{i} VALUES ({i});\n"),
+            )
+        })
+        .collect();
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(n, c)| (n.as_str(), c.as_str()))
+        .collect();
+    let Some(env) = Env::new(&refs) else { return };
+    let bouncer = PgBouncer::start(&env.base, PoolMode::Transaction).expect("pgbouncer");
+    let dir = env.dir.display().to_string();
+    let with_schema = |base: String| {
+        let sep = if base.contains('?') { '&' } else { '?' };
+        format!("{base}{sep}schema={}", env.schema)
+    };
+    let url = |extra: &str| format!("{}{extra}", with_schema(bouncer.url()));
+
+    let undeclared = flamingock(&["--store", &url(""), "--changes", &dir, "apply"]);
+    if undeclared.code != 0 {
+        assert!(
+            undeclared.stderr.contains("pooler=transaction"),
+            "{}",
+            undeclared.all()
+        );
+    }
+    let declared = url("&pooler=transaction");
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            let store = declared.clone();
+            let dir = dir.clone();
+            std::thread::spawn(move || flamingock(&["--store", &store, "--changes", &dir, "apply"]))
+        })
+        .collect();
+    for c in children {
+        c.join().expect("process").expect_code(0);
+    }
+    let list = flamingock(&[
+        "--store",
+        &declared,
+        "--changes",
+        &dir,
+        "audit",
+        "list",
+        "--json",
+    ])
+    .json();
+    for i in 1..=20 {
+        assert_eq!(
+            state_of(&list, &format!("t{i}")).as_deref(),
+            Some("APPLIED"),
+            "t{i}"
+        );
+        // The unqualified names landed in the schema, once each.
+        let n = env
+            .count(format!("SELECT count(*) FROM \"{}\".t{i}", env.schema))
+            .await
+            .expect("count");
+        assert_eq!(n, 1, "t{i}");
+    }
+
+    env.write(
+        "0021__concurrently.sql",
+        "-- flamingock: transactional=false\nCREATE INDEX CONCURRENTLY t1_x ON t1 (x);\n",
+    );
+    let refused = flamingock(&["--store", &declared, "--changes", &dir, "apply"]);
+    refused.expect_code(2);
+    assert!(
+        refused.stderr.contains("0021__concurrently.sql") && refused.stderr.contains("search_path"),
+        "{}",
+        refused.all()
+    );
+
+    let session = PgBouncer::start(&env.base, PoolMode::Session).expect("pgbouncer");
+    let via_session = with_schema(session.url());
+    flamingock(&["--store", &via_session, "--changes", &dir, "apply"]).expect_code(0);
+    assert!(
+        env.count(format!(
+            "SELECT count(*) FROM pg_indexes WHERE schemaname = '{}' AND indexname = 't1_x'",
+            env.schema
+        ))
+        .await
+        .expect("count")
+            == 1
+    );
+    env.cleanup().await;
+}
+
 #[tokio::test]
 async fn a_failing_file_blocks_with_guidance_and_fix_unblocks() {
     let Some(env) = Env::new(&[

@@ -61,11 +61,32 @@
 //!
 //! ## Connection poolers and pools
 //!
-//! Nothing here uses session state (no session advisory locks, no `SET`,
-//! no `LISTEN`), so the store, the lock and the targets work behind PgBouncer
-//! in transaction pooling mode. sqlx caches prepared statements per
-//! connection; with PgBouncer older than 1.21 (or `max_prepared_statements = 0`)
-//! set `statement_cache_capacity(0)` on the connect options.
+//! Nothing here relies on session state: no session advisory locks, no
+//! `SET` outside a transaction (settings are `SET LOCAL`), no temporary
+//! tables, no `LISTEN`. Behind PgBouncer in **session** mode nothing needs
+//! declaring; only sqlx's `extra_float_digits` startup option, which a stock
+//! PgBouncer refuses, must be left out of your connect options
+//! (`.extra_float_digits(None)`; [`PostgresAuditStore::connect`] does it).
+//!
+//! In **transaction** mode (`pool_mode = transaction`, the front of most
+//! hosted PostgreSQL) each transaction may get another server connection, so
+//! a statement prepared outside one may be executed on another connection,
+//! or collide with another client's of the same name (`prepared statement
+//! "sqlx_s_1" already exists`). Declare it with
+//! [`transaction_pooler(true)`](PostgresAuditStoreBuilder::transaction_pooler)
+//! on the store (its lock and [`PostgresAuditStore::target`]s follow), on a
+//! standalone [`PostgresLockBuilder`] and on separate [`PostgresTarget`]s, or
+//! with `?pooler=transaction` in the URL given to
+//! [`PostgresAuditStore::connect`]. Then statements are unnamed, every store
+//! and lock operation runs inside a transaction of its own (two more round
+//! trips each), and each change's transaction starts with `DEALLOCATE ALL`
+//! so the named statements other clients left on the server connection
+//! cannot collide with the change's own; give your pool
+//! `statement_cache_capacity(0)`, since a cached statement would be looked up
+//! on whatever connection the next transaction gets. An undeclared pooler is
+//! named in the error with what to declare. Both modes are tested with the
+//! audit, lock and pipeline suites (16 concurrent runners) through PgBouncer
+//! 1.18 (`tests/pgbouncer.rs`).
 //!
 //! sqlx pools ping each idle connection before handing it out
 //! (`test_before_acquire`, on by default): one extra round trip per use.
@@ -79,6 +100,7 @@
 mod db_error;
 mod lock;
 mod names;
+mod pooler;
 mod schema;
 mod script;
 mod space;

@@ -92,9 +92,16 @@ pub struct PostgresLockBuilder {
     schema: String,
     prefix: String,
     auto_create: bool,
+    pooler: bool,
 }
 
 impl PostgresLockBuilder {
+    /// The pool reaches PostgreSQL through a pooler in transaction mode
+    /// (see [`PostgresAuditStoreBuilder::transaction_pooler`](crate::PostgresAuditStoreBuilder::transaction_pooler)).
+    pub fn transaction_pooler(mut self, yes: bool) -> Self {
+        self.pooler = yes;
+        self
+    }
     /// Schema of the lock table (default `public`).
     pub fn schema(mut self, schema: impl Into<String>) -> Self {
         self.schema = schema.into();
@@ -121,6 +128,7 @@ impl PostgresLockBuilder {
             self.pool,
             names,
             self.auto_create,
+            self.pooler,
             vec![Table::Lock],
         ))))
     }
@@ -138,6 +146,7 @@ impl PostgresLock {
             schema: DEFAULT_SCHEMA.to_owned(),
             prefix: DEFAULT_PREFIX.to_owned(),
             auto_create: true,
+            pooler: false,
         }
     }
 
@@ -153,7 +162,7 @@ impl PostgresLock {
         LockError::Backend {
             lock: self.describe.clone(),
             operation,
-            source: Box::new(source),
+            source: crate::db_error::with_hint(source),
         }
     }
 
@@ -177,7 +186,7 @@ impl PostgresLock {
             SchemaError::Db { operation, source } => LockError::Backend {
                 lock: self.describe.clone(),
                 operation,
-                source: Box::new(source),
+                source: crate::db_error::with_hint(source),
             },
             SchemaError::Missing { detail, .. } => LockError::Malformed {
                 lock: self.describe.clone(),
@@ -208,10 +217,15 @@ impl PostgresLock {
     }
 
     async fn holder(&self) -> Result<Option<LockInfo>, LockError> {
-        let row = match idempotent("inspect lock", || {
-            sqlx::query(self.sql.holder.clone())
+        let row = match idempotent("inspect lock", || async {
+            let mut c = self.space.conn().await?;
+            let row = sqlx::query(self.sql.holder.clone())
+                .persistent(self.space.persistent())
                 .bind(LOCK_NAME)
-                .fetch_optional(&self.space.pool)
+                .fetch_optional(&mut *c)
+                .await?;
+            c.finish().await?;
+            Ok(row)
         })
         .await
         {
@@ -236,12 +250,17 @@ impl LockProvider for PostgresLock {
         for _ in 0..5 {
             // Retrying after a lost connection is safe: a grant that did
             // happen is ours, and acquiring our own lock again just bumps the token.
-            let row = idempotent("acquire lock", || {
-                sqlx::query(self.sql.acquire.clone())
+            let row = idempotent("acquire lock", || async {
+                let mut c = self.space.conn().await?;
+                let row = sqlx::query(self.sql.acquire.clone())
+                    .persistent(self.space.persistent())
                     .bind(LOCK_NAME)
                     .bind(owner)
                     .bind(secs(lease))
-                    .fetch_optional(&self.space.pool)
+                    .fetch_optional(&mut *c)
+                    .await?;
+                c.finish().await?;
+                Ok(row)
             })
             .await
             .map_err(|e| self.backend("acquire", e))?;
@@ -273,13 +292,18 @@ impl LockProvider for PostgresLock {
         let Ok(t) = i64::try_from(token) else {
             return Err(self.lost(owner, token));
         };
-        let row: Option<DateTime<Utc>> = idempotent("extend lock", || {
-            sqlx::query_scalar(self.sql.extend.clone())
+        let row: Option<DateTime<Utc>> = idempotent("extend lock", || async {
+            let mut c = self.space.conn().await?;
+            let row = sqlx::query_scalar(self.sql.extend.clone())
+                .persistent(self.space.persistent())
                 .bind(LOCK_NAME)
                 .bind(owner)
                 .bind(t)
                 .bind(secs(lease))
-                .fetch_optional(&self.space.pool)
+                .fetch_optional(&mut *c)
+                .await?;
+            c.finish().await?;
+            Ok(row)
         })
         .await
         .map_err(|e| self.backend("extend", e))?;
@@ -294,13 +318,20 @@ impl LockProvider for PostgresLock {
         let Ok(t) = i64::try_from(token) else {
             return Err(self.lost(owner, token));
         };
-        let done = sqlx::query(self.sql.release.clone())
-            .bind(LOCK_NAME)
-            .bind(owner)
-            .bind(t)
-            .execute(&self.space.pool)
-            .await
-            .map_err(|e| self.backend("release", e))?;
+        let done = async {
+            let mut c = self.space.conn().await?;
+            let done = sqlx::query(self.sql.release.clone())
+                .persistent(self.space.persistent())
+                .bind(LOCK_NAME)
+                .bind(owner)
+                .bind(t)
+                .execute(&mut *c)
+                .await?;
+            c.finish().await?;
+            Ok::<_, sqlx::Error>(done)
+        }
+        .await
+        .map_err(|e| self.backend("release", e))?;
         if done.rows_affected() == 1 {
             Ok(())
         } else {
@@ -313,10 +344,17 @@ impl LockProvider for PostgresLock {
     }
 
     async fn force_release(&self) -> Result<Option<LockInfo>, LockError> {
-        let row = match sqlx::query(self.sql.force_release.clone())
-            .bind(LOCK_NAME)
-            .fetch_optional(&self.space.pool)
-            .await
+        let row = match async {
+            let mut c = self.space.conn().await?;
+            let row = sqlx::query(self.sql.force_release.clone())
+                .persistent(self.space.persistent())
+                .bind(LOCK_NAME)
+                .fetch_optional(&mut *c)
+                .await?;
+            c.finish().await?;
+            Ok::<_, sqlx::Error>(row)
+        }
+        .await
         {
             Err(e) if self.space.absent(&e) => None,
             r => r.map_err(|e| self.backend("force release", e))?,

@@ -137,6 +137,7 @@ pub(crate) struct Found {
 /// Reads the database name and what exists of `tables`, in one round trip.
 pub(crate) async fn inspect(
     pool: &PgPool,
+    pooler: bool,
     names: &Names,
     tables: &[Table],
 ) -> Result<(String, Found), sqlx::Error> {
@@ -154,10 +155,12 @@ pub(crate) async fn inspect(
            JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
           WHERE n.nspname = $1 AND c.relname = ANY($2) AND c.relkind IN ('r', 'p')",
     )
+    .persistent(!pooler)
     .bind(&names.schema)
-    .bind(&bare)
-    .fetch_all(pool)
-    .await?;
+    .bind(&bare);
+    let mut conn = crate::space::conn(pool, pooler).await?;
+    let rows = rows.fetch_all(&mut *conn).await?;
+    conn.finish().await?;
     let mut found = Found {
         schema_exists: false,
         columns: Vec::with_capacity(rows.len()),
@@ -218,6 +221,7 @@ fn diagnose(names: &Names, tables: &[Table], found: &Found) -> Result<Vec<Table>
 /// none when `known` (an earlier inspection) says so.
 pub(crate) async fn ensure(
     pool: &PgPool,
+    pooler: bool,
     names: &Names,
     tables: &[Table],
     auto_create: bool,
@@ -227,7 +231,7 @@ pub(crate) async fn ensure(
     let found = match known {
         Some(f) => f,
         None => {
-            inspect(pool, names, tables)
+            inspect(pool, pooler, names, tables)
                 .await
                 .map_err(db("read the catalog"))?
                 .1
@@ -266,7 +270,7 @@ pub(crate) async fn ensure(
         .map_err(db("create tables"))?;
     tracing::info!(schema = %names.schema, prefix = %names.prefix, tables = ?missing, "created flamingock tables");
     // Another runner may have created a table of another shape meanwhile.
-    let (_, found) = inspect(pool, names, tables)
+    let (_, found) = inspect(pool, pooler, names, tables)
         .await
         .map_err(db("read the catalog"))?;
     match diagnose(names, tables, &found)?.first() {

@@ -1,14 +1,66 @@
 //! What the store, its lock and its shared-transaction targets have in common:
-//! the pool, the schema + prefix, and "the tables are ready".
+//! the pool, the schema + prefix, "the tables are ready", and how a
+//! statement reaches the server (directly, or through a transaction pooler).
 
 use std::future::Future;
+use std::ops::{Deref, DerefMut};
 
-use sqlx::PgPool;
+use sqlx::pool::PoolConnection;
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use tokio::sync::OnceCell;
 use tracing::warn;
 
 use crate::names::{Names, Table};
 use crate::schema::{self, Found, SchemaError};
+
+/// A connection for one operation of this crate (see [`Space::conn`]).
+pub(crate) enum Conn {
+    /// A pooled connection straight to the server.
+    Direct(PoolConnection<Postgres>),
+    /// Behind a transaction pooler: the operation runs inside its own
+    /// transaction, the only span for which the pooler keeps one server
+    /// connection, so a statement's parse and execution reach the same server.
+    Tx(Transaction<'static, Postgres>),
+}
+
+impl Conn {
+    /// Ends the operation: commits its transaction behind a pooler.
+    pub(crate) async fn finish(self) -> Result<(), sqlx::Error> {
+        match self {
+            Conn::Direct(_) => Ok(()),
+            Conn::Tx(tx) => tx.commit().await,
+        }
+    }
+}
+
+impl Deref for Conn {
+    type Target = PgConnection;
+    fn deref(&self) -> &PgConnection {
+        match self {
+            Conn::Direct(c) => c,
+            Conn::Tx(t) => t,
+        }
+    }
+}
+
+impl DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        match self {
+            Conn::Direct(c) => c,
+            Conn::Tx(t) => t,
+        }
+    }
+}
+
+/// Opens a connection for one operation on `pool`: behind a transaction
+/// pooler, inside a transaction of its own (see [`Conn::Tx`]).
+pub(crate) async fn conn(pool: &PgPool, pooler: bool) -> Result<Conn, sqlx::Error> {
+    Ok(if pooler {
+        Conn::Tx(pool.begin().await?)
+    } else {
+        Conn::Direct(pool.acquire().await?)
+    })
+}
 
 /// One schema + prefix on one database.
 #[derive(Debug)]
@@ -16,6 +68,11 @@ pub(crate) struct Space {
     pub(crate) pool: PgPool,
     pub(crate) names: Names,
     pub(crate) auto_create: bool,
+    /// The pool reaches the server through a transaction pooler (PgBouncer
+    /// in `pool_mode = transaction`): no statement may rely on the server
+    /// connection outliving a transaction, so statements are unnamed and
+    /// every operation runs inside a transaction.
+    pub(crate) pooler: bool,
     /// The tables [`Space::ready`] makes sure of.
     pub(crate) tables: Vec<Table>,
     ready: OnceCell<()>,
@@ -25,15 +82,33 @@ pub(crate) struct Space {
 }
 
 impl Space {
-    pub(crate) fn new(pool: PgPool, names: Names, auto_create: bool, tables: Vec<Table>) -> Self {
+    pub(crate) fn new(
+        pool: PgPool,
+        names: Names,
+        auto_create: bool,
+        pooler: bool,
+        tables: Vec<Table>,
+    ) -> Self {
         Space {
             pool,
             names,
             auto_create,
+            pooler,
             tables,
             ready: OnceCell::new(),
             known: std::sync::Mutex::new(None),
         }
+    }
+
+    /// A connection for one operation (see [`conn`]).
+    pub(crate) async fn conn(&self) -> Result<Conn, sqlx::Error> {
+        conn(&self.pool, self.pooler).await
+    }
+
+    /// Whether statements may be kept prepared on the server connection
+    /// (named and cached by sqlx): not behind a transaction pooler.
+    pub(crate) fn persistent(&self) -> bool {
+        !self.pooler
     }
 
     /// Remembers an inspection made while building the handle.
@@ -57,6 +132,7 @@ impl Space {
                 let known = self.known.lock().unwrap_or_else(|p| p.into_inner()).take();
                 schema::ensure(
                     &self.pool,
+                    self.pooler,
                     &self.names,
                     &self.tables,
                     self.auto_create,

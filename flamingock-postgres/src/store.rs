@@ -148,9 +148,24 @@ pub struct PostgresAuditStoreBuilder {
     schema: String,
     prefix: String,
     auto_create: bool,
+    pooler: bool,
 }
 
 impl PostgresAuditStoreBuilder {
+    /// Declares that the pool reaches PostgreSQL through a pooler in
+    /// transaction mode (PgBouncer's `pool_mode = transaction`, the front of
+    /// most hosted PostgreSQL), which hands each transaction whatever server
+    /// connection is free (default `false`). Then no statement relies on the
+    /// server connection outliving a transaction: statements are not kept
+    /// prepared (unnamed), and every operation of the store, its lock and its
+    /// targets runs inside a transaction of its own (two more round trips
+    /// each). Build the pool with `statement_cache_capacity(0)` for your own
+    /// statements too. A session-mode pooler needs nothing.
+    pub fn transaction_pooler(mut self, yes: bool) -> Self {
+        self.pooler = yes;
+        self
+    }
+
     /// The schema of the tables (default `public`); created when missing and `auto_create` is on.
     pub fn schema(mut self, schema: impl Into<String>) -> Self {
         self.schema = schema.into();
@@ -183,13 +198,13 @@ impl PostgresAuditStoreBuilder {
         // The database name and the state of our tables in one round trip;
         // `prepare` then needs no query when the tables are in place.
         let (database, known) = idempotent("read the catalog", || {
-            schema::inspect(&self.pool, &names, &STORE_TABLES)
+            schema::inspect(&self.pool, self.pooler, &names, &STORE_TABLES)
         })
         .await
         .map_err(|source| StoreError::Backend {
             store: what,
             operation: "connect",
-            source: Box::new(source),
+            source: crate::db_error::with_hint(source),
         })?;
         let id = format!("postgres:{database}/{}/{}", self.schema, self.prefix);
         let describe = format!(
@@ -200,8 +215,14 @@ impl PostgresAuditStoreBuilder {
             inner: Arc::new(StoreInner {
                 sql: Statements::new(&names),
                 space: Arc::new(
-                    Space::new(self.pool, names, self.auto_create, STORE_TABLES.to_vec())
-                        .with_known(known),
+                    Space::new(
+                        self.pool,
+                        names,
+                        self.auto_create,
+                        self.pooler,
+                        STORE_TABLES.to_vec(),
+                    )
+                    .with_known(known),
                 ),
                 id,
                 describe,
@@ -218,21 +239,35 @@ impl PostgresAuditStore {
             schema: DEFAULT_SCHEMA.to_owned(),
             prefix: DEFAULT_PREFIX.to_owned(),
             auto_create: true,
+            pooler: false,
         }
     }
 
     /// Connects a small pool (5 connections) to `url` and builds a store with
     /// the defaults. Wrong credentials or a missing database fail here, with
     /// the URL (password redacted) in the error.
+    ///
+    /// Besides the driver's options (`sslmode`, `sslrootcert`,
+    /// `statement-cache-capacity`...), the URL may say `pooler=transaction`:
+    /// the server sits behind a pooler in transaction mode (see
+    /// [`PostgresAuditStoreBuilder::transaction_pooler`]; the pool is then
+    /// built without a statement cache). `pooler=session` and `pooler=none`
+    /// need nothing.
     pub async fn connect(url: &str) -> Result<PostgresAuditStore, StoreError> {
-        let pool = connect_pool(url, 5)
+        let shown = || format!("postgres({})", redact_url(url));
+        let (url, pooler) =
+            crate::pooler::split_url(url).map_err(|detail| StoreError::NotReady {
+                store: shown(),
+                detail,
+            })?;
+        let pool = connect_pool(&url, 5, pooler)
             .await
             .map_err(|source| StoreError::Backend {
-                store: format!("postgres({})", redact_url(url)),
+                store: shown(),
                 operation: "connect",
-                source: Box::new(source),
+                source: crate::db_error::with_hint(source),
             })?;
-        Self::builder(pool).build().await
+        Self::builder(pool).transaction_pooler(pooler).build().await
     }
 
     /// A transactional target on the same database whose changes commit
@@ -253,6 +288,12 @@ impl PostgresAuditStore {
         &self.inner.space.pool
     }
 
+    /// Whether the store was declared behind a transaction pooler
+    /// ([`PostgresAuditStoreBuilder::transaction_pooler`]).
+    pub fn is_behind_transaction_pooler(&self) -> bool {
+        self.inner.space.pooler
+    }
+
     /// The schema of the tables.
     pub fn schema(&self) -> &str {
         &self.inner.space.names.schema
@@ -267,7 +308,7 @@ impl PostgresAuditStore {
         StoreError::Backend {
             store: self.inner.describe.clone(),
             operation,
-            source: Box::new(source),
+            source: crate::db_error::with_hint(source),
         }
     }
 
@@ -302,6 +343,7 @@ impl PostgresAuditStore {
             None => (None, None),
         };
         let row = sqlx::query(self.inner.sql.append.clone())
+            .persistent(self.inner.space.persistent())
             .bind(&entry.run_id)
             .bind(&entry.stage_id)
             .bind(&entry.change_id)
@@ -354,11 +396,17 @@ impl PostgresAuditStore {
     }
 }
 
-pub(crate) async fn connect_pool(url: &str, max: u32) -> Result<PgPool, sqlx::Error> {
+pub(crate) async fn connect_pool(url: &str, max: u32, pooler: bool) -> Result<PgPool, sqlx::Error> {
     use sqlx::ConnectOptions;
     use std::str::FromStr;
-    let options = sqlx::postgres::PgConnectOptions::from_str(url)?
+    let mut options = sqlx::postgres::PgConnectOptions::from_str(url)?
         .log_slow_statements(SLOW_STATEMENT_LEVEL, SLOW_STATEMENT_THRESHOLD);
+    // sqlx sends `extra_float_digits` by default, which PgBouncer refuses
+    // unless told to ignore it; this crate reads floats in binary anyway.
+    options = options.extra_float_digits(None);
+    if pooler {
+        options = options.statement_cache_capacity(0);
+    }
     PgPoolOptions::new()
         .max_connections(max)
         .acquire_timeout(std::time::Duration::from_secs(30))
@@ -388,7 +436,7 @@ pub(crate) fn schema_to_store(store: &str, e: SchemaError) -> StoreError {
         SchemaError::Db { operation, source } => StoreError::Backend {
             store: store.to_owned(),
             operation,
-            source: Box::new(source),
+            source: crate::db_error::with_hint(source),
         },
     }
 }
@@ -485,8 +533,14 @@ impl AuditStore for PostgresAuditStore {
     async fn claim_fence(&self) -> Result<u64, StoreError> {
         // Retrying a claim whose answer was lost is harmless: it only skips
         // an epoch, and this runner uses the value it finally reads back.
-        let epoch: i64 = idempotent("claim the fence", || {
-            sqlx::query_scalar(self.inner.sql.claim_fence.clone()).fetch_one(&self.inner.space.pool)
+        let epoch: i64 = idempotent("claim the fence", || async {
+            let mut c = self.inner.space.conn().await?;
+            let epoch = sqlx::query_scalar(self.inner.sql.claim_fence.clone())
+                .persistent(self.inner.space.persistent())
+                .fetch_one(&mut *c)
+                .await?;
+            c.finish().await?;
+            Ok(epoch)
         })
         .await
         .map_err(|e| self.backend("claim the fence", e))?;
@@ -498,8 +552,14 @@ impl AuditStore for PostgresAuditStore {
     }
 
     async fn fence(&self) -> Result<u64, StoreError> {
-        let f: Option<i64> = match idempotent("read fence", || {
-            sqlx::query_scalar(self.inner.sql.fence.clone()).fetch_optional(&self.inner.space.pool)
+        let f: Option<i64> = match idempotent("read fence", || async {
+            let mut c = self.inner.space.conn().await?;
+            let f = sqlx::query_scalar(self.inner.sql.fence.clone())
+                .persistent(self.inner.space.persistent())
+                .fetch_optional(&mut *c)
+                .await?;
+            c.finish().await?;
+            Ok(f)
         })
         .await
         {
@@ -516,12 +576,25 @@ impl AuditStore for PostgresAuditStore {
 
     async fn append(&self, entry: &AuditEntry) -> Result<(), StoreError> {
         // Not retried: a statement lost with its connection may have committed.
-        self.append_on(&self.inner.space.pool, entry).await
+        let mut c = self
+            .inner
+            .space
+            .conn()
+            .await
+            .map_err(|e| self.backend("append", e))?;
+        self.append_on(&mut *c, entry).await?;
+        c.finish().await.map_err(|e| self.backend("append", e))
     }
 
     async fn snapshot(&self) -> Result<Vec<AuditEntry>, StoreError> {
-        let rows = match idempotent("read snapshot", || {
-            sqlx::query(self.inner.sql.snapshot.clone()).fetch_all(&self.inner.space.pool)
+        let rows = match idempotent("read snapshot", || async {
+            let mut c = self.inner.space.conn().await?;
+            let rows = sqlx::query(self.inner.sql.snapshot.clone())
+                .persistent(self.inner.space.persistent())
+                .fetch_all(&mut *c)
+                .await?;
+            c.finish().await?;
+            Ok(rows)
         })
         .await
         {
@@ -535,11 +608,16 @@ impl AuditStore for PostgresAuditStore {
     }
 
     async fn history(&self, filter: &HistoryFilter) -> Result<Vec<AuditEntry>, StoreError> {
-        let rows = match idempotent("read history", || {
-            sqlx::query(self.inner.sql.history.clone())
+        let rows = match idempotent("read history", || async {
+            let mut c = self.inner.space.conn().await?;
+            let rows = sqlx::query(self.inner.sql.history.clone())
+                .persistent(self.inner.space.persistent())
                 .bind(filter.change_id.as_deref())
                 .bind(filter.since)
-                .fetch_all(&self.inner.space.pool)
+                .fetch_all(&mut *c)
+                .await?;
+            c.finish().await?;
+            Ok(rows)
         })
         .await
         {

@@ -46,6 +46,12 @@ pub struct PostgresTarget {
     shared: Option<PostgresAuditStore>,
     marker: bool,
     marker_ready: Arc<OnceCell<()>>,
+    /// See [`PostgresTarget::idle_in_transaction_timeout`].
+    idle: Option<Duration>,
+    /// See [`PostgresTarget::transaction_pooler`].
+    pooler: bool,
+    /// See [`PostgresTarget::search_path`].
+    search_path: Option<String>,
     /// `BEGIN` plus the transaction's settings, sent as one simple query.
     begin_sql: Arc<str>,
 }
@@ -53,15 +59,27 @@ pub struct PostgresTarget {
 /// Default [`PostgresTarget::idle_in_transaction_timeout`]: the default lease.
 pub const DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
 
-fn begin_sql(idle: Option<Duration>) -> Arc<str> {
-    match idle {
-        // Transaction-scoped (SET LOCAL): no session state is left behind.
-        Some(d) => Arc::from(format!(
-            "BEGIN; SET LOCAL idle_in_transaction_session_timeout = {}",
+/// `BEGIN` and the transaction-scoped settings (`SET LOCAL`: no session
+/// state is left behind), one simple query.
+fn begin_sql(idle: Option<Duration>, pooler: bool, search_path: Option<&str>) -> Arc<str> {
+    let mut sql = String::from("BEGIN");
+    if let Some(d) = idle {
+        sql.push_str(&format!(
+            "; SET LOCAL idle_in_transaction_session_timeout = {}",
             d.as_millis().clamp(1, i32::MAX as u128)
-        )),
-        None => Arc::from("BEGIN"),
+        ));
     }
+    if let Some(path) = search_path {
+        sql.push_str(&format!("; SET LOCAL search_path = {path}"));
+    }
+    if pooler {
+        // Behind a transaction pooler the server connection may carry named
+        // statements other clients prepared and left (sqlx names them
+        // sqlx_s_1, sqlx_s_2... on every connection): drop them, so the
+        // change's own statements cannot collide with them.
+        sql.push_str("; DEALLOCATE ALL");
+    }
+    Arc::from(sql)
 }
 
 impl PostgresTarget {
@@ -77,11 +95,15 @@ impl PostgresTarget {
             shared: None,
             marker: true,
             marker_ready: Arc::default(),
-            begin_sql: begin_sql(Some(DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT)),
+            idle: Some(DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT),
+            pooler: false,
+            search_path: None,
+            begin_sql: begin_sql(Some(DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT), false, None),
         }
     }
 
     pub(crate) fn shared(id: String, store: PostgresAuditStore) -> Self {
+        let pooler = store.inner.space.pooler;
         PostgresTarget {
             id,
             pool: store.pool().clone(),
@@ -90,8 +112,43 @@ impl PostgresTarget {
             shared: Some(store),
             marker: false,
             marker_ready: Arc::default(),
-            begin_sql: begin_sql(Some(DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT)),
+            idle: Some(DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT),
+            pooler,
+            search_path: None,
+            begin_sql: begin_sql(Some(DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT), pooler, None),
         }
+    }
+
+    fn rebuilt(mut self) -> Self {
+        self.begin_sql = begin_sql(self.idle, self.pooler, self.search_path.as_deref());
+        self
+    }
+
+    /// Declares that the pool reaches PostgreSQL through a pooler in
+    /// transaction mode (see
+    /// [`PostgresAuditStoreBuilder::transaction_pooler`](crate::PostgresAuditStoreBuilder::transaction_pooler);
+    /// a target made by [`PostgresAuditStore::target`] takes the store's
+    /// setting). Then the marker statements are not kept prepared, and each
+    /// change's transaction starts with `DEALLOCATE ALL`, so the named
+    /// statements other clients left on the server connection cannot collide
+    /// with the change's own. Build the pool with
+    /// `statement_cache_capacity(0)`: a cached statement would be looked up
+    /// on whatever server connection the next transaction gets.
+    #[must_use]
+    pub fn transaction_pooler(mut self, yes: bool) -> Self {
+        self.pooler = yes;
+        self.rebuilt()
+    }
+
+    /// Sets `search_path` for each change's transaction (`SET LOCAL`, in the
+    /// same round trip as `BEGIN`), e.g. `"\"ops\", public"`: unqualified
+    /// names in the changes resolve there. Unlike a connection option, it
+    /// also holds behind a transaction pooler; it does not apply to
+    /// non-transactional changes. The text is sent as written.
+    #[must_use]
+    pub fn search_path(mut self, path: impl Into<String>) -> Self {
+        self.search_path = Some(path.into());
+        self.rebuilt()
     }
 
     /// The schema of the marker table, also what [`PgContext::schema`] reports
@@ -130,8 +187,8 @@ impl PostgresTarget {
     /// in the same round trip as `BEGIN`.
     #[must_use]
     pub fn idle_in_transaction_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.begin_sql = begin_sql(timeout);
-        self
+        self.idle = timeout;
+        self.rebuilt()
     }
 
     /// The same target under another id.
@@ -155,7 +212,7 @@ impl PostgresTarget {
         TargetError::Backend {
             target: self.id.clone(),
             operation,
-            source: Box::new(source),
+            source: crate::db_error::with_hint(source),
         }
     }
 
@@ -170,19 +227,26 @@ impl PostgresTarget {
         let names = self.names()?;
         self.marker_ready
             .get_or_try_init(|| async {
-                schema::ensure(&self.pool, &names, &[Table::Marker], true, None)
-                    .await
-                    .map_err(|e| match e {
-                        SchemaError::Db { operation, source } => self.backend(operation, source),
-                        SchemaError::Missing { detail, .. } => TargetError::Unsupported {
-                            target: self.id.clone(),
-                            detail,
-                        },
-                        SchemaError::WrongShape { table, detail } => TargetError::Unsupported {
-                            target: self.id.clone(),
-                            detail: format!("marker table {table}: {detail}"),
-                        },
-                    })
+                schema::ensure(
+                    &self.pool,
+                    self.pooler,
+                    &names,
+                    &[Table::Marker],
+                    true,
+                    None,
+                )
+                .await
+                .map_err(|e| match e {
+                    SchemaError::Db { operation, source } => self.backend(operation, source),
+                    SchemaError::Missing { detail, .. } => TargetError::Unsupported {
+                        target: self.id.clone(),
+                        detail,
+                    },
+                    SchemaError::WrongShape { table, detail } => TargetError::Unsupported {
+                        target: self.id.clone(),
+                        detail: format!("marker table {table}: {detail}"),
+                    },
+                })
             })
             .await
             .map(|_| ())
@@ -436,6 +500,7 @@ impl TargetSystem for PostgresTarget {
                         SET run_id = EXCLUDED.run_id, token = EXCLUDED.token, created_at = clock_timestamp()"
                 );
                 if let Err(e) = sqlx::query(AssertSqlSafe(q))
+                    .persistent(!self.pooler)
                     .bind(&m.change_id)
                     .bind(&m.run_id)
                     .bind(token)
@@ -479,10 +544,15 @@ impl TargetSystem for PostgresTarget {
         }
         let t = self.names()?.qualified(Table::Marker);
         let q = format!("SELECT run_id, token FROM {t} WHERE change_id = $1");
-        let row = match idempotent("read marker", || {
-            sqlx::query(AssertSqlSafe(q.clone()))
+        let row = match idempotent("read marker", || async {
+            let mut c = crate::space::conn(&self.pool, self.pooler).await?;
+            let row = sqlx::query(AssertSqlSafe(q.clone()))
+                .persistent(!self.pooler)
                 .bind(change_id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *c)
+                .await?;
+            c.finish().await?;
+            Ok(row)
         })
         .await
         {
@@ -506,10 +576,15 @@ impl TargetSystem for PostgresTarget {
         }
         let t = self.names()?.qualified(Table::Marker);
         let q = format!("DELETE FROM {t} WHERE change_id = $1");
-        match idempotent("clear marker", || {
-            sqlx::query(AssertSqlSafe(q.clone()))
+        match idempotent("clear marker", || async {
+            let mut c = crate::space::conn(&self.pool, self.pooler).await?;
+            let done = sqlx::query(AssertSqlSafe(q.clone()))
+                .persistent(!self.pooler)
                 .bind(change_id)
-                .execute(&self.pool)
+                .execute(&mut *c)
+                .await?;
+            c.finish().await?;
+            Ok(done)
         })
         .await
         {

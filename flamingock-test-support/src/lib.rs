@@ -34,6 +34,7 @@ pub mod audit_suite;
 pub mod faults;
 pub mod lock_suite;
 pub mod memory;
+pub mod pgbouncer;
 pub mod pipeline_suite;
 pub mod process_suite;
 pub mod services;

@@ -9,6 +9,8 @@ use sqlx::{AssertSqlSafe, PgPool};
 
 use flamingock_postgres::quote_ident;
 
+pub mod sut;
+
 /// The endpoint, or `None` when the test must be skipped (loudly).
 pub fn url() -> Option<String> {
     flamingock_test_support::require_service(&flamingock_test_support::services::POSTGRES)
@@ -21,12 +23,17 @@ pub fn options(url: &str) -> PgConnectOptions {
 /// A small lazy pool: connections open on first use, so many runners fit
 /// under the server's `max_connections`.
 pub fn pool(url: &str, max: u32) -> PgPool {
+    pool_with(options(url), max)
+}
+
+/// [`pool`] with given connect options.
+pub fn pool_with(options: PgConnectOptions, max: u32) -> PgPool {
     PgPoolOptions::new()
         .max_connections(max)
         .min_connections(0)
         .idle_timeout(Some(Duration::from_secs(5)))
         .acquire_timeout(Duration::from_secs(60))
-        .connect_lazy_with(options(url))
+        .connect_lazy_with(options)
 }
 
 /// Drops `schemas` (and everything in them).

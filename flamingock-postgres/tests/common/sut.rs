@@ -1,0 +1,190 @@
+//! The PostgreSQL backend as the conformance suites drive it, straight to
+//! the server or through a pooler (see `tests/pgbouncer.rs`).
+//!
+//! Connection budget (the server's default `max_connections` is 100): every
+//! handle gets its own small lazy pool: 2 connections for an audit store or a
+//! lock (a change's transaction + the lease refresher), 1 for the separate
+//! targets; 16 concurrent runners thus need at most 16 × 3 plus the world's
+//! own handles, which leaves room for the one other test the harness runs
+//! at the same time.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use flamingock_core::{AuditStore, BoxError, LockProvider};
+use flamingock_postgres::{
+    quote_ident, PgContext, PostgresAuditStore, PostgresLock, PostgresTarget,
+};
+use flamingock_test_support::audit_suite::AuditStoreUnderTest;
+use flamingock_test_support::lock_suite::LockUnderTest;
+use flamingock_test_support::pipeline_suite::{
+    PipelineCapabilities, PipelineEnv, PipelineUnderTest,
+};
+use futures::future::BoxFuture;
+use sqlx::{AssertSqlSafe, PgPool};
+
+/// The PostgreSQL backend under test.
+pub struct Pg {
+    /// Where the handles under test connect (the server, or a pooler).
+    pub url: String,
+    /// Straight to the server: the suite's own DDL and cleanup.
+    pub admin: PgPool,
+    /// The handles sit behind a pooler in transaction mode.
+    pub pooler: bool,
+    /// Repetitions of the concurrency check.
+    pub repetitions: usize,
+}
+
+impl Pg {
+    /// The backend straight on the server of `FLAMINGOCK_TEST_POSTGRES_URL`.
+    pub fn direct(url: String) -> Pg {
+        Pg {
+            admin: super::pool(&url, 2),
+            url,
+            pooler: false,
+            repetitions: 50,
+        }
+    }
+
+    /// A small lazy pool for a handle under test; behind a transaction
+    /// pooler without a statement cache (sqlx would look a cached statement
+    /// up on whatever server connection the next transaction gets).
+    ///
+    /// `extra_float_digits`, which sqlx sends by default, is left out: a
+    /// stock PgBouncer refuses it.
+    pub fn pool(&self, max: u32) -> PgPool {
+        let options = super::options(&self.url).extra_float_digits(None);
+        if self.pooler {
+            super::pool_with(options.statement_cache_capacity(0), max)
+        } else {
+            super::pool_with(options, max)
+        }
+    }
+}
+
+/// A stalled runner's transaction ends this long after it went idle, so the
+/// runner that took over its lease is not blocked by its row locks (the
+/// suite's lease is 1.2 s).
+const IDLE: Duration = Duration::from_secs(2);
+
+/// The schema of the separate targets of namespace `ns`.
+fn elsewhere(ns: &str) -> String {
+    format!("{ns}_t")
+}
+
+#[flamingock_core::async_trait]
+impl AuditStoreUnderTest for Pg {
+    async fn open(&self, ns: &str) -> Result<Arc<dyn AuditStore>, BoxError> {
+        let store = PostgresAuditStore::builder(self.pool(2))
+            .schema(ns)
+            .transaction_pooler(self.pooler)
+            .build()
+            .await?;
+        Ok(Arc::new(store))
+    }
+    async fn cleanup(&self, ns: &str) -> Result<(), BoxError> {
+        Ok(super::drop_schemas(&self.admin, &[ns]).await?)
+    }
+}
+
+#[flamingock_core::async_trait]
+impl LockUnderTest for Pg {
+    async fn open(&self, ns: &str) -> Result<Arc<dyn LockProvider>, BoxError> {
+        let lock = PostgresLock::builder(self.pool(2))
+            .schema(ns)
+            .transaction_pooler(self.pooler)
+            .build()?;
+        Ok(Arc::new(lock))
+    }
+    async fn cleanup(&self, ns: &str) -> Result<(), BoxError> {
+        Ok(super::drop_schemas(&self.admin, &[ns]).await?)
+    }
+}
+
+#[flamingock_core::async_trait]
+impl PipelineUnderTest for Pg {
+    type Target = PostgresTarget;
+
+    async fn open(&self, ns: &str) -> Result<PipelineEnv<PostgresTarget>, BoxError> {
+        let other = elsewhere(ns);
+        // The counters the test changes bump, in both schemas.
+        let mut ddl = String::from("SELECT pg_advisory_xact_lock(42);\n");
+        for s in [ns, other.as_str()] {
+            let s = quote_ident(s);
+            ddl.push_str(&format!(
+                "CREATE SCHEMA IF NOT EXISTS {s};
+                 CREATE TABLE IF NOT EXISTS {s}.counters (key text PRIMARY KEY, n bigint NOT NULL);\n"
+            ));
+        }
+        sqlx::raw_sql(AssertSqlSafe(ddl))
+            .execute(&self.admin)
+            .await?;
+        let store = PostgresAuditStore::builder(self.pool(2))
+            .schema(ns)
+            .transaction_pooler(self.pooler)
+            .build()
+            .await?;
+        // Another pool to the same database; the marker table lives in the other schema.
+        let elsewhere = PostgresTarget::new("separate-marker", self.pool(1))
+            .schema(other)
+            .transaction_pooler(self.pooler)
+            .idle_in_transaction_timeout(Some(IDLE));
+        Ok(PipelineEnv {
+            lock: Arc::new(store.lock()),
+            shared: Some(
+                store
+                    .target("shared")
+                    .idle_in_transaction_timeout(Some(IDLE)),
+            ),
+            separate: Some(elsewhere.clone().without_marker().with_id("separate")),
+            separate_marker: Some(elsewhere),
+            store: Arc::new(store),
+        })
+    }
+
+    fn bump<'a>(ctx: &'a mut PgContext, key: &'a str) -> BoxFuture<'a, Result<(), BoxError>> {
+        Box::pin(async move {
+            let q = format!(
+                "INSERT INTO {}.counters (key, n) VALUES ($1, 1)
+                 ON CONFLICT (key) DO UPDATE SET n = counters.n + 1",
+                quote_ident(ctx.schema())
+            );
+            sqlx::query(AssertSqlSafe(q))
+                .bind(key)
+                .execute(ctx.conn())
+                .await?;
+            Ok(())
+        })
+    }
+
+    async fn count(&self, target: &PostgresTarget, key: &str) -> Result<u64, BoxError> {
+        let q = format!(
+            "SELECT n FROM {}.counters WHERE key = $1",
+            quote_ident(target.schema_name())
+        );
+        // In a transaction: behind a transaction pooler a statement's parse
+        // and execution only reach one server connection inside one.
+        let mut tx = target.pool().begin().await?;
+        let n: Option<i64> = sqlx::query_scalar(AssertSqlSafe(q))
+            .persistent(!self.pooler)
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(u64::try_from(n.unwrap_or(0))?)
+    }
+
+    async fn cleanup(&self, ns: &str) -> Result<(), BoxError> {
+        Ok(super::drop_schemas(&self.admin, &[ns, &elsewhere(ns)]).await?)
+    }
+
+    async fn footprint(&self, ns: &str) -> Result<Vec<String>, BoxError> {
+        Ok(super::footprint(&self.admin, &[ns, &elsewhere(ns)]).await?)
+    }
+
+    fn capabilities(&self) -> PipelineCapabilities {
+        PipelineCapabilities::default()
+            .runners(16)
+            .repetitions(self.repetitions)
+    }
+}
