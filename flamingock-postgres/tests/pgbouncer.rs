@@ -6,32 +6,24 @@
 
 mod common;
 
-use std::sync::OnceLock;
+use std::sync::Arc;
 
 use common::sut::Pg;
 use flamingock_test_support::pgbouncer::{PgBouncer, PoolMode};
 
-/// One PgBouncer per mode for this test binary, started on first use.
-fn bouncer(mode: PoolMode) -> Option<String> {
-    static TRANSACTION: OnceLock<Result<PgBouncer, String>> = OnceLock::new();
-    static SESSION: OnceLock<Result<PgBouncer, String>> = OnceLock::new();
+/// A private PgBouncer in `mode` for one test (stopped when the test's
+/// backend is dropped, even when the test panics: nothing outlives the run).
+fn bouncer(mode: PoolMode) -> Option<PgBouncer> {
     let upstream = common::url()?;
-    let cell = match mode {
-        PoolMode::Transaction => &TRANSACTION,
-        PoolMode::Session => &SESSION,
-    };
-    match cell.get_or_init(|| PgBouncer::start(&upstream, mode)) {
-        Ok(b) => Some(b.url()),
-        Err(e) => panic!("{e}"),
-    }
+    Some(PgBouncer::start(&upstream, mode).unwrap_or_else(|e| panic!("{e}")))
 }
 
 fn through(mode: PoolMode) -> Option<Pg> {
-    let url = bouncer(mode)?;
+    let bouncer = bouncer(mode)?;
     let direct = common::url()?;
     Some(Pg {
         admin: common::pool(&direct, 2),
-        url,
+        url: bouncer.url(),
         pooler: mode == PoolMode::Transaction,
         // The concurrency check is the point here; fewer rounds keep CI short
         // (FLAMINGOCK_PGBOUNCER_REPETITIONS for more).
@@ -39,6 +31,11 @@ fn through(mode: PoolMode) -> Option<Pg> {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(10),
+        // Every operation crosses the pooler too (and, in transaction mode,
+        // costs two more round trips): with 16 runners on 2 cores a 1.2 s
+        // lease leaves the refresher too little margin.
+        lease: Some(std::time::Duration::from_millis(2500)),
+        bouncer: Some(Arc::new(bouncer)),
     })
 }
 
@@ -86,9 +83,10 @@ mod session {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_undeclared_transaction_pooler_is_named_in_the_error() {
     use flamingock_core::AuditStore;
-    let Some(url) = bouncer(PoolMode::Transaction) else {
+    let Some(bouncer) = bouncer(PoolMode::Transaction) else {
         return;
     };
+    let url = bouncer.url();
     let schema = flamingock_test_support::namespace("undeclared");
     // Two clients, so that the second meets the first's statements.
     let mut errors = Vec::new();

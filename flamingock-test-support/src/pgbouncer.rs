@@ -32,6 +32,11 @@ impl PoolMode {
 }
 
 /// A running private PgBouncer; stopped when dropped.
+///
+/// Its pool holds 60 server connections per database and user: in session
+/// mode each client connection keeps one for its life, and a client beyond
+/// the pool waits in PgBouncer's queue (a runner's lease refresh among them),
+/// so the pool must cover every connection of the runners under test.
 #[derive(Debug)]
 pub struct PgBouncer {
     child: Child,
@@ -159,7 +164,7 @@ impl PgBouncer {
              auth_file = {dir}/users.txt\n\
              pool_mode = {mode}\n\
              max_client_conn = 1000\n\
-             default_pool_size = 20\n\
+             default_pool_size = 60\n\
              logfile = {dir}/pgbouncer.log\n\
              pidfile = {dir}/pgbouncer.pid\n",
             host = up.host,

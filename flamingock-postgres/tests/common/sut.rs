@@ -33,6 +33,11 @@ pub struct Pg {
     pub pooler: bool,
     /// Repetitions of the concurrency check.
     pub repetitions: usize,
+    /// The suite's lease (`None`: the suite's default, 1.2 s).
+    pub lease: Option<Duration>,
+    /// The private pooler `url` points at, stopped when the last handle on
+    /// it is dropped (at the end of the test, also when it panics).
+    pub bouncer: Option<std::sync::Arc<flamingock_test_support::pgbouncer::PgBouncer>>,
 }
 
 impl Pg {
@@ -43,6 +48,8 @@ impl Pg {
             url,
             pooler: false,
             repetitions: 50,
+            lease: None,
+            bouncer: None,
         }
     }
 
@@ -183,8 +190,12 @@ impl PipelineUnderTest for Pg {
     }
 
     fn capabilities(&self) -> PipelineCapabilities {
-        PipelineCapabilities::default()
+        let caps = PipelineCapabilities::default()
             .runners(16)
-            .repetitions(self.repetitions)
+            .repetitions(self.repetitions);
+        match self.lease {
+            Some(l) => caps.lease(l),
+            None => caps,
+        }
     }
 }
