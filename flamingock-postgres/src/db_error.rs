@@ -11,7 +11,10 @@ use sqlx::postgres::PgDatabaseError;
 /// a line of their file. Other errors (I/O, TLS, pool) keep sqlx's text.
 pub fn describe_error(e: &sqlx::Error) -> String {
     let sqlx::Error::Database(db) = e else {
-        return e.to_string();
+        return match tls_hint(e) {
+            Some(hint) => format!("{e}: {hint}"),
+            None => e.to_string(),
+        };
     };
     let mut s = db.message().to_owned();
     if let Some(code) = db.code() {
@@ -70,6 +73,36 @@ pub(crate) fn pooler_hint(e: &sqlx::Error) -> Option<&'static str> {
     }
 }
 
+/// What to do about a TLS failure, from the driver's message.
+pub(crate) fn tls_hint(e: &sqlx::Error) -> Option<&'static str> {
+    // rustls' verdicts arrive as TLS or I/O errors, depending on when the
+    // handshake fails.
+    let text = match e {
+        sqlx::Error::Tls(inner) => inner.to_string(),
+        sqlx::Error::Io(inner) => inner.to_string(),
+        _ => return None,
+    }
+    .to_ascii_lowercase();
+    if text.contains("unknownissuer") || text.contains("unknown issuer") {
+        Some(
+            "the server's certificate is not signed by an authority this client trusts: give \
+             the CA that signed it with sslrootcert=PATH",
+        )
+    } else if text.contains("notvalidforname") || text.contains("not valid for name") {
+        Some(
+            "the server's certificate does not name the host of the URL: connect by a name the \
+             certificate lists, or use sslmode=verify-ca to check the authority only",
+        )
+    } else if text.contains("does not support tls") || text.contains("does not support ssl") {
+        Some(
+            "the server (or a pooler in front of it) does not accept TLS connections: turn TLS \
+             on there, or choose sslmode=prefer or disable",
+        )
+    } else {
+        None
+    }
+}
+
 /// A database error whose message says what to do.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
@@ -83,7 +116,7 @@ pub(crate) struct Hinted {
 /// `e` as the source of one of this crate's errors: with the pooler hint
 /// when it applies (see [`pooler_hint`]), else as it is.
 pub(crate) fn with_hint(e: sqlx::Error) -> flamingock_core::BoxError {
-    match pooler_hint(&e) {
+    match pooler_hint(&e).or_else(|| tls_hint(&e)) {
         Some(_) => Box::new(Hinted {
             message: describe_error(&e),
             source: e,

@@ -60,6 +60,15 @@ pub(crate) fn explain(err: &redis::RedisError) -> &'static str {
     let auth = err.kind() == redis::ErrorKind::AuthenticationFailed
         || matches!(code, "WRONGPASS" | "NOAUTH")
         || err.to_string().contains("AUTH");
+    let text = err.to_string().to_ascii_lowercase();
+    if text.contains("unknownissuer") || text.contains("unknown issuer") {
+        return "TLS: the server's certificate is not signed by an authority this client trusts \
+                (give the CA that signed it with RedisLockBuilder::ca_certificate)";
+    }
+    if text.contains("notvalidforname") || text.contains("not valid for name") {
+        return "TLS: the server's certificate does not name the host of the URL \
+                (connect by a name the certificate lists)";
+    }
     if auth {
         "authentication failed (check the user name and password in the Redis URL; \
          a server without a password refuses a password given alone)"

@@ -94,6 +94,17 @@
 //! A key of the wrong type under the lock's name gives
 //! [`LockError::Malformed`](flamingock_core::LockError::Malformed) naming
 //! the key; it is never overwritten.
+//!
+//! ## TLS
+//!
+//! With the `tls` feature (on by default), `rediss://` URLs connect over TLS
+//! (rustls), trusting the system's roots, or only the authority given to
+//! [`RedisLockBuilder::ca_certificate`] (PEM) for a privately signed server.
+//! The host name of the URL must be one the certificate names. When the
+//! process has installed no rustls crypto provider, the lock installs
+//! ring's. A wrong authority or a host name mismatch fails at connect with
+//! an error saying which. Tested against a private `redis-server` with TLS
+//! on (`tests/tls.rs`: the lock suite over `rediss://`, and the refusals).
 #![deny(missing_docs)]
 #![warn(unreachable_pub)]
 

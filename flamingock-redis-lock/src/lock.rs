@@ -73,9 +73,22 @@ pub struct RedisLockBuilder {
     connection_timeout: Duration,
     response_timeout: Duration,
     reconnect_retries: usize,
+    /// PEM of the authority that signed the server's certificate.
+    #[cfg(feature = "tls")]
+    ca: Option<Vec<u8>>,
 }
 
 impl RedisLockBuilder {
+    /// Trusts the certificate authority in `pem` (PEM text) for `rediss://`
+    /// URLs, instead of the system's roots: for a server whose certificate
+    /// a private CA signed. The host name of the URL must be one the
+    /// server's certificate names.
+    #[cfg(feature = "tls")]
+    pub fn ca_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.ca = Some(pem.into());
+        self
+    }
+
     /// Sets the first part of the key names (default `flamingock`).
     pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
@@ -104,12 +117,12 @@ impl RedisLockBuilder {
         self
     }
 
-    /// Connects to `url` (`redis://[user:password@]host:port/db`) and checks
+    /// Connects to `url` (`redis://[user:password@]host:port/db`, or
+    /// `rediss://` for TLS with the `tls` feature, on by default) and checks
     /// the connection (and credentials) with one round trip.
     pub async fn connect(self, url: &str) -> Result<RedisLock, RedisLockError> {
         let (lock_key, token_key) = self.keys()?;
-        let client =
-            redis::Client::open(url).map_err(|source| RedisLockError::InvalidUrl { source })?;
+        let client = self.client(url)?;
         let info = client.get_connection_info();
         let endpoint = format!("{}/{}", info.addr(), info.redis_settings().db());
         let config = ConnectionManagerConfig::new()
@@ -123,6 +136,26 @@ impl RedisLockBuilder {
                 source,
             })?;
         Ok(RedisLock::with(conn, lock_key, token_key, Some(&endpoint)))
+    }
+
+    fn client(&self, url: &str) -> Result<redis::Client, RedisLockError> {
+        let invalid = |source| RedisLockError::InvalidUrl { source };
+        #[cfg(feature = "tls")]
+        if url.starts_with("rediss://") {
+            // rustls needs a crypto provider; use ring's unless the process
+            // chose one (several enabled in one build leave none by default).
+            if rustls::crypto::CryptoProvider::get_default().is_none() {
+                let _ = rustls::crypto::ring::default_provider().install_default();
+            }
+            if let Some(ca) = &self.ca {
+                let certs = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca.clone()),
+                };
+                return redis::Client::build_with_tls(url, certs).map_err(invalid);
+            }
+        }
+        redis::Client::open(url).map_err(invalid)
     }
 
     /// Builds the lock over an existing connection manager (its timeouts
@@ -173,6 +206,8 @@ impl RedisLock {
             connection_timeout: Duration::from_secs(5),
             response_timeout: Duration::from_secs(5),
             reconnect_retries: 3,
+            #[cfg(feature = "tls")]
+            ca: None,
         }
     }
 

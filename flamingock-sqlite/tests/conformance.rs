@@ -196,7 +196,14 @@ impl PipelineUnderTest for Sqlite {
     }
 
     fn capabilities(&self) -> PipelineCapabilities {
-        PipelineCapabilities::default().single_writer()
+        // One writer per file: while a change's transaction is open the
+        // lease cannot be refreshed. A change that panics keeps it open while
+        // the panic hook prints its backtrace (RUST_BACKTRACE=1 symbolises a
+        // large debug binary for a second or more), which a 1.2 s lease did
+        // not always survive in CI.
+        PipelineCapabilities::default()
+            .single_writer()
+            .lease(std::time::Duration::from_secs(2))
     }
 }
 

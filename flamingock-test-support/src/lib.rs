@@ -38,6 +38,7 @@ pub mod pgbouncer;
 pub mod pipeline_suite;
 pub mod process_suite;
 pub mod services;
+pub mod tls;
 
 pub use services::{namespace, require_service, ServiceSpec};
 
