@@ -858,6 +858,21 @@ mod tests {
                 pooler: false,
             }
         );
+        // Pooler and statement cache: ours, and the libpq spelling as sqlx's.
+        let u = StoreUrl::parse(
+            "postgres://h/db?pooler=transaction&statement_cache_capacity=0&sslmode=verify-full&sslrootcert=/ca.pem",
+        )
+        .expect("parses");
+        assert!(
+            matches!(
+                &u,
+                StoreUrl::Postgres { url, pooler: true, .. }
+                    if url == "postgres://h/db?statement-cache-capacity=0&sslmode=verify-full&sslrootcert=/ca.pem"
+            ),
+            "{u:?}"
+        );
+        assert!(StoreUrl::parse("postgres://h/db?pooler=statement")
+            .is_err_and(|e| e.to_string().contains("expected transaction")));
         // Names that are not plain identifiers never reach the server.
         for bad in [
             "schema=ops%20x",

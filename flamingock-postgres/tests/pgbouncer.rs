@@ -35,7 +35,7 @@ fn through(mode: PoolMode) -> Option<Pg> {
         // costs two more round trips): with 16 runners on 2 cores a 1.2 s
         // lease leaves the refresher too little margin.
         lease: Some(std::time::Duration::from_millis(2500)),
-        bouncer: Some(Arc::new(bouncer)),
+        keep_alive: Some(Arc::new(bouncer)),
     })
 }
 

@@ -6,6 +6,10 @@
 
 mod common;
 
+use std::sync::Arc;
+
+use common::sut::Pg;
+
 use flamingock_core::{AuditStore, Change, ChangeMeta, ChangeResult, Flamingock, Stage};
 use flamingock_postgres::{PgContext, PostgresAuditStore, PostgresTarget};
 use flamingock_test_support::pgbouncer::{PgBouncer, PoolMode};
@@ -103,6 +107,36 @@ async fn verify_full_with_the_ca_connects_and_refusals_say_why() {
         .expect_err("host name mismatch");
     let text = err.to_string();
     assert!(text.contains("verify-ca"), "{text}");
+}
+
+/// The audit, lock and pipeline suites over `sslmode=verify-full`, each
+/// check on a private TLS server of its own (stopped with the check).
+async fn over_tls() -> Option<Pg> {
+    let (cleanup, certs, server) = server();
+    let url = server.url(
+        "localhost",
+        &format!("sslmode=verify-full&sslrootcert={}", certs.ca().display()),
+    );
+    let mut pg = Pg::direct(url);
+    // 16 concurrent runners over TLS; fewer rounds keep CI short.
+    pg.repetitions = 10;
+    pg.keep_alive = Some(Arc::new((cleanup, certs, server)));
+    Some(pg)
+}
+
+mod suites {
+    mod audit {
+        use super::super::over_tls;
+        flamingock_test_support::audit_store_tests!(over_tls);
+    }
+    mod lock {
+        use super::super::over_tls;
+        flamingock_test_support::lock_tests!(over_tls);
+    }
+    mod pipeline {
+        use super::super::over_tls;
+        flamingock_test_support::pipeline_tests!(over_tls);
+    }
 }
 
 /// A server without TLS (here PgBouncer, which has none configured) when

@@ -228,7 +228,8 @@ impl TlsPostgres {
             .args(["-c", "unix_socket_directories="])
             .args(["-c", "ssl=on"])
             .args(["-c", "fsync=off"])
-            .args(["-c", "max_connections=40"])
+            // The pipeline suite's 16 concurrent runners use up to 3 each.
+            .args(["-c", "max_connections=100"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);

@@ -35,9 +35,10 @@ pub struct Pg {
     pub repetitions: usize,
     /// The suite's lease (`None`: the suite's default, 1.2 s).
     pub lease: Option<Duration>,
-    /// The private pooler `url` points at, stopped when the last handle on
-    /// it is dropped (at the end of the test, also when it panics).
-    pub bouncer: Option<std::sync::Arc<flamingock_test_support::pgbouncer::PgBouncer>>,
+    /// What `url` points at when it is private to the test (a pooler, a TLS
+    /// server), stopped when the backend is dropped (at the end of the test,
+    /// also when it panics).
+    pub keep_alive: Option<Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 impl Pg {
@@ -49,7 +50,7 @@ impl Pg {
             pooler: false,
             repetitions: 50,
             lease: None,
-            bouncer: None,
+            keep_alive: None,
         }
     }
 
