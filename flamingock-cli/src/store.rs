@@ -700,6 +700,7 @@ async fn open_postgres(
     use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
     use sqlx::{ConnectOptions, Connection};
 
+    flamingock_postgres::install_tls_provider();
     let shown = format!("postgres({})", redact_url(url));
     let backend = |operation: &'static str, e: sqlx::Error| StoreError::Backend {
         store: shown.clone(),

@@ -106,6 +106,7 @@ mod script;
 mod space;
 mod store;
 mod target;
+mod tls;
 
 pub use db_error::{describe_error, sqlstate};
 pub use lock::{PostgresLock, PostgresLockBuilder};
@@ -113,6 +114,7 @@ pub use names::quote_ident;
 pub use script::split_statements;
 pub use store::{PostgresAuditStore, PostgresAuditStoreBuilder, DEFAULT_PREFIX, DEFAULT_SCHEMA};
 pub use target::{PgContext, PostgresTarget, ScriptError, DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT};
+pub use tls::install_tls_provider;
 
 /// Re-exported: the driver this crate is built on.
 pub use sqlx;

@@ -141,6 +141,7 @@ fn secs(lease: Duration) -> f64 {
 impl PostgresLock {
     /// A builder for a lock on `pool`.
     pub fn builder(pool: PgPool) -> PostgresLockBuilder {
+        crate::install_tls_provider();
         PostgresLockBuilder {
             pool,
             schema: DEFAULT_SCHEMA.to_owned(),

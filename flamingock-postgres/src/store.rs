@@ -234,6 +234,7 @@ impl PostgresAuditStoreBuilder {
 impl PostgresAuditStore {
     /// A builder over an existing pool.
     pub fn builder(pool: PgPool) -> PostgresAuditStoreBuilder {
+        crate::install_tls_provider();
         PostgresAuditStoreBuilder {
             pool,
             schema: DEFAULT_SCHEMA.to_owned(),
@@ -397,6 +398,7 @@ impl PostgresAuditStore {
 }
 
 pub(crate) async fn connect_pool(url: &str, max: u32, pooler: bool) -> Result<PgPool, sqlx::Error> {
+    crate::install_tls_provider();
     use sqlx::ConnectOptions;
     use std::str::FromStr;
     let mut options = sqlx::postgres::PgConnectOptions::from_str(url)?

@@ -87,6 +87,7 @@ impl PostgresTarget {
     /// `public.flamingock_marker` (see [`schema`](Self::schema) and
     /// [`table_prefix`](Self::table_prefix)).
     pub fn new(id: impl Into<String>, pool: PgPool) -> Self {
+        crate::install_tls_provider();
         PostgresTarget {
             id: id.into(),
             pool,

@@ -36,6 +36,7 @@ pub mod lock_suite;
 pub mod memory;
 pub mod pgbouncer;
 pub mod pipeline_suite;
+mod private_server;
 pub mod process_suite;
 pub mod services;
 pub mod tls;

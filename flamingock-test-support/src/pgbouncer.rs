@@ -7,10 +7,12 @@
 //! refuses to run as root: as root it is started with `-u` as the owner of
 //! the PostgreSQL installation (user `postgres`) or `nobody`.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::private_server::{free_port, program, run_as};
 
 /// PgBouncer's `pool_mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,35 +101,6 @@ fn parse(url: &str) -> Result<Upstream, String> {
     })
 }
 
-fn program() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/sbin")])
-        .map(|d| d.join("pgbouncer"))
-        .find(|p| p.is_file())
-}
-
-/// The user to run as when we are root: `postgres` if it exists, else `nobody`.
-fn unprivileged_user() -> Option<(String, u32, u32)> {
-    for name in ["postgres", "nobody"] {
-        let id = |flag: &str| -> Option<u32> {
-            let out = Command::new("id").arg(flag).arg(name).output().ok()?;
-            String::from_utf8(out.stdout).ok()?.trim().parse().ok()
-        };
-        if let (Some(uid), Some(gid)) = (id("-u"), id("-g")) {
-            return Some((name.to_owned(), uid, gid));
-        }
-    }
-    None
-}
-
-fn free_port() -> Result<u16, String> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| format!("no free port: {e}"))
-}
-
 impl PgBouncer {
     /// Starts PgBouncer in `mode` in front of the server of `upstream` (a
     /// PostgreSQL URL), and waits until it accepts connections.
@@ -137,7 +110,7 @@ impl PgBouncer {
     /// install it) or it does not start within 10 seconds (with its log).
     pub fn start(upstream: &str, mode: PoolMode) -> Result<PgBouncer, String> {
         let up = parse(upstream)?;
-        let program = program().ok_or(
+        let program = program("pgbouncer", &[PathBuf::from("/usr/sbin")]).ok_or(
             "pgbouncer is needed for this test: run `bash scripts/test.sh` (it installs \
              Debian's package when missing) or `apt-get install pgbouncer`",
         )?;
@@ -178,9 +151,7 @@ impl PgBouncer {
         write("pgbouncer.ini", &config)?;
         write("users.txt", &format!("\"{}\" \"\"\n", up.user))?;
         let mut cmd = Command::new(&program);
-        if rustix::process::geteuid().is_root() {
-            let (name, uid, gid) = unprivileged_user()
-                .ok_or("running as root, and neither user postgres nor nobody exists")?;
+        if let Some((name, uid, gid)) = run_as()? {
             for entry in ["", "pgbouncer.ini", "users.txt"] {
                 std::os::unix::fs::chown(dir.join(entry), Some(uid), Some(gid))
                     .map_err(|e| format!("chown {}: {e}", dir.display()))?;

@@ -7,12 +7,14 @@
 //! the tests run as root (PostgreSQL refuses root), on a free loopback port,
 //! in a temporary directory removed when it stops.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::private_server::{free_port, program, run_as};
 
 /// A certificate authority and a server certificate it signed, for host
 /// name `localhost` only (so `127.0.0.1` is a host name mismatch), plus an
@@ -120,29 +122,15 @@ impl TestCerts {
     }
 }
 
+/// A PostgreSQL program: in `PATH`, else in Debian's versioned directories
+/// (newest first).
 fn postgres_bin(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let mut dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
-    if let Ok(entries) = std::fs::read_dir("/usr/lib/postgresql") {
-        let mut versions: Vec<PathBuf> = entries.flatten().map(|e| e.path().join("bin")).collect();
-        versions.sort();
-        dirs.extend(versions.into_iter().rev());
-    }
-    dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file())
-}
-
-/// `(uid, gid)` of the user to run PostgreSQL as when we are root.
-fn unprivileged() -> Option<(u32, u32)> {
-    for name in ["postgres", "nobody"] {
-        let id = |flag: &str| -> Option<u32> {
-            let out = Command::new("id").arg(flag).arg(name).output().ok()?;
-            String::from_utf8(out.stdout).ok()?.trim().parse().ok()
-        };
-        if let (Some(uid), Some(gid)) = (id("-u"), id("-g")) {
-            return Some((uid, gid));
-        }
-    }
-    None
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|entries| entries.flatten().map(|e| e.path().join("bin")).collect())
+        .unwrap_or_default();
+    versions.sort();
+    versions.reverse();
+    program(name, &versions)
 }
 
 /// A private PostgreSQL server with TLS on (certificates of [`TestCerts`]),
@@ -172,13 +160,13 @@ impl TlsPostgres {
         ));
         let data = dir.join("data");
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let as_user = if rustix::process::geteuid().is_root() {
-            let (uid, gid) = unprivileged().ok_or("running as root without a postgres user")?;
-            std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
-                .map_err(|e| format!("chown {}: {e}", dir.display()))?;
-            Some((uid, gid))
-        } else {
-            None
+        let as_user = match run_as()? {
+            Some((_, uid, gid)) => {
+                std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
+                    .map_err(|e| format!("chown {}: {e}", dir.display()))?;
+                Some((uid, gid))
+            }
+            None => None,
         };
         let with_user = |mut cmd: Command| {
             if let Some((uid, gid)) = as_user {
@@ -210,10 +198,7 @@ impl TlsPostgres {
                     .map_err(|e| format!("chown {name}: {e}"))?;
             }
         }
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .map_err(|e| format!("no free port: {e}"))?;
+        let port = free_port()?;
         let log = std::fs::File::create(dir.join("server.log")).map_err(|e| e.to_string())?;
         if let Some((uid, gid)) = as_user {
             std::os::unix::fs::chown(dir.join("server.log"), Some(uid), Some(gid))
