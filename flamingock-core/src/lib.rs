@@ -109,6 +109,7 @@ pub mod report;
 mod runner;
 mod shutdown;
 pub mod target;
+pub mod tls;
 pub mod validate;
 
 pub use audit::{

@@ -1,5 +1,6 @@
 //! Database errors as people read them.
 
+use flamingock_core::tls::TlsRefusal;
 use sqlx::postgres::PgDatabaseError;
 
 /// PostgreSQL's message with its SQLSTATE (and its detail and hint when it
@@ -81,26 +82,22 @@ pub(crate) fn tls_hint(e: &sqlx::Error) -> Option<&'static str> {
         sqlx::Error::Tls(inner) => inner.to_string(),
         sqlx::Error::Io(inner) => inner.to_string(),
         _ => return None,
-    }
-    .to_ascii_lowercase();
-    if text.contains("unknownissuer") || text.contains("unknown issuer") {
-        Some(
+    };
+    Some(match TlsRefusal::recognise(&text)? {
+        TlsRefusal::UnknownAuthority => {
             "the server's certificate is not signed by an authority this client trusts: give \
-             the CA that signed it with sslrootcert=PATH",
-        )
-    } else if text.contains("notvalidforname") || text.contains("not valid for name") {
-        Some(
+             the CA that signed it with sslrootcert=PATH"
+        }
+        TlsRefusal::NameMismatch => {
             "the server's certificate does not name the host of the URL: connect by a name the \
-             certificate lists, or use sslmode=verify-ca to check the authority only",
-        )
-    } else if text.contains("does not support tls") || text.contains("does not support ssl") {
-        Some(
+             certificate lists, or use sslmode=verify-ca to check the authority only"
+        }
+        TlsRefusal::NotTls => {
             "the server (or a pooler in front of it) does not accept TLS connections: turn TLS \
-             on there, or choose sslmode=prefer or disable",
-        )
-    } else {
-        None
-    }
+             on there, or choose sslmode=prefer or disable"
+        }
+        _ => return None,
+    })
 }
 
 /// A database error whose message says what to do.

@@ -1,6 +1,8 @@
 //! Errors of building a [`RedisLock`](crate::RedisLock), and how driver
 //! errors are explained.
 
+use flamingock_core::tls::TlsRefusal;
+
 /// Why a [`RedisLock`](crate::RedisLock) could not be built or connected.
 ///
 /// Once built, the lock reports through
@@ -60,14 +62,20 @@ pub(crate) fn explain(err: &redis::RedisError) -> &'static str {
     let auth = err.kind() == redis::ErrorKind::AuthenticationFailed
         || matches!(code, "WRONGPASS" | "NOAUTH")
         || err.to_string().contains("AUTH");
-    let text = err.to_string().to_ascii_lowercase();
-    if text.contains("unknownissuer") || text.contains("unknown issuer") {
-        return "TLS: the server's certificate is not signed by an authority this client trusts \
-                (give the CA that signed it with RedisLockBuilder::ca_certificate)";
-    }
-    if text.contains("notvalidforname") || text.contains("not valid for name") {
-        return "TLS: the server's certificate does not name the host of the URL \
-                (connect by a name the certificate lists)";
+    match TlsRefusal::recognise(&err.to_string()) {
+        Some(TlsRefusal::UnknownAuthority) => {
+            return "TLS: the server's certificate is not signed by an authority this client \
+                    trusts (give the CA that signed it with RedisLockBuilder::ca_certificate)";
+        }
+        Some(TlsRefusal::NameMismatch) => {
+            return "TLS: the server's certificate does not name the host of the URL \
+                    (connect by a name the certificate lists)";
+        }
+        Some(TlsRefusal::NotTls) => {
+            return "TLS: the server does not accept TLS on that port \
+                    (use redis:// for a server without TLS)";
+        }
+        _ => {}
     }
     if auth {
         "authentication failed (check the user name and password in the Redis URL; \
