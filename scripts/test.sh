@@ -23,8 +23,9 @@
 # Then it runs `cargo test --workspace --all-targets --no-fail-fast "$@"`, `cargo test --workspace --doc` and
 # the CLI's MongoDB/DynamoDB tests (behind features), and exits non-zero if any failed.
 #
-# It also exports FLAMINGOCK_TEST_SECANTUSD (the virtualenv's secantusd-py) for tests that start
-# and kill SecantusDB servers of their own.
+# It also exports FLAMINGOCK_TEST_SECANTUSD (the virtualenv's secantusd-py) and
+# FLAMINGOCK_TEST_PYTHON (the virtualenv's interpreter, for moto) for tests that start and kill
+# SecantusDB and moto servers of their own (with TLS, for instance).
 #
 # Knobs: CARGO_TARGET_DIR, FLAMINGOCK_CACHE_DIR (see scripts/env.sh), FLAMINGOCK_PYTHON
 # (interpreter used to create the virtualenv, default python3), and the endpoint variables
@@ -377,10 +378,12 @@ main() {
     provide_redis
     provide_pgbouncer
     if [[ -z ${FLAMINGOCK_TEST_MONGODB_URL:-} || -z ${FLAMINGOCK_TEST_DYNAMODB_URL:-} ||
-        -z ${FLAMINGOCK_TEST_SECANTUSD:-} ]]; then
+        -z ${FLAMINGOCK_TEST_SECANTUSD:-} || -z ${FLAMINGOCK_TEST_PYTHON:-} ]]; then
         ensure_venv
         # For tests that start (and kill) private SecantusDB servers of their own.
         export FLAMINGOCK_TEST_SECANTUSD="${FLAMINGOCK_TEST_SECANTUSD:-$VENV/bin/secantusd-py}"
+        # For tests that start private moto servers (e.g. with TLS).
+        export FLAMINGOCK_TEST_PYTHON="${FLAMINGOCK_TEST_PYTHON:-$VENV/bin/python}"
     fi
     provide_mongodb
     provide_dynamodb

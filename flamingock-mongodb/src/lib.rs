@@ -138,6 +138,20 @@
 //! See [`MongoLock`]: one `findOneAndUpdate` with upsert and an update
 //! pipeline; expiry by the server's `$$NOW`.
 //!
+//! ## TLS
+//!
+//! The driver's TLS options go in the connection string as written
+//! (`tls=true`, `tlsCAFile=PATH`, `tlsCertificateKeyFile=PATH`...); the
+//! driver uses rustls. Tested against a SecantusDB with TLS on and a test
+//! CA (`tests/tls.rs`: the audit, lock and pipeline suites over TLS). A
+//! refused handshake is reported with what to do: an unknown authority
+//! names `tlsCAFile`, a certificate for another host says so, and a
+//! handshake nobody completes (TLS asked of a server without it, or the
+//! other way round, which the driver only sees as silence or a reset until
+//! its server selection timeout) says to check `tls=true` against the
+//! server. Lower `serverSelectionTimeoutMS` to hear about it sooner than
+//! the driver's 30 seconds.
+//!
 //! ## SecantusDB differences
 //!
 //! The tests run against SecantusDB (a MongoDB wire-protocol server). Where
@@ -175,6 +189,7 @@
 #![warn(unreachable_pub)]
 
 mod codec;
+mod explain;
 mod lock;
 mod sessions;
 mod store;

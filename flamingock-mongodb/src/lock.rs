@@ -54,7 +54,7 @@ impl MongoLock {
         move |e| LockError::Backend {
             lock: self.describe.clone(),
             operation,
-            source: Box::new(e),
+            source: crate::explain::boxed(e),
         }
     }
 

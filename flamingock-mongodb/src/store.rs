@@ -118,7 +118,7 @@ impl MongoAuditStoreBuilder {
                 .map_err(|e| StoreError::Backend {
                     store: describe.clone(),
                     operation: "handshake (hello)",
-                    source: Box::new(e),
+                    source: crate::explain::boxed(e),
                 })?
         };
         if let Transactions::Unavailable(why) = &transactions {
@@ -260,7 +260,7 @@ impl WriteFailure {
             WriteFailure::Driver { operation, error } => StoreError::Backend {
                 store: store.to_owned(),
                 operation,
-                source: Box::new(error),
+                source: crate::explain::boxed(error),
             },
             WriteFailure::Malformed { what, detail } => StoreError::Malformed {
                 store: store.to_owned(),
@@ -326,7 +326,7 @@ impl MongoAuditStore {
             .map_err(|e| StoreError::Backend {
                 store: format!("mongodb({database})"),
                 operation: "parse connection string",
-                source: Box::new(e),
+                source: crate::explain::boxed(e),
             })?;
         Self::new(client, database).await
     }
@@ -364,7 +364,7 @@ impl MongoAuditStore {
         move |e| StoreError::Backend {
             store: self.inner.describe.clone(),
             operation,
-            source: Box::new(e),
+            source: crate::explain::boxed(e),
         }
     }
 

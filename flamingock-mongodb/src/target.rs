@@ -119,7 +119,7 @@ impl MongoTarget {
             .map_err(|e| TargetError::Backend {
                 target: id.clone(),
                 operation: "handshake (hello)",
-                source: Box::new(e),
+                source: crate::explain::boxed(e),
             })?;
         let db = client.database(database);
         Ok(MongoTarget {
@@ -193,7 +193,7 @@ impl MongoTarget {
         move |e| TargetError::Backend {
             target: self.id.clone(),
             operation,
-            source: Box::new(e),
+            source: crate::explain::boxed(e),
         }
     }
 
@@ -204,7 +204,7 @@ impl MongoTarget {
             Err(e) if e.contains_label(TRANSIENT_TRANSACTION_ERROR) => {
                 Err(TargetError::NotCommitted {
                     target: self.id.clone(),
-                    source: Box::new(e),
+                    source: crate::explain::boxed(e),
                 })
             }
             // Outcome unknown (connection lost during commit...).
@@ -245,7 +245,7 @@ impl MongoTarget {
                         if let crate::store::WriteFailure::Driver { error, .. } = f {
                             return Err(TargetError::NotCommitted {
                                 target: self.id.clone(),
-                                source: Box::new(error),
+                                source: crate::explain::boxed(error),
                             });
                         }
                     }
@@ -300,7 +300,7 @@ impl MongoTarget {
         let _ = session.abort_transaction().await;
         TargetError::NotCommitted {
             target: self.id.clone(),
-            source: Box::new(e),
+            source: crate::explain::boxed(e),
         }
     }
 }

@@ -27,6 +27,11 @@
 //! ```
 //!
 //! Every check works in its own random [`namespace`] and cleans up after itself.
+//!
+//! Private servers a test starts on a free port and stops when it ends:
+//! [`pgbouncer`] (PgBouncer in either pooling mode), [`tls`] (a test CA and a
+//! PostgreSQL with TLS) and [`standin_server`] (SecantusDB and moto, with or
+//! without TLS).
 #![deny(missing_docs)]
 #![warn(unreachable_pub)]
 
@@ -39,6 +44,7 @@ pub mod pipeline_suite;
 mod private_server;
 pub mod process_suite;
 pub mod services;
+pub mod standin_server;
 pub mod tls;
 
 pub use services::{namespace, require_service, ServiceSpec};

@@ -1,5 +1,5 @@
-//! What the private servers of the tests (PgBouncer, PostgreSQL with TLS)
-//! share: a free loopback port, the system program to run, and the
+//! What the private servers of the tests (PgBouncer, PostgreSQL with TLS,
+//! the stand-ins) share: a free loopback port, the system program to run, and the
 //! unprivileged user to run it as when the tests run as root (PgBouncer and
 //! PostgreSQL both refuse root).
 
