@@ -2,6 +2,7 @@
 //! core's error types with their context.
 
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use flamingock_core::tls::TlsRefusal;
 use flamingock_core::BoxError;
 
 /// A DynamoDB request that failed: which request, on which table, and the
@@ -28,14 +29,31 @@ impl RequestError {
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
         R: std::fmt::Debug + Send + Sync + 'static,
     {
+        let mut detail = DisplayErrorContext(&err).to_string();
+        if let Some(advice) = TlsRefusal::recognise(&detail).map(tls_advice) {
+            detail = format!("{advice} ({detail})");
+        }
         RequestError {
             operation,
             table: table.to_owned(),
             code: err.code().map(str::to_owned),
-            detail: DisplayErrorContext(&err).to_string(),
+            detail,
             source: Box::new(err),
         }
     }
+}
+
+/// What to do about a refused HTTPS endpoint.
+fn tls_advice(refusal: TlsRefusal) -> String {
+    let remedy = match refusal {
+        TlsRefusal::UnknownAuthority => {
+            "give the CA that signed it with ConnectOptions::ca_certificate (CLI: tlsCAFile=PATH)"
+        }
+        TlsRefusal::NameMismatch => "use an endpoint URL whose host the certificate lists",
+        TlsRefusal::NotTls => "use an http:// endpoint for a server without TLS (CLI: tls=false)",
+        _ => "check the endpoint's TLS setup",
+    };
+    format!("TLS: {}: {remedy}", refusal.what())
 }
 
 /// A problem Flamingock found itself, without a driver error underneath.

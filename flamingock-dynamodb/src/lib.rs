@@ -110,6 +110,18 @@
 //! whose total exceeds 100 fails before anything is sent, with a
 //! `TargetError::NotCommitted` giving the count and the limit.
 //!
+//! ## Endpoints and TLS
+//!
+//! [`connect`] takes the standard AWS chain and an optional endpoint;
+//! [`ConnectOptions`] adds the region and, for `https://` endpoints whose
+//! certificate a private authority signed, that authority
+//! ([`ConnectOptions::ca_certificate`], PEM; the system's roots are then not
+//! used). A PEM without a readable certificate is refused before any request
+//! ([`CaError`]). Refused handshakes are reported in [`RequestError`] with
+//! what to do (unknown authority, a certificate for another host, a server
+//! without TLS). Tested against moto with TLS on (`tests/tls.rs`: the audit,
+//! lock and pipeline suites over HTTPS with a test CA).
+//!
 //! ## Throttling
 //!
 //! `ProvisionedThroughputExceededException`, `ThrottlingException`,
@@ -146,6 +158,7 @@
 #![deny(missing_docs)]
 #![warn(unreachable_pub)]
 
+mod connect;
 mod error;
 mod item;
 mod lock;
@@ -155,6 +168,7 @@ mod table;
 mod target;
 mod tx;
 
+pub use connect::{connect, CaError, ConnectOptions};
 pub use error::{ContextError, RequestError};
 pub use lock::{DynamoLock, DynamoLockBuilder, DEFAULT_SKEW};
 pub use retry::RetryPolicy;
@@ -165,20 +179,3 @@ pub use tx::MAX_TRANSACTION_ITEMS;
 /// Re-export of the SDK this crate is built on, so that changes can name its
 /// types (`AttributeValue`, `TransactWriteItem`...) without a version mismatch.
 pub use aws_sdk_dynamodb;
-
-/// A DynamoDB client configured from the standard AWS chain (environment,
-/// profile, IMDS...) via `aws_config::defaults(BehaviorVersion::latest())`,
-/// with `endpoint_url` overriding the endpoint (DynamoDB Local, moto,
-/// LocalStack). Without a region in the chain, `us-east-1` is used.
-pub async fn connect(endpoint_url: Option<&str>) -> aws_sdk_dynamodb::Client {
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-    if let Some(url) = endpoint_url {
-        loader = loader.endpoint_url(url);
-    }
-    let config = loader.load().await;
-    let mut builder = aws_sdk_dynamodb::config::Builder::from(&config);
-    if config.region().is_none() {
-        builder = builder.region(aws_sdk_dynamodb::config::Region::new("us-east-1"));
-    }
-    aws_sdk_dynamodb::Client::from_conf(builder.build())
-}

@@ -29,6 +29,23 @@ const TEST_SKEW: Duration = Duration::from_millis(100);
 #[derive(Debug, Clone)]
 pub struct Dynamo {
     url: String,
+    /// The client configuration to start from, when the test built one
+    /// (e.g. HTTPS with a private CA through `ConnectOptions`).
+    base: Option<aws_sdk_dynamodb::Config>,
+    /// A private server of this test, stopped when the last clone goes.
+    server: Option<Keep>,
+    /// Rounds of the pipeline suite's concurrency check.
+    repetitions: usize,
+}
+
+/// Something kept alive with the backend (a private server), opaque.
+#[derive(Clone)]
+pub struct Keep(pub Arc<dyn std::any::Any + Send + Sync>);
+
+impl std::fmt::Debug for Keep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Keep(..)")
+    }
 }
 
 impl Dynamo {
@@ -46,6 +63,9 @@ impl Dynamo {
             (Ok(id), Ok(secret)) => Credentials::new(id, secret, None, None, "env"),
             _ => Credentials::new("test", "test", None, None, "flamingock-tests"),
         };
+        if let Some(base) = &self.base {
+            return base.to_builder().credentials_provider(creds);
+        }
         let region = std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into());
         aws_sdk_dynamodb::Config::builder()
             .behavior_version(BehaviorVersion::latest())
@@ -159,7 +179,39 @@ impl Dynamo {
 /// The suites' constructor.
 pub async fn dynamo() -> Option<Dynamo> {
     let url = require_service(&services::DYNAMODB)?;
-    Some(Dynamo { url })
+    Some(Dynamo {
+        url,
+        base: None,
+        server: None,
+        repetitions: 30,
+    })
+}
+
+impl Dynamo {
+    /// The server at `url`, reached with clients made from `base`, keeping
+    /// `server` running while any clone of the result lives; the pipeline
+    /// suite's concurrency check runs `FLAMINGOCK_TLS_REPETITIONS` rounds
+    /// (default 3: the plain run is the one that repeats).
+    pub fn with_config(
+        url: String,
+        base: aws_sdk_dynamodb::Config,
+        server: Arc<dyn std::any::Any + Send + Sync>,
+    ) -> Dynamo {
+        Dynamo {
+            url,
+            base: Some(base),
+            server: Some(Keep(server)),
+            repetitions: std::env::var("FLAMINGOCK_TLS_REPETITIONS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(3),
+        }
+    }
+
+    /// The endpoint.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
 }
 
 #[flamingock_core::async_trait]
@@ -254,7 +306,7 @@ impl PipelineUnderTest for Dynamo {
     fn capabilities(&self) -> PipelineCapabilities {
         PipelineCapabilities::default()
             .runners(16)
-            .repetitions(30)
+            .repetitions(self.repetitions)
             // moto answers in ~65 ms under load; a 1.2 s lease leaves too
             // little margin for the refresh of 16 waiting runners.
             .lease(Duration::from_secs(3))
