@@ -65,6 +65,8 @@ pub enum StoreUrl {
         credentials: Option<(String, String)>,
         /// `?prefix=` (table prefix).
         prefix: Option<String>,
+        /// `?tlsCAFile=`: the certificate authority to trust for an HTTPS endpoint.
+        ca_file: Option<std::path::PathBuf>,
     },
 }
 
@@ -101,12 +103,14 @@ impl fmt::Debug for StoreUrl {
                 region,
                 credentials,
                 prefix,
+                ca_file,
             } => f
                 .debug_struct("Dynamodb")
                 .field("endpoint", endpoint)
                 .field("region", region)
                 .field("key_id", &credentials.as_ref().map(|(k, _)| k))
                 .field("prefix", prefix)
+                .field("ca_file", ca_file)
                 .finish(),
         }
     }
@@ -357,9 +361,9 @@ impl StoreUrl {
                 let pairs: std::collections::HashMap<String, String> =
                     query_pairs(query).map_err(invalid)?.into_iter().collect();
                 for k in pairs.keys() {
-                    if !matches!(k.as_str(), "region" | "prefix" | "tls") {
+                    if !matches!(k.as_str(), "region" | "prefix" | "tls" | "tlsCAFile") {
                         return Err(invalid(format!(
-                            "unknown option '{k}' (known: region, prefix, tls)"
+                            "unknown option '{k}' (known: region, prefix, tls, tlsCAFile)"
                         )));
                     }
                 }
@@ -392,6 +396,12 @@ impl StoreUrl {
                     200,
                 )
                 .map_err(invalid)?;
+                let ca_file = pairs.get("tlsCAFile").map(std::path::PathBuf::from);
+                if ca_file.is_some() && !tls && !host.is_empty() {
+                    return Err(invalid(
+                        "tlsCAFile is for HTTPS endpoints: add tls=true".into(),
+                    ));
+                }
                 let endpoint = (!host.is_empty())
                     .then(|| format!("{}://{host}", if tls { "https" } else { "http" }));
                 Ok(StoreUrl::Dynamodb {
@@ -399,6 +409,7 @@ impl StoreUrl {
                     region: pairs.get("region").cloned(),
                     credentials,
                     prefix: pairs.get("prefix").cloned(),
+                    ca_file,
                 })
             }
             "mongodb" | "mongodb+srv" => Err(StoreUrlError::NotCompiled {
@@ -527,9 +538,24 @@ impl OpenedStore {
                 region,
                 credentials,
                 prefix,
+                ca_file,
             } => {
                 use flamingock_dynamodb::aws_sdk_dynamodb::config::{Credentials, Region};
-                let client = flamingock_dynamodb::connect(endpoint.as_deref()).await;
+                let mut options = flamingock_dynamodb::ConnectOptions::new();
+                if let Some(e) = endpoint {
+                    options = options.endpoint_url(e.clone());
+                }
+                if let Some(path) = ca_file {
+                    let pem = std::fs::read(path).map_err(|e| StoreError::NotReady {
+                        store: "dynamodb".into(),
+                        detail: format!("cannot read tlsCAFile {}: {e}", path.display()),
+                    })?;
+                    options = options.ca_certificate(pem);
+                }
+                let client = options.connect().await.map_err(|e| StoreError::NotReady {
+                    store: "dynamodb".into(),
+                    detail: format!("tlsCAFile: {e}"),
+                })?;
                 let mut conf = client.config().to_builder();
                 if let Some(r) = region {
                     conf = conf.region(Region::new(r.clone()));
@@ -980,6 +1006,7 @@ mod tests {
                 region: Some("eu-west-1".into()),
                 credentials: Some(("AKIA".into(), "s/ecret".into())),
                 prefix: Some("fk".into()),
+                ca_file: None,
             }
         );
         assert!(!format!("{u:?}").contains("ecret"));
@@ -994,5 +1021,14 @@ mod tests {
             "{u:?}"
         );
         assert!(StoreUrl::parse("dynamodb://h?colour=blue").is_err());
+        let u = StoreUrl::parse("dynamodb://localhost:4566?tls=true&tlsCAFile=/etc/ca.pem")
+            .expect("parses");
+        assert!(
+            matches!(u, StoreUrl::Dynamodb { ca_file: Some(ref p), .. } if p == std::path::Path::new("/etc/ca.pem")),
+            "{u:?}"
+        );
+        let err = StoreUrl::parse("dynamodb://localhost:4566?tlsCAFile=/etc/ca.pem")
+            .expect_err("a CA without TLS");
+        assert!(err.to_string().contains("add tls=true"), "{err}");
     }
 }

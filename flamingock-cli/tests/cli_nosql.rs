@@ -218,3 +218,98 @@ async fn dynamodb_store_operator_commands() {
     assert!(!out.all().contains("hunter22"), "{}", out.all());
     let _ = client.delete_table().table_name(store.table()).send().await;
 }
+
+/// The store URL with the CA as a file option: a private SecantusDB with TLS
+/// (`tls=true&tlsCAFile=PATH`, the driver's own options, passed through).
+#[cfg(feature = "mongodb")]
+#[tokio::test(flavor = "multi_thread")]
+async fn mongodb_store_over_tls() {
+    use flamingock_test_support::standin_server::StandinServer;
+    use flamingock_test_support::tls::TestCerts;
+    let certs_dir = tempfile::tempdir().expect("temp dir");
+    let certs = TestCerts::generate(certs_dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    let Some(server) = StandinServer::secantusdb(Some(&certs)).unwrap_or_else(|e| panic!("{e}"))
+    else {
+        return;
+    };
+    let url_with = |ca: &std::path::Path| {
+        format!(
+            "mongodb://localhost:{}/cli?directConnection=true&tls=true&tlsCAFile={}&serverSelectionTimeoutMS=3000",
+            server.port(),
+            ca.display()
+        )
+    };
+    let url = url_with(&certs.ca());
+    let url0 = url.clone();
+    tokio::task::spawn_blocking(move || reading_session(&url0))
+        .await
+        .expect("reading session");
+    let store = flamingock_mongodb::MongoAuditStore::connect(&url, "cli")
+        .await
+        .expect("store over TLS");
+    seed_issue(&store, "create-topic").await;
+    let url2 = url.clone();
+    tokio::task::spawn_blocking(move || operator_session(&url2))
+        .await
+        .expect("session");
+    // A CA that signed nothing here: refused, saying which option to fix.
+    let out = flamingock(&["--store", &url_with(&certs.other_ca()), "audit", "list"]);
+    assert_ne!(out.code, 0, "{}", out.all());
+    assert!(out.stderr.contains("tlsCAFile"), "{}", out.all());
+}
+
+/// `dynamodb://host:port?tls=true&tlsCAFile=PATH` against a private moto
+/// with HTTPS whose certificate a test CA signed.
+#[cfg(feature = "dynamodb")]
+#[tokio::test(flavor = "multi_thread")]
+async fn dynamodb_store_over_tls() {
+    use flamingock_test_support::standin_server::StandinServer;
+    use flamingock_test_support::tls::TestCerts;
+    let certs_dir = tempfile::tempdir().expect("temp dir");
+    let certs = TestCerts::generate(certs_dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    let Some(server) = StandinServer::moto(Some(&certs)).unwrap_or_else(|e| panic!("{e}")) else {
+        return;
+    };
+    let url_with = |ca: &std::path::Path| {
+        format!(
+            "dynamodb://testing:testing@localhost:{}?region=us-east-1&prefix=cli&tls=true&tlsCAFile={}",
+            server.port(),
+            ca.display()
+        )
+    };
+    let url = url_with(&certs.ca());
+    let url0 = url.clone();
+    tokio::task::spawn_blocking(move || reading_session(&url0))
+        .await
+        .expect("reading session");
+    let client = flamingock_dynamodb::ConnectOptions::new()
+        .endpoint_url(format!("https://localhost:{}", server.port()))
+        .region("us-east-1")
+        .ca_certificate(std::fs::read(certs.ca()).expect("CA"))
+        .connect()
+        .await
+        .expect("client");
+    let conf = client
+        .config()
+        .to_builder()
+        .credentials_provider(
+            flamingock_dynamodb::aws_sdk_dynamodb::config::Credentials::new(
+                "testing", "testing", None, None, "test",
+            ),
+        )
+        .build();
+    let store = flamingock_dynamodb::DynamoAuditStore::builder(
+        flamingock_dynamodb::aws_sdk_dynamodb::Client::from_conf(conf),
+    )
+    .table_prefix("cli")
+    .build();
+    seed_issue(&store, "create-topic").await;
+    let url2 = url.clone();
+    tokio::task::spawn_blocking(move || operator_session(&url2))
+        .await
+        .expect("session");
+    // A CA that signed nothing here: refused, saying which option to fix.
+    let out = flamingock(&["--store", &url_with(&certs.other_ca()), "audit", "list"]);
+    assert_ne!(out.code, 0, "{}", out.all());
+    assert!(out.stderr.contains("tlsCAFile"), "{}", out.all());
+}
