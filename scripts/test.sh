@@ -11,6 +11,9 @@
 #   FLAMINGOCK_TEST_REDIS_URL     Redis on 127.0.0.1:6379 (started with redis-server if it is
 #                                 installed but not running)
 #   FLAMINGOCK_TEST_MONGODB_URL   SecantusDB (secantusd-py, in-memory) on a free loopback port
+#   FLAMINGOCK_TEST_MONGODB_STANDALONE_URL
+#                                 a second SecantusDB started with --standalone (no replica set,
+#                                 so no transactions: the store's detection path)
 #   FLAMINGOCK_TEST_DYNAMODB_URL  moto's server (DynamoDB API) on a free loopback port, run through
 #                                 scripts/moto_server_serial.py, which makes its requests atomic
 # It also installs PgBouncer (Debian's package) when missing: the PostgreSQL suites start private
@@ -62,6 +65,7 @@ elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 # Process bookkeeping and cleanup
 
 MONGO_PID="" MONGO_LOG=""
+MONGO_SA_PID=""
 MOTO_PID="" MOTO_LOG=""
 STARTED_PG_VERSIONS=""
 STARTED_REDIS=""
@@ -94,6 +98,7 @@ cleanup() {
     local status=$?
     trap - EXIT INT TERM
     stop_process "SecantusDB" "$MONGO_PID"
+    stop_process "SecantusDB (standalone)" "$MONGO_SA_PID"
     stop_process "moto" "$MOTO_PID"
     if [[ -n $STARTED_REDIS ]]; then
         redis-cli -h 127.0.0.1 -p 6379 shutdown nosave >/dev/null 2>&1 || true
@@ -337,6 +342,20 @@ provide_mongodb() {
     say "mongodb:  $STARTED_URL (started SecantusDB, ready in ${STARTED_SECS}s, log $MONGO_LOG)"
 }
 
+provide_mongodb_standalone() {
+    if [[ -n ${FLAMINGOCK_TEST_MONGODB_STANDALONE_URL:-} ]]; then
+        say "mongodb standalone: $FLAMINGOCK_TEST_MONGODB_STANDALONE_URL (given)"
+        return 0
+    fi
+    : >"$RUN_DIR/secantusd-standalone.toml"
+    start_server secantusd-standalone mongo_ping "mongodb://127.0.0.1:PORT/?directConnection=true" \
+        "$VENV/bin/secantusd-py" --config "$RUN_DIR/secantusd-standalone.toml" \
+        --host 127.0.0.1 --port PORT --storage-path :memory: --standalone
+    MONGO_SA_PID=$STARTED_PID
+    export FLAMINGOCK_TEST_MONGODB_STANDALONE_URL="$STARTED_URL"
+    say "mongodb standalone: $STARTED_URL (started SecantusDB --standalone, ready in ${STARTED_SECS}s)"
+}
+
 provide_dynamodb() {
     if [[ -n ${FLAMINGOCK_TEST_DYNAMODB_URL:-} ]]; then
         say "dynamodb: $FLAMINGOCK_TEST_DYNAMODB_URL (given)"
@@ -378,6 +397,7 @@ main() {
     provide_redis
     provide_pgbouncer
     if [[ -z ${FLAMINGOCK_TEST_MONGODB_URL:-} || -z ${FLAMINGOCK_TEST_DYNAMODB_URL:-} ||
+        -z ${FLAMINGOCK_TEST_MONGODB_STANDALONE_URL:-} ||
         -z ${FLAMINGOCK_TEST_SECANTUSD:-} || -z ${FLAMINGOCK_TEST_PYTHON:-} ]]; then
         ensure_venv
         # For tests that start (and kill) private SecantusDB servers of their own.
@@ -386,6 +406,7 @@ main() {
         export FLAMINGOCK_TEST_PYTHON="${FLAMINGOCK_TEST_PYTHON:-$VENV/bin/python}"
     fi
     provide_mongodb
+    provide_mongodb_standalone
     provide_dynamodb
 
     # Credentials and region for the DynamoDB client; moto accepts any key.

@@ -16,11 +16,14 @@ use flamingock_test_support::pipeline_suite::{
 use flamingock_test_support::{require_service, services, BoxError};
 use futures::future::BoxFuture;
 
-/// The backend under test; `no_transactions` forces the standalone-server protocol.
+/// The backend under test; `no_transactions`: the suites expect the protocol
+/// for servers without transactions, forced on a replica set (`force`) or
+/// detected on a standalone server.
 #[derive(Debug, Clone)]
 struct Mongo {
     url: String,
     no_transactions: bool,
+    force: bool,
 }
 
 impl Mongo {
@@ -29,10 +32,20 @@ impl Mongo {
     }
 
     async fn store(&self, ns: &str) -> Result<MongoAuditStore, BoxError> {
-        Ok(MongoAuditStore::builder(self.client().await?, ns)
-            .assume_no_transactions(self.no_transactions)
+        let store = MongoAuditStore::builder(self.client().await?, ns)
+            .assume_no_transactions(self.no_transactions && self.force)
             .build()
-            .await?)
+            .await?;
+        if store.transactions() == self.no_transactions {
+            return Err(format!(
+                "{}: the store detected transactions={}, the suite expects {}",
+                self.url,
+                store.transactions(),
+                !self.no_transactions
+            )
+            .into());
+        }
+        Ok(store)
     }
 
     async fn drop_all(&self, ns: &str) -> Result<(), BoxError> {
@@ -47,6 +60,7 @@ async fn mongo() -> Option<Mongo> {
     Some(Mongo {
         url: require_service(&services::MONGODB)?,
         no_transactions: false,
+        force: false,
     })
 }
 
@@ -54,6 +68,16 @@ async fn mongo_without_transactions() -> Option<Mongo> {
     Some(Mongo {
         url: require_service(&services::MONGODB)?,
         no_transactions: true,
+        force: true,
+    })
+}
+
+/// A standalone server (no replica set): the store finds out by itself.
+async fn mongo_standalone() -> Option<Mongo> {
+    Some(Mongo {
+        url: require_service(&services::MONGODB_STANDALONE)?,
+        no_transactions: true,
+        force: false,
     })
 }
 
@@ -195,6 +219,40 @@ mod without_transactions {
     mod pipeline {
         use super::super::mongo_without_transactions;
         flamingock_test_support::pipeline_tests!(mongo_without_transactions,
+            run: [
+                applies_in_order_then_fast_path,
+                exactly_once_concurrent_runners,
+                crash_table_non_transactional,
+                failures_follow_the_decision_table,
+                panicking_change_releases_lock,
+                blocked_stages_report_every_blocked_change,
+                fix_takes_the_lock,
+                validate_only_applies_nothing,
+                orphan_audit_entries,
+                plan_lists_strategies,
+                reading_creates_nothing,
+            ],
+            ignored: [
+                crash_table_shared_tx = "not applicable: a server without transactions has no shared-transaction target",
+                crash_table_separate_tx_with_marker = "not applicable: a server without transactions has no separate transactional target",
+                crash_table_separate_tx = "not applicable: a server without transactions has no separate transactional target",
+                lost_lease_cannot_commit = "not applicable: needs a transactional target, which a server without transactions lacks",
+            ],
+        );
+    }
+}
+
+/// The same suites on a standalone server, whose lack of transactions the
+/// store detects from the server's `hello` (nothing forced).
+mod standalone {
+    mod audit {
+        use super::super::mongo_standalone;
+        flamingock_test_support::audit_store_tests!(mongo_standalone);
+    }
+
+    mod pipeline {
+        use super::super::mongo_standalone;
+        flamingock_test_support::pipeline_tests!(mongo_standalone,
             run: [
                 applies_in_order_then_fast_path,
                 exactly_once_concurrent_runners,

@@ -390,6 +390,10 @@ impl ChildSpec {
         if let Some((p, c)) = &self.stop_at {
             cmd.env(STOP_AT, format!("{}:{c}", point_name(*p)));
         }
+        // Servers this process started in containers: the children use them.
+        for (k, v) in crate::services::container_endpoints() {
+            cmd.env(k, v);
+        }
         for (k, v) in &self.env {
             cmd.env(k, v);
         }

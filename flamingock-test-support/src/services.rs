@@ -45,7 +45,7 @@ pub const POSTGRES: ServiceSpec = ServiceSpec {
     how: "run `bash scripts/test.sh` (it finds or starts one), or export FLAMINGOCK_TEST_POSTGRES_URL=postgres://user@host:5432/db",
     container: ContainerSpec {
         image: "postgres",
-        tag: "16-alpine",
+        tag: "16.4-alpine",
         port: 5432,
         // Printed once by the temporary init server and once by the real one;
         // the wait below asks for the line on stderr, then the first query retries.
@@ -64,11 +64,12 @@ pub const REDIS: ServiceSpec = ServiceSpec {
     how: "run `bash scripts/test.sh`, or export FLAMINGOCK_TEST_REDIS_URL=redis://host:6379/",
     container: ContainerSpec {
         image: "redis",
-        tag: "7-alpine",
+        tag: "7.4.1-alpine",
         port: 6379,
         ready_line: "Ready to accept connections",
         env: &[],
-        cmd: &[],
+        // No persistence, as the lock is meant to survive without it.
+        cmd: &["redis-server", "--save", "", "--appendonly", "no"],
         init: &[],
         url: "redis://{host}:{port}/",
     },
@@ -81,7 +82,7 @@ pub const MONGODB: ServiceSpec = ServiceSpec {
     how: "run `bash scripts/test.sh` (it starts SecantusDB from a virtualenv), or export FLAMINGOCK_TEST_MONGODB_URL=mongodb://host:27017/?directConnection=true",
     container: ContainerSpec {
         image: "mongo",
-        tag: "7",
+        tag: "7.0.14",
         port: 27017,
         ready_line: "Waiting for connections",
         env: &[],
@@ -91,8 +92,28 @@ pub const MONGODB: ServiceSpec = ServiceSpec {
             "mongosh",
             "--quiet",
             "--eval",
-            "rs.initiate({_id: 'rs0', members: [{_id: 0, host: 'localhost:27017'}]})",
+            // Initiate, then wait until this node is primary (writable).
+            "rs.initiate({_id: 'rs0', members: [{_id: 0, host: 'localhost:27017'}]}); \
+             while (!db.hello().isWritablePrimary) { sleep(100); }",
         ],
+        url: "mongodb://{host}:{port}/?directConnection=true",
+    },
+};
+
+/// MongoDB as a standalone server (no replica set, so no transactions): the
+/// path where the store detects that and runs without transactions.
+pub const MONGODB_STANDALONE: ServiceSpec = ServiceSpec {
+    name: "MongoDB (standalone)",
+    env_var: "FLAMINGOCK_TEST_MONGODB_STANDALONE_URL",
+    how: "run `bash scripts/test.sh` (it starts SecantusDB with --standalone), or export FLAMINGOCK_TEST_MONGODB_STANDALONE_URL=mongodb://host:27017/?directConnection=true for a mongod started without --replSet",
+    container: ContainerSpec {
+        image: "mongo",
+        tag: "7.0.14",
+        port: 27017,
+        ready_line: "Waiting for connections",
+        env: &[],
+        cmd: &["--bind_ip_all"],
+        init: &[],
         url: "mongodb://{host}:{port}/?directConnection=true",
     },
 };
@@ -108,7 +129,9 @@ pub const DYNAMODB: ServiceSpec = ServiceSpec {
         port: 8000,
         ready_line: "Initializing DynamoDB Local",
         env: &[],
-        cmd: &[],
+        // One database whatever the credentials and region (the tests use
+        // several), kept in memory.
+        cmd: &["-jar", "DynamoDBLocal.jar", "-sharedDb", "-inMemory"],
         init: &[],
         url: "http://{host}:{port}",
     },
@@ -194,6 +217,17 @@ mod docker {
         Some(result)
     }
 
+    /// The endpoints of the containers started so far.
+    pub(super) fn started() -> Vec<(&'static str, String)> {
+        let Some(map) = STARTED.get() else {
+            return Vec::new();
+        };
+        let map = map.lock().unwrap_or_else(|p| p.into_inner());
+        map.iter()
+            .filter_map(|(var, r)| r.as_ref().ok().map(|url| (*var, url.clone())))
+            .collect()
+    }
+
     fn start(spec: ServiceSpec) -> Result<String, String> {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -253,6 +287,21 @@ mod docker {
         });
         rx.recv()
             .map_err(|_| "the container thread ended".to_owned())?
+    }
+}
+
+/// The endpoints of the containers this process started, as
+/// `(variable, url)`: the process-level suite hands them to its child
+/// processes, so that children use the parent's servers instead of starting
+/// containers of their own.
+pub fn container_endpoints() -> Vec<(&'static str, String)> {
+    #[cfg(feature = "testcontainers")]
+    {
+        docker::started()
+    }
+    #[cfg(not(feature = "testcontainers"))]
+    {
+        Vec::new()
     }
 }
 
