@@ -439,6 +439,20 @@ pub trait AuditStore: Send + Sync + 'static {
     /// Full history matching `filter`, oldest first.
     async fn history(&self, filter: &HistoryFilter) -> Result<Vec<AuditEntry>, StoreError>;
 
+    /// The applied-set summary ([`AuditSummary`](crate::summary::AuditSummary)),
+    /// for the start-up check: one read of constant size. `None` when this
+    /// store keeps none (the default), or keeps none yet (its tables predate
+    /// it, or were never prepared): the runner then reads the snapshot.
+    ///
+    /// A store that returns `Some` keeps it in the same atomic write as each
+    /// current-state row, so that at every instant it equals
+    /// [`AuditSummary::of_snapshot`](crate::summary::AuditSummary::of_snapshot)
+    /// of [`snapshot`](AuditStore::snapshot) (the audit suite checks it). A
+    /// read, like `snapshot`: creates and writes nothing.
+    async fn summary(&self) -> Result<Option<crate::summary::AuditSummary>, StoreError> {
+        Ok(None)
+    }
+
     /// The lock provider that lives in the same store, used when the builder is
     /// given none.
     fn default_lock(&self) -> Option<Arc<dyn LockProvider>> {
@@ -483,6 +497,9 @@ impl<S: AuditStore + ?Sized> AuditStore for Arc<S> {
     }
     async fn history(&self, filter: &HistoryFilter) -> Result<Vec<AuditEntry>, StoreError> {
         (**self).history(filter).await
+    }
+    async fn summary(&self) -> Result<Option<crate::summary::AuditSummary>, StoreError> {
+        (**self).summary().await
     }
     fn default_lock(&self) -> Option<Arc<dyn LockProvider>> {
         (**self).default_lock()

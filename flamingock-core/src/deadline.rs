@@ -140,6 +140,9 @@ impl AuditStore for TimedStore {
         self.call("read the history", self.inner.history(filter))
             .await
     }
+    async fn summary(&self) -> Result<Option<crate::summary::AuditSummary>, StoreError> {
+        self.call("read the summary", self.inner.summary()).await
+    }
     fn default_lock(&self) -> Option<Arc<dyn LockProvider>> {
         self.inner.default_lock()
     }

@@ -108,6 +108,7 @@ mod pipeline;
 pub mod report;
 mod runner;
 mod shutdown;
+pub mod summary;
 pub mod target;
 pub mod tls;
 pub mod validate;

@@ -169,6 +169,11 @@ impl FlamingockBuilder {
             }
         };
         let changes = plan_pipeline(&self.stages, &self.targets, store.store_id())?;
+        let all_applied = crate::summary::AuditSummary::all_applied(
+            changes
+                .iter()
+                .map(|c| (c.meta.id.as_str(), c.meta.checksum.as_deref())),
+        );
         let store = TimedStore::wrap(store, self.timeouts.operation);
         let lock = TimedLock::wrap(lock, self.timeouts.operation);
         let hostname = gethostname::gethostname().to_string_lossy().into_owned();
@@ -178,6 +183,7 @@ impl FlamingockBuilder {
                 store,
                 lock,
                 changes,
+                all_applied,
                 targets: self.targets,
                 lock_config: self.lock_config,
                 timeouts: self.timeouts,
@@ -363,6 +369,8 @@ struct Inner {
     store: Arc<dyn AuditStore>,
     lock: Arc<dyn LockProvider>,
     changes: Vec<PlannedChange>,
+    /// The store's summary when every change of the pipeline is applied.
+    all_applied: crate::summary::AuditSummary,
     targets: Vec<RegisteredTarget>,
     lock_config: LockConfig,
     timeouts: Timeouts,
@@ -576,9 +584,24 @@ impl Flamingock {
         self.inner.events.emit(event);
     }
 
+    /// The constant-size check: `true` when the store keeps a summary and
+    /// it says every change of the pipeline is applied with its current
+    /// checksum and no other change has an entry (then the full check finds
+    /// nothing to do and nothing to report). `false` means "read the
+    /// snapshot", not "something is pending".
+    async fn summary_says_all_applied(&self) -> Result<bool, Error> {
+        if self.inner.changes.is_empty() {
+            return Ok(false);
+        }
+        Ok(self.inner.store.summary().await? == Some(self.inner.all_applied))
+    }
+
     /// Reads the snapshot without the lock: `Ok(true)` when everything is
     /// applied (nothing to do), after checking the audit against the code.
     async fn nothing_pending(&self) -> Result<bool, Error> {
+        if self.summary_says_all_applied().await? {
+            return Ok(true);
+        }
         let snapshot = self.inner.store.snapshot().await?;
         let latest = index(&snapshot);
         self.check_audit(&latest)?;
@@ -603,6 +626,12 @@ impl Flamingock {
         if !self.inner.enabled {
             info!("flamingock disabled: nothing run");
             return Ok(report);
+        }
+        // The start-up check of every replica: one read of constant size
+        // where the store keeps a summary, before anything else (no DDL, no
+        // catalog query, no snapshot) when nothing is pending.
+        if self.summary_says_all_applied().await? {
+            return Ok(self.all_skipped(report));
         }
         self.prepare().await?;
         let snapshot = self.inner.store.snapshot().await?;

@@ -196,7 +196,8 @@ impl PipelineUnderTest for Mongo {
 
 mod audit {
     use super::mongo;
-    flamingock_test_support::audit_store_tests!(mongo);
+    flamingock_test_support::audit_store_tests!(mongo,
+        ignored: [summary_matches_snapshot = "MongoDB keeps no applied-set summary yet: its start-up check reads the snapshot"]);
 }
 
 mod lock {
@@ -213,7 +214,8 @@ mod pipeline {
 mod without_transactions {
     mod audit {
         use super::super::mongo_without_transactions;
-        flamingock_test_support::audit_store_tests!(mongo_without_transactions);
+        flamingock_test_support::audit_store_tests!(mongo_without_transactions,
+        ignored: [summary_matches_snapshot = "MongoDB keeps no applied-set summary yet: its start-up check reads the snapshot"]);
     }
 
     mod pipeline {
@@ -247,7 +249,8 @@ mod without_transactions {
 mod standalone {
     mod audit {
         use super::super::mongo_standalone;
-        flamingock_test_support::audit_store_tests!(mongo_standalone);
+        flamingock_test_support::audit_store_tests!(mongo_standalone,
+        ignored: [summary_matches_snapshot = "MongoDB keeps no applied-set summary yet: its start-up check reads the snapshot"]);
     }
 
     mod pipeline {

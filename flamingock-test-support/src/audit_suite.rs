@@ -400,9 +400,100 @@ pub async fn concurrent_appends<S: AuditStoreUnderTest>(sut: &S) {
     .await;
 }
 
+/// The applied-set summary ([`AuditStore::summary`]) equals the summary of
+/// the snapshot after every kind of write: each state of the decision table
+/// in turn, a checksum that changes (drift), entries that do not supersede
+/// the current one, a fenced write, and concurrent writers. This is what
+/// lets the runner trust it instead of reading the snapshot.
+///
+/// For stores that keep a summary; list it under `ignored:` for the others.
+pub async fn summary_matches_snapshot<S: AuditStoreUnderTest>(sut: &S) {
+    use flamingock_core::summary::AuditSummary;
+    let writers = sut.capabilities().concurrent_writers.min(8);
+    with_store(sut, |store, ns| async move {
+        async fn agrees(store: &dyn AuditStore, when: &str) -> AuditSummary {
+            let summary = store.summary().await.expect("summary").unwrap_or_else(|| {
+                panic!(
+                    "this store keeps no summary (summary() is None after prepare): list \
+                     summary_matches_snapshot under `ignored:` in audit_store_tests! with the \
+                     reason, so it shows as ignored"
+                )
+            });
+            let snap = store.snapshot().await.expect("snapshot");
+            assert_eq!(summary, AuditSummary::of_snapshot(&snap), "after {when}");
+            summary
+        }
+        assert_eq!(agrees(&*store, "prepare").await, AuditSummary::default());
+        // Every state in turn, on two changes, with a checksum that changes.
+        for (i, st) in AuditState::ALL
+            .iter()
+            .chain(AuditState::ALL.iter())
+            .enumerate()
+        {
+            let mut e = sample_entry("x", *st, 1);
+            e.checksum = Some(format!("sha256:{}", i % 3));
+            store.append(&e).await.expect("append x");
+            agrees(&*store, &format!("x -> {st}")).await;
+            let mut y = sample_entry("y", AuditState::ALL[(i + 3) % 7], 1);
+            y.checksum = (i % 2 == 0).then(|| "sha256:y".to_owned());
+            store.append(&y).await.expect("append y");
+            agrees(&*store, &format!("y, step {i}")).await;
+        }
+        // An entry stamped long ago: the current row moves only where the
+        // store keeps the client's clock and it supersedes.
+        let old = sample_entry("x", AuditState::Applied, 1).at(chrono::DateTime::UNIX_EPOCH);
+        store.append(&old).await.expect("append old");
+        agrees(&*store, "an entry stamped long ago").await;
+        // A fenced write changes nothing.
+        let epoch = store.claim_fence().await.expect("claim");
+        assert!(epoch >= 1, "{epoch}");
+        let before = agrees(&*store, "the claim").await;
+        let stale = sample_entry("z", AuditState::Applied, epoch - 1);
+        store.append(&stale).await.expect_err("fenced");
+        assert_eq!(agrees(&*store, "a fenced write").await, before);
+        // Concurrent writers on shared and own changes.
+        let mut tasks = Vec::new();
+        for w in 0..writers {
+            let handle = sut.open(&ns).await.expect("open handle");
+            tasks.push(async move {
+                for i in 0..4 {
+                    let own = sample_entry(&format!("w{w}-c{i}"), AuditState::Applied, epoch);
+                    handle.append(&own).await.expect("append own");
+                    let st = AuditState::ALL[(w + i) % AuditState::ALL.len()];
+                    handle
+                        .append(&sample_entry("shared", st, epoch))
+                        .await
+                        .expect("append shared");
+                }
+            });
+        }
+        futures::future::join_all(tasks).await;
+        let after = agrees(&*store, "concurrent writers").await;
+        assert_eq!(
+            after.rows,
+            2 + writers as u64 * 4 + 1,
+            "x, y, the own changes, shared"
+        );
+        // What the runner compares: equal exactly when all are applied.
+        let snap = store.snapshot().await.expect("snapshot");
+        let all = AuditSummary::all_applied(
+            snap.iter()
+                .map(|e| (e.change_id.as_str(), e.checksum.as_deref())),
+        );
+        let every_applied = snap
+            .iter()
+            .all(|e| flamingock_core::summary::counts_as_applied(e.state));
+        assert_eq!(after == all, every_applied);
+    })
+    .await;
+}
+
 /// Expands to one `#[tokio::test]` per audit-store check. Takes the path of an
 /// `async fn() -> Option<impl AuditStoreUnderTest>` that returns `None` only
-/// when [`require_service`](crate::require_service) asked to skip.
+/// when [`require_service`](crate::require_service) asked to skip. A store
+/// that keeps no summary lists `summary_matches_snapshot` as ignored, with
+/// the reason: `audit_store_tests!(sut, ignored: [summary_matches_snapshot =
+/// "..."])`.
 #[macro_export]
 macro_rules! audit_store_tests {
     ($sut:path) => {
@@ -414,7 +505,27 @@ macro_rules! audit_store_tests {
             history_filters,
             fence_claim_and_reject,
             concurrent_appends,
+            summary_matches_snapshot,
         ]);
+    };
+    ($sut:path, ignored: [$($skip:ident = $why:literal),* $(,)?] $(,)?) => {
+        $crate::__suite_tests!($sut, audit_suite: [
+            empty_store_and_idempotent_prepare,
+            append_and_snapshot,
+            large_and_odd_values_roundtrip,
+            snapshot_ordering_and_ties,
+            history_filters,
+            fence_claim_and_reject,
+            concurrent_appends,
+        ]);
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            #[ignore = $why]
+            async fn $skip() {
+                let Some(sut) = $sut().await else { return };
+                $crate::audit_suite::$skip(&sut).await;
+            }
+        )*
     };
 }
 

@@ -14,6 +14,8 @@ use crate::lock::LockProvider;
 pub(crate) struct StoreState {
     history: Vec<AuditEntry>,
     current: BTreeMap<String, AuditEntry>,
+    /// Kept with `current`, under the same mutex.
+    summary: crate::summary::AuditSummary,
     fence: u64,
     last_ts: Option<DateTime<Utc>>,
     /// `prepare` ran: the "tables" exist (reads before that find nothing).
@@ -51,7 +53,8 @@ impl StoreState {
         e.created_at = self.now();
         match self.current.get(&e.change_id) {
             Some(cur) if !e.supersedes(cur) => {}
-            _ => {
+            old => {
+                self.summary.replace(old, &e);
                 self.current.insert(e.change_id.clone(), e.clone());
             }
         }
@@ -175,6 +178,11 @@ impl AuditStore for InMemoryAuditStore {
     async fn snapshot(&self) -> Result<Vec<AuditEntry>, StoreError> {
         tokio::task::yield_now().await;
         Ok(guard(&self.inner.state).current.values().cloned().collect())
+    }
+
+    async fn summary(&self) -> Result<Option<crate::summary::AuditSummary>, StoreError> {
+        let state = guard(&self.inner.state);
+        Ok(state.prepared.then_some(state.summary))
     }
 
     async fn history(&self, filter: &HistoryFilter) -> Result<Vec<AuditEntry>, StoreError> {
