@@ -385,6 +385,91 @@ async fn startup(admin: &Admin, tools: &[Tool], sz: Sizes) -> Res<Vec<Duration>>
     Ok(times.into_iter().map(median).collect())
 }
 
+/// (7) the start-up check alone: a runner built once and `run()` again and
+/// again (what a replica's check costs once its process and pool exist),
+/// against sqlx's `Migrator::run` on its own pool and one `SELECT 1` round
+/// trip, with `n` changes applied; medians of `iters` interleaved rounds.
+async fn check_alone(admin: &Admin, n: usize, iters: usize) -> Res<[Duration; 3]> {
+    let fs = admin.schema("check").await?;
+    let fpool = pool(&fs, false);
+    let store = PostgresAuditStore::builder(fpool.clone())
+        .schema(fs.as_str())
+        .build()
+        .await?;
+    let runner = Flamingock::builder()
+        .audit_store(store.clone())
+        .target(store.target("db"))
+        .stage(stage(n))
+        .build()?;
+    runner.run().await?;
+    runner.run().await?;
+    let ss = admin.schema("check").await?;
+    let spool = pool(&ss, false);
+    let migrator = sqlx_migrator(n);
+    migrator.run(&spool).await?;
+    migrator.run(&spool).await?;
+    let mut times = [Vec::new(), Vec::new(), Vec::new()];
+    for _ in 0..iters {
+        let t0 = Instant::now();
+        let report = runner.run().await?;
+        times[0].push(t0.elapsed());
+        assert!(!report.took_lock, "nothing was pending");
+        let t0 = Instant::now();
+        migrator.run(&spool).await?;
+        times[1].push(t0.elapsed());
+        let t0 = Instant::now();
+        sqlx::query("SELECT 1").execute(&fpool).await?;
+        times[2].push(t0.elapsed());
+    }
+    drop((runner, store, fpool, spool));
+    admin.drop_schema(&fs).await?;
+    admin.drop_schema(&ss).await?;
+    let [a, b, c] = times;
+    Ok([median(a), median(b), median(c)])
+}
+
+/// (8) where a whole start's time goes: building the store handle, building
+/// the runner (validation of `n` changes), and `run()`; medians.
+async fn start_parts(admin: &Admin, n: usize, iters: usize) -> Res<[Duration; 3]> {
+    let fs = admin.schema("parts").await?;
+    let fpool = pool(&fs, false);
+    let build_store = || async {
+        PostgresAuditStore::builder(fpool.clone())
+            .schema(fs.as_str())
+            .build()
+            .await
+    };
+    let store = build_store().await?;
+    Flamingock::builder()
+        .audit_store(store.clone())
+        .target(store.target("db"))
+        .stage(stage(n))
+        .build()?
+        .run()
+        .await?;
+    let mut times = [Vec::new(), Vec::new(), Vec::new()];
+    for _ in 0..iters {
+        let st = stage(n);
+        let t0 = Instant::now();
+        let store = build_store().await?;
+        times[0].push(t0.elapsed());
+        let t0 = Instant::now();
+        let runner = Flamingock::builder()
+            .audit_store(store.clone())
+            .target(store.target("db"))
+            .stage(st)
+            .build()?;
+        times[1].push(t0.elapsed());
+        let t0 = Instant::now();
+        runner.run().await?;
+        times[2].push(t0.elapsed());
+    }
+    drop(fpool);
+    admin.drop_schema(&fs).await?;
+    let [a, b, c] = times;
+    Ok([median(a), median(b), median(c)])
+}
+
 /// (2) applying N changes from empty, tools interleaved.
 async fn apply(admin: &Admin, tools: &[Tool], sz: Sizes) -> Res<Vec<Duration>> {
     let mut times = vec![Vec::new(); tools.len()];
@@ -789,6 +874,45 @@ async fn bench() -> Res<()> {
                 verdict
             ));
         }
+    }
+
+    if wanted(7) {
+        let iters = sz.iters * 5;
+        say(format!(
+            "(7) the start-up check alone (runner reused, warm pool), medians of {iters}"
+        ));
+        let mut at_small = None;
+        for n in [sz.startup_changes, sz.startup_changes * 10] {
+            let [f, x, one] = check_alone(&admin, n, iters).await?;
+            say(format!(
+                "    {n:>6} applied: flamingock {}   sqlx {}   SELECT 1 {}   flamingock/sqlx {}   flamingock/SELECT 1 {}",
+                ms(f),
+                ms(x),
+                ms(one),
+                ratio(f, x),
+                ratio(f, one)
+            ));
+            match at_small {
+                None => at_small = Some(f),
+                Some(small) => say(format!(
+                    "    flamingock with {n} vs {} applied: {}",
+                    sz.startup_changes,
+                    ratio(f, small)
+                )),
+            }
+        }
+    }
+
+    if wanted(8) {
+        let iters = sz.iters * 3;
+        let [store, runner, run] = start_parts(&admin, sz.startup_changes, iters).await?;
+        say(format!(
+            "(8) one start, {} applied, in parts (medians of {iters}): build the store {}   build the runner {}   run() {}",
+            sz.startup_changes,
+            ms(store),
+            ms(runner),
+            ms(run)
+        ));
     }
 
     if std::env::var("FLAMINGOCK_BENCH_ONLY").is_ok_and(|v| v.contains('6')) {

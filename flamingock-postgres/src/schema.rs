@@ -39,8 +39,19 @@ fn expected(t: Table) -> Vec<(&'static str, &'static str)> {
     ];
     match t {
         Table::History => [&[("id", "bigint")], ENTRY].concat(),
-        Table::Current => [&[("history_id", "bigint")], ENTRY].concat(),
-        Table::Fence => vec![("id", "smallint"), ("fence", "bigint")],
+        Table::Current => [
+            &[("history_id", "bigint")],
+            ENTRY,
+            &[("applied_term", "bigint"), ("prev_term", "bigint")],
+        ]
+        .concat(),
+        Table::Fence => vec![
+            ("id", "smallint"),
+            ("fence", "bigint"),
+            ("summary_rows", "bigint"),
+            ("summary_applied", "bigint"),
+            ("summary_digest", "bigint"),
+        ],
         Table::Lock => vec![
             ("name", "text"),
             ("owner", "text"),
@@ -85,12 +96,22 @@ pub(crate) fn table_ddl(names: &Names, t: Table) -> String {
              CREATE INDEX IF NOT EXISTS {idx} ON {q} (change_id, created_at);\n",
             idx = quote_ident(&format!("{}_change_idx", names.bare(t)))
         ),
+        // applied_term: the row's summary term (flamingock_core::summary), 0
+        // when its state does not count as applied; prev_term: the value it
+        // replaced (NULL after an insert), returned to the summary update.
         Table::Current => format!(
-            "CREATE TABLE IF NOT EXISTS {q} (\n    change_id text PRIMARY KEY,\n    history_id bigint NOT NULL,\n    {ENTRY_COLUMNS_DDL}\n);\n"
+            "CREATE TABLE IF NOT EXISTS {q} (\n    change_id text PRIMARY KEY,\n    history_id bigint NOT NULL,\n    {ENTRY_COLUMNS_DDL},\n    applied_term bigint NOT NULL DEFAULT 0,\n    prev_term bigint\n);\n"
         ),
+        // The fence row also holds the applied-set summary (summary_rows,
+        // summary_applied, summary_digest), kept by every append in the same statement. NULL means
+        // unknown (a fence row made again over existing entries): the
+        // runner then reads the snapshot.
         Table::Fence => format!(
-            "CREATE TABLE IF NOT EXISTS {q} (\n    id smallint PRIMARY KEY CHECK (id = 1),\n    fence bigint NOT NULL\n);\n\
-             INSERT INTO {q} (id, fence) VALUES (1, 0) ON CONFLICT (id) DO NOTHING;\n"
+            "CREATE TABLE IF NOT EXISTS {q} (\n    id smallint PRIMARY KEY CHECK (id = 1),\n    fence bigint NOT NULL,\n    summary_rows bigint,\n    summary_applied bigint,\n    summary_digest bigint\n);\n\
+             INSERT INTO {q} (id, fence, summary_rows, summary_applied, summary_digest)\n\
+             SELECT 1, 0, z, z, z FROM (SELECT CASE WHEN EXISTS (SELECT 1 FROM {current}) THEN NULL ELSE 0 END AS z) s\n\
+             ON CONFLICT (id) DO NOTHING;\n",
+            current = names.qualified(Table::Current)
         ),
         Table::Lock => format!(
             "CREATE TABLE IF NOT EXISTS {q} (\n    name text PRIMARY KEY,\n    owner text,\n    token bigint NOT NULL,\n    expires_at timestamptz NOT NULL\n);\n"

@@ -1,5 +1,6 @@
 //! The audit store: history + current-state tables and the fence, on PostgreSQL.
 
+use flamingock_core::summary::AuditSummary;
 use std::sync::Arc;
 
 use flamingock_core::{
@@ -38,6 +39,7 @@ struct Statements {
     history: SqlStr,
     fence: SqlStr,
     claim_fence: SqlStr,
+    summary: SqlStr,
 }
 
 fn sql(s: String) -> SqlStr {
@@ -64,14 +66,17 @@ impl Statements {
              error_message = EXCLUDED.error_message, error_chain = EXCLUDED.error_chain, \
              metadata = EXCLUDED.metadata, tx_strategy = EXCLUDED.tx_strategy, \
              recovery = EXCLUDED.recovery, transactional = EXCLUDED.transactional, \
-             fencing_token = EXCLUDED.fencing_token, checksum = EXCLUDED.checksum";
-        // One statement, one round trip: read the fence row FOR SHARE (so it
-        // serialises with claim_fence's UPDATE), insert the history row only
-        // when the token is not below the fence, replace the current-state
-        // row only when the new entry supersedes it (created_at, then state
-        // rank), and say whether the write happened.
+             fencing_token = EXCLUDED.fencing_token, checksum = EXCLUDED.checksum, \
+             applied_term = EXCLUDED.applied_term, prev_term = cur.applied_term";
+        // One statement, one round trip: lock the fence row (so appends
+        // serialise with each other and with claim_fence's UPDATE), insert the
+        // history row only when the token is not below the fence, replace the
+        // current-state row only when the new entry supersedes it (created_at,
+        // then state rank), move the applied-set summary in the fence row by
+        // what the current row held before and holds now (the upsert returns
+        // both, read under its row lock), and say whether the write happened.
         let append = format!(
-            "WITH f AS MATERIALIZED (SELECT fence FROM {fence} WHERE id = 1 FOR SHARE),
+            "WITH f AS MATERIALIZED (SELECT fence FROM {fence} WHERE id = 1 FOR UPDATE),
              h AS (
                INSERT INTO {history} ({ENTRY})
                SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19
@@ -79,10 +84,23 @@ impl Statements {
                RETURNING *
              ),
              c AS (
-               INSERT INTO {current} AS cur (history_id, created_at, {ENTRY})
-               SELECT id, created_at, {ENTRY} FROM h
+               INSERT INTO {current} AS cur (history_id, created_at, {ENTRY}, applied_term)
+               SELECT id, created_at, {ENTRY}, $20 FROM h
                ON CONFLICT (change_id) DO UPDATE SET {UPDATE}
                WHERE (EXCLUDED.created_at, EXCLUDED.state_rank) > (cur.created_at, cur.state_rank)
+               RETURNING prev_term, applied_term
+             ),
+             s AS (
+               UPDATE {fence} AS fs SET
+                 summary_rows = fs.summary_rows + d.inserted,
+                 summary_applied = fs.summary_applied - d.was_applied + d.is_applied,
+                 summary_digest = fs.summary_digest # d.prev # d.now
+               FROM (SELECT (prev_term IS NULL)::int AS inserted,
+                            (coalesce(prev_term, 0) <> 0)::int AS was_applied,
+                            (applied_term <> 0)::int AS is_applied,
+                            coalesce(prev_term, 0) AS prev, applied_term AS now
+                       FROM c) d
+               WHERE fs.id = 1
              )
              SELECT f.fence, EXISTS (SELECT 1 FROM h) FROM f"
         );
@@ -96,6 +114,9 @@ impl Statements {
                   ORDER BY created_at, id"
             )),
             fence: sql(format!("SELECT fence FROM {fence} WHERE id = 1")),
+            summary: sql(format!(
+                "SELECT summary_rows, summary_applied, summary_digest FROM {fence} WHERE id = 1"
+            )),
             // One atomic increment; an upsert, so that a deleted fence row
             // heals itself (at 1, above nothing: appends carry epochs >= 1).
             claim_fence: sql(format!(
@@ -364,6 +385,7 @@ impl PostgresAuditStore {
             .bind(entry.transactional)
             .bind(token)
             .bind(entry.checksum.as_deref())
+            .bind(flamingock_core::summary::applied_term(entry))
             .fetch_optional(exec)
             .await
             .map_err(|e| self.backend("append", e))?;
@@ -607,6 +629,45 @@ impl AuditStore for PostgresAuditStore {
         // Byte order, as `reduce_snapshot` sorts (the column's collation may differ).
         out.sort_unstable_by(|a, b| a.change_id.cmp(&b.change_id));
         Ok(out)
+    }
+
+    async fn summary(&self) -> Result<Option<AuditSummary>, StoreError> {
+        let row: Option<(Option<i64>, Option<i64>, Option<i64>)> =
+            match idempotent("read the summary", || async {
+                let mut c = self.inner.space.conn().await?;
+                let row = sqlx::query_as(self.inner.sql.summary.clone())
+                    .persistent(self.inner.space.persistent())
+                    .fetch_optional(&mut *c)
+                    .await?;
+                c.finish().await?;
+                Ok(row)
+            })
+            .await
+            {
+                Err(e) if self.inner.space.absent(&e) => return Ok(None),
+                // A fence table made before the summary existed (42703:
+                // undefined column): read the snapshot; prepare reports the
+                // table's shape.
+                Err(sqlx::Error::Database(d)) if d.code().as_deref() == Some("42703") => {
+                    return Ok(None)
+                }
+                r => r.map_err(|e| self.backend("read the summary", e))?,
+            };
+        Ok(match row {
+            Some((Some(rows), Some(applied), Some(digest))) => {
+                match (u64::try_from(rows), u64::try_from(applied)) {
+                    (Ok(rows), Ok(applied)) => Some(AuditSummary {
+                        rows,
+                        applied,
+                        digest,
+                    }),
+                    // Negative counts cannot come from our appends: read
+                    // the snapshot instead of trusting them.
+                    _ => None,
+                }
+            }
+            _ => None,
+        })
     }
 
     async fn history(&self, filter: &HistoryFilter) -> Result<Vec<AuditEntry>, StoreError> {

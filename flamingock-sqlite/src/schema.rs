@@ -105,17 +105,34 @@ pub(crate) fn audit_tables(prefix: &str) -> [TableDef; 3] {
             columns: &["change_id", "history_id"],
         },
         TableDef {
+            // The fence row also holds the applied-set summary
+            // (flamingock_core::summary), moved by every append in its
+            // transaction. NULL means unknown (the row made again over
+            // existing entries): the runner then reads the snapshot.
             ddl: vec![
                 format!(
                     "CREATE TABLE IF NOT EXISTS {f} (
                         id INTEGER PRIMARY KEY CHECK (id = 1),
-                        token INTEGER NOT NULL
+                        token INTEGER NOT NULL,
+                        summary_rows INTEGER,
+                        summary_applied INTEGER,
+                        summary_digest INTEGER
                     )"
                 ),
-                format!("INSERT OR IGNORE INTO {f} (id, token) VALUES (1, 0)"),
+                format!(
+                    "INSERT OR IGNORE INTO {f} (id, token, summary_rows, summary_applied, summary_digest)
+                     SELECT 1, 0, z, z, z
+                       FROM (SELECT CASE WHEN EXISTS (SELECT 1 FROM {c}) THEN NULL ELSE 0 END AS z)"
+                ),
             ],
             name: fence,
-            columns: &["id", "token"],
+            columns: &[
+                "id",
+                "token",
+                "summary_rows",
+                "summary_applied",
+                "summary_digest",
+            ],
         },
     ]
 }

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use flamingock_core::summary;
 use flamingock_core::{
     async_trait, AuditEntry, AuditState, AuditStore, ErrorInfo, HistoryFilter, LockProvider,
     RecoveryStrategy, StoreError, TxStrategy,
@@ -92,6 +93,8 @@ struct StoreSql {
     insert: Arc<str>,
     current_of: Arc<str>,
     current_set: Arc<str>,
+    summary_get: Arc<str>,
+    summary_move: Arc<str>,
     snapshot: Arc<str>,
     /// History queries by filter: [all, by change, since, by change and since],
     /// each able to use its index.
@@ -128,7 +131,18 @@ impl StoreSql {
                     .join(", ")
             )),
             current_of: s(format!(
-                "SELECT h.created_at, h.state FROM {c} c JOIN {h} h ON h.id = c.history_id WHERE c.change_id = ?1"
+                "SELECT h.created_at, h.state, h.checksum FROM {c} c JOIN {h} h ON h.id = c.history_id WHERE c.change_id = ?1"
+            )),
+            summary_get: s(format!(
+                "SELECT summary_rows, summary_applied, summary_digest FROM {f} WHERE id = 1"
+            )),
+            // SQLite has no XOR operator: (a | b) & ~(a & b), all bitwise, so
+            // no 64-bit overflow.
+            summary_move: s(format!(
+                "UPDATE {f} SET summary_rows = summary_rows + ?1,
+                                summary_applied = summary_applied + ?2,
+                                summary_digest = (summary_digest | ?3) & ~(summary_digest & ?3)
+                  WHERE id = 1"
             )),
             current_set: s(format!(
                 "INSERT INTO {c} (change_id, history_id) VALUES (?1, ?2) \
@@ -465,6 +479,8 @@ impl StoreInner {
             .fetch_optional(&mut *conn)
             .await
             .map_err(|e| self.backend("read the current state", e))?;
+        // What the current row held before, for the summary: (state, checksum).
+        let mut before: Option<(AuditState, Option<String>)> = None;
         let replace = match current {
             None => true,
             Some(row) => {
@@ -485,6 +501,10 @@ impl StoreInner {
                 })?;
                 let st =
                     AuditState::from_str(&st).map_err(|e| self.malformed(what(), e.to_string()))?;
+                let checksum: Option<String> = row
+                    .try_get(2)
+                    .map_err(|e| self.malformed(what(), e.to_string()))?;
+                before = Some((st, checksum));
                 (created_at, entry.state.rank()) > (ts, st.rank())
             }
         };
@@ -495,6 +515,26 @@ impl StoreInner {
                 .execute(&mut *conn)
                 .await
                 .map_err(|e| self.backend("update the current state", e))?;
+            let applied = |state: AuditState| i64::from(summary::counts_as_applied(state));
+            let (rows, applied_delta, old_term) = match &before {
+                None => (1, applied(entry.state), 0),
+                Some((st, checksum)) => (
+                    0,
+                    applied(entry.state) - applied(*st),
+                    if summary::counts_as_applied(*st) {
+                        summary::term(&entry.change_id, checksum.as_deref())
+                    } else {
+                        0
+                    },
+                ),
+            };
+            q(&self.sql.summary_move)
+                .bind(rows)
+                .bind(applied_delta)
+                .bind(old_term ^ summary::applied_term(entry))
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| self.backend("update the summary", e))?;
         }
         Ok(())
     }
@@ -750,6 +790,37 @@ impl AuditStore for SqliteAuditStore {
                 Err(e)
             }
         }
+    }
+
+    async fn summary(&self) -> Result<Option<summary::AuditSummary>, StoreError> {
+        let i = &self.inner;
+        if i.no_file_yet() {
+            return Ok(None);
+        }
+        let row: Option<(Option<i64>, Option<i64>, Option<i64>)> =
+            match sqlx::query_as(sqlx::AssertSqlSafe(i.sql.summary_get.clone()))
+                .fetch_optional(&i.pool)
+                .await
+            {
+                Err(e) if i.absent(&e) => return Ok(None),
+                // A fence table made before the summary existed: read the
+                // snapshot; prepare reports the table's shape.
+                Err(e) if e.to_string().contains("no such column") => return Ok(None),
+                r => r.map_err(|e| i.backend("read the summary", e))?,
+            };
+        Ok(match row {
+            Some((Some(rows), Some(applied), Some(digest))) => {
+                match (u64::try_from(rows), u64::try_from(applied)) {
+                    (Ok(rows), Ok(applied)) => Some(summary::AuditSummary {
+                        rows,
+                        applied,
+                        digest,
+                    }),
+                    _ => None,
+                }
+            }
+            _ => None,
+        })
     }
 
     async fn snapshot(&self) -> Result<Vec<AuditEntry>, StoreError> {
