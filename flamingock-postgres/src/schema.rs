@@ -155,20 +155,18 @@ pub(crate) struct Found {
     columns: Vec<(String, String, String)>, // (table, column, type)
 }
 
-/// Reads the database name and what exists of `tables`, in one round trip.
+/// Reads what exists of `tables`, in one round trip.
 pub(crate) async fn inspect(
     pool: &PgPool,
     pooler: bool,
     names: &Names,
     tables: &[Table],
-) -> Result<(String, Found), sqlx::Error> {
+) -> Result<Found, sqlx::Error> {
     let bare: Vec<String> = tables.iter().map(|t| names.bare(*t)).collect();
-    // Sentinel rows (empty table name) carry the database name and whether
-    // the schema exists; then every column of the tables we look for.
+    // A sentinel row (empty table name) says whether the schema exists;
+    // then every column of the tables we look for.
     let rows = sqlx::query(
-        "SELECT '' AS t, 'db' AS c, current_database()::text AS ty
-         UNION ALL
-         SELECT '', 'schema', '' FROM pg_catalog.pg_namespace WHERE nspname = $1
+        "SELECT '' AS t, 'schema' AS c, '' AS ty FROM pg_catalog.pg_namespace WHERE nspname = $1
          UNION ALL
          SELECT c.relname::text, a.attname::text, pg_catalog.format_type(a.atttypid, a.atttypmod)
            FROM pg_catalog.pg_class c
@@ -186,16 +184,15 @@ pub(crate) async fn inspect(
         schema_exists: false,
         columns: Vec::with_capacity(rows.len()),
     };
-    let mut database = String::new();
     for r in rows {
         let (t, c, ty): (String, String, String) = (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
-        match (t.is_empty(), c.as_str()) {
-            (true, "db") => database = ty,
-            (true, _) => found.schema_exists = true,
-            (false, _) => found.columns.push((t, c, ty)),
+        if t.is_empty() {
+            found.schema_exists = true;
+        } else {
+            found.columns.push((t, c, ty));
         }
     }
-    Ok((database, found))
+    Ok(found)
 }
 
 /// Tables of `tables` absent from `found`, and shape problems of the others.
@@ -238,26 +235,18 @@ fn diagnose(names: &Names, tables: &[Table], found: &Found) -> Result<Vec<Table>
 }
 
 /// Makes sure `tables` exist with the expected shape, creating missing ones
-/// when `auto_create` is on. Costs one catalog query when everything exists,
-/// none when `known` (an earlier inspection) says so.
+/// when `auto_create` is on. Costs one catalog query when everything exists.
 pub(crate) async fn ensure(
     pool: &PgPool,
     pooler: bool,
     names: &Names,
     tables: &[Table],
     auto_create: bool,
-    known: Option<Found>,
 ) -> Result<(), SchemaError> {
     let db = |operation| move |source| SchemaError::Db { operation, source };
-    let found = match known {
-        Some(f) => f,
-        None => {
-            inspect(pool, pooler, names, tables)
-                .await
-                .map_err(db("read the catalog"))?
-                .1
-        }
-    };
+    let found = inspect(pool, pooler, names, tables)
+        .await
+        .map_err(db("read the catalog"))?;
     let missing = diagnose(names, tables, &found)?;
     if missing.is_empty() {
         return Ok(());
@@ -291,7 +280,7 @@ pub(crate) async fn ensure(
         .map_err(db("create tables"))?;
     tracing::info!(schema = %names.schema, prefix = %names.prefix, tables = ?missing, "created flamingock tables");
     // Another runner may have created a table of another shape meanwhile.
-    let (_, found) = inspect(pool, pooler, names, tables)
+    let found = inspect(pool, pooler, names, tables)
         .await
         .map_err(db("read the catalog"))?;
     match diagnose(names, tables, &found)?.first() {

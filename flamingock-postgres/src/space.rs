@@ -11,7 +11,7 @@ use tokio::sync::OnceCell;
 use tracing::warn;
 
 use crate::names::{Names, Table};
-use crate::schema::{self, Found, SchemaError};
+use crate::schema::{self, SchemaError};
 
 /// A connection for one operation of this crate (see [`Space::conn`]).
 pub(crate) enum Conn {
@@ -76,9 +76,6 @@ pub(crate) struct Space {
     /// The tables [`Space::ready`] makes sure of.
     pub(crate) tables: Vec<Table>,
     ready: OnceCell<()>,
-    /// What the catalog said when the handle was built, used (once) instead
-    /// of asking again.
-    known: std::sync::Mutex<Option<Found>>,
 }
 
 impl Space {
@@ -96,7 +93,6 @@ impl Space {
             pooler,
             tables,
             ready: OnceCell::new(),
-            known: std::sync::Mutex::new(None),
         }
     }
 
@@ -111,12 +107,6 @@ impl Space {
         !self.pooler
     }
 
-    /// Remembers an inspection made while building the handle.
-    pub(crate) fn with_known(self, found: Found) -> Self {
-        *self.known.lock().unwrap_or_else(|p| p.into_inner()) = Some(found);
-        self
-    }
-
     /// Whether `e`, from a read, means "our tables do not exist yet" on a
     /// handle that never prepared them: such a read answers "nothing here"
     /// instead of creating anything. Once the tables were made ready, their
@@ -129,14 +119,12 @@ impl Space {
     pub(crate) async fn ready(&self) -> Result<(), SchemaError> {
         self.ready
             .get_or_try_init(|| {
-                let known = self.known.lock().unwrap_or_else(|p| p.into_inner()).take();
                 schema::ensure(
                     &self.pool,
                     self.pooler,
                     &self.names,
                     &self.tables,
                     self.auto_create,
-                    known,
                 )
             })
             .await

@@ -207,8 +207,13 @@ impl PostgresAuditStoreBuilder {
         self
     }
 
-    /// Validates the names and reads the database name once (for
-    /// [`AuditStore::store_id`]); fails when the server cannot be reached.
+    /// Validates the names. Does no I/O: a handle is built on every start,
+    /// and a start with nothing pending is one read of the summary, so the
+    /// tables are only looked at (and made) by
+    /// [`prepare`](AuditStore::prepare), when something is to be written.
+    /// An unreachable server, a missing database or wrong credentials are
+    /// reported by the first operation, naming them
+    /// ([`PostgresAuditStore::connect`] connects at once).
     pub async fn build(self) -> Result<PostgresAuditStore, StoreError> {
         let what = format!("postgres({}.{}_*)", self.schema, self.prefix);
         let names =
@@ -216,18 +221,18 @@ impl PostgresAuditStoreBuilder {
                 store: what.clone(),
                 detail: format!("invalid configuration: {detail}"),
             })?;
-        // The database name and the state of our tables in one round trip;
-        // `prepare` then needs no query when the tables are in place.
-        let (database, known) = idempotent("read the catalog", || {
-            schema::inspect(&self.pool, self.pooler, &names, &STORE_TABLES)
-        })
-        .await
-        .map_err(|source| StoreError::Backend {
-            store: what,
-            operation: "connect",
-            source: crate::db_error::with_hint(source),
-        })?;
-        let id = format!("postgres:{database}/{}/{}", self.schema, self.prefix);
+        // The identity of the database, from the pool's options (PostgreSQL
+        // takes the user name when no database is given).
+        let options = self.pool.connect_options();
+        let database = options
+            .get_database()
+            .unwrap_or(options.get_username())
+            .to_owned();
+        let server = format!("{}:{}", options.get_host(), options.get_port());
+        let id = format!(
+            "postgres://{server}/{database}/{}/{}",
+            self.schema, self.prefix
+        );
         let describe = format!(
             "postgres({database}: {}.{}_audit_*)",
             self.schema, self.prefix
@@ -235,16 +240,13 @@ impl PostgresAuditStoreBuilder {
         Ok(PostgresAuditStore {
             inner: Arc::new(StoreInner {
                 sql: Statements::new(&names),
-                space: Arc::new(
-                    Space::new(
-                        self.pool,
-                        names,
-                        self.auto_create,
-                        self.pooler,
-                        STORE_TABLES.to_vec(),
-                    )
-                    .with_known(known),
-                ),
+                space: Arc::new(Space::new(
+                    self.pool,
+                    names,
+                    self.auto_create,
+                    self.pooler,
+                    STORE_TABLES.to_vec(),
+                )),
                 id,
                 describe,
             }),

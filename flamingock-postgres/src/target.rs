@@ -228,26 +228,19 @@ impl PostgresTarget {
         let names = self.names()?;
         self.marker_ready
             .get_or_try_init(|| async {
-                schema::ensure(
-                    &self.pool,
-                    self.pooler,
-                    &names,
-                    &[Table::Marker],
-                    true,
-                    None,
-                )
-                .await
-                .map_err(|e| match e {
-                    SchemaError::Db { operation, source } => self.backend(operation, source),
-                    SchemaError::Missing { detail, .. } => TargetError::Unsupported {
-                        target: self.id.clone(),
-                        detail,
-                    },
-                    SchemaError::WrongShape { table, detail } => TargetError::Unsupported {
-                        target: self.id.clone(),
-                        detail: format!("marker table {table}: {detail}"),
-                    },
-                })
+                schema::ensure(&self.pool, self.pooler, &names, &[Table::Marker], true)
+                    .await
+                    .map_err(|e| match e {
+                        SchemaError::Db { operation, source } => self.backend(operation, source),
+                        SchemaError::Missing { detail, .. } => TargetError::Unsupported {
+                            target: self.id.clone(),
+                            detail,
+                        },
+                        SchemaError::WrongShape { table, detail } => TargetError::Unsupported {
+                            target: self.id.clone(),
+                            detail: format!("marker table {table}: {detail}"),
+                        },
+                    })
             })
             .await
             .map(|_| ())

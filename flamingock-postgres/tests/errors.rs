@@ -94,12 +94,14 @@ async fn missing_database_is_a_clear_connect_error() {
     let text = err.to_string();
     assert!(text.contains("flamingock_no_such_db"), "{text}");
     assert!(text.contains("connect failed"), "{text}");
-    // The same through a lazy pool: the builder reads the database once.
+    // The same through a lazy pool: building does no I/O, the first
+    // operation (here the start-up check's read) names the database.
     let lazy = PgPoolOptions::new().connect_lazy_with(common::options(&bad));
-    let err = PostgresAuditStore::builder(lazy)
+    let store = PostgresAuditStore::builder(lazy)
         .build()
         .await
-        .expect_err("must not build");
+        .expect("building does no I/O");
+    let err = store.summary().await.expect_err("must not read");
     assert!(err.to_string().contains("flamingock_no_such_db"), "{err}");
 }
 
