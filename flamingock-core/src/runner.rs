@@ -451,8 +451,10 @@ impl Flamingock {
 
     /// Applies every pending change, in order, exactly once.
     ///
-    /// Fast path: when the snapshot (read without the lock) shows nothing to
-    /// do, returns without touching the lock. Otherwise takes the lock
+    /// Fast path: when the store's applied-set summary
+    /// ([`summary`](crate::summary), one read of constant size) equals the
+    /// pipeline's, or else the snapshot (read without the lock) shows
+    /// nothing to do, returns without touching the lock. Otherwise takes the lock
     /// (waiting for it with backoff, and stopping early when another runner
     /// finishes the work meanwhile), claims an epoch from the audit store,
     /// re-reads and re-plans.

@@ -169,7 +169,10 @@ async fn the_summary_and_the_snapshot_reach_the_same_verdict() {
         assert_eq!(fast, full, "case {name}");
         if snapshots == 0 {
             fast_hits += 1;
-            assert!(full.starts_with("ok"), "case {name}: the summary path said {fast}");
+            assert!(
+                full.starts_with("ok"),
+                "case {name}: the summary path said {fast}"
+            );
         }
     }
     // The summary answered alone exactly where everything is applied with

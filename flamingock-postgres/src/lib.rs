@@ -3,9 +3,12 @@
 //! PostgreSQL backend for [Flamingock](flamingock_core), on sqlx:
 //!
 //! * [`PostgresAuditStore`]: the audit history, a current-state table kept
-//!   in the same statement (so the start-up check reads one row per change,
-//!   however long the history), and the fence — all written by **one
-//!   statement** per audit entry.
+//!   in the same statement, and the fence row, which also holds the
+//!   applied-set summary ([`flamingock_core::summary`]) — all written by
+//!   **one statement** per audit entry. A start with nothing pending reads
+//!   that one row (one round trip of constant size, however many changes and
+//!   however long the history), on one connection; building the handle does
+//!   no I/O.
 //! * [`PostgresLock`]: the fenced lease lock, one row, one statement per
 //!   operation, expiry judged by the server's clock.
 //! * [`PostgresTarget`]: where changes go, with [`PgContext`] (a connection
@@ -51,7 +54,14 @@
 //! In the configured schema (default `public`), under the configured prefix
 //! (default `flamingock`): `<prefix>_audit_history`, `<prefix>_audit_current`,
 //! `<prefix>_fence`, `<prefix>_lock`, and, in a separate target's schema,
-//! `<prefix>_marker`. `prepare` creates them (one catalog query when they
+//! `<prefix>_marker`. The fence row's `summary_rows`, `summary_applied` and
+//! `summary_digest` and the current rows' `applied_term` / `prev_term` keep
+//! the summary: each append locks the fence row, and its upsert of the
+//! current row returns what the row held before, so the summary moves by
+//! exactly that difference in the same statement (NULL in the fence row
+//! means "unknown": the runner then reads the snapshot). Tables made by an
+//! earlier version lack these columns and are reported by `prepare` as of
+//! another shape. `prepare` creates them (one catalog query when they
 //! exist; the creation itself is serialised between concurrent runners by a
 //! transaction-scoped advisory lock), or, with `auto_create(false)`, fails
 //! naming the missing tables and the DDL to run ([`PostgresAuditStore::ddl`]).

@@ -9,7 +9,9 @@
 //!   `flamingock_fence`. WAL journal mode, a 30 s busy timeout and foreign
 //!   keys on. Every write transaction starts with `BEGIN IMMEDIATE`, so
 //!   writers in several processes queue for the file's write lock instead of
-//!   failing.
+//!   failing. The fence row also holds the applied-set summary
+//!   ([`flamingock_core::summary`]), moved in the transaction of every
+//!   append, so a start with nothing pending reads one row.
 //! * [`SqliteLock`]: the lease lock in table `flamingock_lock` of the same
 //!   file (the store's [`default_lock`](flamingock_core::AuditStore::default_lock)).
 //! * [`SqliteTarget`]: changes receive a [`SqliteContext`], a connection
