@@ -72,7 +72,14 @@
 //! document is inserted with `created_at = last_ms` (the **server's clock**,
 //! strictly increasing across all appends of the store, so strictly ordered
 //! for one change) and `seq`. (3) The current-state document is read and
-//! replaced iff the new entry supersedes it. Then commit. Errors labelled
+//! replaced iff the new entry supersedes it, and (4) the applied-set
+//! summary ([`flamingock_core::summary`]) in the fence document moves by
+//! the difference (`$inc` of the counts, `$bit xor` of the digest), so a
+//! start with nothing pending reads that one document. `prepare` starts the
+//! summary at zero on a store without entries (one transaction with that
+//! check); a store with entries and no summary (an earlier version's) keeps
+//! none, and without transactions there is none: the runner then reads the
+//! snapshot. Then commit. Errors labelled
 //! `TransientTransactionError` (write conflicts between concurrent
 //! appenders) rerun the whole transaction with jittered backoff for up to
 //! 60 s; a commit labelled `UnknownTransactionCommitResult` is retried as a

@@ -1,5 +1,6 @@
 //! The MongoDB audit store.
 
+use flamingock_core::summary::AuditSummary;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -212,6 +213,11 @@ pub(crate) struct StoreInner {
 pub struct MongoAuditStore {
     pub(crate) inner: Arc<StoreInner>,
 }
+
+/// The applied-set summary's fields in the fence document.
+const SUMMARY_ROWS: &str = "summary_rows";
+const SUMMARY_APPLIED: &str = "summary_applied";
+const SUMMARY_DIGEST: &str = "summary_digest";
 
 /// What went wrong inside one append attempt.
 #[derive(Debug)]
@@ -572,6 +578,113 @@ impl MongoAuditStore {
                 .session(&mut *session)
                 .await
                 .map_err(driver("write current state"))?;
+            let before = match &current {
+                Some(doc) => Some(self.decode_current(doc)?),
+                None => None,
+            };
+            self.move_summary(session, before.as_ref(), &stamped)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Moves the applied-set summary in the fence document by what the
+    /// current-state document held `before` and holds now, in the same
+    /// transaction. A summary that was never started (see
+    /// [`start_summary`](Self::start_summary)) stays absent: unknown.
+    async fn move_summary(
+        &self,
+        session: &mut ClientSession,
+        before: Option<&AuditEntry>,
+        now: &AuditEntry,
+    ) -> Result<(), WriteFailure> {
+        use flamingock_core::summary::{applied_term, counts_as_applied};
+        let applied = |e: &AuditEntry| i64::from(counts_as_applied(e.state));
+        let (rows, delta, old_term) = match before {
+            None => (1_i64, applied(now), 0),
+            Some(b) => (0, applied(now) - applied(b), applied_term(b)),
+        };
+        self.inner
+            .fence
+            .update_one(
+                doc! { "_id": FENCE_ID, SUMMARY_ROWS: { "$exists": true } },
+                doc! {
+                    "$inc": { SUMMARY_ROWS: rows, SUMMARY_APPLIED: delta },
+                    "$bit": { SUMMARY_DIGEST: { "xor": old_term ^ applied_term(now) } },
+                },
+            )
+            .session(&mut *session)
+            .await
+            .map_err(driver("update the summary"))?;
+        Ok(())
+    }
+
+    /// Starts the summary at zero when the store has no current state yet
+    /// (a new store), in one transaction with that check; a store with
+    /// entries and no summary (made by an earlier version) keeps none.
+    async fn start_summary(&self) -> Result<(), StoreError> {
+        for attempt in 1..=10_u32 {
+            let mut session = self
+                .inner
+                .client
+                .start_session()
+                .await
+                .map_err(self.backend("start session"))?;
+            session
+                .start_transaction()
+                .read_concern(self.inner.read_concern.clone())
+                .write_concern(self.inner.write_concern.clone())
+                .await
+                .map_err(self.backend("start transaction"))?;
+            let result: Result<(), DriverError> = async {
+                let fence = self
+                    .inner
+                    .fence
+                    .find_one(doc! { "_id": FENCE_ID })
+                    .session(&mut session)
+                    .await?;
+                if fence.as_ref().is_some_and(|f| f.contains_key(SUMMARY_ROWS)) {
+                    return Ok(());
+                }
+                let any = self
+                    .inner
+                    .current
+                    .find_one(doc! {})
+                    .session(&mut session)
+                    .await?;
+                if any.is_some() {
+                    return Ok(());
+                }
+                self.inner
+                    .fence
+                    .update_one(
+                        doc! { "_id": FENCE_ID },
+                        doc! { "$set": { SUMMARY_ROWS: 0_i64, SUMMARY_APPLIED: 0_i64, SUMMARY_DIGEST: 0_i64 } },
+                    )
+                    .upsert(true)
+                    .session(&mut session)
+                    .await?;
+                Ok(())
+            }
+            .await;
+            let result = match result {
+                Ok(()) => tx::commit(&mut session).await,
+                Err(e) => {
+                    let _ = session.abort_transaction().await;
+                    Err(e)
+                }
+            };
+            match result {
+                Ok(()) => return Ok(()),
+                Err(e)
+                    if (e.contains_label(TRANSIENT_TRANSACTION_ERROR)
+                        || codec::is_duplicate_key(&e))
+                        && attempt < 10 =>
+                {
+                    tokio::time::sleep(tx::backoff(attempt)).await;
+                }
+                Err(e) => return Err(self.backend("start the summary")(e)),
+            }
         }
         Ok(())
     }
@@ -796,10 +909,14 @@ impl AuditStore for MongoAuditStore {
 
     async fn prepare(&self) -> Result<(), StoreError> {
         if self.inner.auto_create {
-            self.create_collections().await
+            self.create_collections().await?;
         } else {
-            self.check_collections().await
+            self.check_collections().await?;
         }
+        if self.transactions() {
+            self.start_summary().await?;
+        }
+        Ok(())
     }
 
     async fn claim_fence(&self) -> Result<u64, StoreError> {
@@ -867,6 +984,43 @@ impl AuditStore for MongoAuditStore {
         } else {
             self.append_without_transaction(entry).await
         }
+    }
+
+    async fn summary(&self) -> Result<Option<AuditSummary>, StoreError> {
+        // Without transactions the current state and the fence document
+        // cannot move together: no summary.
+        if !self.transactions() {
+            return Ok(None);
+        }
+        let doc = self
+            .inner
+            .fence
+            .find_one(doc! { "_id": FENCE_ID })
+            .projection(doc! { SUMMARY_ROWS: 1, SUMMARY_APPLIED: 1, SUMMARY_DIGEST: 1 })
+            .await
+            .map_err(self.backend("read the summary"))?;
+        let Some(doc) = doc else { return Ok(None) };
+        let r = Reader::new(&self.inner.names.fence, &doc);
+        Ok(
+            match (
+                r.opt_i64(SUMMARY_ROWS),
+                r.opt_i64(SUMMARY_APPLIED),
+                r.opt_i64(SUMMARY_DIGEST),
+            ) {
+                (Ok(Some(rows)), Ok(Some(applied)), Ok(Some(digest))) => {
+                    match (u64::try_from(rows), u64::try_from(applied)) {
+                        (Ok(rows), Ok(applied)) => Some(AuditSummary {
+                            rows,
+                            applied,
+                            digest,
+                        }),
+                        _ => None,
+                    }
+                }
+                // Absent (never started) or of another type: read the snapshot.
+                _ => None,
+            },
+        )
     }
 
     async fn snapshot(&self) -> Result<Vec<AuditEntry>, StoreError> {

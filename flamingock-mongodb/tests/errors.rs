@@ -151,10 +151,16 @@ async fn malformed_documents_are_reported_with_collection_and_id() {
         "{err}"
     );
 
+    // A prepared store already has its fence document (it holds the
+    // summary): replace it.
     db.coll("flamingock_fence")
-        .insert_one(doc! { "_id": "fence", "fence": "seven" })
+        .replace_one(
+            doc! { "_id": "fence" },
+            doc! { "_id": "fence", "fence": "seven" },
+        )
+        .upsert(true)
         .await
-        .expect("insert");
+        .expect("replace");
     let err = store.fence().await.expect_err("malformed fence");
     assert!(
         matches!(&err, StoreError::Malformed { what, .. } if what.contains("flamingock_fence")),
