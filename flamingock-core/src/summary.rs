@@ -82,6 +82,29 @@ pub fn applied_term(entry: &AuditEntry) -> i64 {
 }
 
 impl AuditSummary {
+    /// The summary as a store keeps it (signed 64-bit columns or fields,
+    /// each possibly absent): `None` when any part is missing (never
+    /// started, or unknown) or a count is negative (no append of ours
+    /// writes one), so the runner reads the snapshot instead.
+    ///
+    /// ```
+    /// use flamingock_core::summary::AuditSummary;
+    /// assert_eq!(AuditSummary::from_stored(Some(2), Some(1), Some(-7)).map(|s| s.rows), Some(2));
+    /// assert_eq!(AuditSummary::from_stored(Some(2), None, Some(-7)), None);
+    /// assert_eq!(AuditSummary::from_stored(Some(-1), Some(0), Some(0)), None);
+    /// ```
+    pub fn from_stored(
+        rows: Option<i64>,
+        applied: Option<i64>,
+        digest: Option<i64>,
+    ) -> Option<AuditSummary> {
+        Some(AuditSummary {
+            rows: u64::try_from(rows?).ok()?,
+            applied: u64::try_from(applied?).ok()?,
+            digest: digest?,
+        })
+    }
+
     /// The summary of a store whose current-state rows are `snapshot` (the
     /// reference every store's summary must equal).
     pub fn of_snapshot(snapshot: &[AuditEntry]) -> AuditSummary {

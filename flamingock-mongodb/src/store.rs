@@ -588,6 +588,23 @@ impl MongoAuditStore {
         Ok(())
     }
 
+    /// A session with a transaction started, with the store's concerns.
+    async fn begin(&self) -> Result<ClientSession, StoreError> {
+        let mut session = self
+            .inner
+            .client
+            .start_session()
+            .await
+            .map_err(self.backend("start session"))?;
+        session
+            .start_transaction()
+            .read_concern(self.inner.read_concern.clone())
+            .write_concern(self.inner.write_concern.clone())
+            .await
+            .map_err(self.backend("start transaction"))?;
+        Ok(session)
+    }
+
     /// Moves the applied-set summary in the fence document by what the
     /// current-state document held `before` and holds now, in the same
     /// transaction. A summary that was never started (see
@@ -624,18 +641,7 @@ impl MongoAuditStore {
     /// entries and no summary (made by an earlier version) keeps none.
     async fn start_summary(&self) -> Result<(), StoreError> {
         for attempt in 1..=10_u32 {
-            let mut session = self
-                .inner
-                .client
-                .start_session()
-                .await
-                .map_err(self.backend("start session"))?;
-            session
-                .start_transaction()
-                .read_concern(self.inner.read_concern.clone())
-                .write_concern(self.inner.write_concern.clone())
-                .await
-                .map_err(self.backend("start transaction"))?;
+            let mut session = self.begin().await?;
             let result: Result<(), DriverError> = async {
                 let fence = self
                     .inner
@@ -719,18 +725,7 @@ impl MongoAuditStore {
         let mut attempt = 0_u32;
         loop {
             attempt += 1;
-            let mut session = self
-                .inner
-                .client
-                .start_session()
-                .await
-                .map_err(self.backend("start session"))?;
-            session
-                .start_transaction()
-                .read_concern(self.inner.read_concern.clone())
-                .write_concern(self.inner.write_concern.clone())
-                .await
-                .map_err(self.backend("start transaction"))?;
+            let mut session = self.begin().await?;
             let failure = match self.write_in_transaction(&mut session, entry).await {
                 Ok(()) => match tx::commit(&mut session).await {
                     Ok(()) => return Ok(()),
@@ -1001,26 +996,13 @@ impl AuditStore for MongoAuditStore {
             .map_err(self.backend("read the summary"))?;
         let Some(doc) = doc else { return Ok(None) };
         let r = Reader::new(&self.inner.names.fence, &doc);
-        Ok(
-            match (
-                r.opt_i64(SUMMARY_ROWS),
-                r.opt_i64(SUMMARY_APPLIED),
-                r.opt_i64(SUMMARY_DIGEST),
-            ) {
-                (Ok(Some(rows)), Ok(Some(applied)), Ok(Some(digest))) => {
-                    match (u64::try_from(rows), u64::try_from(applied)) {
-                        (Ok(rows), Ok(applied)) => Some(AuditSummary {
-                            rows,
-                            applied,
-                            digest,
-                        }),
-                        _ => None,
-                    }
-                }
-                // Absent (never started) or of another type: read the snapshot.
-                _ => None,
-            },
-        )
+        // A field of another type counts as absent: read the snapshot.
+        let field = |name| r.opt_i64(name).ok().flatten();
+        Ok(AuditSummary::from_stored(
+            field(SUMMARY_ROWS),
+            field(SUMMARY_APPLIED),
+            field(SUMMARY_DIGEST),
+        ))
     }
 
     async fn snapshot(&self) -> Result<Vec<AuditEntry>, StoreError> {

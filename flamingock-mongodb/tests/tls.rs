@@ -5,21 +5,15 @@
 //! host name the certificate does not list and a server without TLS are
 //! refused with errors that say what to do.
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use flamingock_core::{AuditStore, BoxError, LockProvider};
-use flamingock_mongodb::mongodb::bson::{doc, Bson, Document};
-use flamingock_mongodb::mongodb::Client;
-use flamingock_mongodb::{MongoAuditStore, MongoContext, MongoTarget};
-use flamingock_test_support::audit_suite::AuditStoreUnderTest;
-use flamingock_test_support::lock_suite::LockUnderTest;
-use flamingock_test_support::pipeline_suite::{
-    PipelineCapabilities, PipelineEnv, PipelineUnderTest,
-};
+use common::{Keep, Mongo};
+use flamingock_mongodb::MongoAuditStore;
 use flamingock_test_support::standin_server::StandinServer;
 use flamingock_test_support::tls::TestCerts;
-use futures::future::BoxFuture;
 
 /// A TLS-only SecantusDB of one check, with the certificates it was given.
 struct TlsMongo {
@@ -60,123 +54,17 @@ impl Drop for TlsMongo {
     }
 }
 
-/// The suites' backend: each check gets a server of its own.
-struct OverTls {
-    server: Arc<TlsMongo>,
-}
-
-async fn over_tls() -> Option<OverTls> {
-    Some(OverTls {
-        server: Arc::new(TlsMongo::start()?),
-    })
-}
-
-impl OverTls {
-    async fn client(&self) -> Result<Client, BoxError> {
-        Ok(Client::with_uri_str(self.server.good_url()).await?)
-    }
-
-    async fn store(&self, ns: &str) -> Result<MongoAuditStore, BoxError> {
-        Ok(MongoAuditStore::connect(&self.server.good_url(), ns).await?)
-    }
-}
-
-#[flamingock_core::async_trait]
-impl AuditStoreUnderTest for OverTls {
-    async fn open(&self, ns: &str) -> Result<Arc<dyn AuditStore>, BoxError> {
-        Ok(Arc::new(self.store(ns).await?))
-    }
-    async fn cleanup(&self, _ns: &str) -> Result<(), BoxError> {
-        // The server is this check's own, in memory, and stops with it.
-        Ok(())
-    }
-}
-
-#[flamingock_core::async_trait]
-impl LockUnderTest for OverTls {
-    async fn open(&self, ns: &str) -> Result<Arc<dyn LockProvider>, BoxError> {
-        Ok(Arc::new(self.store(ns).await?.lock()))
-    }
-    async fn cleanup(&self, _ns: &str) -> Result<(), BoxError> {
-        Ok(())
-    }
-}
-
-#[flamingock_core::async_trait]
-impl PipelineUnderTest for OverTls {
-    type Target = MongoTarget;
-
-    async fn open(&self, ns: &str) -> Result<PipelineEnv<MongoTarget>, BoxError> {
-        let store = self.store(ns).await?;
-        let elsewhere = format!("{ns}_t");
-        let other = self.client().await?;
-        let marker = MongoTarget::new("separate-marker", other.clone(), &elsewhere).await?;
-        let separate = MongoTarget::new("separate", other, &elsewhere)
-            .await?
-            .without_marker();
-        Ok(PipelineEnv {
-            store: Arc::new(store.clone()),
-            lock: Arc::new(store.lock()),
-            shared: Some(store.target("shared")),
-            separate_marker: Some(marker),
-            separate: Some(separate),
-        })
-    }
-
-    fn bump<'a>(ctx: &'a mut MongoContext, key: &'a str) -> BoxFuture<'a, Result<(), BoxError>> {
-        Box::pin(async move {
-            ctx.db()
-                .collection::<Document>("counters")
-                .update_one(doc! { "_id": key }, doc! { "$inc": { "n": 1_i64 } })
-                .upsert(true)
-                .session(ctx.session())
-                .await?;
-            Ok(())
-        })
-    }
-
-    async fn count(&self, target: &MongoTarget, key: &str) -> Result<u64, BoxError> {
-        let doc = target
-            .database()
-            .collection::<Document>("counters")
-            .find_one(doc! { "_id": key })
-            .await?;
-        Ok(match doc.as_ref().and_then(|d| d.get("n")) {
-            None => 0,
-            Some(Bson::Int64(n)) => u64::try_from(*n)?,
-            Some(Bson::Int32(n)) => u64::try_from(*n)?,
-            Some(other) => return Err(format!("counter {key} is {other}").into()),
-        })
-    }
-
-    async fn cleanup(&self, _ns: &str) -> Result<(), BoxError> {
-        Ok(())
-    }
-
-    async fn footprint(&self, ns: &str) -> Result<Vec<String>, BoxError> {
-        let client = self.client().await?;
-        let mut found = Vec::new();
-        for db in [ns.to_owned(), format!("{ns}_t")] {
-            let mut names = client.database(&db).list_collection_names().await?;
-            names.retain(|n| n != "counters");
-            names.sort();
-            found.extend(names.into_iter().map(|n| format!("{db}.{n}")));
-        }
-        Ok(found)
-    }
-
-    fn capabilities(&self) -> PipelineCapabilities {
-        // The plain-TCP run (conformance.rs) is the one that repeats; here
-        // the point is that everything works over TLS. Lease as there.
-        let mut caps = PipelineCapabilities::default().runners(16).repetitions(
-            std::env::var("FLAMINGOCK_TLS_REPETITIONS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(3),
-        );
-        caps.lease = std::time::Duration::from_millis(2500);
-        caps
-    }
+/// The suites' backend: each check gets a server of its own. The plain-TCP
+/// run (conformance.rs) is the one that repeats the concurrency check; here
+/// the point is that everything works over TLS.
+async fn over_tls() -> Option<Mongo> {
+    let server = TlsMongo::start()?;
+    let url = server.good_url();
+    let reps = std::env::var("FLAMINGOCK_TLS_REPETITIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    Some(Mongo::private(url, Keep(Arc::new(server)), reps))
 }
 
 mod audit {

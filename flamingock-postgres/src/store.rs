@@ -655,21 +655,11 @@ impl AuditStore for PostgresAuditStore {
                 }
                 r => r.map_err(|e| self.backend("read the summary", e))?,
             };
-        Ok(match row {
-            Some((Some(rows), Some(applied), Some(digest))) => {
-                match (u64::try_from(rows), u64::try_from(applied)) {
-                    (Ok(rows), Ok(applied)) => Some(AuditSummary {
-                        rows,
-                        applied,
-                        digest,
-                    }),
-                    // Negative counts cannot come from our appends: read
-                    // the snapshot instead of trusting them.
-                    _ => None,
-                }
-            }
-            _ => None,
-        })
+        Ok(
+            row.and_then(|(rows, applied, digest)| {
+                AuditSummary::from_stored(rows, applied, digest)
+            }),
+        )
     }
 
     async fn history(&self, filter: &HistoryFilter) -> Result<Vec<AuditEntry>, StoreError> {

@@ -808,19 +808,9 @@ impl AuditStore for SqliteAuditStore {
                 Err(e) if e.to_string().contains("no such column") => return Ok(None),
                 r => r.map_err(|e| i.backend("read the summary", e))?,
             };
-        Ok(match row {
-            Some((Some(rows), Some(applied), Some(digest))) => {
-                match (u64::try_from(rows), u64::try_from(applied)) {
-                    (Ok(rows), Ok(applied)) => Some(summary::AuditSummary {
-                        rows,
-                        applied,
-                        digest,
-                    }),
-                    _ => None,
-                }
-            }
-            _ => None,
-        })
+        Ok(row.and_then(|(rows, applied, digest)| {
+            summary::AuditSummary::from_stored(rows, applied, digest)
+        }))
     }
 
     async fn snapshot(&self) -> Result<Vec<AuditEntry>, StoreError> {
