@@ -228,10 +228,7 @@ async fn mongodb_store_over_tls() {
     use flamingock_test_support::tls::TestCerts;
     let certs_dir = tempfile::tempdir().expect("temp dir");
     let certs = TestCerts::generate(certs_dir.path()).unwrap_or_else(|e| panic!("{e}"));
-    let Some(server) = StandinServer::secantusdb(Some(&certs)).unwrap_or_else(|e| panic!("{e}"))
-    else {
-        return;
-    };
+    let server = StandinServer::secantusdb(Some(&certs)).unwrap_or_else(|e| panic!("{e}"));
     let url_with = |ca: &std::path::Path| {
         format!(
             "mongodb://localhost:{}/cli?directConnection=true&tls=true&tlsCAFile={}&serverSelectionTimeoutMS=3000",
@@ -267,9 +264,7 @@ async fn dynamodb_store_over_tls() {
     use flamingock_test_support::tls::TestCerts;
     let certs_dir = tempfile::tempdir().expect("temp dir");
     let certs = TestCerts::generate(certs_dir.path()).unwrap_or_else(|e| panic!("{e}"));
-    let Some(server) = StandinServer::moto(Some(&certs)).unwrap_or_else(|e| panic!("{e}")) else {
-        return;
-    };
+    let server = StandinServer::moto(Some(&certs)).unwrap_or_else(|e| panic!("{e}"));
     let url_with = |ca: &std::path::Path| {
         format!(
             "dynamodb://testing:testing@localhost:{}?region=us-east-1&prefix=cli&tls=true&tlsCAFile={}",

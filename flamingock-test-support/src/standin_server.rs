@@ -10,8 +10,9 @@
 //!   workspace's `scripts/moto_server_serial.py` (moto's server with its
 //!   requests serialised, see that file).
 //!
-//! Without them a test fails saying how to provide them, or with
-//! `FLAMINGOCK_TEST_SKIP_MISSING=1` is skipped loudly (`Ok(None)`).
+//! Without them a test fails saying how to provide them. There is no skip:
+//! a test that returned early would be reported as passed (libtest hides its
+//! output), and the test command always provides both.
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -31,15 +32,8 @@ pub struct StandinServer {
     name: &'static str,
 }
 
-fn missing(what: &str, how: &str) -> Result<Option<StandinServer>, String> {
-    if std::env::var("FLAMINGOCK_TEST_SKIP_MISSING").as_deref() == Ok("1") {
-        eprintln!("SKIPPED: this test starts a private {what}, which is missing: {how} (FLAMINGOCK_TEST_SKIP_MISSING=1)");
-        return Ok(None);
-    }
-    Err(format!(
-        "this test starts a private {what}, which is missing: {how}. \
-         (Set FLAMINGOCK_TEST_SKIP_MISSING=1 to skip it loudly instead.)"
-    ))
+fn missing(what: &str, how: &str) -> String {
+    format!("this test starts a private {what}, which is missing: {how}")
 }
 
 fn env_path(var: &str) -> Option<PathBuf> {
@@ -53,16 +47,16 @@ impl StandinServer {
     /// server certificate of `tls` (for `localhost`).
     ///
     /// # Errors
-    /// When `secantusd-py` cannot be found (unless skipping) or the server
-    /// does not start within 60 seconds.
-    pub fn secantusdb(tls: Option<&TestCerts>) -> Result<Option<StandinServer>, String> {
+    /// When `secantusd-py` cannot be found or the server does not start
+    /// within 60 seconds.
+    pub fn secantusdb(tls: Option<&TestCerts>) -> Result<StandinServer, String> {
         let Some(bin) =
             env_path("FLAMINGOCK_TEST_SECANTUSD").or_else(|| program("secantusd-py", &[]))
         else {
-            return missing(
+            return Err(missing(
                 "SecantusDB server",
                 "run `bash scripts/test.sh`, or export FLAMINGOCK_TEST_SECANTUSD=/path/to/venv/bin/secantusd-py",
-            );
+            ));
         };
         let dir = scratch_dir("secantusdb")?;
         // An empty config file turns off the server's config auto-discovery.
@@ -79,22 +73,22 @@ impl StandinServer {
                 .arg("--tls-key-file")
                 .arg(certs.server_key());
         }
-        Self::spawn("SecantusDB", cmd, port, dir).map(Some)
+        Self::spawn("SecantusDB", cmd, port, dir)
     }
 
     /// moto's server (requests serialised) on a free port; with `tls`,
     /// HTTPS with the server certificate of `tls` (for `localhost`).
     ///
     /// # Errors
-    /// When the interpreter or the wrapper script cannot be found (unless
-    /// skipping) or the server does not start within 60 seconds.
-    pub fn moto(tls: Option<&TestCerts>) -> Result<Option<StandinServer>, String> {
+    /// When the interpreter or the wrapper script cannot be found or the
+    /// server does not start within 60 seconds.
+    pub fn moto(tls: Option<&TestCerts>) -> Result<StandinServer, String> {
         let Some(python) = env_path("FLAMINGOCK_TEST_PYTHON").or_else(|| program("python3", &[]))
         else {
-            return missing(
+            return Err(missing(
                 "moto server",
                 "run `bash scripts/test.sh`, or export FLAMINGOCK_TEST_PYTHON=/path/to/venv/bin/python (with moto[server] installed)",
-            );
+            ));
         };
         let wrapper = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("..")
@@ -114,7 +108,7 @@ impl StandinServer {
                 .arg("--ssl-key")
                 .arg(certs.server_key());
         }
-        Self::spawn("moto", cmd, port, dir).map(Some)
+        Self::spawn("moto", cmd, port, dir)
     }
 
     fn spawn(
