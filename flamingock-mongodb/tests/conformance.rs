@@ -20,73 +20,52 @@ mod pipeline {
     flamingock_test_support::pipeline_tests!(mongo);
 }
 
-/// The same suites with the protocol for servers without transactions.
-mod without_transactions {
-    mod audit {
-        use super::super::mongo_without_transactions;
-        flamingock_test_support::audit_store_tests!(mongo_without_transactions,
-        ignored: [summary_matches_snapshot = "without transactions the current state and the fence document cannot move together, so the store keeps no summary and its start-up check reads the snapshot"]);
-    }
+/// The suites that apply to a server without transactions, on `$sut`.
+macro_rules! without_transactions_suites {
+    ($sut:ident) => {
+        mod audit {
+            use super::super::$sut;
+            flamingock_test_support::audit_store_tests!($sut,
+            ignored: [summary_matches_snapshot = "without transactions the current state and the fence document cannot move together, so the store keeps no summary and its start-up check reads the snapshot"]);
+        }
 
-    mod pipeline {
-        use super::super::mongo_without_transactions;
-        flamingock_test_support::pipeline_tests!(mongo_without_transactions,
-            run: [
-                applies_in_order_then_fast_path,
-                exactly_once_concurrent_runners,
-                crash_table_non_transactional,
-                failures_follow_the_decision_table,
-                panicking_change_releases_lock,
-                blocked_stages_report_every_blocked_change,
-                fix_takes_the_lock,
-                validate_only_applies_nothing,
-                orphan_audit_entries,
-                plan_lists_strategies,
-                reading_creates_nothing,
-            ],
-            ignored: [
-                crash_table_shared_tx = "not applicable: a server without transactions has no shared-transaction target",
-                crash_table_separate_tx_with_marker = "not applicable: a server without transactions has no separate transactional target",
-                crash_table_separate_tx = "not applicable: a server without transactions has no separate transactional target",
-                lost_lease_cannot_commit = "not applicable: needs a transactional target, which a server without transactions lacks",
-            ],
-        );
-    }
+        mod pipeline {
+            use super::super::$sut;
+            flamingock_test_support::pipeline_tests!($sut,
+                run: [
+                    applies_in_order_then_fast_path,
+                    exactly_once_concurrent_runners,
+                    crash_table_non_transactional,
+                    failures_follow_the_decision_table,
+                    panicking_change_releases_lock,
+                    blocked_stages_report_every_blocked_change,
+                    fix_takes_the_lock,
+                    validate_only_applies_nothing,
+                    orphan_audit_entries,
+                    plan_lists_strategies,
+                    reading_creates_nothing,
+                ],
+                ignored: [
+                    crash_table_shared_tx = "not applicable: a server without transactions has no shared-transaction target",
+                    crash_table_separate_tx_with_marker = "not applicable: a server without transactions has no separate transactional target",
+                    crash_table_separate_tx = "not applicable: a server without transactions has no separate transactional target",
+                    lost_lease_cannot_commit = "not applicable: needs a transactional target, which a server without transactions lacks",
+                ],
+            );
+        }
+    };
+}
+
+/// The same suites with the protocol for servers without transactions,
+/// forced on the replica set.
+mod without_transactions {
+    without_transactions_suites!(mongo_without_transactions);
 }
 
 /// The same suites on a standalone server, whose lack of transactions the
 /// store detects from the server's `hello` (nothing forced).
 mod standalone {
-    mod audit {
-        use super::super::mongo_standalone;
-        flamingock_test_support::audit_store_tests!(mongo_standalone,
-        ignored: [summary_matches_snapshot = "without transactions the current state and the fence document cannot move together, so the store keeps no summary and its start-up check reads the snapshot"]);
-    }
-
-    mod pipeline {
-        use super::super::mongo_standalone;
-        flamingock_test_support::pipeline_tests!(mongo_standalone,
-            run: [
-                applies_in_order_then_fast_path,
-                exactly_once_concurrent_runners,
-                crash_table_non_transactional,
-                failures_follow_the_decision_table,
-                panicking_change_releases_lock,
-                blocked_stages_report_every_blocked_change,
-                fix_takes_the_lock,
-                validate_only_applies_nothing,
-                orphan_audit_entries,
-                plan_lists_strategies,
-                reading_creates_nothing,
-            ],
-            ignored: [
-                crash_table_shared_tx = "not applicable: a server without transactions has no shared-transaction target",
-                crash_table_separate_tx_with_marker = "not applicable: a server without transactions has no separate transactional target",
-                crash_table_separate_tx = "not applicable: a server without transactions has no separate transactional target",
-                lost_lease_cannot_commit = "not applicable: needs a transactional target, which a server without transactions lacks",
-            ],
-        );
-    }
+    without_transactions_suites!(mongo_standalone);
 }
 
 /// The process-level suite: real child processes killed, paused and racing.
