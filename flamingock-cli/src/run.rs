@@ -1044,7 +1044,7 @@ fn report_failure(f: Fail, opts: &RunOptions, out: &Out) -> Exit {
                 }
                 Error::ChangeFailed { report, failure } => {
                     let rolled_back = report.changes.iter().any(|c| {
-                        c.change_id == failure.change_id
+                        *c.change_id == *failure.change_id
                             && matches!(
                                 c.outcome,
                                 ChangeOutcome::Failed {

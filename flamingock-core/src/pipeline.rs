@@ -81,7 +81,7 @@ impl Stage {
 
     /// Adds a change shared with other pipelines (e.g. several runners in one process).
     pub fn add_shared<C: Change>(&mut self, change: Arc<C>) -> &mut Self {
-        let meta = change.meta();
+        let meta = Arc::new(change.meta());
         self.changes.push(Arc::new(Unbound { change, meta }));
         self
     }
@@ -103,7 +103,9 @@ impl Stage {
 }
 
 pub(crate) trait UnboundChange: Send + Sync {
-    fn meta(&self) -> &ChangeMeta;
+    /// Read once, when the change was added to its stage; shared with the
+    /// planned change (no copy per runner built).
+    fn meta(&self) -> &Arc<ChangeMeta>;
     fn target_type(&self) -> TypeId;
     fn target_type_name(&self) -> &'static str;
     fn bind(&self, target: &Arc<dyn Any + Send + Sync>) -> Option<Arc<dyn BoundChange>>;
@@ -111,11 +113,11 @@ pub(crate) trait UnboundChange: Send + Sync {
 
 struct Unbound<C: Change> {
     change: Arc<C>,
-    meta: ChangeMeta,
+    meta: Arc<ChangeMeta>,
 }
 
 impl<C: Change> UnboundChange for Unbound<C> {
-    fn meta(&self) -> &ChangeMeta {
+    fn meta(&self) -> &Arc<ChangeMeta> {
         &self.meta
     }
     fn target_type(&self) -> TypeId {
@@ -196,8 +198,11 @@ impl<C: Change> BoundChange for Bound<C> {
 /// A change of the validated pipeline.
 #[derive(Clone)]
 pub(crate) struct PlannedChange {
-    pub(crate) stage: String,
-    pub(crate) meta: ChangeMeta,
+    /// Shared with every line of every report (no copy per run).
+    pub(crate) stage: Arc<str>,
+    /// `meta.id`, shared the same way.
+    pub(crate) id: Arc<str>,
+    pub(crate) meta: Arc<ChangeMeta>,
     pub(crate) target_id: String,
     pub(crate) strategy: TxStrategy,
     pub(crate) transactional: bool,
@@ -273,7 +278,7 @@ impl ExecCtx<'_> {
         let c = self.change;
         AuditEntry {
             run_id: self.who.run_id.clone(),
-            stage_id: c.stage.clone(),
+            stage_id: c.stage.to_string(),
             change_id: c.meta.id.clone(),
             author: c.meta.author.clone(),
             order: c.meta.order.clone(),

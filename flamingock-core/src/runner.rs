@@ -1,7 +1,7 @@
 //! The runner: builder, validation, planning, the locked run and the
 //! operations API.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,6 +12,7 @@ use serde::Serialize;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::audit::{AuditEntry, AuditState, AuditStore, HistoryFilter, TxStrategy};
+use crate::change::ChangeMeta;
 use crate::deadline::{target_call, TimedLock, TimedStore, Timeouts};
 use crate::decision::{decide, resolution_for, Decision};
 use crate::error::{BlockedChange, ChangeFailure, Error, LockError, StoreError};
@@ -19,8 +20,8 @@ use crate::events::{Emitter, Event, EventListener};
 use crate::fault::FaultInjector;
 use crate::lock::{HeldLease, LockConfig, LockInfo, LockProvider, Waited};
 use crate::pipeline::{
-    stored_recovery, strategy_for, Abort, Exec, ExecCtx, InterruptedApply, PlannedChange,
-    RegisteredTarget, RunIdentity, Stage,
+    stored_recovery, strategy_for, Abort, BoundChange, Exec, ExecCtx, InterruptedApply,
+    PlannedChange, RegisteredTarget, RunIdentity, Stage, UnboundChange,
 };
 use crate::report::{ChangeOutcome, ChangeReport, RunReport};
 use crate::shutdown::Shutdown;
@@ -204,6 +205,10 @@ impl FlamingockBuilder {
 
 /// Validates stages and targets, binds each change to its target and sorts
 /// the result into execution order.
+///
+/// Every start pays for this, so it reads each change's meta once, checks
+/// duplicates on sorted references rather than maps of copies, and shares
+/// each meta with its planned change.
 fn plan_pipeline(
     stages: &[Stage],
     targets: &[RegisteredTarget],
@@ -218,11 +223,17 @@ fn plan_pipeline(
             });
         }
     }
-    let known: Vec<String> = targets.iter().map(|t| t.id.clone()).collect();
-    let mut ids: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    let known = || -> Vec<String> { targets.iter().map(|t| t.id.clone()).collect() };
+    let metas: Vec<Vec<&Arc<ChangeMeta>>> = stages
+        .iter()
+        .map(|s| s.changes.iter().map(|c| c.meta()).collect())
+        .collect();
+    // (change id, stage id) of every change, for duplicate ids.
+    let mut ids: Vec<(&str, &str)> = Vec::with_capacity(metas.iter().map(Vec::len).sum());
     let mut stage_ids = HashSet::new();
-    let mut out = Vec::new();
-    for stage in stages {
+    // Per stage, the bound changes in execution order.
+    let mut bound: Vec<Vec<Binding<'_>>> = Vec::with_capacity(stages.len());
+    for (stage, metas) in stages.iter().zip(&metas) {
         if stage.id.is_empty() || !stage_ids.insert(stage.id.as_str()) {
             problems.push(ValidationProblem::BadStage {
                 stage: stage.id.clone(),
@@ -233,64 +244,13 @@ fn plan_pipeline(
                 },
             });
         }
-        let mut orders: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-        let mut sorted: Vec<PlannedChange> = Vec::new();
-        for c in &stage.changes {
-            let meta = c.meta();
+        let mut in_stage = Vec::with_capacity(metas.len());
+        for (i, (c, meta)) in stage.changes.iter().zip(metas).enumerate() {
             check_id(&stage.id, &meta.order, &meta.id, &mut problems);
-            ids.entry(meta.id.as_str())
-                .or_default()
-                .push(stage.id.clone());
-            orders
-                .entry(meta.order.as_str())
-                .or_default()
-                .push(meta.id.clone());
-            let target = match &meta.target_system {
-                Some(name) => match targets.iter().find(|t| &t.id == name) {
-                    None => {
-                        problems.push(ValidationProblem::UnknownTarget {
-                            change_id: meta.id.clone(),
-                            target: name.clone(),
-                            known: known.clone(),
-                        });
-                        None
-                    }
-                    Some(t) if t.type_id != c.target_type() => {
-                        problems.push(ValidationProblem::TargetTypeMismatch {
-                            change_id: meta.id.clone(),
-                            target: name.clone(),
-                            expected: c.target_type_name(),
-                        });
-                        None
-                    }
-                    Some(t) => Some(t),
-                },
-                None => {
-                    let fits: Vec<&RegisteredTarget> = targets
-                        .iter()
-                        .filter(|t| t.type_id == c.target_type())
-                        .collect();
-                    match fits.as_slice() {
-                        [one] => Some(*one),
-                        [] => {
-                            problems.push(ValidationProblem::UnknownTarget {
-                                change_id: meta.id.clone(),
-                                target: format!("(any {})", c.target_type_name()),
-                                known: known.clone(),
-                            });
-                            None
-                        }
-                        many => {
-                            problems.push(ValidationProblem::AmbiguousTarget {
-                                change_id: meta.id.clone(),
-                                candidates: many.iter().map(|t| t.id.clone()).collect(),
-                            });
-                            None
-                        }
-                    }
-                }
+            ids.push((meta.id.as_str(), stage.id.as_str()));
+            let Some(target) = bind_target(c.as_ref(), meta, targets, &known, &mut problems) else {
+                continue;
             };
-            let Some(target) = target else { continue };
             if let (Some(reason), false) = (
                 &target.caps.transactions_unavailable,
                 meta.transactional == Some(false),
@@ -310,58 +270,151 @@ fn plan_pipeline(
                 continue;
             }
             let transactional = meta.transactional.unwrap_or(true) && target.caps.transactions;
-            let Some(bound) = c.bind(&target.any) else {
+            let Some(b) = c.bind(&target.any) else {
                 continue;
             };
-            sorted.push(PlannedChange {
-                stage: stage.id.clone(),
-                meta: meta.clone(),
+            in_stage.push((i, target, transactional, b));
+        }
+        order_problems(&stage.id, metas, &mut problems);
+        // Stable: changes with equal orders (already a problem) keep their
+        // declaration order.
+        in_stage.sort_by(|a, b| metas[a.0].order.cmp(&metas[b.0].order));
+        bound.push(in_stage);
+    }
+    ids.sort_by(|a, b| a.0.cmp(b.0));
+    for same in ids.chunk_by(|a, b| a.0 == b.0) {
+        if same.len() > 1 && !same[0].0.is_empty() {
+            problems.push(ValidationProblem::DuplicateId {
+                change_id: same[0].0.to_owned(),
+                stages: same.iter().map(|(_, s)| (*s).to_owned()).collect(),
+            });
+        }
+    }
+    if !problems.is_empty() {
+        return Err(ValidationErrors { problems });
+    }
+    drop(ids);
+    let mut out = Vec::with_capacity(bound.iter().map(Vec::len).sum());
+    for ((stage, metas), in_stage) in stages.iter().zip(metas).zip(bound) {
+        let stage_id: Arc<str> = Arc::from(stage.id.as_str());
+        for (i, target, transactional, b) in in_stage {
+            let meta = Arc::clone(metas[i]);
+            out.push(PlannedChange {
+                stage: stage_id.clone(),
+                id: Arc::from(meta.id.as_str()),
+                meta,
                 target_id: target.id.clone(),
                 strategy: strategy_for(transactional, &target.caps, store_id),
                 transactional,
-                bound,
+                bound: b,
             });
         }
-        let conflicts = crate::order::numeric_order_conflicts(orders.keys().copied());
-        if !conflicts.is_empty() {
-            let first_id = |o: &str| orders.get(o).and_then(|ids| ids.first()).cloned();
-            problems.push(ValidationProblem::NumericOrderMismatch {
-                stage: stage.id.clone(),
-                pairs: conflicts
-                    .iter()
-                    .map(|(a, b)| {
-                        (
-                            (first_id(a).unwrap_or_default(), (*a).to_owned()),
-                            (first_id(b).unwrap_or_default(), (*b).to_owned()),
-                        )
-                    })
-                    .collect(),
-            });
-        }
-        for (order, changes) in orders {
-            if changes.len() > 1 {
-                problems.push(ValidationProblem::DuplicateOrder {
-                    stage: stage.id.clone(),
-                    order: order.to_owned(),
-                    change_ids: changes,
+    }
+    Ok(out)
+}
+
+/// A change bound to its target during planning: (index in its stage,
+/// target, transactional, bound change).
+type Binding<'t> = (usize, &'t RegisteredTarget, bool, Arc<dyn BoundChange>);
+
+/// The target a change runs on: the one it names, or the only registered
+/// target of its type; `None` after recording why not.
+fn bind_target<'t>(
+    c: &dyn UnboundChange,
+    meta: &ChangeMeta,
+    targets: &'t [RegisteredTarget],
+    known: &dyn Fn() -> Vec<String>,
+    problems: &mut Vec<ValidationProblem>,
+) -> Option<&'t RegisteredTarget> {
+    match &meta.target_system {
+        Some(name) => match targets.iter().find(|t| &t.id == name) {
+            None => {
+                problems.push(ValidationProblem::UnknownTarget {
+                    change_id: meta.id.clone(),
+                    target: name.clone(),
+                    known: known(),
                 });
+                None
+            }
+            Some(t) if t.type_id != c.target_type() => {
+                problems.push(ValidationProblem::TargetTypeMismatch {
+                    change_id: meta.id.clone(),
+                    target: name.clone(),
+                    expected: c.target_type_name(),
+                });
+                None
+            }
+            Some(t) => Some(t),
+        },
+        None => {
+            let mut fits = targets.iter().filter(|t| t.type_id == c.target_type());
+            match (fits.next(), fits.next()) {
+                (Some(one), None) => Some(one),
+                (None, _) => {
+                    problems.push(ValidationProblem::UnknownTarget {
+                        change_id: meta.id.clone(),
+                        target: format!("(any {})", c.target_type_name()),
+                        known: known(),
+                    });
+                    None
+                }
+                (Some(_), Some(_)) => {
+                    problems.push(ValidationProblem::AmbiguousTarget {
+                        change_id: meta.id.clone(),
+                        candidates: targets
+                            .iter()
+                            .filter(|t| t.type_id == c.target_type())
+                            .map(|t| t.id.clone())
+                            .collect(),
+                    });
+                    None
+                }
             }
         }
-        sorted.sort_by(|a, b| a.meta.order.cmp(&b.meta.order));
-        out.extend(sorted);
     }
-    for (id, stages) in ids {
-        if stages.len() > 1 && !id.is_empty() {
-            problems.push(ValidationProblem::DuplicateId {
-                change_id: id.to_owned(),
-                stages,
+}
+
+/// Orders of one stage: numbers that text order would misplace, and orders
+/// used twice.
+fn order_problems(stage: &str, metas: &[&Arc<ChangeMeta>], problems: &mut Vec<ValidationProblem>) {
+    // (order, change id), stably sorted by order: ids of one order keep
+    // their declaration order.
+    let mut orders: Vec<(&str, &str)> = metas
+        .iter()
+        .map(|m| (m.order.as_str(), m.id.as_str()))
+        .collect();
+    orders.sort_by(|a, b| a.0.cmp(b.0));
+    let conflicts = crate::order::numeric_order_conflicts(orders.iter().map(|o| o.0));
+    if !conflicts.is_empty() {
+        let first_id = |o: &str| {
+            let at = orders.partition_point(|x| x.0 < o);
+            orders
+                .get(at)
+                .filter(|x| x.0 == o)
+                .map(|x| x.1.to_owned())
+                .unwrap_or_default()
+        };
+        problems.push(ValidationProblem::NumericOrderMismatch {
+            stage: stage.to_owned(),
+            pairs: conflicts
+                .iter()
+                .map(|(a, b)| {
+                    (
+                        (first_id(a), (*a).to_owned()),
+                        (first_id(b), (*b).to_owned()),
+                    )
+                })
+                .collect(),
+        });
+    }
+    for same in orders.chunk_by(|a, b| a.0 == b.0) {
+        if same.len() > 1 {
+            problems.push(ValidationProblem::DuplicateOrder {
+                stage: stage.to_owned(),
+                order: same[0].0.to_owned(),
+                change_ids: same.iter().map(|(_, id)| (*id).to_owned()).collect(),
             });
         }
-    }
-    if problems.is_empty() {
-        Ok(out)
-    } else {
-        Err(ValidationErrors { problems })
     }
 }
 
@@ -830,11 +883,11 @@ impl Flamingock {
         let mut stopped: Option<Error> = None;
         let mut idx = 0;
         while idx < self.inner.changes.len() {
-            let stage = self.inner.changes[idx].stage.clone();
+            let stage = self.inner.changes[idx].stage.to_string();
             let end = idx
                 + self.inner.changes[idx..]
                     .iter()
-                    .take_while(|c| c.stage == stage)
+                    .take_while(|c| *c.stage == *stage)
                     .count();
             let range = idx..end;
             idx = end;
@@ -912,7 +965,7 @@ impl Flamingock {
         let changes = &self.inner.changes[range];
         if let Some(first) = changes.first() {
             self.emit(Event::StageStarted {
-                stage: first.stage.clone(),
+                stage: first.stage.to_string(),
             });
         }
         let mut failed: Option<Error> = None;
@@ -964,7 +1017,7 @@ impl Flamingock {
                             } else {
                                 Error::ChangeFailed {
                                     failure: ChangeFailure {
-                                        stage: c.stage.clone(),
+                                        stage: c.stage.to_string(),
                                         change_id: c.meta.id.clone(),
                                         source: error,
                                     },
@@ -985,7 +1038,7 @@ impl Flamingock {
                                 Abort::Target(e) => Error::Target(e),
                                 Abort::Injected(source) => Error::ChangeFailed {
                                     failure: ChangeFailure {
-                                        stage: c.stage.clone(),
+                                        stage: c.stage.to_string(),
                                         change_id: c.meta.id.clone(),
                                         source,
                                     },
@@ -1086,7 +1139,7 @@ impl Flamingock {
             .changes
             .iter()
             .map(|c| PlanItem {
-                stage: c.stage.clone(),
+                stage: c.stage.to_string(),
                 change_id: c.meta.id.clone(),
                 order: c.meta.order.clone(),
                 target: c.target_id.clone(),
@@ -1267,7 +1320,7 @@ impl Flamingock {
                 extra.insert("baseline".into(), true.into());
                 (
                     AuditEntry {
-                        stage_id: c.stage.clone(),
+                        stage_id: c.stage.to_string(),
                         author: c.meta.author.clone(),
                         order: c.meta.order.clone(),
                         target_system: c.target_id.clone(),
@@ -1425,7 +1478,7 @@ fn index(snapshot: &[AuditEntry]) -> HashMap<&str, &AuditEntry> {
 fn line(c: &PlannedChange, outcome: ChangeOutcome) -> ChangeReport {
     ChangeReport {
         stage: c.stage.clone(),
-        change_id: c.meta.id.clone(),
+        change_id: c.id.clone(),
         strategy: c.strategy,
         outcome,
         duration: std::time::Duration::ZERO,
@@ -1435,7 +1488,7 @@ fn line(c: &PlannedChange, outcome: ChangeOutcome) -> ChangeReport {
 fn blocked(c: &PlannedChange, latest: &HashMap<&str, &AuditEntry>, reason: &str) -> BlockedChange {
     let prev = latest.get(c.meta.id.as_str());
     BlockedChange {
-        stage: c.stage.clone(),
+        stage: c.stage.to_string(),
         change_id: c.meta.id.clone(),
         state: prev.map_or(AuditState::Started, |e| e.state),
         error: prev.and_then(|e| e.error.as_ref().map(ToString::to_string)),

@@ -465,7 +465,7 @@ fn outcome_of<'r>(report: &'r RunReport, id: &str) -> &'r ChangeOutcome {
     &report
         .changes
         .iter()
-        .find(|c| c.change_id == id)
+        .find(|c| &*c.change_id == id)
         .unwrap_or_else(|| panic!("no line for {id} in {report:#?}"))
         .outcome
 }
