@@ -53,20 +53,33 @@
 //!   paginated, strongly consistent `Query` on `pk = CURRENT`: its cost is the
 //!   number of changes, never the length of the history.
 //! * **history**: `pk = HISTORY#<change id>`, `sk = <created_at>#<uuid>`.
-//! * **fence**: `pk = FENCE`, `sk = FENCE`, attribute `fence`.
+//! * **fence**: `pk = FENCE`, `sk = FENCE`, attribute `fence`, and the
+//!   applied-set summary ([`flamingock_core::summary`]): `summary_rows`,
+//!   `summary_applied`, `summary_digest` and `summary_seq`.
 //! * **lock**: `pk = LOCK#<name>`, `sk = LOCK` ([`DynamoLock`]).
 //!
-//! An append is ONE `TransactWriteItems`: Put of the history item; Put of the
-//! current-state item under the condition that the new entry supersedes the
-//! stored one (`created_at` later, or equal with a later state); and a
-//! `ConditionCheck` on the fence item (`attribute_not_exists(fence) OR fence
-//! <= :token`). When the entry does not supersede the current state, its
-//! condition cancels the transaction and the append is sent again without the
-//! current-state item: the current state only ever moves forward, so that
-//! second transaction (history + fence check) is exactly the reference
-//! semantics, and a fenced append still leaves no trace. A failed fence check
-//! is reported as [`StoreError::Fenced`](flamingock_core::StoreError::Fenced)
-//! with the recorded fence.
+//! An append reads the change's current-state item and the fence item (two
+//! consistent `GetItem`s sent together), then sends ONE `TransactWriteItems`:
+//! Put of the history item; when the entry supersedes the stored current
+//! state (`created_at` later, or equal with a later state), Put of the
+//! current-state item under the condition that it is still the item read;
+//! and on the fence item an `Update` (with a current-state write: the
+//! summary's new values, conditional on its `summary_seq` being the one read)
+//! or a `ConditionCheck`, both with the fence check (`attribute_not_exists(fence)
+//! OR fence <= :token`). A failed fence check is reported as
+//! [`StoreError::Fenced`](flamingock_core::StoreError::Fenced) with the
+//! recorded fence, and a fenced append leaves no trace; any other failed
+//! condition means another writer moved the audit since the read, and the
+//! append reads again. The lock serialises writers, so that costs one extra
+//! read per write, never a retry in practice.
+//!
+//! The summary makes the start-up check with nothing pending one `GetItem`
+//! of constant size ([`AuditStore::summary`](flamingock_core::AuditStore::summary)).
+//! [`prepare`](flamingock_core::AuditStore::prepare) starts it at zero on a
+//! table without current-state items; a table with entries and no summary
+//! (an earlier version's) keeps none, and its writes count themselves in
+//! `unsummarised_writes` so that a summary is never started over an entry it
+//! did not see: such a table's start-up check reads the snapshot.
 //!
 //! `created_at` strings are fixed-width RFC 3339 with nanoseconds, so string
 //! comparison in conditions and sort keys is time order.
@@ -164,6 +177,7 @@ mod item;
 mod lock;
 mod retry;
 mod store;
+mod summary;
 mod table;
 mod target;
 mod tx;

@@ -14,9 +14,11 @@ use crate::error::{msg, RequestError, WithSource};
 use crate::item::{self, describe_key, history_pk, key, n, parse_entry, s, timestamp, Item};
 use crate::lock::DynamoLock;
 use crate::retry::{send, RetryPolicy};
+use crate::summary;
 use crate::table::{self, TableProblem};
 use crate::target::DynamoTarget;
 use crate::tx::{self, AuditPart, TxError};
+use flamingock_core::summary::AuditSummary;
 
 /// Default table prefix.
 pub const DEFAULT_PREFIX: &str = "flamingock";
@@ -210,7 +212,10 @@ impl DynamoAuditStore {
                         detail,
                     },
                     TableProblem::Request(e) => self.backend("prepare", e),
-                })
+                })?;
+                summary::start(&self.inner.client, &self.inner.table, &self.inner.retry)
+                    .await
+                    .map_err(|e| self.backend("start the summary", e))
             })
             .await
             .map(|_| ())
@@ -414,6 +419,19 @@ impl AuditStore for DynamoAuditStore {
         out.retain(|e| filter.matches(e));
         out.sort_by(flamingock_core::audit::snapshot_order);
         Ok(out)
+    }
+
+    async fn summary(&self) -> Result<Option<AuditSummary>, StoreError> {
+        // One consistent GetItem of the fence item; a missing table reads
+        // as no summary (and creates nothing).
+        let table = &self.inner.table;
+        match summary::read(&self.inner.client, table, &self.inner.retry)
+            .await
+            .map_err(|e| self.backend("read the summary", e))?
+        {
+            Ok(s) => Ok(s),
+            Err((item, detail)) => Err(self.malformed(&item, detail)),
+        }
     }
 
     fn default_lock(&self) -> Option<Arc<dyn LockProvider>> {

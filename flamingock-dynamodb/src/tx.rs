@@ -3,23 +3,28 @@
 //! the reading of its cancellation reasons.
 
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{
-    ConditionCheck, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
-};
+use aws_sdk_dynamodb::types::{Put, TransactWriteItem};
 use aws_sdk_dynamodb::Client;
 use flamingock_core::{AuditEntry, BoxError};
 use tracing::debug;
 
 use crate::error::{msg, RequestError};
-use crate::item::{self, describe_key, entry_item, history_pk, key, n, s, timestamp, Item};
+use crate::item::{self, describe_key, entry_item, history_pk, key, timestamp, Item};
 use crate::retry::{is_retryable_cancellation, is_retryable_code, RetryPolicy};
+use crate::summary;
 
 /// DynamoDB's limit of items in one `TransactWriteItems`.
 pub const MAX_TRANSACTION_ITEMS: usize = 100;
 
 /// Items the audit adds to a shared-transaction commit: the history item,
-/// the current-state item and the fence check.
+/// the current-state item and the fence item's operation.
 pub(crate) const AUDIT_ITEMS: usize = 3;
+
+/// How many times an audit write reads again because another writer moved
+/// the audit between its read and its transaction. Writers hold the lock, so
+/// this only bounds appends that race outside it (the audit suite's
+/// concurrent appenders).
+const MAX_REREADS: u32 = 64;
 
 /// Why a transaction did not commit.
 #[derive(Debug)]
@@ -55,38 +60,6 @@ pub(crate) fn history_put(table: &str, entry: &AuditEntry) -> Result<TransactWri
         .set_item(Some(entry_item(entry, history_pk(&entry.change_id), sk)))
         .build()?;
     Ok(TransactWriteItem::builder().put(put).build())
-}
-
-/// The current-state item of `entry`, written only if `entry` supersedes
-/// the stored one (DESIGN section 4: later `created_at`, on a tie the later
-/// state): `created_at` strings are fixed-width, so string order is time order.
-pub(crate) fn current_put(table: &str, entry: &AuditEntry) -> Result<TransactWriteItem, BoxError> {
-    let put = Put::builder()
-        .table_name(table)
-        .set_item(Some(entry_item(
-            entry,
-            item::CURRENT.to_owned(),
-            entry.change_id.clone(),
-        )))
-        .condition_expression(
-            "attribute_not_exists(pk) OR created_at < :ca OR (created_at = :ca AND state_rank < :rank)",
-        )
-        .expression_attribute_values(":ca", s(timestamp(&entry.created_at)))
-        .expression_attribute_values(":rank", n(entry.state.rank()))
-        .build()?;
-    Ok(TransactWriteItem::builder().put(put).build())
-}
-
-/// The fence check: passes while no fence is recorded or it is not above `token`.
-pub(crate) fn fence_check(table: &str, token: u64) -> Result<TransactWriteItem, BoxError> {
-    let check = ConditionCheck::builder()
-        .table_name(table)
-        .set_key(Some(key(item::FENCE, item::FENCE)))
-        .condition_expression("attribute_not_exists(fence) OR fence <= :token")
-        .expression_attribute_values(":token", n(token))
-        .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-        .build()?;
-    Ok(TransactWriteItem::builder().condition_check(check).build())
 }
 
 /// Reads the fence value out of a fence item (absent attribute = 0).
@@ -134,14 +107,17 @@ pub(crate) fn describe_item(it: &TransactWriteItem) -> String {
 }
 
 /// Sends `own` (the change's items), then `tail` (a marker), then, with
-/// `audit`, the history item, the current-state item and the fence check,
-/// as ONE `TransactWriteItems`.
+/// `audit`, the history item, the current-state item and the fence item's
+/// operation, as ONE `TransactWriteItems`.
 ///
-/// When the entry does not supersede the stored current state, the
-/// current-state condition cancels the transaction; since the current state
-/// only ever moves forward, the transaction is then sent again without the
-/// current-state item (history and fence check only), which is exactly the
-/// reference semantics. Throttling and conflicts are retried per `retry`.
+/// An audit write first reads what it replaces ([`summary::Before`]): the
+/// current-state item is written only when the entry supersedes it (the
+/// current state only ever moves forward, DESIGN section 4), under the
+/// condition that it is still the item read, and the fence item's
+/// operation checks the fence and moves the applied-set summary. When
+/// either condition finds the store moved since the read (and the fence
+/// did not refuse), the write is read and sent again. Throttling and
+/// conflicts are retried per `retry`.
 pub(crate) async fn send(
     client: &Client,
     retry: &RetryPolicy,
@@ -149,8 +125,8 @@ pub(crate) async fn send(
     tail: &[TransactWriteItem],
     audit: Option<AuditPart<'_>>,
 ) -> Result<(), TxError> {
-    let mut supersede = true;
     let mut attempt = 1;
+    let mut rereads = 0;
     let err_table = audit
         .map(|a| a.table.to_owned())
         .or_else(|| own.first().map(item_table))
@@ -160,14 +136,21 @@ pub(crate) async fn send(
         let mut current_at = None;
         let mut fence_at = None;
         if let Some(a) = audit {
+            let before = summary::Before::read(client, a.table, retry, &a.entry.change_id)
+                .await
+                .map_err(|source| TxError::Refused {
+                    detail: "could not read the change's current state before writing".into(),
+                    source,
+                })?;
             let built = (|| -> Result<(), BoxError> {
                 items.push(history_put(a.table, a.entry)?);
-                if supersede {
+                let writes_current = before.superseded_by(a.entry);
+                if writes_current {
                     current_at = Some(items.len());
-                    items.push(current_put(a.table, a.entry)?);
+                    items.push(before.current_put(a.table, a.entry)?);
                 }
                 fence_at = Some(items.len());
-                items.push(fence_check(a.table, a.entry.fencing_token)?);
+                items.push(before.fence_op(a.table, a.entry, writes_current)?);
                 Ok(())
             })();
             if let Err(source) = built {
@@ -194,6 +177,10 @@ pub(crate) async fn send(
         {
             let reasons = tc.cancellation_reasons();
             let code = |i: usize| reasons.get(i).and_then(|r| r.code()).unwrap_or("None");
+            let token = audit.map_or(0, |a| a.entry.fencing_token);
+            // The store moved since the read: the summary's sequence or the
+            // current-state item is not what the write was built on.
+            let mut moved = current_at.is_some_and(|i| code(i) == "ConditionalCheckFailed");
             if let Some(i) = fence_at.filter(|i| code(*i) == "ConditionalCheckFailed") {
                 let stored = reasons.get(i).and_then(|r| r.item());
                 let fence = match stored {
@@ -203,11 +190,14 @@ pub(crate) async fn send(
                         .await
                         .map_err(TxError::FenceUnreadable)?,
                 };
-                return Err(TxError::Fenced { fence });
+                if fence > token {
+                    return Err(TxError::Fenced { fence });
+                }
+                moved = true;
             }
             let failing: Vec<String> = (0..items.len())
                 .filter(|i| !matches!(code(*i), "None" | "TransactionConflict"))
-                .filter(|i| Some(*i) != current_at)
+                .filter(|i| !moved || (Some(*i) != current_at && Some(*i) != fence_at))
                 .map(|i| {
                     let why = reasons.get(i).and_then(|r| r.message()).unwrap_or("");
                     format!(
@@ -230,10 +220,12 @@ pub(crate) async fn send(
                     detail: failing.join("; "),
                 });
             }
-            if current_at.is_some_and(|i| code(i) == "ConditionalCheckFailed") && failing.is_empty()
-            {
-                debug!(change_id = %audit.map_or("", |a| &a.entry.change_id), "entry does not supersede the current state; recording history only");
-                supersede = false;
+            if moved && failing.is_empty() && rereads < MAX_REREADS {
+                // Another writer got in between (each failure is someone
+                // else's success): read again after a short jittered pause.
+                rereads += 1;
+                debug!(change_id = %audit.map_or("", |a| &a.entry.change_id), rereads, "the audit moved since it was read; reading again");
+                retry.backoff(rereads.min(3)).await;
                 continue;
             }
             if is_retryable_cancellation(reasons.iter().map(|r| r.code().unwrap_or("None")))

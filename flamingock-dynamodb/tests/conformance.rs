@@ -7,8 +7,7 @@ use common::dynamo;
 
 mod audit {
     use super::dynamo;
-    flamingock_test_support::audit_store_tests!(dynamo,
-        ignored: [summary_matches_snapshot = "DynamoDB keeps no applied-set summary yet: its start-up check reads the snapshot"]);
+    flamingock_test_support::audit_store_tests!(dynamo);
 }
 
 mod lock {

@@ -750,3 +750,83 @@ async fn missing_or_misshapen_tables_are_not_ready() {
     })
     .await;
 }
+
+/// The applied-set summary on the fence item: kept by every write, absent
+/// (and never started over entries it did not see) on a table whose
+/// entries were written without it, and reported when malformed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn summary_is_kept_and_never_started_over_unseen_entries() {
+    use flamingock_core::summary::{term, AuditSummary};
+    in_ns(|d, ns| async move {
+        let table = format!("{ns}_audit");
+        let store = d.store(&ns);
+        assert_eq!(store.summary().await.expect("summary"), None, "no table yet");
+        store.prepare().await.expect("prepare");
+        assert_eq!(
+            store.summary().await.expect("summary"),
+            Some(AuditSummary::default()),
+            "a new table starts at zero"
+        );
+        store.append(&entry("a", 0)).await.expect("append");
+        let kept = AuditSummary {
+            rows: 1,
+            applied: 1,
+            digest: term("a", None),
+        };
+        assert_eq!(store.summary().await.expect("summary"), Some(kept));
+
+        // An earlier version's table: entries, no summary.
+        d.client()
+            .update_item()
+            .table_name(&table)
+            .set_key(Some(item_key("FENCE", "FENCE")))
+            .update_expression("REMOVE summary_rows, summary_applied, summary_digest, summary_seq")
+            .send()
+            .await
+            .expect("remove the summary");
+        assert_eq!(store.summary().await.expect("summary"), None);
+        store.append(&entry("b", 0)).await.expect("append without summary");
+        let again = d.store(&ns);
+        again.prepare().await.expect("prepare over entries");
+        assert_eq!(
+            again.summary().await.expect("summary"),
+            None,
+            "a summary started at zero over entries would be wrong"
+        );
+        assert_eq!(again.snapshot().await.expect("snapshot").len(), 2);
+        let fence = d
+            .client()
+            .get_item()
+            .table_name(&table)
+            .set_key(Some(item_key("FENCE", "FENCE")))
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("fence item");
+        assert_eq!(
+            fence.item().and_then(|i| i.get("unsummarised_writes")),
+            Some(&AttributeValue::N("1".into())),
+            "writes without summary count themselves"
+        );
+
+        // A summary attribute of the wrong type is reported, not guessed.
+        d.client()
+            .update_item()
+            .table_name(&table)
+            .set_key(Some(item_key("FENCE", "FENCE")))
+            .update_expression("SET summary_rows = :n, summary_applied = :n, summary_digest = :s, summary_seq = :n")
+            .expression_attribute_values(":n", AttributeValue::N("2".into()))
+            .expression_attribute_values(":s", AttributeValue::S("oops".into()))
+            .send()
+            .await
+            .expect("damage the summary");
+        match store.summary().await {
+            Err(StoreError::Malformed { what, detail, .. }) => {
+                assert!(what.contains("FENCE") && what.contains(&table), "{what}");
+                assert!(detail.contains("summary_digest"), "{detail}");
+            }
+            other => panic!("expected Malformed, got {other:?}"),
+        }
+    })
+    .await;
+}
