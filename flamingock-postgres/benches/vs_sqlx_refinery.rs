@@ -691,6 +691,80 @@ async fn rss_child(tool: &str, n: usize, schema: &str) -> Res<()> {
     Ok(())
 }
 
+/// (9) a cold process with nothing pending: exec, runtime, connect, build,
+/// check, exit; whole-process wall time measured by the parent, tools
+/// interleaved. Each child reports how many connections its pool opened.
+async fn cold(admin: &Admin, n: usize, iters: usize) -> Res<Vec<(String, Vec<Duration>, String)>> {
+    let mut schemas = Vec::new();
+    for tool in [Tool::Flamingock, Tool::Sqlx] {
+        let s = admin.schema("cold").await?;
+        let mut p = prepare(tool, &s, n, LockConfig::default()).await?;
+        p.run(None).await?;
+        schemas.push((tool.name().to_owned(), s));
+    }
+    let floor = admin.schema("cold").await?;
+    schemas.push(("SELECT 1".to_owned(), floor));
+    let exe = std::env::current_exe()?;
+    let mut out: Vec<(String, Vec<Duration>, String)> = schemas
+        .iter()
+        .map(|(name, _)| (name.clone(), Vec::new(), String::new()))
+        .collect();
+    for _ in 0..iters {
+        for (i, (name, schema)) in schemas.iter().enumerate() {
+            let t0 = Instant::now();
+            let child = tokio::process::Command::new(&exe)
+                .arg("--cold-child")
+                .arg(if name == "SELECT 1" { "baseline" } else { name })
+                .arg(n.to_string())
+                .arg(schema)
+                .output()
+                .await?;
+            out[i].1.push(t0.elapsed());
+            let text = String::from_utf8_lossy(&child.stdout).into_owned();
+            out[i].2 = text
+                .lines()
+                .find_map(|l| l.strip_prefix("connections="))
+                .ok_or_else(|| {
+                    format!(
+                        "cold child {name} failed: {text}{}",
+                        String::from_utf8_lossy(&child.stderr)
+                    )
+                })?
+                .to_owned();
+        }
+    }
+    for (_, s) in &schemas {
+        admin.drop_schema(s).await?;
+    }
+    Ok(out)
+}
+
+async fn cold_child(tool: &str, n: usize, schema: &str) -> Res<()> {
+    let pool = pool(schema, false);
+    match Tool::parse(tool) {
+        Some(Tool::Sqlx) => sqlx_migrator(n).run(&pool).await?,
+        Some(_) => {
+            let store = PostgresAuditStore::builder(pool.clone())
+                .schema(schema)
+                .build()
+                .await?;
+            let report = Flamingock::builder()
+                .audit_store(store.clone())
+                .target(store.target("db"))
+                .stage(stage(n))
+                .build()?
+                .run()
+                .await?;
+            assert!(!report.took_lock, "nothing was pending");
+        }
+        None => {
+            sqlx::query("SELECT 1").execute(&pool).await?;
+        }
+    }
+    println!("connections={}", pool.size());
+    Ok(())
+}
+
 // ---------------------------------------------------------------- main
 
 /// (6, on request) where a shared-transaction change's time goes, against
@@ -915,6 +989,29 @@ async fn bench() -> Res<()> {
         ));
     }
 
+    if wanted(9) {
+        let iters = sz.iters * 2;
+        let runs = cold(&admin, sz.startup_changes, iters).await?;
+        say(format!(
+            "(9) cold process, {} applied: exec, connect, build, check, exit (medians of {iters}, min-max)",
+            sz.startup_changes
+        ));
+        let sqlx9 = median(runs[1].1.clone());
+        let floor9 = median(runs[2].1.clone());
+        for (name, times, conns) in runs {
+            let (lo, hi) = (*times.iter().min().unwrap(), *times.iter().max().unwrap());
+            let m = median(times);
+            say(format!(
+                "    {name:<24} {} ({}-{})   connections {conns}   vs sqlx {}   vs SELECT 1 process {}",
+                ms(m),
+                ms(lo),
+                ms(hi),
+                ratio(m, sqlx9),
+                ratio(m, floor9)
+            ));
+        }
+    }
+
     if std::env::var("FLAMINGOCK_BENCH_ONLY").is_ok_and(|v| v.contains('6')) {
         profile(&admin, 200).await?;
     }
@@ -948,6 +1045,10 @@ fn main() -> Res<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    if let Some(i) = args.iter().position(|a| a == "--cold-child") {
+        let n: usize = args[i + 2].parse()?;
+        return rt.block_on(cold_child(&args[i + 1], n, &args[i + 3]));
+    }
     if let Some(i) = args.iter().position(|a| a == "--rss-child") {
         let tool = &args[i + 1];
         let n: usize = args[i + 2].parse()?;
