@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use flamingock_core::BoxError;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
-use sqlx::{ConnectOptions, Connection, SqliteConnection};
+use sqlx::{ConnectOptions, SqliteConnection};
 use tracing::debug;
 
 /// Default time a statement waits for another connection's (or process's)
@@ -189,16 +189,9 @@ pub(crate) async fn open_pool(
             .connect_lazy_with(opts));
     }
 
-    // One connection first: it proves the file is a database (a read).
-    let mut first = SqliteConnection::connect_with(&opts)
-        .await
-        .map_err(OpenError::Open)?;
-    sqlx::query("SELECT count(*) FROM sqlite_master")
-        .execute(&mut first)
-        .await
-        .map_err(OpenError::NotADatabase)?;
-
     let pool_opts = if memory {
+        // An in-memory database lives as long as one connection to it does:
+        // the pool keeps its one connection for good.
         SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
@@ -207,14 +200,20 @@ pub(crate) async fn open_pool(
     } else {
         SqlitePoolOptions::new().max_connections(settings.max_connections.max(1))
     };
-    let pool = pool_opts
-        .acquire_timeout(acquire)
-        .connect_with(opts)
+    let pool = pool_opts.acquire_timeout(acquire).connect_lazy_with(opts);
+    // One connection, which the pool keeps for the start-up check: it
+    // proves the file is a database (a read).
+    let mut first = pool.acquire().await.map_err(|e| match e {
+        sqlx::Error::Database(d) if d.code().as_deref() == Some("26") => {
+            OpenError::NotADatabase(sqlx::Error::Database(d))
+        }
+        e => OpenError::Open(e),
+    })?;
+    sqlx::query("SELECT count(*) FROM sqlite_master")
+        .execute(&mut *first)
         .await
-        .map_err(OpenError::Open)?;
-    // Closed only after the pool holds its own connection: an in-memory
-    // database lives as long as one connection to it does.
-    let _ = first.close().await;
+        .map_err(OpenError::NotADatabase)?;
+    drop(first);
     Ok(pool)
 }
 
