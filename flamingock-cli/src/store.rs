@@ -723,15 +723,17 @@ async fn open_postgres(
 ) -> Result<flamingock_postgres::PostgresAuditStore, StoreError> {
     use std::str::FromStr;
 
-    use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
-    use sqlx::{ConnectOptions, Connection};
+    use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+    use sqlx::ConnectOptions;
 
     flamingock_postgres::install_tls_provider();
     let shown = format!("postgres({})", redact_url(url));
+    // PostgreSQL's own words (message, SQLSTATE, hint), without sqlx's line
+    // of the server's C source that reads like a line of the user's file.
     let backend = |operation: &'static str, e: sqlx::Error| StoreError::Backend {
         store: shown.clone(),
         operation,
-        source: Box::new(e),
+        source: flamingock_postgres::describe_error(&e).into(),
     };
     let mut options = PgConnectOptions::from_str(url)
         .map_err(|e| backend("parse the URL", e))?
@@ -743,25 +745,22 @@ async fn open_postgres(
         // Named statements do not survive a transaction pooler.
         options = options.statement_cache_capacity(0);
     }
-    // One direct connection first: a refused connection or bad credentials
-    // fail at once (a pool would retry until its acquire timeout), and a
-    // black-holed host fails after the connect timeout.
-    match tokio::time::timeout(connect_timeout, PgConnection::connect_with(&options)).await {
-        Ok(Ok(conn)) => {
-            let _ = conn.close().await;
-        }
-        Ok(Err(e)) => return Err(backend("connect", e)),
-        Err(_) => {
-            return Err(StoreError::Backend {
-                store: shown.clone(),
-                operation: "connect",
-                source: format!(
-                    "no answer within {} (?connect_timeout=SECONDS changes the limit)",
-                    crate::duration::show(connect_timeout)
-                )
-                .into(),
-            })
-        }
+    let no_answer = || StoreError::Backend {
+        store: shown.clone(),
+        operation: "connect",
+        source: format!(
+            "no answer within {} (?connect_timeout=SECONDS changes the limit)",
+            crate::duration::show(connect_timeout)
+        )
+        .into(),
+    };
+    // A refused connection fails at once (the pool would retry it until its
+    // acquire timeout) and a black-holed host after the connect timeout: a
+    // bare socket connect, which the server does not even log.
+    match tokio::time::timeout(connect_timeout, reach(&options)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(backend("connect", sqlx::Error::Io(e))),
+        Err(_) => return Err(no_answer()),
     }
     let mut pool = PgPoolOptions::new()
         .max_connections(4)
@@ -781,6 +780,15 @@ async fn open_postgres(
         });
     }
     let pool = pool.connect_lazy_with(options);
+    // The session the whole command then uses: opened here so that bad
+    // credentials or a server that never answers are reported as such, and
+    // given back to the pool, so a start with nothing pending opens one
+    // connection in all.
+    match tokio::time::timeout(connect_timeout, pool.acquire()).await {
+        Ok(Ok(conn)) => drop(conn),
+        Ok(Err(sqlx::Error::PoolTimedOut)) | Err(_) => return Err(no_answer()),
+        Ok(Err(e)) => return Err(backend("connect", e)),
+    }
     let mut b = flamingock_postgres::PostgresAuditStore::builder(pool).transaction_pooler(pooler);
     if let Some(s) = schema {
         b = b.schema(s);
@@ -789,6 +797,25 @@ async fn open_postgres(
         b = b.table_prefix(p);
     }
     b.build().await
+}
+
+/// Whether the server's socket accepts a connection (TCP, or the Unix
+/// socket of a `host=/dir` URL); nothing is sent.
+#[cfg(feature = "postgres")]
+async fn reach(options: &sqlx::postgres::PgConnectOptions) -> std::io::Result<()> {
+    let port = options.get_port();
+    #[cfg(unix)]
+    if let Some(dir) = options.get_socket() {
+        let path = if dir.is_dir() {
+            dir.join(format!(".s.PGSQL.{port}"))
+        } else {
+            dir.clone()
+        };
+        return tokio::net::UnixStream::connect(path).await.map(drop);
+    }
+    tokio::net::TcpStream::connect((options.get_host(), port))
+        .await
+        .map(drop)
 }
 
 /// Appended to a statement PostgreSQL refuses inside a transaction block.
