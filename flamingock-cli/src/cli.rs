@@ -107,6 +107,23 @@ pub enum Command {
     Validate,
     /// Apply every pending change, in order, exactly once.
     Apply,
+    /// Record every change up to and including one as applied without
+    /// running it, for a database built by hand, restored from a dump or
+    /// migrated by another tool (takes the lock; refused, with the list,
+    /// when any of them already has an audit entry; changes baselined before
+    /// are left as they are).
+    Baseline {
+        /// The last change to record: its id, or its order when that names
+        /// one change.
+        #[arg(long, value_name = "CHANGE_ID|ORDER")]
+        up_to: String,
+        /// Why: how the database got there (recorded in the audit).
+        #[arg(long)]
+        reason: String,
+        /// Who (recorded in the audit); defaults to $USER, else this host's name.
+        #[arg(long, env = "FLAMINGOCK_OPERATOR")]
+        operator: Option<String>,
+    },
 }
 
 /// `audit ...`.

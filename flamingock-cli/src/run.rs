@@ -188,6 +188,7 @@ async fn execute_inner(
         Command::Plan
             | Command::Validate
             | Command::Apply
+            | Command::Baseline { .. }
             | Command::Audit(
                 AuditCommand::Retire { .. }
                     | AuditCommand::AcceptChecksum { .. }
@@ -251,6 +252,14 @@ async fn execute_inner(
             let (runner, operator) = fixer(builder, operator, &reason)?;
             let kind = FixKind::AcceptChecksum;
             audit_fix(&runner, &change_id, kind, &reason, &operator, opts, out).await
+        }
+        Command::Baseline {
+            up_to,
+            reason,
+            operator,
+        } => {
+            let (runner, operator) = fixer(builder, operator, &reason)?;
+            baseline(&runner, &up_to, &reason, &operator, opts, out).await
         }
         Command::Issue(IssueCommand::List) => issue_list(&build(builder)?, opts, out).await,
         Command::Issue(IssueCommand::Get { change_id }) => {
@@ -444,6 +453,47 @@ async fn audit_fix(
         FixKind::AcceptChecksum => "its current content is the recorded one now",
     };
     out.info(&format!("{next}: run `{} apply` to continue", opts.program));
+    Ok(Exit::Ok)
+}
+
+async fn baseline(
+    runner: &Flamingock,
+    up_to: &str,
+    reason: &str,
+    operator: &str,
+    opts: &RunOptions,
+    out: &Out,
+) -> Result<Exit, Fail> {
+    let recorded = format!("{reason} (operator: {operator})");
+    let entries = runner
+        .baseline_up_to(up_to, &recorded)
+        .await
+        .map_err(core)?;
+    if out.json {
+        out.json_doc(&json!({ "baselined": entries }));
+        return Ok(Exit::Ok);
+    }
+    for e in &entries {
+        out.line(&format!(
+            "recorded {} for '{}'",
+            out.paint(state_color(e.state), e.state.as_str()),
+            e.change_id
+        ));
+    }
+    match entries.first() {
+        None => out.line(&format!(
+            "nothing to record: every change up to '{up_to}' was baselined before"
+        )),
+        Some(first) => out.line(&format!(
+            "baseline up to '{up_to}': {} change(s) recorded as applied without running (operator {operator}, fencing token {})",
+            entries.len(),
+            first.fencing_token
+        )),
+    }
+    out.info(&format!(
+        "run `{} apply` to apply the changes after it",
+        opts.program
+    ));
     Ok(Exit::Ok)
 }
 

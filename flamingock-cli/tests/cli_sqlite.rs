@@ -1045,3 +1045,102 @@ fn on_a_terminal(command: &str, input: &str) -> Option<(i32, String)> {
         ),
     ))
 }
+
+/// A database built before Flamingock (here: by hand) is adopted with one
+/// command: `baseline --up-to` records the changes it already has, and
+/// `apply` runs only the rest.
+#[tokio::test]
+async fn a_database_built_by_hand_is_adopted_with_one_baseline() {
+    const ADD_PHONE: &str = "ALTER TABLE users ADD COLUMN phone TEXT;\n";
+    let env = Env::new(&[
+        ("0001__create-users.sql", CREATE_USERS),
+        ("0002__seed-users.sql", SEED_USERS),
+        ("0003__add-phone.sql", ADD_PHONE),
+    ]);
+    // Built by hand: the first two files' effects, no audit.
+    {
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=rwc", env.db.display()))
+            .await
+            .expect("open");
+        for sql in [CREATE_USERS, SEED_USERS] {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&pool)
+                .await
+                .expect("by hand");
+        }
+        pool.close().await;
+    }
+    // Without the changes, or without a reason: usage errors.
+    env.run_store(&["baseline", "--up-to", "0002", "--reason", "x"])
+        .expect_code(2);
+    env.run(&["baseline", "--up-to", "0002", "--reason", " "])
+        .expect_code(2);
+    let unknown = env.run(&["baseline", "--up-to", "0009", "--reason", "built by hand"]);
+    unknown.expect_code(1);
+    assert!(
+        unknown
+            .stderr
+            .contains("no change of the loaded pipeline has this id or order"),
+        "{}",
+        unknown.all()
+    );
+
+    let out = env.run(&[
+        "--no-color",
+        "baseline",
+        "--up-to",
+        "0002",
+        "--reason",
+        "built by hand before flamingock",
+        "--operator",
+        "ana",
+    ]);
+    out.expect_code(0);
+    assert!(
+        out.stdout
+            .contains("baseline up to '0002': 2 change(s) recorded"),
+        "{}",
+        out.all()
+    );
+    let list = env.run_store(&["audit", "list", "--json"]).json();
+    for id in ["create-users", "seed-users"] {
+        assert_eq!(
+            state_of(&list, id).as_deref(),
+            Some("MANUAL_MARKED_AS_APPLIED"),
+            "{id}"
+        );
+    }
+    // Again: nothing to do.
+    let again = env.run(&["baseline", "--up-to", "seed-users", "--reason", "again"]);
+    again.expect_code(0);
+    assert!(
+        again.stdout.contains("nothing to record"),
+        "{}",
+        again.all()
+    );
+
+    let applied = env.run(&["--no-color", "apply"]);
+    applied.expect_code(0);
+    assert!(
+        applied
+            .stdout
+            .contains("done: 1 applied, 2 already applied"),
+        "{}",
+        applied.all()
+    );
+    assert_eq!(
+        env.query_i64("SELECT count(*) FROM users")
+            .await
+            .expect("rows"),
+        2,
+        "the seed did not run twice"
+    );
+    // Up to a change that is now applied by Flamingock: refused, listed.
+    let refused = env.run(&["baseline", "--up-to", "0003", "--reason", "x"]);
+    refused.expect_code(1);
+    assert!(
+        refused.stderr.contains("add-phone (APPLIED)"),
+        "{}",
+        refused.all()
+    );
+}

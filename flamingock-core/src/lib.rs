@@ -94,6 +94,7 @@
 #![warn(unreachable_pub)]
 
 pub mod audit;
+mod baseline;
 pub mod change;
 mod deadline;
 pub mod decision;

@@ -418,10 +418,10 @@ fn order_problems(stage: &str, metas: &[&Arc<ChangeMeta>], problems: &mut Vec<Va
     }
 }
 
-struct Inner {
-    store: Arc<dyn AuditStore>,
+pub(crate) struct Inner {
+    pub(crate) store: Arc<dyn AuditStore>,
     lock: Arc<dyn LockProvider>,
-    changes: Vec<PlannedChange>,
+    pub(crate) changes: Vec<PlannedChange>,
     /// The store's summary when every change of the pipeline is applied.
     all_applied: crate::summary::AuditSummary,
     targets: Vec<RegisteredTarget>,
@@ -442,7 +442,7 @@ struct Inner {
 /// The runner. Cheap to clone; `run` may be called more than once.
 #[derive(Clone)]
 pub struct Flamingock {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for Flamingock {
@@ -627,7 +627,7 @@ impl Flamingock {
         .await
     }
 
-    async fn prepare(&self) -> Result<(), StoreError> {
+    pub(crate) async fn prepare(&self) -> Result<(), StoreError> {
         self.inner
             .prepared
             .get_or_try_init(|| self.inner.store.prepare())
@@ -1260,8 +1260,15 @@ impl Flamingock {
 
     async fn fix(&self, change_id: &str, fix: Fix, reason: &str) -> Result<AuditEntry, Error> {
         self.prepare().await?;
+        let lease = self.operator_lease().await?;
+        let result = self.fix_locked(change_id, fix, reason, &lease).await;
+        release_after(lease, result).await
+    }
+
+    /// The lock for an operator operation (which always needs it).
+    pub(crate) async fn operator_lease(&self) -> Result<HeldLease, Error> {
         let mut always = || -> BoxFuture<'_, Result<bool, Error>> { Box::pin(async { Ok(true) }) };
-        let lease = match HeldLease::acquire(
+        match HeldLease::acquire(
             self.inner.lock.clone(),
             &self.inner.runner_id,
             &self.inner.lock_config,
@@ -1271,16 +1278,9 @@ impl Flamingock {
         )
         .await?
         {
-            Waited::Acquired(lease) => lease,
+            Waited::Acquired(lease) => Ok(lease),
             Waited::NotNeeded => unreachable!("an operator fix always needs the lock"),
-        };
-        let result = self.fix_locked(change_id, fix, reason, &lease).await;
-        let released = lease.release().await;
-        let entry = result?;
-        if let Err(e) = released {
-            warn!(error = %e, "lock release after fix failed; the lease will expire by itself");
         }
-        Ok(entry)
     }
 
     async fn fix_locked(
@@ -1318,19 +1318,7 @@ impl Flamingock {
                     )));
                 }
                 extra.insert("baseline".into(), true.into());
-                (
-                    AuditEntry {
-                        stage_id: c.stage.to_string(),
-                        author: c.meta.author.clone(),
-                        order: c.meta.order.clone(),
-                        target_system: c.target_id.clone(),
-                        recovery: c.meta.recovery,
-                        transactional: c.transactional,
-                        checksum: c.meta.checksum.clone(),
-                        ..AuditEntry::new(change_id, AuditState::ManualMarkedAsApplied, 0)
-                    },
-                    AuditState::ManualMarkedAsApplied,
-                )
+                (baseline_entry(c), AuditState::ManualMarkedAsApplied)
             }
             Fix::Mark(state) => {
                 let prev = prev.ok_or_else(unknown)?;
@@ -1383,7 +1371,30 @@ impl Flamingock {
                 (e, AuditState::ManualMarkedAsApplied)
             }
         };
-        let previous_state = prev.map(|p| p.state.as_str());
+        let previous_state = prev.map(|p| p.state);
+        self.stamp_operator_entry(&mut entry, state, epoch, reason, previous_state, extra);
+        lease.check().map_err(|detail| Error::LeaseLost {
+            run_id: entry.run_id.clone(),
+            detail,
+            report: Box::default(),
+        })?;
+        store.append(&entry).await?;
+        info!(change_id, state = %state, "operator fix recorded");
+        Ok(entry)
+    }
+
+    /// Makes `entry` an operator's entry in `state`: written now, by this
+    /// runner under `epoch`, with the runner's metadata plus `reason`, the
+    /// state it replaces and `extra`.
+    pub(crate) fn stamp_operator_entry(
+        &self,
+        entry: &mut AuditEntry,
+        state: AuditState,
+        epoch: u64,
+        reason: &str,
+        previous_state: Option<AuditState>,
+        extra: serde_json::Map<String, serde_json::Value>,
+    ) {
         entry.state = state;
         entry.created_at = crate::audit::audit_clock();
         entry.tx_strategy = TxStrategy::Manual;
@@ -1402,18 +1413,10 @@ impl Flamingock {
         };
         metadata.insert("reason".into(), reason.into());
         if let Some(p) = previous_state {
-            metadata.insert("previous_state".into(), p.into());
+            metadata.insert("previous_state".into(), p.as_str().into());
         }
         metadata.extend(extra);
         entry.metadata = serde_json::Value::Object(metadata);
-        lease.check().map_err(|detail| Error::LeaseLost {
-            run_id: entry.run_id.clone(),
-            detail,
-            report: Box::default(),
-        })?;
-        store.append(&entry).await?;
-        info!(change_id, state = %state, "operator fix recorded");
-        Ok(entry)
     }
 
     /// The lock's current holder, if any.
@@ -1435,6 +1438,35 @@ struct StageRun<'a> {
     epoch: u64,
     who: &'a RunIdentity,
     shutdown: &'a Shutdown,
+}
+
+/// Releases an operator's lease after its operation; a failed release is
+/// only a warning (the lease expires by itself).
+pub(crate) async fn release_after<T>(
+    lease: HeldLease,
+    result: Result<T, Error>,
+) -> Result<T, Error> {
+    let released = lease.release().await;
+    let value = result?;
+    if let Err(e) = released {
+        warn!(error = %e, "lock release after fix failed; the lease will expire by itself");
+    }
+    Ok(value)
+}
+
+/// The entry that records a declared change as in place without running
+/// it (a baseline), before [`Flamingock::stamp_operator_entry`].
+pub(crate) fn baseline_entry(c: &PlannedChange) -> AuditEntry {
+    AuditEntry {
+        stage_id: c.stage.to_string(),
+        author: c.meta.author.clone(),
+        order: c.meta.order.clone(),
+        target_system: c.target_id.clone(),
+        recovery: c.meta.recovery,
+        transactional: c.transactional,
+        checksum: c.meta.checksum.clone(),
+        ..AuditEntry::new(&*c.id, AuditState::ManualMarkedAsApplied, 0)
+    }
 }
 
 /// A store error that stops a run; a fence rejection means the lease is gone.
