@@ -79,6 +79,7 @@
 mod cli;
 mod client_input;
 mod duration;
+pub mod layout;
 mod output;
 pub mod redact;
 mod run;

@@ -269,7 +269,7 @@ async fn execute_inner(
         Command::Lock(LockCommand::Release { force: _, yes }) => {
             lock_release(&build(builder)?, yes, out).await
         }
-        Command::Plan => plan(&build(builder)?, out).await,
+        Command::Plan => plan(&build(builder)?, opts, out).await,
         Command::Validate => validate(&build(builder)?, opts, out).await,
         Command::Apply => {
             let runner = build(builder.listener(Progress::new(out.clone())))?;
@@ -745,11 +745,19 @@ fn action_cell(a: &PlanAction) -> Cell {
     }
 }
 
-async fn plan(runner: &Flamingock, out: &Out) -> Result<Exit, Fail> {
+async fn plan(runner: &Flamingock, opts: &RunOptions, out: &Out) -> Result<Exit, Fail> {
     let items = runner.plan().await.map_err(core)?;
     if out.json {
         out.json_doc(&serde_json::to_value(&items).unwrap_or_default());
         return Ok(Exit::Ok);
+    }
+    if let Some(c) = &opts.sql_changes {
+        out.info(&format!(
+            "changes: {} ({} files, {} layout)",
+            c.source(),
+            c.len(),
+            c.layout()
+        ));
     }
     if items.is_empty() {
         out.line("no changes");

@@ -47,6 +47,8 @@
 //! ```
 
 use std::collections::BTreeMap;
+
+pub use crate::layout::Layout;
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
@@ -163,6 +165,7 @@ pub fn checksum(content: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SqlChanges {
     source: String,
+    layout: Layout,
     files: Vec<Arc<SqlFile>>,
     statement_timeout: Option<Duration>,
 }
@@ -191,6 +194,23 @@ pub enum LoadError {
         /// File name.
         file: String,
         /// What is wrong.
+        detail: String,
+    },
+    /// A file name that does not follow the directory's layout (sqlx,
+    /// diesel, Flyway, refinery).
+    #[error("{file}: malformed {layout} name: {detail}")]
+    MalformedLayoutName {
+        /// File name.
+        file: String,
+        /// The layout the directory is read in.
+        layout: Layout,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The layout of the directory cannot be told, or its names mix layouts.
+    #[error("layout: {detail}")]
+    Layout {
+        /// Which layouts, with examples, and what to do.
         detail: String,
     },
     /// Two files with one change id.
@@ -530,8 +550,7 @@ impl Ignored {
         };
         let hint = if self.diesel > 0 {
             format!(
-                "; {} subdirector{} with up.sql look like diesel migrations, a layout this loader does not read: \
-                 rename each <name>/up.sql to <order>__<name>.sql (and down.sql to <order>__<name>.rollback.sql)",
+                "; {} subdirector{} with up.sql look like diesel migrations: read them with --layout diesel (or auto)",
                 self.diesel,
                 if self.diesel == 1 { "y" } else { "ies" }
             )
@@ -542,10 +561,43 @@ impl Ignored {
     }
 }
 
+/// diesel's `metadata.toml`: `run_in_transaction = true|false` (comments
+/// and blank lines aside); any other key is refused rather than ignored.
+fn diesel_run_in_transaction(toml: &str) -> Result<Option<bool>, String> {
+    let mut out = None;
+    for line in toml.lines() {
+        let line = line.split('#').next().unwrap_or_default().trim();
+        if line.is_empty() {
+            continue;
+        }
+        match line.split_once('=').map(|(k, v)| (k.trim(), v.trim())) {
+            Some(("run_in_transaction", "true")) => out = Some(true),
+            Some(("run_in_transaction", "false")) => out = Some(false),
+            Some(("run_in_transaction", v)) => {
+                return Err(format!("run_in_transaction = {v}: expected true or false"))
+            }
+            _ => {
+                return Err(format!(
+                    "'{line}': only run_in_transaction = true|false is understood"
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
 impl SqlChanges {
     /// Reads every `*.sql` file directly in `dir` (hidden files and other
-    /// extensions are ignored) and parses them; see [`SqlChanges::from_sources`].
+    /// extensions are ignored), in the layout its names show (this
+    /// project's, sqlx, diesel, Flyway or refinery; see
+    /// [`layout`](crate::layout)); see [`SqlChanges::from_sources`].
     pub fn load_dir(dir: impl AsRef<Path>) -> Result<SqlChanges, LoadErrors> {
+        Self::load_dir_as(dir, Layout::Auto)
+    }
+
+    /// [`load_dir`](Self::load_dir) in a given layout ([`Layout::Auto`]
+    /// recognises it; a directory whose names mix layouts is refused).
+    pub fn load_dir_as(dir: impl AsRef<Path>, layout: Layout) -> Result<SqlChanges, LoadErrors> {
         let dir = dir.as_ref();
         let source = dir.display().to_string();
         let fail = |problems| LoadErrors {
@@ -560,6 +612,7 @@ impl SqlChanges {
         let mut names: Vec<(String, PathBuf)> = Vec::new();
         let mut problems = Vec::new();
         let mut ignored = Ignored::default();
+        let mut diesel_dirs: Vec<(String, PathBuf)> = Vec::new();
         for entry in rd {
             let entry = entry.map_err(|e| {
                 fail(vec![LoadError::Directory {
@@ -569,7 +622,12 @@ impl SqlChanges {
             let path = entry.path();
             if !path.is_file() {
                 if path.is_dir() {
-                    ignored.dir(&entry.file_name().to_string_lossy(), &path);
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    if path.join("up.sql").is_file() {
+                        diesel_dirs.push((name, path));
+                    } else {
+                        ignored.dir(&name, &path);
+                    }
                 }
                 continue;
             }
@@ -588,6 +646,48 @@ impl SqlChanges {
                 continue;
             }
             names.push((name.to_owned(), path));
+        }
+        let layout = match layout {
+            Layout::Auto => {
+                let files: Vec<String> = names.iter().map(|(n, _)| n.clone()).collect();
+                let dirs: Vec<String> = diesel_dirs.iter().map(|(n, _)| n.clone()).collect();
+                crate::layout::detect(&files, &dirs)
+                    .map_err(|detail| fail(vec![LoadError::Layout { detail }]))?
+            }
+            other => other,
+        };
+        // diesel: <dir>/up.sql, <dir>/down.sql and run_in_transaction.
+        let mut overrides: BTreeMap<String, bool> = BTreeMap::new();
+        if layout == Layout::Diesel {
+            for (d, path) in &diesel_dirs {
+                for leaf in ["up.sql", "down.sql"] {
+                    if path.join(leaf).is_file() {
+                        names.push((format!("{d}/{leaf}"), path.join(leaf)));
+                    }
+                }
+                match std::fs::read_to_string(path.join("metadata.toml")) {
+                    Ok(toml) => match diesel_run_in_transaction(&toml) {
+                        Ok(Some(yes)) => {
+                            overrides.insert(format!("{d}/up.sql"), yes);
+                        }
+                        Ok(None) => {}
+                        Err(detail) => problems.push(LoadError::MalformedLayoutName {
+                            file: format!("{d}/metadata.toml"),
+                            layout,
+                            detail,
+                        }),
+                    },
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => problems.push(LoadError::Unreadable {
+                        file: format!("{d}/metadata.toml"),
+                        detail: e.to_string(),
+                    }),
+                }
+            }
+        } else {
+            for (d, path) in &diesel_dirs {
+                ignored.dir(d, path);
+            }
         }
         if names.is_empty() && problems.is_empty() {
             return Err(fail(vec![ignored.into_error()]));
@@ -609,7 +709,7 @@ impl SqlChanges {
                 }),
             }
         }
-        match Self::from_sources(&source, sources) {
+        match Self::from_sources_in(&source, layout, sources, &overrides) {
             Ok(c) if problems.is_empty() => Ok(c),
             Ok(_) => Err(fail(problems)),
             Err(mut e) => {
@@ -617,6 +717,11 @@ impl SqlChanges {
                 Err(fail(problems))
             }
         }
+    }
+
+    /// The layout the files were read in.
+    pub fn layout(&self) -> Layout {
+        self.layout
     }
 
     /// Parses `(file name, content)` pairs: the one parser behind both
@@ -630,6 +735,23 @@ impl SqlChanges {
         N: AsRef<str>,
         C: AsRef<str>,
     {
+        Self::from_sources_in(source, Layout::Flamingock, files, &BTreeMap::new())
+    }
+
+    /// [`from_sources`](Self::from_sources) in `layout` (not `Auto`);
+    /// `transactional` overrides what a file's own header says, by file name
+    /// (diesel's `metadata.toml`).
+    fn from_sources_in<N, C>(
+        source: &str,
+        layout: Layout,
+        files: impl IntoIterator<Item = (N, C)>,
+        transactional: &BTreeMap<String, bool>,
+    ) -> Result<SqlChanges, LoadErrors>
+    where
+        N: AsRef<str>,
+        C: AsRef<str>,
+    {
+        let foreign = !matches!(layout, Layout::Flamingock | Layout::Auto);
         let mut problems = Vec::new();
         let mut applies: BTreeMap<String, SqlFile> = BTreeMap::new();
         let mut rollbacks: Vec<(String, String, String)> = Vec::new(); // (apply file, rollback file, sql)
@@ -645,14 +767,42 @@ impl SqlChanges {
             });
         }
         sorted.sort();
+        // Foreign layouts: every name first, for the orders' common widths.
+        let mut named: Vec<(String, String, crate::layout::Parsed)> = Vec::new();
         for (file, content) in sorted {
-            let name = match parse_name(&file) {
-                Ok(n) => n,
-                Err(detail) => {
-                    problems.push(LoadError::MalformedName { file, detail });
-                    continue;
+            if foreign {
+                match crate::layout::parse(layout, &file) {
+                    Ok(p) => named.push((file, content, p)),
+                    Err(detail) => problems.push(LoadError::MalformedLayoutName {
+                        file,
+                        layout,
+                        detail,
+                    }),
                 }
-            };
+                continue;
+            }
+            match parse_name(&file) {
+                Ok(n) => {
+                    let p = crate::layout::Parsed {
+                        version: Vec::new(),
+                        order: n.order.to_owned(),
+                        id: n.id.to_owned(),
+                        rollback: n.rollback,
+                    };
+                    named.push((file, content, p));
+                }
+                Err(detail) => problems.push(LoadError::MalformedName { file, detail }),
+            }
+        }
+        if foreign {
+            let mut parsed: Vec<crate::layout::Parsed> =
+                named.iter().map(|(_, _, p)| p.clone()).collect();
+            crate::layout::fill_orders(&mut parsed);
+            for ((_, _, p), filled) in named.iter_mut().zip(parsed) {
+                *p = filled;
+            }
+        }
+        for (file, content, name) in named {
             let sql = content.replace("\r\n", "\n");
             if !split::has_code(&sql) {
                 problems.push(LoadError::Empty { file: file.clone() });
@@ -667,7 +817,11 @@ impl SqlChanges {
                 });
             }
             if name.rollback {
-                let apply = format!("{}__{}.sql", name.order, name.id);
+                let apply = if foreign {
+                    name.id.clone()
+                } else {
+                    format!("{}__{}.sql", name.order, name.id)
+                };
                 if parse_header_present(&sql) {
                     problems.push(LoadError::MalformedHeader {
                         file: file.clone(),
@@ -678,12 +832,19 @@ impl SqlChanges {
                 continue;
             }
             let h = parse_header(&file, &sql, &mut problems);
+            // sqlx's `-- no-transaction` first line; diesel's metadata.toml.
+            let no_transaction = layout == Layout::Sqlx
+                && sql.lines().next().map(str::trim) == Some("-- no-transaction");
             let f = SqlFile {
-                id: name.id.to_owned(),
-                order: name.order.to_owned(),
+                id: name.id.clone(),
+                order: name.order.clone(),
                 author: h.author.unwrap_or_default(),
                 description: h.description,
-                transactional: h.transactional,
+                transactional: transactional
+                    .get(&file)
+                    .copied()
+                    .or(no_transaction.then_some(false))
+                    .or(h.transactional),
                 recovery: h.recovery.unwrap_or_default(),
                 checksum: checksum(&content),
                 sql,
@@ -693,7 +854,14 @@ impl SqlChanges {
             applies.insert(file, f);
         }
         for (apply, file, sql) in rollbacks {
-            match applies.get_mut(&apply) {
+            // Foreign layouts pair by change id (sqlx's .down.sql, diesel's
+            // down.sql, Flyway's U file), this project's by file name.
+            let found = if foreign {
+                applies.values_mut().find(|f| f.id == apply)
+            } else {
+                applies.get_mut(&apply)
+            };
+            match found {
                 Some(f) => f.rollback = Some((file, sql)),
                 None => problems.push(LoadError::OrphanRollback {
                     file,
@@ -726,9 +894,10 @@ impl SqlChanges {
                 });
             }
         }
+        // Foreign versions were padded to one width per part above.
         let numeric: Vec<(&str, &String)> = by_order
             .iter()
-            .filter(|(o, _)| o.bytes().all(|b| b.is_ascii_digit()))
+            .filter(|(o, _)| !foreign && o.bytes().all(|b| b.is_ascii_digit()))
             .map(|(o, files)| (*o, &files[0]))
             .collect();
         if let (Some(min), Some(max)) = (
@@ -749,7 +918,7 @@ impl SqlChanges {
                 .filter(|(a, b)| !(all_digits(a) && all_digits(b)))
                 .map(|(a, b)| (by_order[a][0].clone(), by_order[b][0].clone()))
                 .collect();
-        if !pairs.is_empty() {
+        if !pairs.is_empty() && !foreign {
             problems.push(LoadError::NumericOrderMismatch { pairs });
         }
         if !problems.is_empty() {
@@ -762,6 +931,7 @@ impl SqlChanges {
         files.sort_by(|a, b| a.order.cmp(&b.order));
         Ok(SqlChanges {
             source: source.to_owned(),
+            layout,
             files,
             statement_timeout: None,
         })
@@ -1325,14 +1495,25 @@ mod tests {
             std::fs::write(dir.path().join(m).join("up.sql"), "SELECT 1;").expect("write");
         }
         std::fs::write(dir.path().join("README.md"), "notes").expect("write");
-        let text = SqlChanges::load_dir(dir.path())
+        // Read as diesel migrations now (auto); in another layout, named.
+        let diesel = SqlChanges::load_dir(dir.path()).expect("diesel layout");
+        assert_eq!(diesel.layout(), Layout::Diesel);
+        let ids: Vec<&str> = diesel.files().iter().map(|f| f.id()).collect();
+        assert_eq!(
+            ids,
+            [
+                "2020-01-01-000000_create_users",
+                "2020-01-02-000000_add_email"
+            ]
+        );
+        let text = SqlChanges::load_dir_as(dir.path(), Layout::Flamingock)
             .expect_err("no change files")
             .to_string();
         for needle in [
             "1 other file(s) (README.md)",
             "2 subdirectories (2020-01-01-000000_create_users, 2020-01-02-000000_add_email)",
             "look like diesel migrations",
-            "<order>__<name>.sql",
+            "--layout diesel",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in {text}");
         }

@@ -40,16 +40,29 @@ pub struct Standalone {
     #[arg(long, env = "FLAMINGOCK_SCHEMA", global = true, value_name = "SCHEMA")]
     pub schema: Option<String>,
 
-    /// Directory of SQL change files (`<order>__<id>.sql`), needed by plan,
-    /// validate and apply.
+    /// Directory of SQL change files (`<order>__<id>.sql`, or a sqlx,
+    /// diesel, Flyway or refinery directory as it is), needed by plan,
+    /// validate, apply and baseline.
     #[arg(
         long,
-        help = "Directory of SQL change files (<order>__<id>.sql), needed by plan, validate and apply",
+        help = "Directory of SQL change files (<order>__<id>.sql, or a sqlx, diesel, Flyway or refinery directory as it is), needed by plan, validate, apply and baseline",
         env = "FLAMINGOCK_CHANGES_DIR",
         global = true,
         value_name = "DIR"
     )]
     pub changes: Option<PathBuf>,
+
+    /// How the files of --changes are named: auto (recognised from the
+    /// names), flamingock (<order>__<id>.sql), sqlx, diesel, flyway or
+    /// refinery; read as they are, without renaming.
+    #[arg(
+        long,
+        value_enum,
+        default_value_t = crate::layout::Layout::Auto,
+        env = "FLAMINGOCK_LAYOUT",
+        global = true
+    )]
+    pub layout: crate::layout::Layout,
 
     /// PostgreSQL: cancel any statement of a SQL change file that runs longer
     /// than this (e.g. 30s, 5m), failing the change instead of holding the
@@ -133,7 +146,7 @@ pub async fn run_standalone(args: Standalone, redactor: Redactor) -> Exit {
     };
     let changes = match &args.changes {
         None => None,
-        Some(dir) => match SqlChanges::load_dir(dir) {
+        Some(dir) => match SqlChanges::load_dir_as(dir, args.layout) {
             // An empty directory is a load error: nothing to run is not success.
             Ok(c) => Some(c),
             Err(e) => return fail(Exit::Usage, "change_files", e.to_string()),

@@ -796,17 +796,20 @@ fn a_changes_directory_without_change_files_is_a_usage_error() {
         ],
     );
     assert!(!env.db.exists(), "the store was not even opened");
-    // A diesel layout is named as such.
+    // A diesel layout: named as such when another layout is asked for,
+    // read when the layout is recognised.
     std::fs::create_dir(env.dir.join("2020-01-01-000000_create_users")).expect("mkdir");
     env.write("2020-01-01-000000_create_users/up.sql", "SELECT 1;");
-    let out = env.run(&["apply"]);
+    let out = env.run(&["--layout", "flamingock", "apply"]);
     assert_usage(
         &out,
         &[
             "1 subdirectory (2020-01-01-000000_create_users)",
             "diesel migrations",
+            "--layout diesel",
         ],
     );
+    env.run(&["apply"]).expect_code(0);
 }
 
 #[test]
@@ -1142,5 +1145,128 @@ async fn a_database_built_by_hand_is_adopted_with_one_baseline() {
         refused.stderr.contains("add-phone (APPLIED)"),
         "{}",
         refused.all()
+    );
+}
+
+/// Other tools' layouts are read as they are: sqlx, Flyway and diesel
+/// directories apply in their tools' numeric order, with their
+/// no-transaction settings and down/undo files, and `plan` names the layout.
+#[tokio::test]
+async fn sqlx_flyway_and_diesel_directories_apply_without_renaming() {
+    // sqlx: versions as numbers, a reversible pair, `-- no-transaction`.
+    let sqlx_env = Env::new(&[
+        (
+            "1_create_users.sql",
+            "CREATE TABLE users (id INTEGER PRIMARY KEY);\n",
+        ),
+        (
+            "2_add_email.up.sql",
+            "ALTER TABLE users ADD COLUMN email TEXT;\n",
+        ),
+        (
+            "2_add_email.down.sql",
+            "ALTER TABLE users DROP COLUMN email;\n",
+        ),
+        ("10_vacuum.sql", "-- no-transaction\nVACUUM;\n"),
+    ]);
+    let plan = sqlx_env.run(&["--no-color", "plan"]);
+    plan.expect_code(0);
+    assert!(plan.all().contains("sqlx layout"), "{}", plan.all());
+    let ids: Vec<&str> = ["1_create_users", "2_add_email", "10_vacuum"]
+        .into_iter()
+        .filter(|id| plan.stdout.contains(id))
+        .collect();
+    assert_eq!(ids.len(), 3, "{}", plan.stdout);
+    assert!(
+        plan.stdout.find("2_add_email") < plan.stdout.find("10_vacuum"),
+        "2 runs before 10: {}",
+        plan.stdout
+    );
+    assert!(
+        plan.stdout
+            .lines()
+            .any(|l| l.contains("10_vacuum") && l.contains("NON_TRANSACTIONAL")),
+        "-- no-transaction is kept: {}",
+        plan.stdout
+    );
+    sqlx_env.run(&["apply"]).expect_code(0);
+    assert_eq!(
+        sqlx_env
+            .query_i64("SELECT count(*) FROM pragma_table_info('users') WHERE name = 'email'")
+            .await
+            .expect("columns"),
+        1
+    );
+
+    // Flyway: dotted versions compared as numbers; an undo file pairs up.
+    let flyway = Env::new(&[
+        ("V1__init.sql", "CREATE TABLE t (a INT);\n"),
+        ("V1.10__third.sql", "INSERT INTO t VALUES (3);\n"),
+        ("V1.2__second.sql", "INSERT INTO t VALUES (2);\n"),
+        ("U1.2__second.sql", "DELETE FROM t WHERE a = 2;\n"),
+    ]);
+    let out = flyway.run(&["--layout", "flyway", "--no-color", "apply"]);
+    out.expect_code(0);
+    let second = out.stdout.find("V1.2__second").expect("second applied");
+    let third = out.stdout.find("V1.10__third").expect("third applied");
+    assert!(second < third, "1.2 before 1.10: {}", out.stdout);
+    // Auto cannot tell Flyway's undo from refinery's unversioned U files.
+    let u = flyway.run(&["plan"]);
+    u.expect_code(2);
+    assert!(u.stderr.contains("--layout flyway"), "{}", u.all());
+    flyway.write("R__views.sql", "SELECT 1;\n");
+    let r = flyway.run(&["--layout", "flyway", "plan"]);
+    r.expect_code(2);
+    assert!(
+        r.stderr.contains("R__views.sql") && r.stderr.contains("repeatable"),
+        "{}",
+        r.all()
+    );
+
+    // diesel: one directory per migration, metadata.toml's run_in_transaction.
+    let diesel = Env::new(&[]);
+    for (dir, up, meta) in [
+        (
+            "2024-01-01-000000_create_posts",
+            "CREATE TABLE posts (id INT);",
+            None,
+        ),
+        (
+            "2024-02-01-000000_index",
+            "CREATE INDEX posts_id ON posts (id);",
+            Some("run_in_transaction = false\n"),
+        ),
+    ] {
+        let d = diesel.dir.join(dir);
+        std::fs::create_dir_all(&d).expect("mkdir");
+        std::fs::write(d.join("up.sql"), up).expect("up");
+        std::fs::write(d.join("down.sql"), "SELECT 1;").expect("down");
+        if let Some(m) = meta {
+            std::fs::write(d.join("metadata.toml"), m).expect("metadata");
+        }
+    }
+    let plan = diesel.run(&["--no-color", "plan"]);
+    plan.expect_code(0);
+    assert!(plan.all().contains("diesel layout"), "{}", plan.all());
+    assert!(
+        plan.stdout
+            .lines()
+            .any(|l| l.contains("2024-02-01-000000_index") && l.contains("NON_TRANSACTIONAL")),
+        "{}",
+        plan.stdout
+    );
+    diesel.run(&["apply"]).expect_code(0);
+
+    // Names of two layouts in one directory: refused, both named.
+    let mixed = Env::new(&[
+        ("0001__a.sql", "SELECT 1;\n"),
+        ("20240101000000_b.sql", "SELECT 1;\n"),
+    ]);
+    let out = mixed.run(&["plan"]);
+    out.expect_code(2);
+    assert!(
+        out.stderr.contains("0001__a.sql") && out.stderr.contains("20240101000000_b.sql"),
+        "{}",
+        out.all()
     );
 }
