@@ -5,7 +5,7 @@
 //! |---|---|---|---|
 //! | `flamingock` | `<order>__<id>.sql`, `<order>__<id>.rollback.sql` | `<id>` | `<order>`, as text |
 //! | `sqlx` | `<version>_<description>.sql`, or `.up.sql` with `.down.sql` | `<version>_<description>` | the version, as a number |
-//! | `diesel` | `<version>_<name>/up.sql` and `down.sql`, `metadata.toml` | `<version>_<name>` (the directory) | the version without `-`, as a number |
+//! | `diesel` | `<version>_<name>/up.sql` and `down.sql`, `metadata.toml` | `<version>_<name>` (the directory) | the version, as text (diesel's rule) |
 //! | `flyway` | `V<version>__<description>.sql`, undo `U<version>__<description>.sql` | the file name without `.sql` | the version's parts (split at `.` and `_`), as numbers |
 //! | `refinery` | `V<n>__<name>.sql`, `U<n>__<name>.sql` (unversioned) | the file name without `.sql` | `<n>`, as a number |
 //!
@@ -213,16 +213,25 @@ pub(crate) fn parse(layout: Layout, file: &str) -> Result<Parsed, String> {
                     ))
                 }
             };
-            let version = dir.split('_').next().unwrap_or_default().replace('-', "");
-            let v = number(&version, "the version")?;
+            // diesel orders versions as text (its own rule: a version is a
+            // string), so `2024-03-13_x` runs after `2024-03-06-170000_y`.
+            let version = dir.split('_').next().unwrap_or_default();
+            if version.is_empty()
+                || !version.starts_with(|c: char| c.is_ascii_digit())
+                || !version.chars().all(|c| c.is_ascii_digit() || c == '-')
+            {
+                return Err(format!(
+                    "the directory '{dir}' does not start with a version (digits and '-') and `_<name>`"
+                ));
+            }
             if !dir.contains('_') {
                 return Err(format!(
                     "the directory '{dir}' has no `_<name>` after its version"
                 ));
             }
             Ok(Parsed {
-                version: vec![v],
-                order: String::new(),
+                version: Vec::new(),
+                order: version.to_owned(),
                 id: dir.to_owned(),
                 rollback,
             })
@@ -282,7 +291,8 @@ pub(crate) fn parse(layout: Layout, file: &str) -> Result<Parsed, String> {
 /// tool's numeric order).
 pub(crate) fn fill_orders(parsed: &mut [Parsed]) {
     let mut widths: Vec<usize> = Vec::new();
-    for p in parsed.iter() {
+    // Text-ordered versions (diesel) keep their order as it is.
+    for p in parsed.iter().filter(|p| !p.version.is_empty()) {
         for (i, v) in p.version.iter().enumerate() {
             let w = v.to_string().len();
             match widths.get_mut(i) {
@@ -291,7 +301,7 @@ pub(crate) fn fill_orders(parsed: &mut [Parsed]) {
             }
         }
     }
-    for p in parsed.iter_mut() {
+    for p in parsed.iter_mut().filter(|p| !p.version.is_empty()) {
         // Missing trailing parts count as 0 (Flyway: 1 = 1.0).
         let parts: Vec<String> = widths
             .iter()
@@ -378,8 +388,29 @@ mod tests {
         );
         let d = parse(Layout::Diesel, "2020-01-01-000000_init/up.sql").expect("diesel");
         assert_eq!(
-            (d.version[0], d.id.as_str()),
-            (20200101000000, "2020-01-01-000000_init")
+            (d.order.as_str(), d.id.as_str()),
+            ("2020-01-01-000000", "2020-01-01-000000_init")
+        );
+        // Real names (vaultwarden's SQLite migrations): diesel's text order,
+        // a version without time included.
+        let mut v: Vec<Parsed> = [
+            "2024-03-13_170000_sso_userscascade/up.sql",
+            "2024-03-06-170000_add_sso_users/up.sql",
+            "2024-06-05-131359_add_2fa_duo_store/up.sql",
+        ]
+        .iter()
+        .map(|f| parse(Layout::Diesel, f).expect("diesel"))
+        .collect();
+        fill_orders(&mut v);
+        v.sort_by(|a, b| a.order.cmp(&b.order));
+        let ids: Vec<&str> = v.iter().map(|p| p.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "2024-03-06-170000_add_sso_users",
+                "2024-03-13_170000_sso_userscascade",
+                "2024-06-05-131359_add_2fa_duo_store"
+            ]
         );
         assert!(parse(Layout::Sqlx, "x_a.sql")
             .expect_err("refused")
