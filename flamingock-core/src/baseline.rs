@@ -8,7 +8,7 @@ use crate::audit::{AuditEntry, AuditState};
 use crate::error::Error;
 use crate::lock::HeldLease;
 use crate::pipeline::PlannedChange;
-use crate::runner::{baseline_entry, release_after, Flamingock};
+use crate::runner::{append_under, baseline_entry, release_after, Flamingock};
 
 impl Flamingock {
     /// Records every change of the pipeline up to and including `up_to` (a
@@ -137,12 +137,7 @@ impl Flamingock {
                 None,
                 extra,
             );
-            lease.check().map_err(|detail| Error::LeaseLost {
-                run_id: entry.run_id.clone(),
-                detail,
-                report: Box::default(),
-            })?;
-            store.append(&entry).await?;
+            append_under(lease, store, &entry).await?;
             written.push(entry);
         }
         info!(up_to, recorded = written.len(), "baseline recorded");

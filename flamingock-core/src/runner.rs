@@ -1373,12 +1373,7 @@ impl Flamingock {
         };
         let previous_state = prev.map(|p| p.state);
         self.stamp_operator_entry(&mut entry, state, epoch, reason, previous_state, extra);
-        lease.check().map_err(|detail| Error::LeaseLost {
-            run_id: entry.run_id.clone(),
-            detail,
-            report: Box::default(),
-        })?;
-        store.append(&entry).await?;
+        append_under(lease, store, &entry).await?;
         info!(change_id, state = %state, "operator fix recorded");
         Ok(entry)
     }
@@ -1452,6 +1447,22 @@ pub(crate) async fn release_after<T>(
         warn!(error = %e, "lock release after fix failed; the lease will expire by itself");
     }
     Ok(value)
+}
+
+/// Appends an operator's entry while `lease` still holds the lock (a lost
+/// lease writes nothing).
+pub(crate) async fn append_under(
+    lease: &HeldLease,
+    store: &dyn AuditStore,
+    entry: &AuditEntry,
+) -> Result<(), Error> {
+    lease.check().map_err(|detail| Error::LeaseLost {
+        run_id: entry.run_id.clone(),
+        detail,
+        report: Box::default(),
+    })?;
+    store.append(entry).await?;
+    Ok(())
 }
 
 /// The entry that records a declared change as in place without running
