@@ -334,6 +334,21 @@ pub enum Error {
         /// Why, and what to do instead.
         detail: String,
     },
+    /// Another tool's history does not fit the changes here: nothing was
+    /// imported. Each line says what and what to do.
+    #[error(
+        "import from {tool} ({table}) refused, nothing recorded: {} row(s) do not fit the changes:\n  - {}\nResolve them, or record what fits and leave these as they are by accepting the mismatches (`import --accept-mismatches`, ImportOptions::accept_mismatches)",
+        mismatches.len(),
+        mismatches.join("\n  - ")
+    )]
+    ImportRefused {
+        /// The tool.
+        tool: &'static str,
+        /// The table or collection read.
+        table: String,
+        /// What does not fit, one line each.
+        mismatches: Vec<String>,
+    },
     /// The builder was given an inconsistent configuration.
     #[error("configuration: {0}")]
     Config(String),

@@ -101,6 +101,7 @@ pub mod decision;
 pub mod error;
 pub mod events;
 pub mod fault;
+pub mod import;
 pub mod lock;
 pub mod memory;
 pub mod names;

@@ -18,6 +18,7 @@ use crate::decision::{decide, resolution_for, Decision};
 use crate::error::{BlockedChange, ChangeFailure, Error, LockError, StoreError};
 use crate::events::{Emitter, Event, EventListener};
 use crate::fault::FaultInjector;
+use crate::import::{ForeignHistory, ImportOptions};
 use crate::lock::{HeldLease, LockConfig, LockInfo, LockProvider, Waited};
 use crate::pipeline::{
     stored_recovery, strategy_for, Abort, BoundChange, Exec, ExecCtx, InterruptedApply,
@@ -45,6 +46,7 @@ pub struct FlamingockBuilder {
     orphans: CheckPolicy,
     drift: CheckPolicy,
     fault: Option<Arc<dyn FaultInjector>>,
+    import: Option<(ForeignHistory, ImportOptions)>,
 }
 
 impl std::fmt::Debug for FlamingockBuilder {
@@ -73,6 +75,7 @@ impl Default for FlamingockBuilder {
             orphans: CheckPolicy::Error,
             drift: CheckPolicy::Error,
             fault: None,
+            import: None,
         }
     }
 }
@@ -155,6 +158,32 @@ impl FlamingockBuilder {
         self
     }
 
+    /// Imports another tool's history at the start of every run, before
+    /// deciding what to apply (see [`Flamingock::import_history`]): a
+    /// service moving from sqlx, diesel, Flyway, refinery or Mongock reads
+    /// the tool's table with its backend and hands it here, and its first
+    /// run applies only what that tool had not. Idempotent: once imported,
+    /// a run finds nothing left to record and takes no lock for it. A run
+    /// with rows that do not fit fails with [`Error::ImportRefused`]
+    /// before anything is applied, unless the options accept them.
+    /// Ignored by a [`validate_only`](Self::validate_only) runner.
+    ///
+    /// ```
+    /// # use flamingock_core::memory::InMemoryAuditStore;
+    /// use flamingock_core::import::{ForeignHistory, ImportOptions, Tool};
+    /// # fn demo(history: ForeignHistory) -> Result<(), flamingock_core::Error> {
+    /// // `history` read with e.g. `flamingock_postgres::read_history(&pool, Tool::Sqlx, None)`.
+    /// let runner = flamingock_core::Flamingock::builder()
+    ///     .audit_store(InMemoryAuditStore::new())
+    ///     .import_history(history, ImportOptions::new("moved from sqlx"))
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn import_history(mut self, history: ForeignHistory, opts: ImportOptions) -> Self {
+        self.import = Some((history, opts));
+        self
+    }
+
     /// Validates the pipeline (every problem at once) and builds the runner.
     pub fn build(self) -> Result<Flamingock, Error> {
         let store = self
@@ -197,6 +226,7 @@ impl FlamingockBuilder {
                 orphans: self.orphans,
                 drift: self.drift,
                 fault: self.fault,
+                import: self.import,
                 prepared: tokio::sync::OnceCell::new(),
             }),
         })
@@ -436,6 +466,7 @@ pub(crate) struct Inner {
     orphans: CheckPolicy,
     drift: CheckPolicy,
     fault: Option<Arc<dyn FaultInjector>>,
+    import: Option<(ForeignHistory, ImportOptions)>,
     prepared: tokio::sync::OnceCell<()>,
 }
 
@@ -687,6 +718,11 @@ impl Flamingock {
         // catalog query, no snapshot) when nothing is pending.
         if self.summary_says_all_applied().await? {
             return Ok(self.all_skipped(report));
+        }
+        // Another tool's history first (builder option), so the run applies
+        // only what that tool had not; a validating run writes nothing.
+        if let (Some((history, opts)), false) = (&self.inner.import, self.inner.validate_only) {
+            self.import_history(history, opts).await?;
         }
         self.prepare().await?;
         let snapshot = self.inner.store.snapshot().await?;
