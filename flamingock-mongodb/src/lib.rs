@@ -197,6 +197,7 @@
 
 mod codec;
 mod explain;
+mod history;
 mod lock;
 mod sessions;
 mod store;
@@ -204,6 +205,7 @@ mod target;
 mod topology;
 mod tx;
 
+pub use history::read_mongock;
 pub use lock::MongoLock;
 pub use store::{MongoAuditStore, MongoAuditStoreBuilder};
 pub use target::{MongoContext, MongoTarget, MARKER_COLLECTION, SESSIONS_COLLECTION};

@@ -108,6 +108,7 @@
 #![warn(unreachable_pub)]
 
 mod db_error;
+mod history;
 mod lock;
 mod names;
 mod pooler;
@@ -119,6 +120,7 @@ mod target;
 mod tls;
 
 pub use db_error::{describe_error, sqlstate};
+pub use history::read_history;
 pub use lock::{PostgresLock, PostgresLockBuilder};
 pub use names::quote_ident;
 pub use script::split_statements;

@@ -79,11 +79,13 @@
 #![warn(unreachable_pub)]
 
 mod connect;
+mod history;
 mod lock;
 mod schema;
 mod store;
 mod target;
 
+pub use history::read_history;
 pub use lock::SqliteLock;
 pub use store::{SqliteAuditStore, SqliteAuditStoreBuilder, DEFAULT_PREFIX};
 pub use target::{SqliteContext, SqliteTarget};
