@@ -124,6 +124,60 @@ pub enum Command {
         #[arg(long, env = "FLAMINGOCK_OPERATOR")]
         operator: Option<String>,
     },
+    /// Record every migration another tool applied, as its history table
+    /// in the store's database says, as applied here, so that `apply` runs
+    /// only what that tool had not (takes the lock when there is something
+    /// to record; refused, with the list, when a row does not fit the
+    /// changes: a migration without a file, a failed row, a changed file).
+    Import {
+        /// The tool whose history to read.
+        #[arg(value_enum)]
+        tool: ImportTool,
+        /// Its history table, `name` or `schema.name`, when not the tool's
+        /// default (`_sqlx_migrations`, `__diesel_schema_migrations`,
+        /// `flyway_schema_history`, `refinery_schema_history`).
+        #[arg(long, value_name = "TABLE")]
+        table: Option<String>,
+        /// Why (recorded in the audit).
+        #[arg(long, default_value = "imported from another tool's history")]
+        reason: String,
+        /// Who (recorded in the audit); defaults to $USER, else this host's name.
+        #[arg(long, env = "FLAMINGOCK_OPERATOR")]
+        operator: Option<String>,
+        /// Record what matches and leave what does not fit (each still listed).
+        #[arg(long)]
+        accept_mismatches: bool,
+        /// Show what would be recorded and what does not fit, writing nothing
+        /// and taking no lock.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// The tools `import` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ImportTool {
+    /// sqlx (`_sqlx_migrations`).
+    Sqlx,
+    /// diesel (`__diesel_schema_migrations`).
+    Diesel,
+    /// Flyway (`flyway_schema_history`).
+    Flyway,
+    /// refinery (`refinery_schema_history`).
+    Refinery,
+}
+
+impl ImportTool {
+    /// The tool, as core names it.
+    pub fn tool(self) -> flamingock_core::import::Tool {
+        use flamingock_core::import::Tool;
+        match self {
+            ImportTool::Sqlx => Tool::Sqlx,
+            ImportTool::Diesel => Tool::Diesel,
+            ImportTool::Flyway => Tool::Flyway,
+            ImportTool::Refinery => Tool::Refinery,
+        }
+    }
 }
 
 /// `audit ...`.

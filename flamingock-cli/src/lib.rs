@@ -87,13 +87,14 @@ pub mod split;
 pub mod sql;
 pub mod standalone;
 pub mod store;
+mod tool_checksum;
 
 pub use cli::{
-    AuditCommand, Cli, Command, DriftArg, IssueCommand, LockCommand, OutputArgs, Resolution,
-    EXIT_CODES_HELP,
+    AuditCommand, Cli, Command, DriftArg, ImportTool, IssueCommand, LockCommand, OutputArgs,
+    Resolution, EXIT_CODES_HELP,
 };
 pub use redact::Redactor;
-pub use run::{run, run_with, Exit, RunOptions};
+pub use run::{run, run_with, Exit, HistoryRead, HistoryReader, RunOptions};
 pub use sql::{SqlChanges, SqlFile, SqlTarget};
 
 #[doc(hidden)]

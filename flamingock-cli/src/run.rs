@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use flamingock_core::import::{ForeignHistory, HistoryError, ImportOptions, Tool};
 use flamingock_core::{
     AuditEntry, AuditState, BlockedChange, ChangeOutcome, CheckPolicy, Error, Event, EventListener,
     Flamingock, FlamingockBuilder, HistoryFilter, LockInfo, PlanAction, RunReport,
@@ -71,6 +72,9 @@ pub struct RunOptions {
     /// `apply` need them; they would otherwise report every audited change as
     /// orphaned). Embedded applications always have their changes.
     pub has_changes: bool,
+    /// Reads another tool's history table, for `import` (the standalone
+    /// binary reads it from the store's database).
+    pub history: Option<HistoryReader>,
 }
 
 impl Default for RunOptions {
@@ -80,7 +84,48 @@ impl Default for RunOptions {
             sql_changes: None,
             redactor: Redactor::default(),
             has_changes: true,
+            history: None,
         }
+    }
+}
+
+/// The future a [`HistoryReader`] returns.
+pub type HistoryRead = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Option<ForeignHistory>, HistoryError>> + Send>,
+>;
+
+/// Reads a tool's history table (`None` for its default table), e.g. with
+/// `flamingock_postgres::read_history` on the application's pool, for the
+/// `import` command of an embedded CLI.
+///
+/// ```
+/// # #[cfg(feature = "postgres")]
+/// # fn demo(pool: sqlx::PgPool) -> flamingock_cli::RunOptions {
+/// use flamingock_cli::{HistoryReader, RunOptions};
+/// RunOptions::default().history(HistoryReader::new(move |tool, table| {
+///     let pool = pool.clone();
+///     Box::pin(async move { flamingock_postgres::read_history(&pool, tool, table.as_deref()).await })
+/// }))
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct HistoryReader(Arc<dyn Fn(Tool, Option<String>) -> HistoryRead + Send + Sync>);
+
+impl HistoryReader {
+    /// A reader calling `read(tool, table)`.
+    pub fn new(read: impl Fn(Tool, Option<String>) -> HistoryRead + Send + Sync + 'static) -> Self {
+        HistoryReader(Arc::new(read))
+    }
+
+    /// Reads `tool`'s history from `table` (its default when `None`).
+    pub fn read(&self, tool: Tool, table: Option<String>) -> HistoryRead {
+        (self.0)(tool, table)
+    }
+}
+
+impl std::fmt::Debug for HistoryReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HistoryReader")
     }
 }
 
@@ -103,6 +148,11 @@ impl RunOptions {
     /// Whether the pipeline has changes (see the field).
     pub fn has_changes(mut self, yes: bool) -> Self {
         self.has_changes = yes;
+        self
+    }
+    /// How `import` reads another tool's history (see the field).
+    pub fn history(mut self, reader: HistoryReader) -> Self {
+        self.history = Some(reader);
         self
     }
 }
@@ -189,6 +239,7 @@ async fn execute_inner(
             | Command::Validate
             | Command::Apply
             | Command::Baseline { .. }
+            | Command::Import { .. }
             | Command::Audit(
                 AuditCommand::Retire { .. }
                     | AuditCommand::AcceptChecksum { .. }
@@ -260,6 +311,23 @@ async fn execute_inner(
         } => {
             let (runner, operator) = fixer(builder, operator, &reason)?;
             baseline(&runner, &up_to, &reason, &operator, opts, out).await
+        }
+        Command::Import {
+            tool,
+            table,
+            reason,
+            operator,
+            accept_mismatches,
+            dry_run,
+        } => {
+            let (runner, operator) = fixer(builder, operator, &reason)?;
+            let how = ImportHow {
+                table,
+                reason: format!("{reason} (operator: {operator})"),
+                accept_mismatches,
+                dry_run,
+            };
+            import(&runner, tool.tool(), how, opts, out).await
         }
         Command::Issue(IssueCommand::List) => issue_list(&build(builder)?, opts, out).await,
         Command::Issue(IssueCommand::Get { change_id }) => {
@@ -494,6 +562,119 @@ async fn baseline(
         "run `{} apply` to apply the changes after it",
         opts.program
     ));
+    Ok(Exit::Ok)
+}
+
+/// `import`'s flags.
+struct ImportHow {
+    table: Option<String>,
+    reason: String,
+    accept_mismatches: bool,
+    dry_run: bool,
+}
+
+async fn import(
+    runner: &Flamingock,
+    tool: Tool,
+    how: ImportHow,
+    opts: &RunOptions,
+    out: &Out,
+) -> Result<Exit, Fail> {
+    let Some(reader) = &opts.history else {
+        return Err(Fail::Usage(format!(
+            "this program cannot read {tool}'s history: give RunOptions::history a reader \
+             (e.g. flamingock_postgres::read_history on the application's pool)"
+        )));
+    };
+    let wanted = how
+        .table
+        .as_deref()
+        .unwrap_or(tool.default_table())
+        .to_owned();
+    let history = reader
+        .read(tool, how.table.clone())
+        .await
+        .map_err(|e| Fail::Failure(full_message(&e)))?
+        .ok_or_else(|| {
+            Fail::Failure(format!(
+                "no table {wanted} in the store's database: nothing shows that {tool} migrated \
+                 it (give its history table with --table NAME or --table SCHEMA.NAME)"
+            ))
+        })?;
+    let mut options = ImportOptions::new(how.reason).accept_mismatches(how.accept_mismatches);
+    if let Some(changes) = &opts.sql_changes {
+        options = options.file_checksums(changes.tool_checksums(tool));
+    }
+    let report = if how.dry_run {
+        runner.import_preview(&history, &options).await
+    } else {
+        runner.import_history(&history, &options).await
+    }
+    .map_err(core)?;
+    let ids = |entries: &[AuditEntry]| -> Vec<String> {
+        entries.iter().map(|e| e.change_id.clone()).collect()
+    };
+    if out.json {
+        out.json_doc(&json!({
+            "tool": tool.name(),
+            "table": report.table,
+            "rows": report.rows,
+            "dry_run": how.dry_run,
+            "imported": ids(&report.imported),
+            "already": report.already,
+            "not_applied": report.not_applied,
+            "mismatches": report.mismatches.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        }));
+        return Ok(Exit::Ok);
+    }
+    let verb = if how.dry_run {
+        "would record"
+    } else {
+        "recorded"
+    };
+    for e in &report.imported {
+        let version = e.metadata.get("foreign_version").and_then(|v| v.as_str());
+        out.line(&format!(
+            "{verb} {} for '{}' ({tool} version {})",
+            out.paint(state_color(e.state), e.state.as_str()),
+            e.change_id,
+            version.unwrap_or("?")
+        ));
+    }
+    let recorded = if how.dry_run {
+        "would be recorded"
+    } else {
+        "recorded"
+    };
+    out.line(&format!(
+        "{tool} history {}: {} row(s); {} change(s) {recorded} as applied, {} recorded before, {} not applied by {tool}",
+        report.table,
+        report.rows,
+        report.imported.len(),
+        report.already.len(),
+        report.not_applied.len()
+    ));
+    if !report.mismatches.is_empty() {
+        let left = if how.dry_run && !how.accept_mismatches {
+            "the import would be refused for"
+        } else {
+            "left as they are"
+        };
+        out.line(&format!(
+            "{} row(s) do not fit ({left}):",
+            report.mismatches.len()
+        ));
+        for m in &report.mismatches {
+            out.line(&format!("  - {m}"));
+        }
+    }
+    if !report.not_applied.is_empty() {
+        out.info(&format!(
+            "`{} apply` will run: {}",
+            opts.program,
+            report.not_applied.join(", ")
+        ));
+    }
     Ok(Exit::Ok)
 }
 
@@ -1051,6 +1232,7 @@ fn kind_of(e: &Error) -> &'static str {
         Error::UnknownChange { .. } => "unknown_change",
         Error::NothingToFix { .. } => "nothing_to_fix",
         Error::FixRefused { .. } => "fix_refused",
+        Error::ImportRefused { .. } => "import_refused",
         Error::Config(_) => "config",
         _ => "error",
     }

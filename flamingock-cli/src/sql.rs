@@ -83,6 +83,9 @@ pub struct SqlFile {
     recovery: RecoveryStrategy,
     checksum: String,
     sql: String,
+    /// The file as read, when it differs from `sql` (CRLF line endings):
+    /// other tools' checksums are of the bytes as they are.
+    raw: Option<String>,
     rollback: Option<(String, String)>,
 }
 
@@ -128,6 +131,25 @@ impl SqlFile {
         self.rollback
             .as_ref()
             .map(|(n, s)| (n.as_str(), s.as_str()))
+    }
+
+    /// The file's checksum computed the way `tool` computes it, to compare
+    /// with the one in its history (several when builds of the tool differ;
+    /// none when the tool keeps no checksum or the name is not the tool's):
+    ///
+    /// - sqlx: SHA-384 of the file as read, in lower-case hex;
+    /// - Flyway: CRC-32 of the UTF-8 lines without their line endings (a
+    ///   byte-order mark dropped), as a signed 32-bit number;
+    /// - refinery: SipHash-1-3 (keys 0, 0) of the name, the version (as a
+    ///   32-bit or, with refinery's `int8-versions`, 64-bit integer) and the
+    ///   SQL, as Rust's `Hash` feeds them, as an unsigned 64-bit number;
+    /// - diesel, Mongock: none.
+    pub fn tool_checksums(&self, tool: flamingock_core::import::Tool) -> Vec<String> {
+        crate::tool_checksum::of(
+            tool,
+            &self.file_name,
+            self.raw.as_deref().unwrap_or(&self.sql),
+        )
     }
 
     /// The change's metadata as core sees it.
@@ -847,6 +869,7 @@ impl SqlChanges {
                     .or(h.transactional),
                 recovery: h.recovery.unwrap_or_default(),
                 checksum: checksum(&content),
+                raw: (content.len() != sql.len()).then(|| content.clone()),
                 sql,
                 rollback: None,
                 file_name: file.clone(),
@@ -947,6 +970,20 @@ impl SqlChanges {
     pub fn statement_timeout(mut self, timeout: Duration) -> Self {
         self.statement_timeout = Some(timeout);
         self
+    }
+
+    /// By change id, each file's checksum computed the way `tool` computes
+    /// it ([`SqlFile::tool_checksums`]), for
+    /// [`ImportOptions::file_checksums`](flamingock_core::import::ImportOptions::file_checksums).
+    pub fn tool_checksums(&self, tool: flamingock_core::import::Tool) -> Vec<(String, String)> {
+        self.files
+            .iter()
+            .flat_map(|f| {
+                f.tool_checksums(tool)
+                    .into_iter()
+                    .map(|sum| (f.id.clone(), sum))
+            })
+            .collect()
     }
 
     /// Where the files came from (directory path, or the embedded directory name).

@@ -193,5 +193,12 @@ pub async fn run_standalone(args: Standalone, redactor: Redactor) -> Exit {
     if let Some(c) = changes {
         run_opts = run_opts.sql_changes(c);
     }
+    if store.runs_sql() {
+        let store = store.clone();
+        run_opts = run_opts.history(crate::run::HistoryReader::new(move |tool, table| {
+            let store = store.clone();
+            Box::pin(async move { store.read_history(tool, table.as_deref()).await })
+        }));
+    }
     run_with(args.cli, builder, run_opts).await
 }

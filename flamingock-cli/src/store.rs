@@ -641,6 +641,34 @@ impl OpenedStore {
         Ok(())
     }
 
+    /// Reads `tool`'s history table from this store's database (PostgreSQL
+    /// and SQLite; `None` when there is no such table). Only reads.
+    pub async fn read_history(
+        &self,
+        tool: flamingock_core::import::Tool,
+        table: Option<&str>,
+    ) -> Result<
+        Option<flamingock_core::import::ForeignHistory>,
+        flamingock_core::import::HistoryError,
+    > {
+        match self {
+            #[cfg(feature = "sqlite")]
+            OpenedStore::Sqlite(s) => flamingock_sqlite::read_history(s.pool(), tool, table).await,
+            #[cfg(feature = "postgres")]
+            OpenedStore::Postgres(s) => {
+                flamingock_postgres::read_history(s.pool(), tool, table).await
+            }
+            #[allow(unreachable_patterns)]
+            _ => Err(flamingock_core::import::HistoryError::BadName {
+                tool,
+                table: table.unwrap_or(tool.default_table()).to_owned(),
+                detail: "the command line reads other tools' history from a SQL store \
+                         (sqlite: or postgres://)"
+                    .into(),
+            }),
+        }
+    }
+
     /// Whether SQL file changes can run on this store's database.
     pub fn runs_sql(&self) -> bool {
         match self {

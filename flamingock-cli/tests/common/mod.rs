@@ -73,7 +73,11 @@ pub fn flamingock_without(args: &[&str], unset: &[&str]) -> Output {
 pub fn write_files(dir: &Path, files: &[(&str, &str)]) {
     std::fs::create_dir_all(dir).expect("create the changes directory");
     for (name, content) in files {
-        std::fs::write(dir.join(name), content).expect("write a change file");
+        let path = dir.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("create a migration directory");
+        }
+        std::fs::write(path, content).expect("write a change file");
     }
 }
 
