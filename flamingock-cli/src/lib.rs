@@ -103,8 +103,11 @@ pub mod __private {
 }
 
 /// Embeds a directory of SQL change files (relative to the crate's
-/// `Cargo.toml`) at compile time and parses it with the same parser as
-/// `flamingock apply --changes DIR`: evaluates to
+/// `Cargo.toml`) at compile time and parses it with the same loader as
+/// `flamingock apply --changes DIR` ([`SqlChanges::from_dir_entries`]), in
+/// the layout its names show (this project's, sqlx, diesel, Flyway or
+/// refinery) or the one given (`embed_sql_dir!("migrations",
+/// flamingock_cli::sql::Layout::Refinery)`): evaluates to
 /// `Result<`[`SqlChanges`]`, `[`sql::LoadErrors`]`>`.
 ///
 /// Editing a file rebuilds the crate (the contents are `include_str!`s);
@@ -126,8 +129,12 @@ pub mod __private {
 #[macro_export]
 macro_rules! embed_sql_dir {
     ($dir:literal) => {
-        $crate::sql::SqlChanges::from_sources(
+        $crate::embed_sql_dir!($dir, $crate::sql::Layout::Auto)
+    };
+    ($dir:literal, $layout:expr) => {
+        $crate::sql::SqlChanges::from_dir_entries(
             $dir,
+            $layout,
             $crate::__private::embed_sql_files!($dir).iter().copied(),
         )
     };

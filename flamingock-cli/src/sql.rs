@@ -669,50 +669,23 @@ impl SqlChanges {
             }
             names.push((name.to_owned(), path));
         }
-        let layout = match layout {
-            Layout::Auto => {
-                let files: Vec<String> = names.iter().map(|(n, _)| n.clone()).collect();
-                let dirs: Vec<String> = diesel_dirs.iter().map(|(n, _)| n.clone()).collect();
-                crate::layout::detect(&files, &dirs)
-                    .map_err(|detail| fail(vec![LoadError::Layout { detail }]))?
-            }
-            other => other,
-        };
-        // diesel: <dir>/up.sql, <dir>/down.sql and run_in_transaction.
-        let mut overrides: BTreeMap<String, bool> = BTreeMap::new();
-        if layout == Layout::Diesel {
-            for (d, path) in &diesel_dirs {
-                for leaf in ["up.sql", "down.sql"] {
-                    if path.join(leaf).is_file() {
-                        names.push((format!("{d}/{leaf}"), path.join(leaf)));
-                    }
-                }
-                match std::fs::read_to_string(path.join("metadata.toml")) {
-                    Ok(toml) => match diesel_run_in_transaction(&toml) {
-                        Ok(Some(yes)) => {
-                            overrides.insert(format!("{d}/up.sql"), yes);
-                        }
-                        Ok(None) => {}
-                        Err(detail) => problems.push(LoadError::MalformedLayoutName {
-                            file: format!("{d}/metadata.toml"),
-                            layout,
-                            detail,
-                        }),
-                    },
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => problems.push(LoadError::Unreadable {
-                        file: format!("{d}/metadata.toml"),
-                        detail: e.to_string(),
-                    }),
-                }
-            }
-        } else {
+        if layout != Layout::Diesel && !matches!(layout, Layout::Auto) {
             for (d, path) in &diesel_dirs {
                 ignored.dir(d, path);
             }
+            diesel_dirs.clear();
         }
-        if names.is_empty() && problems.is_empty() {
+        if names.is_empty() && diesel_dirs.is_empty() && problems.is_empty() {
             return Err(fail(vec![ignored.into_error()]));
+        }
+        // A diesel directory's files, named `<dir>/<leaf>` as the embedded
+        // list names them.
+        for (d, path) in &diesel_dirs {
+            for leaf in ["up.sql", "down.sql", "metadata.toml"] {
+                if path.join(leaf).is_file() {
+                    names.push((format!("{d}/{leaf}"), path.join(leaf)));
+                }
+            }
         }
         names.sort();
         let mut sources = Vec::with_capacity(names.len());
@@ -731,7 +704,91 @@ impl SqlChanges {
                 }),
             }
         }
-        match Self::from_sources_in(&source, layout, sources, &overrides) {
+        match Self::from_dir_entries(&source, layout, sources) {
+            Ok(c) if problems.is_empty() => Ok(c),
+            Ok(_) => Err(fail(problems)),
+            Err(mut e) => {
+                problems.append(&mut e.problems);
+                Err(fail(problems))
+            }
+        }
+    }
+
+    /// The one loader behind [`load_dir`](Self::load_dir) and
+    /// [`embed_sql_dir!`](crate::embed_sql_dir): a directory's entries as
+    /// `(name, content)`, the `*.sql` files directly in it by file name
+    /// and, for a subdirectory holding `up.sql` (diesel's layout), its
+    /// `up.sql`, `down.sql` and `metadata.toml` as `<subdirectory>/<file>`;
+    /// read in `layout` ([`Layout::Auto`] recognises it from the names).
+    pub fn from_dir_entries<N, C>(
+        source: &str,
+        layout: Layout,
+        entries: impl IntoIterator<Item = (N, C)>,
+    ) -> Result<SqlChanges, LoadErrors>
+    where
+        N: AsRef<str>,
+        C: AsRef<str>,
+    {
+        let fail = |problems| LoadErrors {
+            dir: source.to_owned(),
+            problems,
+        };
+        let mut top: Vec<(String, String)> = Vec::new();
+        let mut nested: Vec<(String, String, String)> = Vec::new(); // (dir, leaf, content)
+        for (name, content) in entries {
+            let (name, content) = (name.as_ref(), content.as_ref().to_owned());
+            match name.split_once('/') {
+                Some((d, leaf)) => nested.push((d.to_owned(), leaf.to_owned(), content)),
+                None => top.push((name.to_owned(), content)),
+            }
+        }
+        let mut dirs: Vec<String> = nested
+            .iter()
+            .filter(|(_, leaf, _)| leaf == "up.sql")
+            .map(|(d, _, _)| d.clone())
+            .collect();
+        dirs.dedup();
+        let layout = match layout {
+            Layout::Auto => {
+                let files: Vec<String> = top.iter().map(|(n, _)| n.clone()).collect();
+                crate::layout::detect(&files, &dirs)
+                    .map_err(|detail| fail(vec![LoadError::Layout { detail }]))?
+            }
+            other => other,
+        };
+        if layout != Layout::Diesel {
+            return Self::from_sources_in(source, layout, top, &BTreeMap::new());
+        }
+        // diesel: <dir>/up.sql, <dir>/down.sql and run_in_transaction.
+        let mut problems = Vec::new();
+        let mut overrides: BTreeMap<String, bool> = BTreeMap::new();
+        let mut files: Vec<(String, String)> = Vec::new();
+        for (d, leaf, content) in nested {
+            if leaf != "metadata.toml" {
+                files.push((format!("{d}/{leaf}"), content));
+                continue;
+            }
+            match diesel_run_in_transaction(&content) {
+                Ok(Some(yes)) => {
+                    overrides.insert(format!("{d}/up.sql"), yes);
+                }
+                Ok(None) => {}
+                Err(detail) => problems.push(LoadError::MalformedLayoutName {
+                    file: format!("{d}/metadata.toml"),
+                    layout,
+                    detail,
+                }),
+            }
+        }
+        // Files directly in a diesel directory are not diesel's.
+        for (name, _) in top {
+            problems.push(LoadError::MalformedLayoutName {
+                file: name,
+                layout,
+                detail: "a diesel migration is a directory <version>_<name>/ holding up.sql".into(),
+            });
+        }
+        match Self::from_sources_in(source, layout, files, &overrides) {
             Ok(c) if problems.is_empty() => Ok(c),
             Ok(_) => Err(fail(problems)),
             Err(mut e) => {

@@ -39,3 +39,38 @@ fn embedded_and_loaded_problems_are_the_same() {
         assert!(text.contains(needle), "missing {needle:?} in {text}");
     }
 }
+
+#[test]
+fn other_tools_layouts_embed_as_they_load() {
+    use flamingock_cli::sql::Layout;
+    let diesel = flamingock_cli::embed_sql_dir!("tests/sql/diesel").expect("diesel layout");
+    let loaded = SqlChanges::load_dir(dir("diesel")).expect("diesel layout");
+    assert_eq!(diesel.layout(), Layout::Diesel);
+    assert_eq!(diesel.files(), loaded.files());
+    let ids: Vec<&str> = diesel.files().iter().map(|f| f.id()).collect();
+    assert_eq!(
+        ids,
+        [
+            "2024-03-06-170000_create_posts",
+            "2024-03-13_170000_add_index"
+        ]
+    );
+    assert!(diesel.files()[0].rollback().is_some(), "down.sql");
+    assert_eq!(
+        diesel.files()[1].transactional(),
+        Some(false),
+        "metadata.toml"
+    );
+
+    let sqlx = flamingock_cli::embed_sql_dir!("tests/sql/sqlx").expect("sqlx layout");
+    assert_eq!(sqlx.layout(), Layout::Sqlx);
+    assert_eq!(
+        sqlx.files(),
+        SqlChanges::load_dir(dir("sqlx")).expect("sqlx").files()
+    );
+    assert_eq!(sqlx.files()[1].transactional(), Some(false));
+    // A layout can be named, as with --layout.
+    let named = flamingock_cli::embed_sql_dir!("tests/sql/sqlx", Layout::Flamingock)
+        .expect_err("not this project's names");
+    assert!(named.to_string().contains("malformed name"), "{named}");
+}

@@ -11,7 +11,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use common::{flamingock, write_files, Output};
+use common::{flamingock, flyway_checksum, write_files, Output};
 use flamingock_test_support::{namespace, require_service, services};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
@@ -371,30 +371,6 @@ async fn diesels_history_table_is_read_by_its_versions() {
     let applied = env.run(&["apply", "--json"]).expect_code(0).json();
     assert_eq!(applied_ids(&applied), ["2024-03-13_170000_add_body"]);
     env.cleanup().await;
-}
-
-/// Flyway's checksum of a file: CRC-32 over its lines without endings (as
-/// `ChecksumCalculator` computes it), written here independently of the CLI.
-fn flyway_checksum(content: &str) -> i32 {
-    let mut table = [0u32; 256];
-    for (i, slot) in table.iter_mut().enumerate() {
-        let mut c = i as u32;
-        for _ in 0..8 {
-            c = if c & 1 == 1 {
-                0xEDB8_8320 ^ (c >> 1)
-            } else {
-                c >> 1
-            };
-        }
-        *slot = c;
-    }
-    let mut crc = !0u32;
-    for line in content.lines() {
-        for b in line.bytes() {
-            crc = table[((crc ^ u32::from(b)) & 0xff) as usize] ^ (crc >> 8);
-        }
-    }
-    !crc as i32
 }
 
 #[tokio::test]

@@ -31,9 +31,10 @@ use quote::quote;
 use syn::LitStr;
 
 /// `embed_sql_files!("dir")` expands to a `&'static [(&'static str, &'static str)]`
-/// of `(file name, file content)` for every regular `*.sql` file directly in
-/// `dir` (relative to the invoking crate's manifest directory), sorted by
-/// name, hidden files left out: the files the run-time loader reads.
+/// of `(name, content)` for what the run-time loader reads in `dir`
+/// (relative to the invoking crate's manifest directory), sorted by name:
+/// every regular, non-hidden `*.sql` file directly in it, and a diesel
+/// migration's `up.sql`, `down.sql` and `metadata.toml` as `<dir>/<file>`.
 #[proc_macro]
 pub fn embed_sql_files(input: TokenStream) -> TokenStream {
     let lit = match syn::parse::<LitStr>(input) {
@@ -66,32 +67,47 @@ fn expand(lit: &LitStr) -> Result<proc_macro2::TokenStream, String> {
     })
 }
 
-/// `(file name, absolute path)` of the regular, non-hidden files in `dir`, sorted.
+/// `(name, absolute path)` of what the run-time loader reads in `dir`,
+/// sorted: the regular, non-hidden `*.sql` files by file name, and for each
+/// subdirectory holding `up.sql` (diesel's layout) its `up.sql`, `down.sql`
+/// and `metadata.toml` as `<subdirectory>/<file>`.
 fn list(dir: &Path) -> Result<Vec<(String, String)>, String> {
     let mut out = Vec::new();
     let rd = std::fs::read_dir(dir).map_err(|e| format!("{e} ({})", dir.display()))?;
+    let utf8 = |p: &Path| {
+        p.to_str()
+            .map(str::to_owned)
+            .ok_or_else(|| format!("path {} is not valid UTF-8", p.display()))
+    };
     for entry in rd {
         let entry = entry.map_err(|e| e.to_string())?;
         let path = entry.path();
-        if !path.is_file() {
-            continue;
-        }
         let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
             return Err(format!(
                 "file name {:?} is not valid UTF-8",
                 entry.file_name()
             ));
         };
+        if path.is_dir() {
+            if path.join("up.sql").is_file() {
+                for leaf in ["up.sql", "down.sql", "metadata.toml"] {
+                    let file = path.join(leaf);
+                    if file.is_file() {
+                        out.push((format!("{name}/{leaf}"), utf8(&file)?));
+                    }
+                }
+            }
+            continue;
+        }
+        if !path.is_file() {
+            continue;
+        }
         // The same selection as the run-time loader: `*.sql` (any case, so
         // that the loader can reject `.SQL` by name), hidden files left out.
         if name.starts_with('.') || !name.to_ascii_lowercase().ends_with(".sql") {
             continue;
         }
-        let abs = path
-            .to_str()
-            .ok_or_else(|| format!("path {} is not valid UTF-8", path.display()))?
-            .to_owned();
-        out.push((name, abs));
+        out.push((name, utf8(&path)?));
     }
     out.sort();
     Ok(out)

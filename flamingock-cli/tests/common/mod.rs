@@ -89,3 +89,27 @@ pub fn state_of(list: &serde_json::Value, change_id: &str) -> Option<String> {
         .and_then(|e| e["state"].as_str())
         .map(str::to_owned)
 }
+
+/// Flyway's checksum of a file: CRC-32 over its lines without endings (as
+/// `ChecksumCalculator` computes it), written here independently of the CLI.
+pub fn flyway_checksum(content: &str) -> i32 {
+    let mut table = [0u32; 256];
+    for (i, slot) in table.iter_mut().enumerate() {
+        let mut c = i as u32;
+        for _ in 0..8 {
+            c = if c & 1 == 1 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+        }
+        *slot = c;
+    }
+    let mut crc = !0u32;
+    for line in content.lines() {
+        for b in line.bytes() {
+            crc = table[((crc ^ u32::from(b)) & 0xff) as usize] ^ (crc >> 8);
+        }
+    }
+    !crc as i32
+}

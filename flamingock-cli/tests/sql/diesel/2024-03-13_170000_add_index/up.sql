@@ -1,0 +1,1 @@
+CREATE INDEX posts_title ON posts (title);

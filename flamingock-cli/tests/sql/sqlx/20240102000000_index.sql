@@ -1,0 +1,2 @@
+-- no-transaction
+CREATE INDEX users_id ON users (id);
