@@ -883,6 +883,12 @@ impl SqlChanges {
         }
         for (file, content, name) in named {
             let sql = content.replace("\r\n", "\n");
+            if foreign && name.rollback && !split::has_code(&sql) {
+                // diesel generates down.sql with only a comment, and many
+                // projects leave it so: no rollback, not a malformed file.
+                tracing::debug!(file = %file, "empty down/undo file: no rollback");
+                continue;
+            }
             if !split::has_code(&sql) {
                 problems.push(LoadError::Empty { file: file.clone() });
                 continue;
@@ -1587,6 +1593,12 @@ mod tests {
         ] {
             std::fs::create_dir(dir.path().join(m)).expect("mkdir");
             std::fs::write(dir.path().join(m).join("up.sql"), "SELECT 1;").expect("write");
+            // diesel's generated down.sql, left as it is (vaultwarden has 26).
+            std::fs::write(
+                dir.path().join(m).join("down.sql"),
+                "-- This file should undo anything in `up.sql`\n",
+            )
+            .expect("write");
         }
         std::fs::write(dir.path().join("README.md"), "notes").expect("write");
         // Read as diesel migrations now (auto); in another layout, named.
@@ -1599,6 +1611,10 @@ mod tests {
                 "2020-01-01-000000_create_users",
                 "2020-01-02-000000_add_email"
             ]
+        );
+        assert!(
+            diesel.files()[0].rollback().is_none(),
+            "an empty down.sql is no rollback"
         );
         let text = SqlChanges::load_dir_as(dir.path(), Layout::Flamingock)
             .expect_err("no change files")

@@ -187,9 +187,19 @@ async fn migrate(tool: &str, db: &Db, dir: &Path, changes: &SqlChanges) {
                 let stem = f.id().strip_prefix('V').unwrap_or(f.id());
                 let (version, description) = stem.split_once("__").unwrap_or((stem, ""));
                 let raw = std::fs::read_to_string(dir.join(f.file_name())).expect("read");
+                // Flyway runs a file PostgreSQL refuses in a transaction
+                // (CONCURRENTLY) statement by statement.
+                let body = if f.sql().contains("CONCURRENTLY") {
+                    for statement in flamingock_postgres::split_statements(f.sql()) {
+                        db.exec(&statement).await;
+                    }
+                    String::new()
+                } else {
+                    f.sql().to_owned()
+                };
                 db.exec(&format!(
                     "{}\n;INSERT INTO flyway_schema_history VALUES ({}, {}, {}, 'SQL', {}, {}, 'trial', CURRENT_TIMESTAMP, 1, true)",
-                    f.sql(),
+                    body,
                     rank + 1,
                     sql_quote(&version.replace('_', ".")),
                     sql_quote(&description.replace('_', " ")),
