@@ -175,3 +175,12 @@ pub trait Change: Send + Sync + 'static {
         async { Err(Box::new(NoRollback) as BoxError) }
     }
 }
+
+/// The context type a target gives its changes, tied back to that target
+/// type, so that `#[flamingock::change]` can tell a change's target from
+/// the type of its function's argument. Each backend implements it for its
+/// context (`PgContext` → `PostgresTarget`, ...).
+pub trait ChangeContext: Send + 'static {
+    /// The target whose changes receive this context.
+    type Target: TargetSystem<Context = Self>;
+}

@@ -119,7 +119,7 @@ pub use audit::{
     audit_clock, reduce_snapshot, AuditEntry, AuditState, AuditStore, ErrorInfo, HistoryFilter,
     TxStrategy,
 };
-pub use change::{Change, ChangeMeta, ChangeResult, RecoveryStrategy};
+pub use change::{Change, ChangeContext, ChangeMeta, ChangeResult, RecoveryStrategy};
 pub use deadline::Timeouts;
 pub use decision::{decide, Decision};
 pub use error::{

@@ -335,6 +335,10 @@ impl DynamoContext {
     }
 }
 
+impl flamingock_core::ChangeContext for DynamoContext {
+    type Target = DynamoTarget;
+}
+
 impl TargetSystem for DynamoTarget {
     type Context = DynamoContext;
 

@@ -305,6 +305,10 @@ impl MongoTarget {
     }
 }
 
+impl flamingock_core::ChangeContext for MongoContext {
+    type Target = MongoTarget;
+}
+
 impl TargetSystem for MongoTarget {
     type Context = MongoContext;
 

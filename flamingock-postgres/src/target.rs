@@ -397,6 +397,10 @@ impl DerefMut for PgContext {
     }
 }
 
+impl flamingock_core::ChangeContext for PgContext {
+    type Target = PostgresTarget;
+}
+
 impl TargetSystem for PostgresTarget {
     type Context = PgContext;
 

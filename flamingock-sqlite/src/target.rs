@@ -323,6 +323,10 @@ impl DerefMut for SqliteContext {
     }
 }
 
+impl flamingock_core::ChangeContext for SqliteContext {
+    type Target = SqliteTarget;
+}
+
 impl TargetSystem for SqliteTarget {
     type Context = SqliteContext;
 

@@ -133,6 +133,10 @@ impl KvTx {
     }
 }
 
+impl crate::change::ChangeContext for KvTx {
+    type Target = InMemoryTarget;
+}
+
 impl TargetSystem for InMemoryTarget {
     type Context = KvTx;
 
