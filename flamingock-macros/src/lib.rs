@@ -25,10 +25,41 @@
 
 use std::path::{Path, PathBuf};
 
+mod change;
+
 use proc_macro::TokenStream;
 use proc_macro2::Span;
 use quote::quote;
 use syn::LitStr;
+
+/// Declares a change as an async function taking its context:
+///
+/// ```text
+/// #[flamingock::change(id = "create-users", order = "0001", author = "ana")]
+/// async fn create_users(tx: &mut PgContext) -> ChangeResult {
+///     tx.execute("CREATE TABLE users (id bigint PRIMARY KEY)").await?;
+///     Ok(())
+/// }
+/// // ...
+/// Stage::new("schema").change(create_users)
+/// ```
+///
+/// The function becomes a unit struct of the same name implementing
+/// `Change`, with the same metadata a hand-written `meta()` gives.
+/// Arguments: `id` and `order` (required, strings; an empty or
+/// unprintable id is a compile error), `author`, `description`, `target`
+/// (the target id), `transactional = false`, `recovery = "always-retry"`,
+/// `rollback = path::to::async_fn` (same signature), `target_type = T`
+/// (when the context type is not tied to one target, e.g. a
+/// `DependencyTarget`), and `crate = flamingock_core` when the application
+/// depends on `flamingock-core` rather than the `flamingock` facade.
+#[proc_macro_attribute]
+pub fn change(args: TokenStream, item: TokenStream) -> TokenStream {
+    match change::expand(args.into(), item.into()) {
+        Ok(ts) => ts.into(),
+        Err(e) => e.to_compile_error().into(),
+    }
+}
 
 /// `embed_sql_files!("dir")` expands to a `&'static [(&'static str, &'static str)]`
 /// of `(name, content)` for what the run-time loader reads in `dir`
