@@ -193,6 +193,7 @@ pub async fn run_standalone(args: Standalone, redactor: Redactor) -> Exit {
     if let Some(c) = changes {
         run_opts = run_opts.sql_changes(c);
     }
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
     if store.runs_sql() {
         let store = store.clone();
         run_opts = run_opts.history(crate::run::HistoryReader::new(move |tool, table| {

@@ -610,6 +610,7 @@ impl OpenedStore {
     ) -> Result<(), String> {
         let _ = (changes, statement_timeout);
         #[cfg(feature = "postgres")]
+        #[allow(irrefutable_let_patterns)] // the only variant with postgres alone
         if let OpenedStore::Postgres(s) = self {
             if !s.is_behind_transaction_pooler() {
                 return Ok(());

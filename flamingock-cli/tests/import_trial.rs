@@ -191,7 +191,7 @@ async fn migrate(tool: &str, db: &Db, dir: &Path, changes: &SqlChanges) {
                 // (CONCURRENTLY) statement by statement.
                 let body = if f.sql().contains("CONCURRENTLY") {
                     for statement in flamingock_postgres::split_statements(f.sql()) {
-                        db.exec(&statement).await;
+                        db.exec(statement).await;
                     }
                     String::new()
                 } else {

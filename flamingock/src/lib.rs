@@ -1,0 +1,166 @@
+//! # flamingock
+//!
+//! Change-as-Code for Rust: an application declares ordered, versioned
+//! changes to the systems it depends on (SQL schemas and data, MongoDB,
+//! DynamoDB, ...), and at start-up the runner applies each pending change
+//! exactly once, in order, records it in an audit store and serialises
+//! concurrent runners with a fenced distributed lock. When it cannot
+//! guarantee a safe outcome it stops and says what to resolve.
+//!
+//! This is the crate to add; backends are features:
+//!
+//! | feature | what |
+//! |---|---|
+//! | `sqlite` (default) | [`sqlite`]: audit store, lock and target in one SQLite file |
+//! | `postgres` | [`postgres`]: PostgreSQL audit store, lock and target |
+//! | `mongodb` | [`mongodb`]: MongoDB audit store, lock and target |
+//! | `dynamodb` | [`dynamodb`]: DynamoDB audit store, lock and target |
+//! | `redis-lock` | [`redis_lock`]: a fenced lock on Redis |
+//! | `macros` (default) | [`change`]: `#[flamingock::change]` on an async function |
+//! | `sql-files` | [`embed_sql_dir!`] and [`SqlChanges`]: directories of SQL files as changes |
+//! | `cli` | [`cli`]: the operator commands, embeddable in the application's parser |
+//! | `testcontainers` | [`test_support`]: backends' services in containers for tests |
+//!
+//! ```
+//! # #[cfg(all(feature = "sqlite", feature = "macros"))]
+//! # mod quickstart {
+//! use flamingock::prelude::*;
+//! use flamingock::sqlite::{sqlx, SqliteAuditStore, SqliteContext};
+//!
+//! #[flamingock::change(id = "create-products", order = "0001", author = "ana")]
+//! async fn create_products(db: &mut SqliteContext) -> ChangeResult {
+//!     sqlx::query("CREATE TABLE products (id INTEGER PRIMARY KEY, name TEXT NOT NULL)")
+//!         .execute(db.conn())
+//!         .await?;
+//!     Ok(())
+//! }
+//!
+//! #[flamingock::change(id = "seed-products", order = "0002", author = "ana")]
+//! async fn seed_products(db: &mut SqliteContext) -> ChangeResult {
+//!     sqlx::query("INSERT INTO products (name) VALUES ('tea'), ('cake')")
+//!         .execute(db.conn())
+//!         .await?;
+//!     Ok(())
+//! }
+//!
+//! pub async fn migrate(file: &str) -> Result<(), flamingock::Error> {
+//!     let store = SqliteAuditStore::open(file).await?;
+//!     Flamingock::builder()
+//!         .audit_store(store.clone())
+//!         .target(store.target("app-db"))
+//!         .stage(Stage::new("schema").change(create_products).change(seed_products))
+//!         .build()?
+//!         .run()
+//!         .await?;
+//!     Ok(())
+//! }
+//! # }
+//! ```
+//!
+//! `flamingock-core` plus one backend crate works the same for those who
+//! prefer it (`#[change(crate = flamingock_core, ...)]` then).
+#![deny(missing_docs)]
+#![warn(unreachable_pub)]
+
+pub use flamingock_core::*;
+
+/// `#[flamingock::change(id = "...", order = "...")]` on an async function
+/// taking its context (`&mut PgContext`, `&mut SqliteContext`, ...): the
+/// function becomes a unit struct of the same name implementing [`Change`],
+/// to add to a [`Stage`] by name. See the crate docs for an example.
+#[cfg(feature = "macros")]
+pub use flamingock_macros::change;
+
+/// SQLite: audit store, fenced lock and transactional target
+/// (`flamingock-sqlite`).
+#[cfg(feature = "sqlite")]
+pub use flamingock_sqlite as sqlite;
+
+/// PostgreSQL: audit store, fenced lock and transactional target
+/// (`flamingock-postgres`).
+#[cfg(feature = "postgres")]
+pub use flamingock_postgres as postgres;
+
+/// MongoDB: audit store, fenced lock and transactional target
+/// (`flamingock-mongodb`).
+#[cfg(feature = "mongodb")]
+pub use flamingock_mongodb as mongodb;
+
+/// DynamoDB: audit store, fenced lock and transactional target
+/// (`flamingock-dynamodb`).
+#[cfg(feature = "dynamodb")]
+pub use flamingock_dynamodb as dynamodb;
+
+/// A fenced lock on Redis (`flamingock-redis-lock`).
+#[cfg(feature = "redis-lock")]
+pub use flamingock_redis_lock as redis_lock;
+
+/// The operator commands and the SQL file loader (`flamingock-cli`).
+#[cfg(any(feature = "cli", feature = "sql-files"))]
+pub use flamingock_cli as cli;
+
+#[cfg(feature = "sql-files")]
+pub use flamingock_cli::{embed_sql_dir, SqlChanges};
+
+/// Test helpers (`flamingock-test-support`).
+#[cfg(feature = "testcontainers")]
+pub use flamingock_test_support as test_support;
+
+/// What most programs use: the runner, stages, changes.
+pub mod prelude {
+    #[cfg(feature = "macros")]
+    pub use crate::change;
+    pub use flamingock_core::{
+        Change, ChangeContext, ChangeMeta, ChangeResult, Flamingock, RecoveryStrategy, Stage,
+        TargetSystem,
+    };
+}
+
+/// What `#[flamingock::change]` refuses at compile time (each block must
+/// fail to compile):
+///
+/// An empty id:
+/// ```compile_fail
+/// use flamingock::{memory::KvTx, ChangeResult};
+/// #[flamingock::change(id = "", order = "0001")]
+/// async fn nothing(tx: &mut KvTx) -> ChangeResult { Ok(()) }
+/// ```
+///
+/// No order:
+/// ```compile_fail
+/// use flamingock::{memory::KvTx, ChangeResult};
+/// #[flamingock::change(id = "a")]
+/// async fn nothing(tx: &mut KvTx) -> ChangeResult { Ok(()) }
+/// ```
+///
+/// A function that is not `async`:
+/// ```compile_fail
+/// use flamingock::{memory::KvTx, ChangeResult};
+/// #[flamingock::change(id = "a", order = "0001")]
+/// fn nothing(tx: &mut KvTx) -> ChangeResult { Ok(()) }
+/// ```
+///
+/// A context that is not `&mut`:
+/// ```compile_fail
+/// use flamingock::{memory::KvTx, ChangeResult};
+/// #[flamingock::change(id = "a", order = "0001")]
+/// async fn nothing(tx: &KvTx) -> ChangeResult { Ok(()) }
+/// ```
+///
+/// A rollback whose context is another target's:
+/// ```compile_fail
+/// use flamingock::{memory::KvTx, ChangeResult};
+/// async fn undo(db: &mut flamingock::sqlite::SqliteContext) -> ChangeResult { Ok(()) }
+/// #[flamingock::change(id = "a", order = "0001", rollback = undo)]
+/// async fn nothing(tx: &mut KvTx) -> ChangeResult { Ok(()) }
+/// ```
+///
+/// An unknown recovery:
+/// ```compile_fail
+/// use flamingock::{memory::KvTx, ChangeResult};
+/// #[flamingock::change(id = "a", order = "0001", recovery = "sometimes")]
+/// async fn nothing(tx: &mut KvTx) -> ChangeResult { Ok(()) }
+/// ```
+#[cfg(feature = "macros")]
+#[doc(hidden)]
+pub mod compile_errors {}

@@ -1,0 +1,104 @@
+//! `#[flamingock::change]`: an async function declares the same change a
+//! hand-written `Change` impl does.
+#![cfg(feature = "macros")]
+
+use flamingock::memory::{InMemoryAuditStore, KvTx};
+use flamingock::prelude::*;
+
+#[flamingock::change(id = "create-users", order = "0001", author = "ana")]
+async fn create_users(tx: &mut KvTx) -> ChangeResult {
+    tx.put("users", "created");
+    Ok(())
+}
+
+async fn undo_index(tx: &mut KvTx) -> ChangeResult {
+    tx.put("index", "dropped");
+    Ok(())
+}
+
+/// Doc comments stay on the generated type.
+#[flamingock::change(
+    id = "add-index",
+    order = "0002",
+    description = "an index on users",
+    target = "db",
+    transactional = false,
+    recovery = "always-retry",
+    rollback = undo_index
+)]
+async fn add_index(tx: &mut KvTx) -> ChangeResult {
+    tx.put("index", "built");
+    Ok(())
+}
+
+#[test]
+fn the_metadata_is_what_a_hand_written_meta_gives() {
+    assert_eq!(
+        create_users.meta(),
+        ChangeMeta::new("create-users", "0001").author("ana")
+    );
+    assert_eq!(
+        add_index.meta(),
+        ChangeMeta::new("add-index", "0002")
+            .description("an index on users")
+            .target("db")
+            .transactional(false)
+            .recovery(RecoveryStrategy::AlwaysRetry)
+    );
+}
+
+#[tokio::test]
+async fn declared_changes_run_in_order_once_and_roll_back_with_their_function() {
+    let store = InMemoryAuditStore::new();
+    let target = store.target("db");
+    let runner = Flamingock::builder()
+        .audit_store(store.clone())
+        .target(target.clone())
+        .stage(Stage::new("s").change(add_index).change(create_users))
+        .build()
+        .expect("build");
+    let report = runner.run().await.expect("run");
+    assert_eq!(report.applied(), ["create-users", "add-index"]);
+    assert_eq!(target.get("index").as_deref(), Some("built"));
+    assert!(runner.run().await.expect("again").applied().is_empty());
+
+    let mut tx = target
+        .begin(flamingock::ContextMode::NonTransactional)
+        .await
+        .expect("context");
+    add_index.rollback(&mut tx).await.expect("rollback");
+    assert_eq!(target.get("index").as_deref(), Some("dropped"));
+    create_users
+        .rollback(&mut tx)
+        .await
+        .expect_err("no rollback declared");
+}
+
+#[cfg(feature = "sqlite")]
+#[tokio::test]
+async fn a_sqlite_change_through_the_facade() {
+    use flamingock::sqlite::{sqlx, SqliteAuditStore, SqliteContext};
+
+    #[flamingock::change(id = "create-products", order = "0001")]
+    async fn create_products(db: &mut SqliteContext) -> ChangeResult {
+        sqlx::query("CREATE TABLE products (id INTEGER PRIMARY KEY)")
+            .execute(db.conn())
+            .await?;
+        Ok(())
+    }
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteAuditStore::open(dir.path().join("app.db"))
+        .await
+        .expect("open");
+    let report = Flamingock::builder()
+        .audit_store(store.clone())
+        .target(store.target("app-db"))
+        .stage(Stage::new("schema").change(create_products))
+        .build()
+        .expect("build")
+        .run()
+        .await
+        .expect("run");
+    assert_eq!(report.applied(), ["create-products"]);
+}
