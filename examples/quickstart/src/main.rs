@@ -8,82 +8,63 @@
 //! ```
 #![allow(clippy::print_stdout)] // an example prints its results
 
-use flamingock_core::{Change, ChangeMeta, ChangeResult, Flamingock, Stage};
-use flamingock_sqlite::{sqlx, SqliteAuditStore, SqliteContext, SqliteTarget};
+use flamingock::prelude::*;
+use flamingock::sqlite::{sqlx, SqliteAuditStore, SqliteContext};
 
-/// Every change is a type: metadata, `apply`, optionally `rollback`.
-struct CreateProducts;
+/// Every change is an async function taking its target's context; the
+/// attribute gives it its id, order and the rest of its metadata.
+#[flamingock::change(
+    id = "create-products-table",
+    order = "0001",
+    author = "quickstart",
+    description = "the products table"
+)]
+async fn create_products(db: &mut SqliteContext) -> ChangeResult {
+    sqlx::query(
+        "CREATE TABLE products (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            price_cents INTEGER NOT NULL
+        )",
+    )
+    .execute(db.conn())
+    .await?;
+    Ok(())
+}
 
-impl Change for CreateProducts {
-    type Target = SqliteTarget;
-
-    fn meta(&self) -> ChangeMeta {
-        ChangeMeta::new("create-products-table", "0001")
-            .author("quickstart")
-            .description("the products table")
+#[flamingock::change(id = "seed-products", order = "0002", author = "quickstart")]
+async fn seed_products(db: &mut SqliteContext) -> ChangeResult {
+    for (name, price) in [("tea", 350), ("coffee", 420), ("cake", 600)] {
+        sqlx::query("INSERT INTO products (name, price_cents) VALUES (?1, ?2)")
+            .bind(name)
+            .bind(price)
+            .execute(db.conn())
+            .await?;
     }
+    Ok(())
+}
 
-    async fn apply(&self, db: &mut SqliteContext) -> ChangeResult {
-        sqlx::query(
-            "CREATE TABLE products (
-                id INTEGER PRIMARY KEY,
-                name TEXT NOT NULL UNIQUE,
-                price_cents INTEGER NOT NULL
-            )",
-        )
+/// SQLite DDL is transactional, so a failed `apply` is undone by the
+/// database and the rollback never runs here. It documents how to undo the
+/// change, and is what runs if the change is declared `transactional = false`.
+#[flamingock::change(
+    id = "add-stock-column",
+    order = "0003",
+    author = "quickstart",
+    rollback = drop_stock
+)]
+async fn add_stock(db: &mut SqliteContext) -> ChangeResult {
+    sqlx::query("ALTER TABLE products ADD COLUMN stock INTEGER NOT NULL DEFAULT 0")
         .execute(db.conn())
         .await?;
-        Ok(())
-    }
+    Ok(())
 }
 
-struct SeedProducts;
-
-impl Change for SeedProducts {
-    type Target = SqliteTarget;
-
-    fn meta(&self) -> ChangeMeta {
-        ChangeMeta::new("seed-products", "0002").author("quickstart")
-    }
-
-    async fn apply(&self, db: &mut SqliteContext) -> ChangeResult {
-        for (name, price) in [("tea", 350), ("coffee", 420), ("cake", 600)] {
-            sqlx::query("INSERT INTO products (name, price_cents) VALUES (?1, ?2)")
-                .bind(name)
-                .bind(price)
-                .execute(db.conn())
-                .await?;
-        }
-        Ok(())
-    }
-}
-
-struct AddStock;
-
-impl Change for AddStock {
-    type Target = SqliteTarget;
-
-    fn meta(&self) -> ChangeMeta {
-        ChangeMeta::new("add-stock-column", "0003").author("quickstart")
-    }
-
-    async fn apply(&self, db: &mut SqliteContext) -> ChangeResult {
-        sqlx::query("ALTER TABLE products ADD COLUMN stock INTEGER NOT NULL DEFAULT 0")
-            .execute(db.conn())
-            .await?;
-        Ok(())
-    }
-
-    /// SQLite DDL is transactional, so a failed `apply` is undone by the
-    /// database and this never runs here. It documents how to undo the
-    /// change, and is what runs if the change is declared
-    /// `.transactional(false)`.
-    async fn rollback(&self, db: &mut SqliteContext) -> ChangeResult {
-        sqlx::query("ALTER TABLE products DROP COLUMN stock")
-            .execute(db.conn())
-            .await?;
-        Ok(())
-    }
+async fn drop_stock(db: &mut SqliteContext) -> ChangeResult {
+    sqlx::query("ALTER TABLE products DROP COLUMN stock")
+        .execute(db.conn())
+        .await?;
+    Ok(())
 }
 
 #[tokio::main]
@@ -111,9 +92,9 @@ async fn run(path: &str) -> Result<(), Box<dyn std::error::Error>> {
         .target(store.target("app-db"))
         .stage(
             Stage::new("catalog")
-                .change(CreateProducts)
-                .change(SeedProducts)
-                .change(AddStock),
+                .change(create_products)
+                .change(seed_products)
+                .change(add_stock),
         )
         .build()?;
 
