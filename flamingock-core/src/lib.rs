@@ -98,6 +98,8 @@ mod baseline;
 pub mod change;
 mod deadline;
 pub mod decision;
+#[doc(hidden)]
+pub mod discovery;
 pub mod error;
 pub mod events;
 pub mod fault;

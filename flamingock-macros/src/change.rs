@@ -17,6 +17,7 @@ struct Args {
     recovery: Option<LitStr>,
     rollback: Option<Path>,
     target_type: Option<Type>,
+    stage: Option<LitStr>,
     krate: Path,
 }
 
@@ -33,13 +34,14 @@ impl Parse for Args {
         let mut recovery = None;
         let mut rollback = None;
         let mut target_type = None;
+        let mut stage = None;
         let mut krate = None;
         for meta in metas {
             let Meta::NameValue(nv) = &meta else {
                 return Err(syn::Error::new_spanned(
                     &meta,
                     "expected `name = value` (id, order, author, description, target, \
-                     transactional, recovery, rollback, target_type, crate)",
+                     transactional, recovery, rollback, stage, target_type, crate)",
                 ));
             };
             let name = nv
@@ -73,6 +75,7 @@ impl Parse for Args {
                 "author" => author = Some(text()?),
                 "description" => description = Some(text()?),
                 "target" => target = Some(text()?),
+                "stage" => stage = Some(text()?),
                 "recovery" => {
                     let r = text()?;
                     if !matches!(r.value().as_str(), "manual-intervention" | "always-retry") {
@@ -105,7 +108,7 @@ impl Parse for Args {
                         &nv.path,
                         format!(
                             "unknown argument `{name}`: expected id, order, author, description, \
-                             target, transactional, recovery, rollback, target_type or crate"
+                             target, transactional, recovery, rollback, stage, target_type or crate"
                         ),
                     ))
                 }
@@ -143,6 +146,7 @@ impl Parse for Args {
             recovery,
             rollback,
             target_type,
+            stage,
             krate: krate.unwrap_or_else(|| syn::parse_quote!(::flamingock)),
         })
     }
@@ -225,7 +229,22 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenS
         id.value(),
         order.value()
     );
+    let register = args.stage.as_ref().map(|stage| {
+        quote! {
+            #krate::discovery::inventory::submit! {
+                #krate::discovery::Registration::new(
+                    #stage,
+                    ::core::module_path!(),
+                    |s: &mut #krate::Stage| {
+                        s.add(#name);
+                    },
+                )
+            }
+        }
+    });
     Ok(quote! {
+        #register
+
         #(#attrs)*
         #[doc = #doc]
         #[allow(non_camel_case_types)]

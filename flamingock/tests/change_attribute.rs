@@ -102,3 +102,43 @@ async fn a_sqlite_change_through_the_facade() {
         .expect("run");
     assert_eq!(report.applied(), ["create-products"]);
 }
+
+mod discovered {
+    use flamingock::memory::KvTx;
+    use flamingock::prelude::*;
+
+    #[flamingock::change(stage = "found", id = "later", order = "0002")]
+    async fn later(tx: &mut KvTx) -> ChangeResult {
+        tx.put("later", "1");
+        Ok(())
+    }
+
+    pub(super) mod elsewhere {
+        use flamingock::memory::KvTx;
+        use flamingock::prelude::*;
+
+        #[flamingock::change(stage = "found", id = "earlier", order = "0001")]
+        async fn earlier(tx: &mut KvTx) -> ChangeResult {
+            tx.put("earlier", "1");
+            Ok(())
+        }
+    }
+}
+
+#[tokio::test]
+async fn changes_declared_for_a_stage_anywhere_are_discovered_in_order() {
+    let store = InMemoryAuditStore::new();
+    let stage = Stage::discover("found");
+    assert_eq!(stage.len(), 2);
+    assert_eq!(Stage::discover("nothing-declared").len(), 0);
+    let report = Flamingock::builder()
+        .audit_store(store.clone())
+        .target(store.target("db"))
+        .stage(stage)
+        .build()
+        .expect("build")
+        .run()
+        .await
+        .expect("run");
+    assert_eq!(report.applied(), ["earlier", "later"]);
+}
