@@ -77,17 +77,12 @@
 #![warn(unreachable_pub)]
 
 mod cli;
-mod client_input;
 mod duration;
-pub mod layout;
-mod output;
+pub mod output;
 pub mod redact;
 mod run;
-pub mod split;
-pub mod sql;
 pub mod standalone;
 pub mod store;
-mod tool_checksum;
 
 pub use cli::{
     AuditCommand, Cli, Command, DriftArg, ImportTool, IssueCommand, LockCommand, OutputArgs,
@@ -97,48 +92,9 @@ pub use redact::Redactor;
 pub use run::{run, run_with, Exit, HistoryRead, HistoryReader, RunOptions};
 pub use sql::{SqlChanges, SqlFile, SqlTarget};
 
-#[doc(hidden)]
-pub mod __private {
-    pub use flamingock_macros::embed_sql_files;
-}
-
-/// Embeds a directory of SQL change files (relative to the crate's
-/// `Cargo.toml`) at compile time and parses it with the same loader as
-/// `flamingock apply --changes DIR` ([`SqlChanges::from_dir_entries`]), in
-/// the layout its names show (this project's, sqlx, diesel, Flyway or
-/// refinery) or the one given (`embed_sql_dir!("migrations",
-/// flamingock_cli::sql::Layout::Refinery)`): evaluates to
-/// `Result<`[`SqlChanges`]`, `[`sql::LoadErrors`]`>`.
-///
-/// Editing a file rebuilds the crate (the contents are `include_str!`s);
-/// adding or removing one needs `println!("cargo:rerun-if-changed=DIR")` in
-/// the crate's `build.rs`.
-///
-/// ```
-/// # #[cfg(feature = "sqlite")] {
-/// let changes = flamingock_cli::embed_sql_dir!("tests/sql/ok")?;
-/// assert_eq!(changes.files()[0].id(), "create-users");
-/// // The same list as loading the directory at run time:
-/// let loaded = flamingock_cli::SqlChanges::load_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sql/ok"))?;
-/// assert_eq!(changes.files(), loaded.files());
-/// let stage = changes.stage::<flamingock_sqlite::SqliteTarget>("schema", "app-db");
-/// assert_eq!(stage.len(), 2);
-/// # }
-/// # Ok::<(), flamingock_cli::sql::LoadErrors>(())
-/// ```
-#[macro_export]
-macro_rules! embed_sql_dir {
-    ($dir:literal) => {
-        $crate::embed_sql_dir!($dir, $crate::sql::Layout::Auto)
-    };
-    ($dir:literal, $layout:expr) => {
-        $crate::sql::SqlChanges::from_dir_entries(
-            $dir,
-            $layout,
-            $crate::__private::embed_sql_files!($dir).iter().copied(),
-        )
-    };
-}
+/// Re-exported: directories of SQL files as changes (`flamingock-sql`).
+pub use flamingock_sql as sql;
+pub use flamingock_sql::{embed_sql_dir, split};
 
 /// Installs a `tracing` subscriber writing to stderr at the level `-q`/`-v`
 /// ask for (`RUST_LOG` overrides). Does nothing when one is installed already.

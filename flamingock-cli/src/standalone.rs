@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::builder::TypedValueParser as _;
 use clap::Parser;
 use serde_json::json;
 
@@ -53,16 +54,17 @@ pub struct Standalone {
     pub changes: Option<PathBuf>,
 
     /// How the files of --changes are named: auto (recognised from the
-    /// names), flamingock (<order>__<id>.sql), sqlx, diesel, flyway or
+    /// names), flamingock (`<order>__<id>.sql`), sqlx, diesel, flyway or
     /// refinery; read as they are, without renaming.
     #[arg(
         long,
-        value_enum,
-        default_value_t = crate::layout::Layout::Auto,
+        default_value = "auto",
+        value_parser = clap::builder::PossibleValuesParser::new(["auto", "flamingock", "sqlx", "diesel", "flyway", "refinery"])
+            .try_map(|s| s.parse::<crate::sql::Layout>()),
         env = "FLAMINGOCK_LAYOUT",
         global = true
     )]
-    pub layout: crate::layout::Layout,
+    pub layout: crate::sql::Layout,
 
     /// PostgreSQL: cancel any statement of a SQL change file that runs longer
     /// than this (e.g. 30s, 5m), failing the change instead of holding the

@@ -1,25 +1,25 @@
 //! # flamingock-macros
 //!
-//! Compile-time support for [`flamingock-cli`]'s file-based changes. Use it
-//! through the re-export `flamingock_cli::embed_sql_dir!`, which turns the
+//! `#[change]` on an async function (use it as `#[flamingock::change]`), and
+//! compile-time support for file-based changes: use that through
+//! `flamingock::embed_sql_dir!` (or `flamingock_sql::embed_sql_dir!`), which turns the
 //! embedded files into the same change list `flamingock apply --changes DIR`
 //! loads at run time:
 //!
 //! ```text
-//! let changes = flamingock_cli::embed_sql_dir!("changes")?;
+//! let changes = flamingock::embed_sql_dir!("changes")?;
 //! ```
 //!
 //! The macro here, [`embed_sql_files!`], only lists the directory (relative to
 //! the invoking crate's `Cargo.toml`) at compile time and expands to a slice
 //! of `(file name, content)` pairs whose contents are `include_str!`s, so
 //! editing a file rebuilds the crate. Every check (file names, headers,
-//! duplicates, empty files) happens in `flamingock_cli::sql`, the one parser
+//! duplicates, empty files) happens in `flamingock-sql`, the one parser
 //! the CLI uses too, so the embedded list and the loaded one cannot differ.
 //!
 //! Adding or removing a file is not something `include_str!` can see: add
 //! `println!("cargo:rerun-if-changed=changes");` to the crate's `build.rs`.
 //!
-//! [`flamingock-cli`]: https://docs.rs/flamingock-cli
 #![deny(missing_docs)]
 #![warn(unreachable_pub)]
 

@@ -115,6 +115,8 @@ mod pooler;
 mod schema;
 mod script;
 mod space;
+#[cfg(feature = "sql-files")]
+mod sql_files;
 mod store;
 mod target;
 mod tls;

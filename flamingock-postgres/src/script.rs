@@ -192,6 +192,45 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn postgres_dollar_quotes_strings_identifiers_comments() {
+        let s = "CREATE FUNCTION f() RETURNS trigger AS $body$
+BEGIN
+  PERFORM 1; -- inside; still inside
+  RETURN NEW;
+END;
+$body$ LANGUAGE plpgsql;
+DO $$ BEGIN RAISE NOTICE 'a;b'; END $$;
+INSERT INTO t VALUES ('it''s; fine', E'back\\'slash;', \"odd;col\");
+/* outer; /* nested; */ still comment; */ SELECT 1;
+-- trailing; comment";
+        let got = split_statements(s);
+        assert_eq!(got.len(), 4, "{got:#?}");
+        assert!(got[0].ends_with("$body$ LANGUAGE plpgsql"));
+        assert_eq!(got[1], "DO $$ BEGIN RAISE NOTICE 'a;b'; END $$");
+        assert!(got[2].starts_with("INSERT INTO t"));
+        assert!(got[3].ends_with("SELECT 1"));
+        assert_eq!(
+            split_statements("SELECT $a$ $b$ ; $b$ $a$; SELECT 2").len(),
+            2
+        );
+        assert_eq!(
+            split_statements("SELECT $1::int; SELECT a$b FROM t").len(),
+            2
+        );
+    }
+
+    #[test]
+    fn postgres_standard_function_bodies_and_concurrently() {
+        let got = split_statements(
+            "CREATE FUNCTION add(a int, b int) RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT a; SELECT a + b; END;
+CREATE INDEX CONCURRENTLY i ON t (a);",
+        );
+        assert_eq!(got.len(), 2, "{got:#?}");
+        assert_eq!(got[1], "CREATE INDEX CONCURRENTLY i ON t (a)");
+    }
+
+    use super::split_statements;
     use super::split_statements as split;
 
     #[test]

@@ -82,6 +82,8 @@ mod connect;
 mod history;
 mod lock;
 mod schema;
+#[cfg(feature = "sql-files")]
+mod sql_files;
 mod store;
 mod target;
 

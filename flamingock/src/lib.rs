@@ -11,15 +11,15 @@
 //!
 //! | feature | what |
 //! |---|---|
-//! | `sqlite` (default) | [`sqlite`]: audit store, lock and target in one SQLite file |
-//! | `postgres` | [`postgres`]: PostgreSQL audit store, lock and target |
-//! | `mongodb` | [`mongodb`]: MongoDB audit store, lock and target |
-//! | `dynamodb` | [`dynamodb`]: DynamoDB audit store, lock and target |
-//! | `redis-lock` | [`redis_lock`]: a fenced lock on Redis |
-//! | `macros` (default) | [`change`]: `#[flamingock::change]` on an async function |
-//! | `sql-files` | [`embed_sql_dir!`] and [`SqlChanges`]: directories of SQL files as changes |
-//! | `cli` | [`cli`]: the operator commands, embeddable in the application's parser |
-//! | `testcontainers` | [`test_support`]: backends' services in containers for tests |
+//! | `sqlite` (default) | `sqlite`: audit store, lock and target in one SQLite file |
+//! | `postgres` | `postgres`: PostgreSQL audit store, lock and target |
+//! | `mongodb` | `mongodb`: MongoDB audit store, lock and target |
+//! | `dynamodb` | `dynamodb`: DynamoDB audit store, lock and target |
+//! | `redis-lock` | `redis_lock`: a fenced lock on Redis |
+//! | `macros` (default) | `change`: `#[flamingock::change]` on an async function |
+//! | `sql-files` | `sql`, `embed_sql_dir!`, `SqlChanges`: directories of SQL files as changes |
+//! | `cli` | `cli`: the operator commands, embeddable in the application's parser |
+//! | `testcontainers` | `test_support`: backends' services in containers for tests |
 //!
 //! ```
 //! # #[cfg(all(feature = "sqlite", feature = "macros"))]
@@ -95,12 +95,17 @@ pub use flamingock_dynamodb as dynamodb;
 #[cfg(feature = "redis-lock")]
 pub use flamingock_redis_lock as redis_lock;
 
-/// The operator commands and the SQL file loader (`flamingock-cli`).
-#[cfg(any(feature = "cli", feature = "sql-files"))]
+/// The operator commands, embeddable in the application's own parser
+/// (`flamingock-cli`).
+#[cfg(feature = "cli")]
 pub use flamingock_cli as cli;
 
+/// Directories of SQL files as changes (`flamingock-sql`).
 #[cfg(feature = "sql-files")]
-pub use flamingock_cli::{embed_sql_dir, SqlChanges};
+pub use flamingock_sql as sql;
+
+#[cfg(feature = "sql-files")]
+pub use flamingock_sql::{embed_sql_dir, SqlChanges};
 
 /// Test helpers (`flamingock-test-support`).
 #[cfg(feature = "testcontainers")]

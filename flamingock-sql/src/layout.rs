@@ -23,7 +23,7 @@
 use std::fmt;
 
 /// How the files of a change directory are named.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Layout {
     /// Recognise the layout from the names.
@@ -39,6 +39,33 @@ pub enum Layout {
     Flyway,
     /// refinery: `V<n>__<name>.sql`, `U<n>__<name>.sql` unversioned.
     Refinery,
+}
+
+impl Layout {
+    /// Every layout, `auto` first.
+    pub const ALL: [Layout; 6] = [
+        Layout::Auto,
+        Layout::Flamingock,
+        Layout::Sqlx,
+        Layout::Diesel,
+        Layout::Flyway,
+        Layout::Refinery,
+    ];
+}
+
+impl std::str::FromStr for Layout {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Layout, String> {
+        Layout::ALL
+            .into_iter()
+            .find(|l| l.to_string().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                format!(
+                    "unknown layout '{s}': expected one of {}",
+                    Layout::ALL.map(|l| l.to_string()).join(", ")
+                )
+            })
+    }
 }
 
 impl fmt::Display for Layout {

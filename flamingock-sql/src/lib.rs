@@ -31,7 +31,7 @@
 //! before anything runs.
 //!
 //! ```
-//! use flamingock_cli::sql::SqlChanges;
+//! use flamingock_sql::SqlChanges;
 //!
 //! let changes = SqlChanges::from_sources(
 //!     "changes",
@@ -43,10 +43,18 @@
 //! assert_eq!(changes.files()[0].id(), "create-users");
 //! assert_eq!(changes.files()[0].author(), "ana");
 //! assert_eq!(changes.files()[1].order(), "0002");
-//! # Ok::<(), flamingock_cli::sql::LoadErrors>(())
+//! # Ok::<(), flamingock_sql::LoadErrors>(())
 //! ```
 
+#![deny(missing_docs)]
+#![warn(unreachable_pub)]
+
 use std::collections::BTreeMap;
+
+mod client_input;
+pub mod layout;
+pub mod split;
+mod tool_checksum;
 
 pub use crate::layout::Layout;
 use std::fmt;
@@ -61,7 +69,7 @@ use flamingock_core::{
 };
 use sha2::{Digest, Sha256};
 
-use crate::split::{self, Statement};
+use crate::split::Statement;
 
 /// The stage id file-based changes are put in unless told otherwise.
 pub const DEFAULT_STAGE: &str = "sql-files";
@@ -612,7 +620,7 @@ impl SqlChanges {
     /// Reads every `*.sql` file directly in `dir` (hidden files and other
     /// extensions are ignored), in the layout its names show (this
     /// project's, sqlx, diesel, Flyway or refinery; see
-    /// [`layout`](crate::layout)); see [`SqlChanges::from_sources`].
+    /// [`layout`]); see [`SqlChanges::from_sources`].
     pub fn load_dir(dir: impl AsRef<Path>) -> Result<SqlChanges, LoadErrors> {
         Self::load_dir_as(dir, Layout::Auto)
     }
@@ -715,7 +723,7 @@ impl SqlChanges {
     }
 
     /// The one loader behind [`load_dir`](Self::load_dir) and
-    /// [`embed_sql_dir!`](crate::embed_sql_dir): a directory's entries as
+    /// [`embed_sql_dir!`](crate::embed_sql_dir!): a directory's entries as
     /// `(name, content)`, the `*.sql` files directly in it by file name
     /// and, for a subdirectory holding `up.sql` (diesel's layout), its
     /// `up.sql`, `down.sql` and `metadata.toml` as `<subdirectory>/<file>`;
@@ -804,7 +812,7 @@ impl SqlChanges {
     }
 
     /// Parses `(file name, content)` pairs: the one parser behind both
-    /// [`SqlChanges::load_dir`] and [`embed_sql_dir!`](crate::embed_sql_dir).
+    /// [`SqlChanges::load_dir`] and [`embed_sql_dir!`](crate::embed_sql_dir!).
     /// `source` names the directory in messages.
     pub fn from_sources<N, C>(
         source: &str,
@@ -1099,9 +1107,9 @@ fn parse_header_present(sql: &str) -> bool {
 }
 
 /// A target that can run SQL files: how its dialect splits statements and
-/// how one statement is executed on its context. Implemented for the SQLite
-/// and PostgreSQL targets (features `sqlite`, `postgres`); implement it for
-/// another SQL target to run file-based changes there.
+/// how one statement is executed on its context. Implemented by the SQLite
+/// and PostgreSQL targets (their crates' feature `sql-files`); implement it
+/// for another SQL target to run file-based changes there.
 pub trait SqlTarget: TargetSystem {
     /// The dialect's statement splitter.
     fn split(script: &str) -> Vec<&str>;
@@ -1126,32 +1134,6 @@ pub trait SqlTarget: TargetSystem {
         std::future::ready(Err(
             "this target has no statement timeout: remove the statement timeout setting".into(),
         ))
-    }
-}
-
-#[cfg(feature = "sqlite")]
-impl SqlTarget for flamingock_sqlite::SqliteTarget {
-    fn split(script: &str) -> Vec<&str> {
-        split::sqlite(script)
-    }
-
-    async fn execute(
-        ctx: &mut flamingock_sqlite::SqliteContext,
-        statement: &str,
-    ) -> Result<(), BoxError> {
-        match sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
-            .execute(ctx.conn())
-            .await
-        {
-            Ok(_) => Ok(()),
-            // SQLite's own message, without sqlx's "error returned from database:".
-            Err(sqlx::Error::Database(db)) => Err(db.message().into()),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    fn in_transaction(ctx: &flamingock_sqlite::SqliteContext) -> bool {
-        ctx.is_transactional()
     }
 }
 
@@ -1218,6 +1200,22 @@ async fn run_script<T: SqlTarget>(
     result
 }
 
+/// The error with its causes, each once (a cause the message already
+/// quotes is not repeated).
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = c.source();
+    }
+    s
+}
+
 async fn run_statements<T: SqlTarget>(
     ctx: &mut T::Context,
     file: &str,
@@ -1250,7 +1248,7 @@ async fn run_statements<T: SqlTarget>(
                 number: n + 1,
                 total,
                 line: s.line,
-                detail: crate::run::full_message(&*e),
+                detail: error_chain(&*e),
             }));
         }
     }
@@ -1628,4 +1626,43 @@ mod tests {
             assert!(text.contains(needle), "missing {needle:?} in {text}");
         }
     }
+}
+
+#[doc(hidden)]
+pub mod __private {
+    pub use flamingock_macros::embed_sql_files;
+}
+
+/// Embeds a directory of SQL change files (relative to the crate's
+/// `Cargo.toml`) at compile time and parses it with the same loader as
+/// `flamingock apply --changes DIR` ([`SqlChanges::from_dir_entries`]), in
+/// the layout its names show (this project's, sqlx, diesel, Flyway or
+/// refinery) or the one given (`embed_sql_dir!("migrations",
+/// flamingock_sql::Layout::Refinery)`): evaluates to
+/// `Result<`[`SqlChanges`]`, `[`LoadErrors`]`>`.
+///
+/// Editing a file rebuilds the crate (the contents are `include_str!`s);
+/// adding or removing one needs `println!("cargo:rerun-if-changed=DIR")` in
+/// the crate's `build.rs`.
+///
+/// ```
+/// let changes = flamingock_sql::embed_sql_dir!("tests/sql/ok")?;
+/// assert_eq!(changes.files()[0].id(), "create-users");
+/// // The same list as loading the directory at run time:
+/// let loaded = flamingock_sql::SqlChanges::load_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sql/ok"))?;
+/// assert_eq!(changes.files(), loaded.files());
+/// # Ok::<(), flamingock_sql::LoadErrors>(())
+/// ```
+#[macro_export]
+macro_rules! embed_sql_dir {
+    ($dir:literal) => {
+        $crate::embed_sql_dir!($dir, $crate::Layout::Auto)
+    };
+    ($dir:literal, $layout:expr) => {
+        $crate::SqlChanges::from_dir_entries(
+            $dir,
+            $layout,
+            $crate::__private::embed_sql_files!($dir).iter().copied(),
+        )
+    };
 }

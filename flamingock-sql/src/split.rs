@@ -3,8 +3,8 @@
 //! Each dialect has its own rules for where a `;` ends a statement; a
 //! splitter that gets them wrong either sends half a statement to the server
 //! or glues two together. The PostgreSQL rules live in `flamingock-postgres`
-//! (the splitter of its `execute_script`), re-exported here; the SQLite ones
-//! are here.
+//! (`split_statements`, the splitter of its `execute_script`); the SQLite
+//! ones are here.
 
 /// A statement of a script: its text (trimmed, without the final `;`) and
 /// the 1-based line it starts on, for error messages.
@@ -17,7 +17,7 @@ pub struct Statement<'a> {
 }
 
 /// Attaches line numbers to statements that are slices of `script`.
-pub(crate) fn with_lines<'a>(script: &'a str, stmts: Vec<&'a str>) -> Vec<Statement<'a>> {
+pub fn with_lines<'a>(script: &'a str, stmts: Vec<&'a str>) -> Vec<Statement<'a>> {
     let base = script.as_ptr() as usize;
     stmts
         .into_iter()
@@ -36,25 +36,6 @@ pub(crate) fn with_lines<'a>(script: &'a str, stmts: Vec<&'a str>) -> Vec<Statem
         .collect()
 }
 
-/// Splits a PostgreSQL script the way `psql` does: a `;` does not end a
-/// statement inside a string (`'it''s'`, `E'\''`), a quoted identifier, a
-/// dollar-quoted body (`$$ ... $$`, `$tag$ ... $tag$`), a `--` or nested
-/// `/* */` comment, or a `BEGIN ATOMIC ... END` function body.
-///
-/// This is `flamingock_postgres::split_statements`, the splitter that crate's
-/// targets use, so the CLI and the library never disagree.
-///
-/// ```
-/// let stmts = flamingock_cli::split::postgres(
-///     "CREATE FUNCTION f() RETURNS int AS $$ SELECT 1; $$ LANGUAGE sql; SELECT f();",
-/// );
-/// assert_eq!(stmts.len(), 2);
-/// ```
-#[cfg(feature = "postgres")]
-pub fn postgres(script: &str) -> Vec<&str> {
-    flamingock_postgres::split_statements(script)
-}
-
 /// Splits a SQLite script into statements.
 ///
 /// A `;` does not end a statement inside a string (`'it''s'`), an identifier
@@ -64,7 +45,7 @@ pub fn postgres(script: &str) -> Vec<&str> {
 /// expressions inside it). Comment-only and empty statements are dropped.
 ///
 /// ```
-/// let stmts = flamingock_cli::split::sqlite(
+/// let stmts = flamingock_sql::split::sqlite(
 ///     "CREATE TABLE t (a TEXT DEFAULT ';');
 ///      CREATE TRIGGER t_ai AFTER INSERT ON t BEGIN
 ///        UPDATE t SET a = 'x;' WHERE rowid = new.rowid;
@@ -185,7 +166,7 @@ fn skip_quoted(b: &[u8], mut i: usize, q: u8) -> usize {
 /// transactional change it would commit or end the runner's own transaction,
 /// and with it the guarantee that the change and its audit entry commit
 /// together.
-pub(crate) fn is_transaction_control(statement: &str) -> bool {
+pub fn is_transaction_control(statement: &str) -> bool {
     let words: Vec<String> = code_words(statement, 3);
     let w: Vec<&str> = words.iter().map(String::as_str).collect();
     match w.as_slice() {
@@ -235,7 +216,7 @@ fn code_words(statement: &str, n: usize) -> Vec<String> {
 
 /// Whether a script has anything besides blanks and `--` / `/* */` comments
 /// (the same in every dialect this crate splits).
-pub(crate) fn has_code(script: &str) -> bool {
+pub fn has_code(script: &str) -> bool {
     let b = script.as_bytes();
     let mut i = 0;
     while i < b.len() {
@@ -355,40 +336,6 @@ INSERT INTO t VALUES (1, 'x');";
             let _ = sqlite(s);
         }
         assert_eq!(sqlite("SELECT 'open; x"), ["SELECT 'open; x"]);
-    }
-
-    #[cfg(feature = "postgres")]
-    #[test]
-    fn postgres_dollar_quotes_strings_identifiers_comments() {
-        let s = "CREATE FUNCTION f() RETURNS trigger AS $body$
-BEGIN
-  PERFORM 1; -- inside; still inside
-  RETURN NEW;
-END;
-$body$ LANGUAGE plpgsql;
-DO $$ BEGIN RAISE NOTICE 'a;b'; END $$;
-INSERT INTO t VALUES ('it''s; fine', E'back\\'slash;', \"odd;col\");
-/* outer; /* nested; */ still comment; */ SELECT 1;
--- trailing; comment";
-        let got = postgres(s);
-        assert_eq!(got.len(), 4, "{got:#?}");
-        assert!(got[0].ends_with("$body$ LANGUAGE plpgsql"));
-        assert_eq!(got[1], "DO $$ BEGIN RAISE NOTICE 'a;b'; END $$");
-        assert!(got[2].starts_with("INSERT INTO t"));
-        assert!(got[3].ends_with("SELECT 1"));
-        assert_eq!(postgres("SELECT $a$ $b$ ; $b$ $a$; SELECT 2").len(), 2);
-        assert_eq!(postgres("SELECT $1::int; SELECT a$b FROM t").len(), 2);
-    }
-
-    #[cfg(feature = "postgres")]
-    #[test]
-    fn postgres_standard_function_bodies_and_concurrently() {
-        let got = postgres(
-            "CREATE FUNCTION add(a int, b int) RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT a; SELECT a + b; END;
-CREATE INDEX CONCURRENTLY i ON t (a);",
-        );
-        assert_eq!(got.len(), 2, "{got:#?}");
-        assert_eq!(got[1], "CREATE INDEX CONCURRENTLY i ON t (a)");
     }
 
     #[test]
