@@ -80,6 +80,23 @@ pub fn embed_sql_files(input: TokenStream) -> TokenStream {
     }
 }
 
+/// `embed_sql_dir_path!("dir")`: the absolute path of `dir` (relative to
+/// the invoking crate's manifest directory) when it was embedded, so that a
+/// debug build can tell when the directory changed after it was built.
+#[proc_macro]
+pub fn embed_sql_dir_path(input: TokenStream) -> TokenStream {
+    let lit = match syn::parse::<LitStr>(input) {
+        Ok(l) => l,
+        Err(e) => return e.to_compile_error().into(),
+    };
+    let base = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    let path = base.join(lit.value());
+    let text = LitStr::new(&path.to_string_lossy(), Span::call_site());
+    quote!(#text).into()
+}
+
 fn expand(lit: &LitStr) -> Result<proc_macro2::TokenStream, String> {
     let rel = lit.value();
     let base = std::env::var_os("CARGO_MANIFEST_DIR")

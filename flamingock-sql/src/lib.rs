@@ -806,6 +806,25 @@ impl SqlChanges {
         }
     }
 
+    /// What [`embed_sql_dir!`] expands to: [`from_dir_entries`](Self::from_dir_entries)
+    /// on the embedded entries; a debug build first compares them with the
+    /// directory they were embedded from, when it is still there, and warns
+    /// when they differ.
+    #[doc(hidden)]
+    pub fn from_embedded(
+        source: &str,
+        built_from: &str,
+        layout: Layout,
+        entries: &[(&str, &str)],
+    ) -> Result<SqlChanges, LoadErrors> {
+        if cfg!(debug_assertions) {
+            if let Some(stale) = stale_embedding(source, Path::new(built_from), entries) {
+                tracing::warn!("{stale}");
+            }
+        }
+        Self::from_dir_entries(source, layout, entries.iter().copied())
+    }
+
     /// The layout the files were read in.
     pub fn layout(&self) -> Layout {
         self.layout
@@ -1200,6 +1219,63 @@ async fn run_script<T: SqlTarget>(
     result
 }
 
+/// When `dir` exists and its entries (as the loader reads them) differ from
+/// the `embedded` ones: what differs, and what to do.
+fn stale_embedding(source: &str, dir: &Path, embedded: &[(&str, &str)]) -> Option<String> {
+    let mut now: BTreeMap<String, String> = BTreeMap::new();
+    let read = |path: &Path| std::fs::read_to_string(path).unwrap_or_default();
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if path.is_dir() && path.join("up.sql").is_file() {
+            for leaf in ["up.sql", "down.sql", "metadata.toml"] {
+                if path.join(leaf).is_file() {
+                    now.insert(format!("{name}/{leaf}"), read(&path.join(leaf)));
+                }
+            }
+        } else if path.is_file()
+            && !name.starts_with('.')
+            && name.to_ascii_lowercase().ends_with(".sql")
+        {
+            now.insert(name, read(&path));
+        }
+    }
+    let then: BTreeMap<&str, &str> = embedded.iter().copied().collect();
+    let added: Vec<&str> = now
+        .keys()
+        .filter(|k| !then.contains_key(k.as_str()))
+        .map(String::as_str)
+        .collect();
+    let removed: Vec<&str> = then
+        .keys()
+        .filter(|k| !now.contains_key(**k))
+        .copied()
+        .collect();
+    let edited: Vec<&str> = then
+        .iter()
+        .filter(|(k, v)| now.get(**k).is_some_and(|c| c != *v))
+        .map(|(k, _)| *k)
+        .collect();
+    if added.is_empty() && removed.is_empty() && edited.is_empty() {
+        return None;
+    }
+    let mut what = Vec::new();
+    for (label, names) in [("added", added), ("removed", removed), ("edited", edited)] {
+        if !names.is_empty() {
+            what.push(format!("{label}: {}", names.join(", ")));
+        }
+    }
+    Some(format!(
+        "this binary embeds {} files of {source}; the directory {} now has {} ({}): it was built \
+         before they changed, and runs what it embeds. Rebuild it; for builds that must notice \
+         added or removed files, add `println!(\"cargo:rerun-if-changed={source}\");` to build.rs",
+        then.len(),
+        dir.display(),
+        now.len(),
+        what.join("; ")
+    ))
+}
+
 /// The error with its causes, each once (a cause the message already
 /// quotes is not repeated).
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
@@ -1282,6 +1358,35 @@ impl<T: SqlTarget> Change for SqlFileChange<T> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_directory_changed_since_the_build_is_named_file_by_file() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        std::fs::write(tmp.path().join("0001__a.sql"), "SELECT 1; -- edited\n").expect("write");
+        std::fs::write(tmp.path().join("0002__b.sql"), "SELECT 2;\n").expect("write");
+        let embedded: &[(&str, &str)] = &[("0001__a.sql", "SELECT 1;\n"), ("0003__c.sql", "x")];
+        let text = stale_embedding("changes", tmp.path(), embedded).expect("stale");
+        for needle in [
+            "this binary embeds 2 files of changes",
+            "now has 2",
+            "added: 0002__b.sql",
+            "removed: 0003__c.sql",
+            "edited: 0001__a.sql",
+            "cargo:rerun-if-changed=changes",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in {text}");
+        }
+        let same: &[(&str, &str)] = &[
+            ("0001__a.sql", "SELECT 1; -- edited\n"),
+            ("0002__b.sql", "SELECT 2;\n"),
+        ];
+        assert_eq!(stale_embedding("changes", tmp.path(), same), None);
+        assert_eq!(
+            stale_embedding("changes", &tmp.path().join("gone"), same),
+            None,
+            "no directory: nothing to compare"
+        );
+    }
     use super::*;
 
     fn load(files: &[(&str, &str)]) -> Result<SqlChanges, LoadErrors> {
@@ -1630,7 +1735,7 @@ mod tests {
 
 #[doc(hidden)]
 pub mod __private {
-    pub use flamingock_macros::embed_sql_files;
+    pub use flamingock_macros::{embed_sql_dir_path, embed_sql_files};
 }
 
 /// Embeds a directory of SQL change files (relative to the crate's
@@ -1643,7 +1748,11 @@ pub mod __private {
 ///
 /// Editing a file rebuilds the crate (the contents are `include_str!`s);
 /// adding or removing one needs `println!("cargo:rerun-if-changed=DIR")` in
-/// the crate's `build.rs`.
+/// the crate's `build.rs`. A debug build whose directory is still where it
+/// was built from compares it at start-up and warns, naming the files, when
+/// it no longer matches what was embedded ("this binary embeds 12 files of
+/// changes; the directory now has 14"), so a stale build is not mistaken for
+/// a store problem.
 ///
 /// ```
 /// let changes = flamingock_sql::embed_sql_dir!("tests/sql/ok")?;
@@ -1659,10 +1768,11 @@ macro_rules! embed_sql_dir {
         $crate::embed_sql_dir!($dir, $crate::Layout::Auto)
     };
     ($dir:literal, $layout:expr) => {
-        $crate::SqlChanges::from_dir_entries(
+        $crate::SqlChanges::from_embedded(
             $dir,
+            $crate::__private::embed_sql_dir_path!($dir),
             $layout,
-            $crate::__private::embed_sql_files!($dir).iter().copied(),
+            $crate::__private::embed_sql_files!($dir),
         )
     };
 }

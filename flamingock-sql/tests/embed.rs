@@ -74,3 +74,31 @@ fn other_tools_layouts_embed_as_they_load() {
         .expect_err("not this project's names");
     assert!(named.to_string().contains("malformed name"), "{named}");
 }
+
+#[test]
+fn a_directory_changed_since_the_build_is_reported_and_the_embedded_list_runs() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    std::fs::write(tmp.path().join("0001__a.sql"), "SELECT 1; -- edited\n").expect("write");
+    std::fs::write(tmp.path().join("0002__b.sql"), "SELECT 2;\n").expect("write");
+    let embedded: &[(&str, &str)] = &[("0001__a.sql", "SELECT 1;\n")];
+    let built_from = tmp.path().display().to_string();
+    // The embedded list is what runs, whatever the directory holds now.
+    let changes = SqlChanges::from_embedded(
+        "changes",
+        &built_from,
+        flamingock_sql::Layout::Auto,
+        embedded,
+    )
+    .expect("embedded list");
+    assert_eq!(changes.len(), 1);
+    // The same directory as embedded: nothing to say.
+    std::fs::remove_file(tmp.path().join("0002__b.sql")).expect("remove");
+    std::fs::write(tmp.path().join("0001__a.sql"), "SELECT 1;\n").expect("write");
+    let same = SqlChanges::from_embedded(
+        "changes",
+        &built_from,
+        flamingock_sql::Layout::Auto,
+        embedded,
+    );
+    assert!(same.is_ok());
+}
