@@ -63,57 +63,83 @@ pub fn change(args: TokenStream, item: TokenStream) -> TokenStream {
     }
 }
 
-/// `embed_sql_files!("dir")` expands to a `&'static [(&'static str, &'static str)]`
-/// of `(name, content)` for what the run-time loader reads in `dir`
-/// (relative to the invoking crate's manifest directory), sorted by name:
-/// every regular, non-hidden `*.sql` file directly in it, and a diesel
-/// migration's `up.sql`, `down.sql` and `metadata.toml` as `<dir>/<file>`.
+/// Behind `embed_sql_dir!` (of `flamingock` and `flamingock-cli`):
+/// `embed_sql_dir_impl!(path::to::flamingock_sql, "dir", Layout)` reads
+/// `dir` (relative to the invoking crate's manifest directory) with the
+/// loader of `flamingock-sql` at compile time, so a malformed name, a
+/// duplicate id, an empty file or a bad header is a compile error with the
+/// loader's own message; then expands to
+/// `SqlChanges::from_embedded(dir, absolute dir, layout, entries)`, the
+/// entries' contents as `include_str!`s (editing a file rebuilds the crate).
+#[doc(hidden)]
 #[proc_macro]
-pub fn embed_sql_files(input: TokenStream) -> TokenStream {
-    let lit = match syn::parse::<LitStr>(input) {
-        Ok(l) => l,
+pub fn embed_sql_dir_impl(input: TokenStream) -> TokenStream {
+    let input = proc_macro2::TokenStream::from(input);
+    // The path to flamingock-sql as the caller sees it (`$crate::sql`), up
+    // to the first comma; then the directory and the layout.
+    let mut tokens = input.into_iter().peekable();
+    let mut krate = proc_macro2::TokenStream::new();
+    for t in tokens.by_ref() {
+        if matches!(&t, proc_macro2::TokenTree::Punct(p) if p.as_char() == ',') {
+            break;
+        }
+        krate.extend([t]);
+    }
+    let rest: proc_macro2::TokenStream = tokens.collect();
+    let parsed = syn::parse::Parser::parse2(
+        |input: syn::parse::ParseStream<'_>| {
+            let dir: LitStr = input.parse()?;
+            input.parse::<syn::Token![,]>()?;
+            let layout: syn::Ident = input.parse()?;
+            Ok((dir, layout))
+        },
+        rest,
+    );
+    let (dir, layout) = match parsed {
+        Ok(p) => p,
         Err(e) => return e.to_compile_error().into(),
     };
-    match expand(&lit) {
+    match embed(&krate, &dir, &layout) {
         Ok(ts) => ts.into(),
-        Err(msg) => syn::Error::new(lit.span(), msg).to_compile_error().into(),
+        Err(msg) => syn::Error::new(dir.span(), msg).to_compile_error().into(),
     }
 }
 
-/// `embed_sql_dir_path!("dir")`: the absolute path of `dir` (relative to
-/// the invoking crate's manifest directory) when it was embedded, so that a
-/// debug build can tell when the directory changed after it was built.
-#[proc_macro]
-pub fn embed_sql_dir_path(input: TokenStream) -> TokenStream {
-    let lit = match syn::parse::<LitStr>(input) {
-        Ok(l) => l,
-        Err(e) => return e.to_compile_error().into(),
-    };
-    let base = std::env::var_os("CARGO_MANIFEST_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_default();
-    let path = base.join(lit.value());
-    let text = LitStr::new(&path.to_string_lossy(), Span::call_site());
-    quote!(#text).into()
-}
-
-fn expand(lit: &LitStr) -> Result<proc_macro2::TokenStream, String> {
+fn embed(
+    krate: &proc_macro2::TokenStream,
+    lit: &LitStr,
+    layout: &syn::Ident,
+) -> Result<proc_macro2::TokenStream, String> {
     let rel = lit.value();
     let base = std::env::var_os("CARGO_MANIFEST_DIR")
         .map(PathBuf::from)
         .ok_or("CARGO_MANIFEST_DIR is not set: build with cargo")?;
     let dir = base.join(&rel);
+    let chosen: flamingock_sql::Layout = layout.to_string().to_ascii_lowercase().parse()?;
     let files = list(&dir).map_err(|e| format!("cannot read SQL change directory {rel:?}: {e}"))?;
+    // The run-time loader, at compile time.
+    let mut read = Vec::with_capacity(files.len());
+    for (name, path) in &files {
+        let content =
+            std::fs::read_to_string(path).map_err(|e| format!("{name}: cannot be read: {e}"))?;
+        read.push((name.clone(), content));
+    }
+    if let Err(e) = flamingock_sql::SqlChanges::from_dir_entries(&rel, chosen, read) {
+        return Err(e.to_string());
+    }
     let entries = files.iter().map(|(name, path)| {
         let name = LitStr::new(name, Span::call_site());
         let path = LitStr::new(path, Span::call_site());
         quote! { (#name, ::core::include_str!(#path)) }
     });
+    let abs = LitStr::new(&dir.to_string_lossy(), Span::call_site());
     Ok(quote! {
-        {
-            const FILES: &[(&str, &str)] = &[ #(#entries),* ];
-            FILES
-        }
+        #krate::SqlChanges::from_embedded(
+            #lit,
+            #abs,
+            #krate::Layout::#layout,
+            &[ #(#entries),* ],
+        )
     })
 }
 

@@ -723,7 +723,7 @@ impl SqlChanges {
     }
 
     /// The one loader behind [`load_dir`](Self::load_dir) and
-    /// [`embed_sql_dir!`](crate::embed_sql_dir!): a directory's entries as
+    /// `embed_sql_dir!` (of `flamingock` and `flamingock-cli`): a directory's entries as
     /// `(name, content)`, the `*.sql` files directly in it by file name
     /// and, for a subdirectory holding `up.sql` (diesel's layout), its
     /// `up.sql`, `down.sql` and `metadata.toml` as `<subdirectory>/<file>`;
@@ -806,7 +806,8 @@ impl SqlChanges {
         }
     }
 
-    /// What [`embed_sql_dir!`] expands to: [`from_dir_entries`](Self::from_dir_entries)
+    /// What `embed_sql_dir!` expands to, once the directory passed the
+    /// loader at compile time: [`from_dir_entries`](Self::from_dir_entries)
     /// on the embedded entries; a debug build first compares them with the
     /// directory they were embedded from, when it is still there, and warns
     /// when they differ.
@@ -831,7 +832,7 @@ impl SqlChanges {
     }
 
     /// Parses `(file name, content)` pairs: the one parser behind both
-    /// [`SqlChanges::load_dir`] and [`embed_sql_dir!`](crate::embed_sql_dir!).
+    /// [`SqlChanges::load_dir`] and `embed_sql_dir!` (of `flamingock` and `flamingock-cli`).
     /// `source` names the directory in messages.
     pub fn from_sources<N, C>(
         source: &str,
@@ -1731,48 +1732,4 @@ mod tests {
             assert!(text.contains(needle), "missing {needle:?} in {text}");
         }
     }
-}
-
-#[doc(hidden)]
-pub mod __private {
-    pub use flamingock_macros::{embed_sql_dir_path, embed_sql_files};
-}
-
-/// Embeds a directory of SQL change files (relative to the crate's
-/// `Cargo.toml`) at compile time and parses it with the same loader as
-/// `flamingock apply --changes DIR` ([`SqlChanges::from_dir_entries`]), in
-/// the layout its names show (this project's, sqlx, diesel, Flyway or
-/// refinery) or the one given (`embed_sql_dir!("migrations",
-/// flamingock_sql::Layout::Refinery)`): evaluates to
-/// `Result<`[`SqlChanges`]`, `[`LoadErrors`]`>`.
-///
-/// Editing a file rebuilds the crate (the contents are `include_str!`s);
-/// adding or removing one needs `println!("cargo:rerun-if-changed=DIR")` in
-/// the crate's `build.rs`. A debug build whose directory is still where it
-/// was built from compares it at start-up and warns, naming the files, when
-/// it no longer matches what was embedded ("this binary embeds 12 files of
-/// changes; the directory now has 14"), so a stale build is not mistaken for
-/// a store problem.
-///
-/// ```
-/// let changes = flamingock_sql::embed_sql_dir!("tests/sql/ok")?;
-/// assert_eq!(changes.files()[0].id(), "create-users");
-/// // The same list as loading the directory at run time:
-/// let loaded = flamingock_sql::SqlChanges::load_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sql/ok"))?;
-/// assert_eq!(changes.files(), loaded.files());
-/// # Ok::<(), flamingock_sql::LoadErrors>(())
-/// ```
-#[macro_export]
-macro_rules! embed_sql_dir {
-    ($dir:literal) => {
-        $crate::embed_sql_dir!($dir, $crate::Layout::Auto)
-    };
-    ($dir:literal, $layout:expr) => {
-        $crate::SqlChanges::from_embedded(
-            $dir,
-            $crate::__private::embed_sql_dir_path!($dir),
-            $layout,
-            $crate::__private::embed_sql_files!($dir),
-        )
-    };
 }

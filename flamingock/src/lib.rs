@@ -105,7 +105,52 @@ pub use flamingock_cli as cli;
 pub use flamingock_sql as sql;
 
 #[cfg(feature = "sql-files")]
-pub use flamingock_sql::{embed_sql_dir, SqlChanges};
+pub use flamingock_sql::SqlChanges;
+
+#[cfg(feature = "sql-files")]
+/// Embeds a directory of SQL change files (relative to the crate's
+/// `Cargo.toml`) at compile time, read by the same loader as
+/// `flamingock apply --changes DIR` (`flamingock_sql::SqlChanges::from_dir_entries`)
+/// in the layout its names show (this project's, sqlx, diesel, Flyway or
+/// refinery) or the one given (`embed_sql_dir!("migrations", Layout::Refinery)`).
+/// A malformed name, a duplicate id or order, an empty file or a bad header
+/// is a compile error with the loader's message. Evaluates to
+/// `Result<SqlChanges, LoadErrors>`.
+///
+/// Editing a file rebuilds the crate (the contents are `include_str!`s);
+/// adding or removing one needs `println!("cargo:rerun-if-changed=DIR")` in
+/// the crate's `build.rs`. A debug build whose directory is still where it
+/// was built from compares it at start-up and warns, naming the files, when
+/// it no longer matches what was embedded, so a stale build is not mistaken
+/// for a store problem.
+///
+/// ```text
+/// let changes = flamingock::embed_sql_dir!("migrations")?;
+/// ```
+#[macro_export]
+macro_rules! embed_sql_dir {
+    ($dir:literal) => {
+        $crate::__private::embed_sql_dir_impl!($crate::sql, $dir, Auto)
+    };
+    ($dir:literal, $layout:ident) => {
+        $crate::__private::embed_sql_dir_impl!($crate::sql, $dir, $layout)
+    };
+    ($dir:literal, $a:ident :: $layout:ident) => {
+        $crate::__private::embed_sql_dir_impl!($crate::sql, $dir, $layout)
+    };
+    ($dir:literal, $a:ident :: $b:ident :: $layout:ident) => {
+        $crate::__private::embed_sql_dir_impl!($crate::sql, $dir, $layout)
+    };
+    ($dir:literal, $a:ident :: $b:ident :: $c:ident :: $layout:ident) => {
+        $crate::__private::embed_sql_dir_impl!($crate::sql, $dir, $layout)
+    };
+}
+
+#[cfg(feature = "sql-files")]
+#[doc(hidden)]
+pub mod __private {
+    pub use flamingock_macros::embed_sql_dir_impl;
+}
 
 /// Test helpers (`flamingock-test-support`).
 #[cfg(feature = "testcontainers")]
