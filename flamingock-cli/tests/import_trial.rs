@@ -268,7 +268,7 @@ async fn a_real_migration_set_is_imported_and_only_the_held_back_part_applies() 
             file: tmp.path().join("trial.db"),
         },
         _ => Db::Pg {
-            base: require_service(&services::POSTGRES).expect("PostgreSQL"),
+            base: require_service(&services::POSTGRES),
             schema: namespace("trial"),
         },
     };

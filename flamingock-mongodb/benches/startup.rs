@@ -51,9 +51,7 @@ fn runner(store: &MongoAuditStore, ids: &[String]) -> Flamingock {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let Some(url) = require_service(&services::MONGODB) else {
-        return;
-    };
+    let url = require_service(&services::MONGODB);
     let quick = std::env::var("FLAMINGOCK_BENCH_QUICK").as_deref() == Ok("1")
         || !std::env::args().any(|a| a == "--bench");
     let (changes, runs): (usize, usize) = if quick { (50, 3) } else { (1_000, 15) };

@@ -16,7 +16,7 @@ use flamingock_mongodb::{MongoAuditStore, MongoContext, MongoTarget};
 use flamingock_test_support::{namespace, require_service, services};
 
 fn url() -> Option<String> {
-    require_service(&services::MONGODB)
+    Some(require_service(&services::MONGODB))
 }
 
 fn chain(e: &(dyn std::error::Error + 'static)) -> String {
@@ -332,7 +332,7 @@ async fn forced_no_transactions_fails_validation_and_runs_non_transactional_chan
 
 /// The SecantusDB executable for private servers: `FLAMINGOCK_TEST_SECANTUSD`,
 /// else `secantusd-py` on `PATH`; without either the test fails saying how to
-/// provide one (or skips loudly with `FLAMINGOCK_TEST_SKIP_MISSING=1`), as
+/// provide one, as
 /// `require_service` does for endpoints.
 fn secantusd() -> Option<PathBuf> {
     const VAR: &str = "FLAMINGOCK_TEST_SECANTUSD";
@@ -346,15 +346,10 @@ fn secantusd() -> Option<PathBuf> {
     }) {
         return Some(found);
     }
-    if std::env::var("FLAMINGOCK_TEST_SKIP_MISSING").as_deref() == Ok("1") {
-        eprintln!("SKIPPED: this test starts and kills a private SecantusDB server; {VAR} is unset and secantusd-py is not on PATH (FLAMINGOCK_TEST_SKIP_MISSING=1)");
-        return None;
-    }
     panic!(
         "this test starts and kills a private SecantusDB server, but {VAR} is unset and \
          secantusd-py is not on PATH: run `bash scripts/test.sh`, or export \
-         {VAR}=/path/to/venv/bin/secantusd-py (pip install SecantusDB in a virtualenv). \
-         (Set FLAMINGOCK_TEST_SKIP_MISSING=1 to skip it loudly instead.)"
+         {VAR}=/path/to/venv/bin/secantusd-py (pip install SecantusDB in a virtualenv)"
     )
 }
 

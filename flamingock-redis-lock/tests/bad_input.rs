@@ -10,7 +10,7 @@ use flamingock_redis_lock::{RedisLock, RedisLockError};
 use flamingock_test_support::{namespace, require_service, services};
 
 fn url() -> Option<String> {
-    require_service(&services::REDIS)
+    Some(require_service(&services::REDIS))
 }
 
 /// The local server's URL with credentials added.

@@ -147,9 +147,9 @@ async fn refusals_say_why() {
         .expect_err("untrusted without the CA");
     assert!(err.to_string().contains("cannot connect"), "{err}");
     // A server without TLS.
-    if let Some(plain) =
-        flamingock_test_support::require_service(&flamingock_test_support::services::REDIS)
     {
+        let plain =
+            flamingock_test_support::require_service(&flamingock_test_support::services::REDIS);
         let url = plain.replacen("redis://", "rediss://", 1);
         let err = RedisLock::builder("tls")
             .ca_certificate(server.ca())

@@ -49,7 +49,7 @@ async fn pg_redis() -> Option<PgRedis> {
 
 fn with_idle_timeout(idle: Duration) -> Option<PgRedis> {
     let redis = common::redis()?;
-    let pg_url = require_service(&services::POSTGRES)?;
+    let pg_url = require_service(&services::POSTGRES);
     Some(PgRedis {
         redis,
         idle,

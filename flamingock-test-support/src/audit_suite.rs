@@ -489,8 +489,9 @@ pub async fn summary_matches_snapshot<S: AuditStoreUnderTest>(sut: &S) {
 }
 
 /// Expands to one `#[tokio::test]` per audit-store check. Takes the path of an
-/// `async fn() -> Option<impl AuditStoreUnderTest>` that returns `None` only
-/// when [`require_service`](crate::require_service) asked to skip. A store
+/// `async fn() -> Option<impl AuditStoreUnderTest>` (a missing service makes
+/// [`require_service`](crate::require_service) fail the test; a `None` from
+/// another precondition returns without checking, so do not return one). A store
 /// that keeps no summary lists `summary_matches_snapshot` as ignored, with
 /// the reason: `audit_store_tests!(sut, ignored: [summary_matches_snapshot =
 /// "..."])`.
@@ -514,7 +515,9 @@ macro_rules! audit_store_tests {
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             #[ignore = $why]
             async fn $skip() {
-                let Some(sut) = $sut().await else { return };
+                let sut = $sut()
+                    .await
+                    .expect("the backend under test is unavailable: a check never passes without running");
                 $crate::audit_suite::$skip(&sut).await;
             }
         )*
@@ -528,7 +531,9 @@ macro_rules! __suite_tests {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn $check() {
-                let Some(sut) = $sut().await else { return };
+                let sut = $sut()
+                    .await
+                    .expect("the backend under test is unavailable: a check never passes without running");
                 $crate::$module::$check(&sut).await;
             }
         )*

@@ -2,7 +2,7 @@
 //! variable; without one, a container started through testcontainers when the
 //! `testcontainers` feature is on and a Docker daemon is reachable; without
 //! either, a failing test that says how to provide the service (or a loud
-//! skip with `FLAMINGOCK_TEST_SKIP_MISSING=1`).
+//! skip: a test never passes without its service).
 
 /// A container that can provide a service.
 #[derive(Debug, Clone, Copy)]
@@ -140,35 +140,27 @@ pub const DYNAMODB: ServiceSpec = ServiceSpec {
 /// The endpoint for `spec`.
 ///
 /// The URL from the environment; else (feature `testcontainers`, Docker
-/// reachable) a container started once per test binary; else the calling test
-/// fails with instructions. With `FLAMINGOCK_TEST_SKIP_MISSING=1` it returns
-/// `None` after printing a loud SKIPPED line, and the caller returns.
+/// reachable) a container started once per test binary; else the calling
+/// test fails with instructions. There is no way to skip: a test that
+/// passes without its service would report a check that never ran.
 ///
 /// # Panics
-/// When no endpoint can be had and skipping was not asked for: a test that
-/// silently passes without its service would be a defect.
-pub fn require_service(spec: &ServiceSpec) -> Option<String> {
+/// When no endpoint can be had.
+pub fn require_service(spec: &ServiceSpec) -> String {
     if let Ok(url) = std::env::var(spec.env_var) {
         if !url.trim().is_empty() {
-            return Some(url);
+            return url;
         }
     }
     #[cfg(feature = "testcontainers")]
     match docker::url(spec) {
-        Some(Ok(url)) => return Some(url),
+        Some(Ok(url)) => return url,
         Some(Err(e)) => panic!("{}: starting a container failed: {e}", spec.name),
         None => {}
     }
-    if std::env::var("FLAMINGOCK_TEST_SKIP_MISSING").as_deref() == Ok("1") {
-        eprintln!(
-            "SKIPPED: {} tests need {} ({} is unset; FLAMINGOCK_TEST_SKIP_MISSING=1)",
-            spec.name, spec.name, spec.env_var
-        );
-        return None;
-    }
     panic!(
         "{} is required for this test but {} is unset{}: {}. \
-         (Set FLAMINGOCK_TEST_SKIP_MISSING=1 to skip these tests loudly instead.)",
+         `bash scripts/test.sh` starts every service the tests need.",
         spec.name,
         spec.env_var,
         if cfg!(feature = "testcontainers") {

@@ -87,7 +87,7 @@ impl Mongo {
 
 pub async fn mongo() -> Option<Mongo> {
     Some(Mongo {
-        url: require_service(&services::MONGODB)?,
+        url: require_service(&services::MONGODB),
         no_transactions: false,
         force: false,
         repetitions: None,
@@ -97,7 +97,7 @@ pub async fn mongo() -> Option<Mongo> {
 
 pub async fn mongo_without_transactions() -> Option<Mongo> {
     Some(Mongo {
-        url: require_service(&services::MONGODB)?,
+        url: require_service(&services::MONGODB),
         no_transactions: true,
         force: true,
         repetitions: None,
@@ -108,7 +108,7 @@ pub async fn mongo_without_transactions() -> Option<Mongo> {
 /// A standalone server (no replica set): the store finds out by itself.
 pub async fn mongo_standalone() -> Option<Mongo> {
     Some(Mongo {
-        url: require_service(&services::MONGODB_STANDALONE)?,
+        url: require_service(&services::MONGODB_STANDALONE),
         no_transactions: true,
         force: false,
         repetitions: None,

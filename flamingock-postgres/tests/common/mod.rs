@@ -11,9 +11,11 @@ use flamingock_postgres::quote_ident;
 
 pub mod sut;
 
-/// The endpoint, or `None` when the test must be skipped (loudly).
+/// The endpoint (a test without it fails, saying how to provide it).
 pub fn url() -> Option<String> {
-    flamingock_test_support::require_service(&flamingock_test_support::services::POSTGRES)
+    Some(flamingock_test_support::require_service(
+        &flamingock_test_support::services::POSTGRES,
+    ))
 }
 
 pub fn options(url: &str) -> PgConnectOptions {
