@@ -13,7 +13,9 @@
 /// ```
 /// flamingock_postgres::install_tls_provider();
 /// ```
+/// Without the `tls` feature there is no TLS to set up: it does nothing.
 pub fn install_tls_provider() {
+    #[cfg(feature = "tls")]
     if rustls::crypto::CryptoProvider::get_default().is_none() {
         // Another thread may have won the race: that provider stays.
         let _ = rustls::crypto::ring::default_provider().install_default();

@@ -3,6 +3,7 @@
 //! connects and runs a pipeline over TLS; a wrong CA, a host name the
 //! certificate does not list, and a server without TLS when TLS is required
 //! each fail with an error that says what to do.
+#![cfg(feature = "tls")]
 
 mod common;
 

@@ -16,6 +16,7 @@
 //! | `mongodb` | `mongodb`: MongoDB audit store, lock and target |
 //! | `dynamodb` | `dynamodb`: DynamoDB audit store, lock and target |
 //! | `redis-lock` | `redis_lock`: a fenced lock on Redis |
+//! | `tls` (default) | TLS for PostgreSQL (`sslmode=require`, `verify-full`) and Redis (`rediss://`) |
 //! | `macros` (default) | `change`: `#[flamingock::change]` on an async function |
 //! | `sql-files` | `sql`, `embed_sql_dir!`, `SqlChanges`: directories of SQL files as changes |
 //! | `cli` | `cli`: the operator commands, embeddable in the application's parser |
