@@ -1239,19 +1239,9 @@ fn kind_of(e: &Error) -> &'static str {
 }
 
 /// The error with its source chain, as one message (a cause already quoted
-/// by the message before it is not repeated).
+/// by the message before it is not repeated): core's [`ErrorInfo`](flamingock_core::ErrorInfo) rendering.
 pub(crate) fn full_message(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let m = c.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        cur = c.source();
-    }
-    s
+    flamingock_core::ErrorInfo::from_error(e).to_string()
 }
 
 fn report_failure(f: Fail, opts: &RunOptions, out: &Out) -> Exit {

@@ -11,7 +11,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use common::{flamingock, flyway_checksum, write_files, Output};
+use common::{applied_ids, flamingock, flyway_checksum, strings, write_files, Output};
 use flamingock_test_support::{namespace, require_service, services};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
@@ -95,29 +95,6 @@ impl Env {
     }
 }
 
-fn ids(v: &serde_json::Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// The changes `apply --json` applied.
-fn applied_ids(v: &serde_json::Value) -> Vec<String> {
-    v["report"]["changes"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter(|c| c["outcome"]["outcome"] == "applied")
-                .filter_map(|c| c["change_id"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// The metadata of `change_id`'s entry in `audit list --json`.
 fn metadata_of(env: &Env, change_id: &str) -> serde_json::Value {
     let list = env.run(&["audit", "list", "--json"]).expect_code(0).json();
@@ -168,7 +145,7 @@ async fn a_database_sqlx_migrated_is_imported_and_only_new_files_apply() {
         .run(&["import", "sqlx", "--dry-run", "--json"])
         .expect_code(0)
         .json();
-    assert_eq!(ids(&preview["imported"]).len(), 3, "{preview}");
+    assert_eq!(strings(&preview["imported"]).len(), 3, "{preview}");
     assert_eq!(preview["dry_run"], true);
     let plan = env.run(&["plan", "--json"]).expect_code(0).json();
     assert_eq!(
@@ -185,14 +162,14 @@ async fn a_database_sqlx_migrated_is_imported_and_only_new_files_apply() {
         .expect_code(0)
         .json();
     assert_eq!(
-        ids(&out["imported"]),
+        strings(&out["imported"]),
         [
             "20240101000000_create_users",
             "20240102000000_add_orders",
             "20240103000000_index_email"
         ]
     );
-    assert_eq!(ids(&out["not_applied"]), ["20240104000000_add_name"]);
+    assert_eq!(strings(&out["not_applied"]), ["20240104000000_add_name"]);
     assert_eq!(out["mismatches"], serde_json::json!([]));
     assert_eq!(out["table"], format!("{}._sqlx_migrations", env.schema));
     let m = metadata_of(&env, "20240102000000_add_orders");
@@ -215,8 +192,8 @@ async fn a_database_sqlx_migrated_is_imported_and_only_new_files_apply() {
     );
     // Idempotent.
     let again = env.run(&["import", "sqlx", "--json"]).expect_code(0).json();
-    assert!(ids(&again["imported"]).is_empty(), "{again}");
-    assert_eq!(ids(&again["already"]).len(), 3);
+    assert!(strings(&again["imported"]).is_empty(), "{again}");
+    assert_eq!(strings(&again["already"]).len(), 3);
     env.cleanup().await;
 }
 
@@ -253,7 +230,7 @@ async fn a_file_changed_after_sqlx_applied_it_refuses_the_import_until_accepted(
         .run(&["import", "sqlx", "--accept-mismatches", "--json"])
         .expect_code(0)
         .json();
-    assert_eq!(ids(&accepted["imported"]).len(), 2, "{accepted}");
+    assert_eq!(strings(&accepted["imported"]).len(), 2, "{accepted}");
     assert_eq!(accepted["mismatches"].as_array().map(Vec::len), Some(2));
     let m = metadata_of(&env, "20240101000000_create_users");
     assert_eq!(m["checksum_matches"], false);
@@ -301,7 +278,7 @@ async fn a_database_refinery_migrated_is_imported_with_matching_checksums() {
         .expect_code(0)
         .json();
     assert_eq!(
-        ids(&out["imported"]),
+        strings(&out["imported"]),
         ["V1__initial", "V2__add_cars", "V10__index"],
         "{out}"
     );
@@ -360,14 +337,14 @@ async fn diesels_history_table_is_read_by_its_versions() {
         .expect_code(0)
         .json();
     assert_eq!(
-        ids(&out["imported"]),
+        strings(&out["imported"]),
         [
             "00000000000000_diesel_initial_setup",
             "2024-03-06-170000_create_posts"
         ],
         "{out}"
     );
-    assert_eq!(ids(&out["not_applied"]), ["2024-03-13_170000_add_body"]);
+    assert_eq!(strings(&out["not_applied"]), ["2024-03-13_170000_add_body"]);
     let applied = env.run(&["apply", "--json"]).expect_code(0).json();
     assert_eq!(applied_ids(&applied), ["2024-03-13_170000_add_body"]);
     env.cleanup().await;
@@ -421,11 +398,11 @@ async fn flyways_history_with_a_baseline_a_failure_and_a_repair_is_read_as_flywa
         .expect_code(0)
         .json();
     assert_eq!(
-        ids(&out["imported"]),
+        strings(&out["imported"]),
         ["V1__init", "V1_1__second", "V1.2__third"],
         "the baseline at 1.1 covers 1 and 1.1: {out}"
     );
-    assert_eq!(ids(&out["not_applied"]), ["V2__fourth", "V3__fifth"]);
+    assert_eq!(strings(&out["not_applied"]), ["V2__fourth", "V3__fifth"]);
     assert_eq!(metadata_of(&env, "V1.2__third")["checksum_matches"], true);
     assert_eq!(metadata_of(&env, "V1__init")["foreign_baseline"], true);
     let applied = env.run(&["apply", "--json"]).expect_code(0).json();

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{flamingock, write_files, Output};
+use common::{applied_ids, flamingock, strings, write_files, Output};
 use flamingock_sqlite::sqlx;
 
 struct Env {
@@ -42,28 +42,6 @@ impl Env {
         let url = format!("sqlite://{}?mode=rwc", self.db.display());
         sqlx::SqlitePool::connect(&url).await.expect("open")
     }
-}
-
-fn ids(v: &serde_json::Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn applied_ids(v: &serde_json::Value) -> Vec<String> {
-    v["report"]["changes"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter(|c| c["outcome"]["outcome"] == "applied")
-                .filter_map(|c| c["change_id"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 #[tokio::test]
@@ -107,7 +85,10 @@ async fn a_database_sqlx_migrated_is_imported_and_only_new_files_apply() {
         text.all()
     );
     let out = env.run(&["import", "sqlx", "--json"]).expect_code(0).json();
-    assert_eq!(ids(&out["imported"]), ["1_create_users", "2_add_orders"]);
+    assert_eq!(
+        strings(&out["imported"]),
+        ["1_create_users", "2_add_orders"]
+    );
     assert_eq!(out["table"], "_sqlx_migrations");
     let list = env.run(&["audit", "list", "--json"]).expect_code(0).json();
     let first = &list[0]["metadata"];
@@ -146,8 +127,14 @@ async fn diesels_history_on_sqlite_is_read_by_its_versions() {
         .run(&["import", "diesel", "--json"])
         .expect_code(0)
         .json();
-    assert_eq!(ids(&out["imported"]), ["2020-01-01-000000_create_posts"]);
-    assert_eq!(ids(&out["not_applied"]), ["2020-01-02-000000_add_title"]);
+    assert_eq!(
+        strings(&out["imported"]),
+        ["2020-01-01-000000_create_posts"]
+    );
+    assert_eq!(
+        strings(&out["not_applied"]),
+        ["2020-01-02-000000_add_title"]
+    );
     let applied = env.run(&["apply", "--json"]).expect_code(0).json();
     assert_eq!(applied_ids(&applied), ["2020-01-02-000000_add_title"]);
 }

@@ -20,7 +20,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use common::{flamingock, flyway_checksum, Output};
+use common::{applied_ids, flamingock, flyway_checksum, strings, Output};
 use flamingock_cli::SqlChanges;
 use flamingock_test_support::{namespace, require_service, services};
 
@@ -215,16 +215,6 @@ async fn migrate(tool: &str, db: &Db, dir: &Path, changes: &SqlChanges) {
     }
 }
 
-fn strings(v: &serde_json::Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 #[tokio::test]
 #[ignore = "a trial on a real migration set: set FLAMINGOCK_IMPORT_TRIAL_DIR and FLAMINGOCK_IMPORT_TRIAL_TOOL"]
 async fn a_real_migration_set_is_imported_and_only_the_held_back_part_applies() {
@@ -287,15 +277,7 @@ async fn a_real_migration_set_is_imported_and_only_the_held_back_part_applies() 
     };
     let imported = run(&["import", &tool, "--json"]).expect_code(0).json();
     let applied = run(&["apply", "--json"]).expect_code(0).json();
-    let ran: Vec<String> = applied["report"]["changes"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter(|c| c["outcome"]["outcome"] == "applied")
-                .filter_map(|c| c["change_id"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
+    let ran = applied_ids(&applied);
     let with_checksum = run(&["audit", "list", "--json"]).expect_code(0).json();
     let matching = with_checksum
         .as_array()

@@ -1277,22 +1277,6 @@ fn stale_embedding(source: &str, dir: &Path, embedded: &[(&str, &str)]) -> Optio
     ))
 }
 
-/// The error with its causes, each once (a cause the message already
-/// quotes is not repeated).
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let m = c.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        cur = c.source();
-    }
-    s
-}
-
 async fn run_statements<T: SqlTarget>(
     ctx: &mut T::Context,
     file: &str,
@@ -1325,7 +1309,7 @@ async fn run_statements<T: SqlTarget>(
                 number: n + 1,
                 total,
                 line: s.line,
-                detail: error_chain(&*e),
+                detail: flamingock_core::ErrorInfo::from_error(&*e).to_string(),
             }));
         }
     }

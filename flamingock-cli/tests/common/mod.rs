@@ -113,3 +113,27 @@ pub fn flyway_checksum(content: &str) -> i32 {
     }
     !crc as i32
 }
+
+/// The strings of a JSON array (empty when it is not one).
+pub fn strings(v: &serde_json::Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The changes `apply --json` applied, in order.
+pub fn applied_ids(v: &serde_json::Value) -> Vec<String> {
+    v["report"]["changes"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|c| c["outcome"]["outcome"] == "applied")
+                .filter_map(|c| c["change_id"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
