@@ -18,6 +18,9 @@ pub fn install_tls_provider() {
     #[cfg(feature = "tls")]
     if rustls::crypto::CryptoProvider::get_default().is_none() {
         // Another thread may have won the race: that provider stays.
+        // ring on purpose (what sqlx uses); newer rustls marks it deprecated for
+        // lacking post-quantum key exchange.
+        #[allow(deprecated)]
         let _ = rustls::crypto::ring::default_provider().install_default();
     }
 }

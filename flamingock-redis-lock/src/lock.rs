@@ -145,6 +145,9 @@ impl RedisLockBuilder {
             // rustls needs a crypto provider; use ring's unless the process
             // chose one (several enabled in one build leave none by default).
             if rustls::crypto::CryptoProvider::get_default().is_none() {
+                // ring on purpose (what sqlx uses); newer rustls marks it deprecated for
+                // lacking post-quantum key exchange.
+                #[allow(deprecated)]
                 let _ = rustls::crypto::ring::default_provider().install_default();
             }
             if let Some(ca) = &self.ca {
