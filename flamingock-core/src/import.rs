@@ -136,13 +136,6 @@ impl ForeignKey {
             ForeignKey::Version(v) | ForeignKey::ChangeId(v) => v,
         }
     }
-
-    fn matches(&self, c: &PlannedChange) -> bool {
-        match self {
-            ForeignKey::ChangeId(id) => *c.id == **id,
-            ForeignKey::Version(v) => same_version(v, &c.meta.order),
-        }
-    }
 }
 
 impl fmt::Display for ForeignKey {
@@ -175,13 +168,6 @@ fn version_parts(v: &str) -> Option<Vec<u64>> {
         parts.pop();
     }
     Some(parts)
-}
-
-fn same_version(a: &str, b: &str) -> bool {
-    match (version_parts(a), version_parts(b)) {
-        (Some(x), Some(y)) => x == y,
-        _ => a == b,
-    }
 }
 
 /// Where a tool's last word on a migration leaves it.
@@ -614,22 +600,29 @@ fn match_rows<'a>(
         not_applied: Vec::new(),
         mismatches: Vec::new(),
     };
+    // Which changes each key names, found through an index built once
+    // (histories and pipelines of thousands stay linear).
+    let index = ChangeIndex::new(changes);
+    let hits: Vec<Vec<usize>> = last.iter().map(|r| index.hits(&r.key)).collect();
+    // Changes with a row of their own, which a baseline row does not cover.
+    let mut own = vec![false; changes.len()];
+    for (row, hit) in last.iter().zip(&hits) {
+        if row.state != ForeignState::Baseline {
+            for i in hit {
+                own[*i] = true;
+            }
+        }
+    }
     // Per change, the row that says it is in place.
     let mut applied_by_row: Vec<Option<&ForeignRow>> = vec![None; changes.len()];
-    for row in &last {
-        let hits: Vec<usize> = (0..changes.len())
-            .filter(|i| row.key.matches(&changes[*i]))
-            .collect();
+    for (row, hits) in last.iter().zip(&hits) {
         match (row.state, hits.as_slice()) {
             (ForeignState::Undone | ForeignState::Other, _) => {}
             (ForeignState::Baseline, _) => {
                 // Every change up to the baseline's version counts as applied
                 // unless a row of its own says otherwise.
                 for (i, c) in changes.iter().enumerate() {
-                    let own_row = last
-                        .iter()
-                        .any(|r| r.state != ForeignState::Baseline && r.key.matches(c));
-                    if !own_row && version_at_most(&c.meta.order, row.key.as_str()) {
+                    if !own[i] && version_at_most(&c.meta.order, row.key.as_str()) {
                         applied_by_row[i] = Some(row);
                     }
                 }
@@ -691,6 +684,52 @@ fn match_rows<'a>(
         m.write.push((c, row, matches));
     }
     m
+}
+
+/// A version as compared: its numeric parts, or its text when it has none.
+#[derive(Debug, PartialEq, Eq, Hash)]
+enum VersionKey {
+    Parts(Vec<u64>),
+    Text(String),
+}
+
+impl VersionKey {
+    fn of(v: &str) -> VersionKey {
+        version_parts(v).map_or_else(|| VersionKey::Text(v.to_owned()), VersionKey::Parts)
+    }
+}
+
+/// The pipeline's changes by the keys a history names them with.
+struct ChangeIndex<'a> {
+    by_version: HashMap<VersionKey, Vec<usize>>,
+    by_id: HashMap<&'a str, usize>,
+}
+
+impl<'a> ChangeIndex<'a> {
+    fn new(changes: &'a [PlannedChange]) -> Self {
+        let mut by_version: HashMap<VersionKey, Vec<usize>> = HashMap::new();
+        let mut by_id = HashMap::with_capacity(changes.len());
+        for (i, c) in changes.iter().enumerate() {
+            by_version
+                .entry(VersionKey::of(&c.meta.order))
+                .or_default()
+                .push(i);
+            by_id.insert(&*c.id, i);
+        }
+        ChangeIndex { by_version, by_id }
+    }
+
+    /// The changes `key` names ([`ForeignKey`]'s rules).
+    fn hits(&self, key: &ForeignKey) -> Vec<usize> {
+        match key {
+            ForeignKey::Version(v) => self
+                .by_version
+                .get(&VersionKey::of(v))
+                .cloned()
+                .unwrap_or_default(),
+            ForeignKey::ChangeId(id) => self.by_id.get(id.as_str()).copied().into_iter().collect(),
+        }
+    }
 }
 
 /// Whether `order` reads as a version at most `limit`.
@@ -880,6 +919,10 @@ fn refused(history: &ForeignHistory, mismatches: &[ImportMismatch]) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn same_version(a: &str, b: &str) -> bool {
+        VersionKey::of(a) == VersionKey::of(b)
+    }
 
     #[test]
     fn versions_compare_as_numbers() {
