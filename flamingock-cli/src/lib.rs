@@ -50,10 +50,10 @@
 //!     let app = App::parse();
 //!     // Or compiled in: flamingock_cli::embed_sql_dir!("changes")?
 //!     let changes = flamingock_cli::SqlChanges::load_dir("changes")?;
-//!     let store = SqliteAuditStore::open("app.db").await?;
+//!     let store = SqliteAuditStore::connect("app.db").await?;
 //!     let builder = Flamingock::builder()
 //!         .audit_store(store.clone())
-//!         .target(store.target("app-db"))
+//!         .target(store.shared_target("app-db").build().await?)
 //!         .stage(changes.stage::<SqliteTarget>("schema", "app-db"));
 //!     match app.command {
 //!         Some(AppCommand::Flamingock(cli)) => {

@@ -1357,7 +1357,7 @@ mod tests {
     impl Change for Put {
         type Target = InMemoryTarget;
         fn meta(&self) -> ChangeMeta {
-            ChangeMeta::new(self.0, self.1).author("ana")
+            ChangeMeta::new(self.0).order(self.1).author("ana")
         }
         async fn apply(&self, tx: &mut KvTx) -> ChangeResult {
             tx.put(self.0, "x");
@@ -1368,7 +1368,7 @@ mod tests {
     fn builder(store: &InMemoryAuditStore) -> FlamingockBuilder {
         Flamingock::builder()
             .audit_store(store.clone())
-            .target(store.target("kv"))
+            .target(store.shared_target("kv"))
             .stage(Stage::new("s").change(Put("a", "1")).change(Put("b", "2")))
     }
 
@@ -1420,7 +1420,7 @@ mod tests {
             }
             Flamingock::builder()
                 .audit_store(store.clone())
-                .target(store.target("kv"))
+                .target(store.shared_target("kv"))
                 .stage(first)
                 .stage(Stage::new("alpha").change(Put("a-second", "1")))
         };

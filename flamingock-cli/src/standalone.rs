@@ -188,7 +188,10 @@ pub async fn run_standalone(args: Standalone, redactor: Redactor) -> Exit {
         }
         (changes, _) => changes,
     };
-    let builder = store.builder(changes.as_ref());
+    let builder = match store.builder(changes.as_ref()).await {
+        Ok(b) => b,
+        Err(e) => return fail(Exit::Usage, "target", crate::run::full_message(&e)),
+    };
     let mut run_opts = RunOptions::default()
         .redactor(redactor)
         .has_changes(changes.is_some());

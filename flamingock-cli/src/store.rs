@@ -494,8 +494,8 @@ impl OpenedStore {
             #[cfg(feature = "sqlite")]
             StoreUrl::Sqlite { path } => {
                 let store = match path {
-                    None => flamingock_sqlite::SqliteAuditStore::memory().await?,
-                    Some(p) => flamingock_sqlite::SqliteAuditStore::open(p).await?,
+                    None => flamingock_sqlite::SqliteAuditStore::connect("sqlite::memory:").await?,
+                    Some(p) => flamingock_sqlite::SqliteAuditStore::connect(p).await?,
                 };
                 Ok(OpenedStore::Sqlite(store))
             }
@@ -572,9 +572,9 @@ impl OpenedStore {
                 let client = flamingock_dynamodb::aws_sdk_dynamodb::Client::from_conf(conf.build());
                 let mut b = flamingock_dynamodb::DynamoAuditStore::builder(client);
                 if let Some(p) = prefix {
-                    b = b.table_prefix(p);
+                    b = b.prefix(p);
                 }
-                let store = b.build();
+                let store = b.build().await?;
                 // Reach the endpoint now, so a wrong one fails here, clearly
                 // (a read: it creates nothing, even when the table is missing).
                 flamingock_core::AuditStore::fence(&store).await?;
@@ -686,22 +686,29 @@ impl OpenedStore {
     /// target [`TARGET_ID`] and, when given, the file-based `changes` in one
     /// stage ([`DEFAULT_STAGE`]; ignored by stores that do not
     /// [run SQL](Self::runs_sql)).
-    pub fn builder(&self, changes: Option<&SqlChanges>) -> FlamingockBuilder {
+    ///
+    /// # Errors
+    /// The target's settings are refused (see the backends' target builders).
+    pub async fn builder(
+        &self,
+        changes: Option<&SqlChanges>,
+    ) -> Result<FlamingockBuilder, flamingock_core::TargetError> {
         let b = Flamingock::builder().service("flamingock-cli");
         match self {
             #[cfg(feature = "sqlite")]
             OpenedStore::Sqlite(s) => {
-                let b = b.audit_store(s.clone()).target(s.target(TARGET_ID));
-                match changes {
+                let target = s.shared_target(TARGET_ID).build().await?;
+                let b = b.audit_store(s.clone()).target(target);
+                Ok(match changes {
                     Some(c) => b.stage(
                         c.stage::<flamingock_sqlite::SqliteTarget>(DEFAULT_STAGE, TARGET_ID),
                     ),
                     None => b,
-                }
+                })
             }
             #[cfg(feature = "postgres")]
             OpenedStore::Postgres(s) => {
-                let mut target = s.target(TARGET_ID);
+                let mut target = s.shared_target(TARGET_ID);
                 if s.is_behind_transaction_pooler()
                     && s.schema() != flamingock_postgres::DEFAULT_SCHEMA
                 {
@@ -709,23 +716,23 @@ impl OpenedStore {
                     // each change's transaction sets the path itself.
                     target = target.search_path(search_path(s.schema()));
                 }
-                let b = b.audit_store(s.clone()).target(target);
-                match changes {
+                let b = b.audit_store(s.clone()).target(target.build().await?);
+                Ok(match changes {
                     Some(c) => b.stage(
                         c.stage::<flamingock_postgres::PostgresTarget>(DEFAULT_STAGE, TARGET_ID),
                     ),
                     None => b,
-                }
+                })
             }
             #[cfg(feature = "mongodb")]
-            OpenedStore::Mongodb(s) => b.audit_store(s.clone()),
+            OpenedStore::Mongodb(s) => Ok(b.audit_store(s.clone())),
             #[cfg(feature = "dynamodb")]
-            OpenedStore::Dynamodb(s) => b.audit_store(s.clone()),
+            OpenedStore::Dynamodb(s) => Ok(b.audit_store(s.clone())),
             // Without any store feature the enum is empty.
             #[allow(unreachable_patterns)]
             _ => {
                 let _ = changes;
-                b
+                Ok(b)
             }
         }
     }
@@ -823,7 +830,7 @@ async fn open_postgres(
         b = b.schema(s);
     }
     if let Some(p) = prefix {
-        b = b.table_prefix(p);
+        b = b.prefix(p);
     }
     b.build().await
 }

@@ -153,7 +153,8 @@ async fn mongodb_store_operator_commands() {
         .await
         .expect("list");
     assert!(created.is_empty(), "reading created {created:?}");
-    let store = flamingock_mongodb::MongoAuditStore::new(client.clone(), &db)
+    let store = flamingock_mongodb::MongoAuditStore::builder(client.clone(), &db)
+        .build()
         .await
         .expect("store");
     seed_issue(&store, "create-topic").await;
@@ -185,8 +186,10 @@ async fn dynamodb_store_operator_commands() {
         .build();
     let client = flamingock_dynamodb::aws_sdk_dynamodb::Client::from_conf(conf);
     let store = flamingock_dynamodb::DynamoAuditStore::builder(client.clone())
-        .table_prefix(&prefix)
-        .build();
+        .prefix(&prefix)
+        .build()
+        .await
+        .expect("store");
     let url0 = url.clone();
     tokio::task::spawn_blocking(move || reading_session(&url0))
         .await
@@ -237,9 +240,11 @@ async fn mongodb_store_over_tls() {
     tokio::task::spawn_blocking(move || reading_session(&url0))
         .await
         .expect("reading session");
-    let store = flamingock_mongodb::MongoAuditStore::connect(&url, "cli")
-        .await
-        .expect("store over TLS");
+    let store = flamingock_mongodb::MongoAuditStore::connect(
+        &flamingock_test_support::services::with_path(&url, "cli"),
+    )
+    .await
+    .expect("store over TLS");
     seed_issue(&store, "create-topic").await;
     let url2 = url.clone();
     tokio::task::spawn_blocking(move || operator_session(&url2))
@@ -292,8 +297,10 @@ async fn dynamodb_store_over_tls() {
     let store = flamingock_dynamodb::DynamoAuditStore::builder(
         flamingock_dynamodb::aws_sdk_dynamodb::Client::from_conf(conf),
     )
-    .table_prefix("cli")
-    .build();
+    .prefix("cli")
+    .build()
+    .await
+    .expect("store");
     seed_issue(&store, "create-topic").await;
     let url2 = url.clone();
     tokio::task::spawn_blocking(move || operator_session(&url2))

@@ -942,7 +942,7 @@ async fn lock_status_and_forced_release() {
     free.expect_code(0);
     assert!(free.stdout.contains("lock: free"), "{}", free.all());
 
-    let store = SqliteAuditStore::open(&env.db).await.expect("open");
+    let store = SqliteAuditStore::connect(&env.db).await.expect("open");
     let lock = store.lock();
     let Acquire::Acquired(lease) = lock
         .try_acquire("other-runner@host#1", Duration::from_secs(300))

@@ -24,7 +24,7 @@ struct Noop(String);
 impl Change for Noop {
     type Target = InMemoryTarget;
     fn meta(&self) -> ChangeMeta {
-        ChangeMeta::new(&self.0, &self.0)
+        ChangeMeta::new(&self.0).order(&self.0)
     }
     async fn apply(&self, _tx: &mut KvTx) -> ChangeResult {
         Ok(())
@@ -38,7 +38,7 @@ fn runner(store: &InMemoryAuditStore, n: usize) -> Flamingock {
     }
     Flamingock::builder()
         .audit_store(store.clone())
-        .target(store.target("db"))
+        .target(store.shared_target("db"))
         .stage(stage)
         .build()
         .unwrap()
@@ -110,7 +110,7 @@ fn main() {
         });
         let r2 = Flamingock::builder()
             .audit_store(store.clone())
-            .target(store.target("db"))
+            .target(store.shared_target("db"))
             .stage({
                 let mut s = Stage::new("bench");
                 for i in 0..n {

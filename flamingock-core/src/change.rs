@@ -44,7 +44,7 @@ impl std::str::FromStr for RecoveryStrategy {
 ///
 /// ```
 /// use flamingock_core::{ChangeMeta, RecoveryStrategy};
-/// let meta = ChangeMeta::new("create-users-table", "0001")
+/// let meta = ChangeMeta::new("create-users-table").order("0001")
 ///     .author("ana")
 ///     .description("users table with unique email")
 ///     .recovery(RecoveryStrategy::AlwaysRetry);
@@ -74,11 +74,13 @@ pub struct ChangeMeta {
 }
 
 impl ChangeMeta {
-    /// A change with an id and an order; everything else defaulted.
-    pub fn new(id: impl Into<String>, order: impl Into<String>) -> Self {
+    /// A change with an id; set its [`order`](Self::order) next (a change
+    /// without one fails validation, naming it). The two are set by name so
+    /// they cannot be swapped silently.
+    pub fn new(id: impl Into<String>) -> Self {
         ChangeMeta {
             id: id.into(),
-            order: order.into(),
+            order: String::new(),
             author: String::new(),
             description: None,
             target_system: None,
@@ -86,6 +88,12 @@ impl ChangeMeta {
             recovery: RecoveryStrategy::ManualIntervention,
             checksum: None,
         }
+    }
+    /// Sets the order: the change's sort key within its stage (compared as
+    /// text; prefer zero-padded numbers such as `"0001"`).
+    pub fn order(mut self, order: impl Into<String>) -> Self {
+        self.order = order.into();
+        self
     }
     /// Sets the author.
     pub fn author(mut self, author: impl Into<String>) -> Self {
@@ -139,7 +147,7 @@ pub type ChangeResult = Result<(), BoxError>;
 ///     type Target = InMemoryTarget;
 ///
 ///     fn meta(&self) -> ChangeMeta {
-///         ChangeMeta::new("seed-countries", "0002").author("ana")
+///         ChangeMeta::new("seed-countries").order("0002").author("ana")
 ///     }
 ///
 ///     async fn apply(&self, tx: &mut KvTx) -> ChangeResult {

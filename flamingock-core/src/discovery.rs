@@ -43,7 +43,7 @@ impl Stage {
     /// let store = InMemoryAuditStore::new();
     /// let report = Flamingock::builder()
     ///     .audit_store(store.clone())
-    ///     .target(store.target("db"))
+    ///     .target(store.shared_target("db"))
     ///     .stage(Stage::discover("kv"))
     ///     .build()?
     ///     .run()

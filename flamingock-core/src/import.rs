@@ -760,7 +760,7 @@ impl Flamingock {
     /// # struct Step(&'static str, &'static str);
     /// # impl Change for Step {
     /// #     type Target = InMemoryTarget;
-    /// #     fn meta(&self) -> ChangeMeta { ChangeMeta::new(self.0, self.1) }
+    /// #     fn meta(&self) -> ChangeMeta { ChangeMeta::new(self.0).order(self.1) }
     /// #     async fn apply(&self, tx: &mut KvTx) -> ChangeResult { tx.put(self.0, "v"); Ok(()) }
     /// # }
     /// # #[tokio::main(flavor = "current_thread")]

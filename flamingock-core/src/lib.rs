@@ -22,7 +22,7 @@
 //! impl Change for CreateUsers {
 //!     type Target = InMemoryTarget;
 //!     fn meta(&self) -> ChangeMeta {
-//!         ChangeMeta::new("create-users", "0001").author("ana")
+//!         ChangeMeta::new("create-users").order("0001").author("ana")
 //!     }
 //!     async fn apply(&self, tx: &mut KvTx) -> ChangeResult {
 //!         tx.put("table:users", "id, email");
@@ -34,7 +34,7 @@
 //! impl Change for SeedAdmin {
 //!     type Target = InMemoryTarget;
 //!     fn meta(&self) -> ChangeMeta {
-//!         ChangeMeta::new("seed-admin", "0002").author("ana")
+//!         ChangeMeta::new("seed-admin").order("0002").author("ana")
 //!     }
 //!     async fn apply(&self, tx: &mut KvTx) -> ChangeResult {
 //!         tx.put("users:1", "admin@example.com");
@@ -47,7 +47,7 @@
 //! let store = InMemoryAuditStore::new();
 //! let runner = Flamingock::builder()
 //!     .audit_store(store.clone())
-//!     .target(store.target("app-db")) // same database: shared transactions
+//!     .target(store.shared_target("app-db")) // same database: shared transactions
 //!     .stage(Stage::new("init").change(CreateUsers).change(SeedAdmin))
 //!     .build()?;
 //!

@@ -30,7 +30,7 @@ use crate::target::{CommitWith, ContextMode, Marker, TargetCapabilities, TargetS
 /// struct CreateIndex;
 /// impl Change for CreateIndex {
 ///     type Target = InMemoryTarget;
-///     fn meta(&self) -> ChangeMeta { ChangeMeta::new("create-index", "0001") }
+///     fn meta(&self) -> ChangeMeta { ChangeMeta::new("create-index").order("0001") }
 ///     async fn apply(&self, tx: &mut KvTx) -> ChangeResult { tx.put("index:users", "email"); Ok(()) }
 /// }
 ///

@@ -565,7 +565,7 @@ impl Flamingock {
     /// # struct CreateUsers;
     /// # impl Change for CreateUsers {
     /// #     type Target = InMemoryTarget;
-    /// #     fn meta(&self) -> ChangeMeta { ChangeMeta::new("create-users", "0001") }
+    /// #     fn meta(&self) -> ChangeMeta { ChangeMeta::new("create-users").order("0001") }
     /// #     async fn apply(&self, tx: &mut KvTx) -> ChangeResult { tx.put("t", "v"); Ok(()) }
     /// # }
     /// # #[tokio::main(flavor = "current_thread")]
@@ -573,7 +573,7 @@ impl Flamingock {
     /// # let store = InMemoryAuditStore::new();
     /// let runner = Flamingock::builder()
     ///     .audit_store(store.clone())
-    ///     .target(store.target("app-db"))
+    ///     .target(store.shared_target("app-db"))
     ///     .stage(Stage::new("init").change(CreateUsers))
     ///     .build()?;
     /// // In a service: `runner.run_until(async { tokio::signal::ctrl_c().await.ok(); })`.

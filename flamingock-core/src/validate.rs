@@ -31,6 +31,13 @@ pub enum ValidationProblem {
         /// The change's order.
         order: String,
     },
+    /// A change without an order ([`ChangeMeta::order`](crate::ChangeMeta::order) never set).
+    EmptyOrder {
+        /// Stage id.
+        stage: String,
+        /// The change's id.
+        change_id: String,
+    },
     /// An id longer than 255 bytes.
     IdTooLong {
         /// The id (truncated in display).
@@ -142,6 +149,7 @@ impl fmt::Display for ValidationProblem {
         use ValidationProblem::*;
         match self {
             EmptyId { stage, order } => write!(f, "stage '{stage}': change with order '{order}' has an empty id"),
+            EmptyOrder { stage, change_id } => write!(f, "stage '{stage}': change '{change_id}' has no order; give it one with ChangeMeta::order (e.g. \"0001\")"),
             IdTooLong { change_id, len } => {
                 let short: String = change_id.chars().take(40).collect();
                 write!(f, "change '{short}...': id is {len} bytes, the limit is 255")
@@ -185,8 +193,14 @@ impl fmt::Display for ValidationErrors {
 
 crate::error::debug_as_report!(ValidationErrors);
 
-/// Checks an id per DESIGN section 3.
+/// Checks an id per DESIGN section 3, and that the change has an order.
 pub(crate) fn check_id(stage: &str, order: &str, id: &str, out: &mut Vec<ValidationProblem>) {
+    if order.is_empty() {
+        out.push(ValidationProblem::EmptyOrder {
+            stage: stage.to_owned(),
+            change_id: id.to_owned(),
+        });
+    }
     if id.is_empty() {
         out.push(ValidationProblem::EmptyId {
             stage: stage.to_owned(),

@@ -13,7 +13,9 @@ struct Template {
 impl Change for Template {
     type Target = InMemoryTarget;
     fn meta(&self) -> ChangeMeta {
-        ChangeMeta::new(self.id, "0001").checksum(self.checksum)
+        ChangeMeta::new(self.id)
+            .order("0001")
+            .checksum(self.checksum)
     }
     async fn apply(&self, tx: &mut KvTx) -> ChangeResult {
         tx.incr(self.id);
@@ -24,7 +26,7 @@ impl Change for Template {
 fn runner(store: &InMemoryAuditStore, checksum: &'static str, drift: CheckPolicy) -> Flamingock {
     Flamingock::builder()
         .audit_store(store.clone())
-        .target(store.target("db"))
+        .target(store.shared_target("db"))
         .stage(Stage::new("s").change(Template { id: "t", checksum }))
         .drift(drift)
         .build()
@@ -38,7 +40,7 @@ async fn an_edited_applied_change_is_drift() {
         .run()
         .await
         .expect("first run");
-    let snap = store.target("db");
+    let snap = store.shared_target("db");
     assert_eq!(snap.get("t").as_deref(), Some("1"));
 
     match runner(&store, "sha256:bbb", CheckPolicy::Error).run().await {

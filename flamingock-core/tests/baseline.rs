@@ -16,7 +16,7 @@ struct Put {
 impl Change for Put {
     type Target = flamingock_core::memory::InMemoryTarget;
     fn meta(&self) -> ChangeMeta {
-        ChangeMeta::new(self.id, self.order).author("ana")
+        ChangeMeta::new(self.id).order(self.order).author("ana")
     }
     async fn apply(&self, tx: &mut KvTx) -> ChangeResult {
         tx.incr(self.id);
@@ -31,7 +31,7 @@ fn runner(
 ) -> Flamingock {
     let mut b = Flamingock::builder()
         .audit_store(store.clone())
-        .target(store.target("db"))
+        .target(store.shared_target("db"))
         .metadata(serde_json::json!({ "operator": "ops" }));
     for (id, changes) in stages {
         let mut stage = Stage::new(*id);
@@ -73,8 +73,15 @@ async fn changes_up_to_the_given_one_are_recorded_and_only_the_rest_runs() {
     }
     let report = r.run().await.expect("run");
     assert_eq!(report.applied(), ["add-index"]);
-    assert_eq!(store.target("db").get("create-users"), None, "never ran");
-    assert_eq!(store.target("db").get("add-index").as_deref(), Some("1"));
+    assert_eq!(
+        store.shared_target("db").get("create-users"),
+        None,
+        "never ran"
+    );
+    assert_eq!(
+        store.shared_target("db").get("add-index").as_deref(),
+        Some("1")
+    );
     // Running it again changes nothing: the baselined changes are left alone.
     assert!(r
         .baseline_up_to("create-orders", "again")

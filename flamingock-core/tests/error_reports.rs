@@ -16,7 +16,9 @@ struct Fails;
 impl Change for Fails {
     type Target = InMemoryTarget;
     fn meta(&self) -> ChangeMeta {
-        ChangeMeta::new("add-users", "0001").transactional(false)
+        ChangeMeta::new("add-users")
+            .order("0001")
+            .transactional(false)
     }
     async fn apply(&self, _: &mut KvTx) -> ChangeResult {
         Err(Box::new(WriteFailed(DiskFull)))
@@ -28,7 +30,7 @@ async fn a_failed_run_debug_prints_as_a_message_with_its_causes() {
     let store = InMemoryAuditStore::new();
     let err = Flamingock::builder()
         .audit_store(store.clone())
-        .target(store.target("db"))
+        .target(store.shared_target("db"))
         .stage(Stage::new("schema").change(Fails))
         .build()
         .expect("build")
@@ -57,7 +59,7 @@ fn a_validation_error_debug_prints_as_its_message() {
     impl Change for Dup {
         type Target = InMemoryTarget;
         fn meta(&self) -> ChangeMeta {
-            ChangeMeta::new(self.0, "0001")
+            ChangeMeta::new(self.0).order("0001")
         }
         async fn apply(&self, _: &mut KvTx) -> ChangeResult {
             Ok(())
@@ -65,7 +67,7 @@ fn a_validation_error_debug_prints_as_its_message() {
     }
     let err = Flamingock::builder()
         .audit_store(store.clone())
-        .target(store.target("db"))
+        .target(store.shared_target("db"))
         .stage(Stage::new("s").change(Dup("a")).change(Dup("b")))
         .build()
         .expect_err("duplicate order");

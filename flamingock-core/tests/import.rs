@@ -19,7 +19,7 @@ struct Put {
 impl Change for Put {
     type Target = flamingock_core::memory::InMemoryTarget;
     fn meta(&self) -> ChangeMeta {
-        ChangeMeta::new(self.id, self.order)
+        ChangeMeta::new(self.id).order(self.order)
     }
     async fn apply(&self, tx: &mut KvTx) -> ChangeResult {
         tx.incr(self.id);
@@ -42,7 +42,7 @@ fn builder(store: &InMemoryAuditStore) -> flamingock_core::FlamingockBuilder {
     }
     Flamingock::builder()
         .audit_store(store.clone())
-        .target(store.target("db"))
+        .target(store.shared_target("db"))
         .metadata(serde_json::json!({ "operator": "ops" }))
         .stage(stage)
 }
@@ -107,7 +107,11 @@ async fn what_the_tool_applied_is_recorded_once_and_only_the_rest_runs() {
 
     let run = r.run().await.expect("run");
     assert_eq!(run.applied(), ["V2__index"]);
-    assert_eq!(store.target("db").get("V1__init"), None, "never re-run");
+    assert_eq!(
+        store.shared_target("db").get("V1__init"),
+        None,
+        "never re-run"
+    );
 
     // Again: nothing left to record, nothing written, no lock taken.
     let before = store.history(&HistoryFilter::all()).await.expect("h").len();

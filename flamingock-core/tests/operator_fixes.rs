@@ -17,7 +17,8 @@ struct Put {
 impl Change for Put {
     type Target = InMemoryTarget;
     fn meta(&self) -> ChangeMeta {
-        ChangeMeta::new(self.id, self.order)
+        ChangeMeta::new(self.id)
+            .order(self.order)
             .author("ana")
             .checksum(self.checksum)
     }
@@ -42,7 +43,7 @@ fn runner(store: &InMemoryAuditStore, changes: Vec<Put>) -> Flamingock {
     }
     Flamingock::builder()
         .audit_store(store.clone())
-        .target(store.target("db"))
+        .target(store.shared_target("db"))
         .metadata(serde_json::json!({ "operator": "ops" }))
         .stage(stage)
         .build()
@@ -139,7 +140,7 @@ async fn an_accepted_checksum_ends_the_drift() {
         .await
         .is_err());
     assert_eq!(
-        store.target("db").get("a").as_deref(),
+        store.shared_target("db").get("a").as_deref(),
         Some("1"),
         "never re-run"
     );
@@ -183,5 +184,5 @@ async fn a_baseline_records_a_change_that_has_no_entry() {
     ));
     let report = r.run().await.expect("run");
     assert_eq!(report.applied(), ["b"], "a is skipped");
-    assert_eq!(store.target("db").get("a"), None);
+    assert_eq!(store.shared_target("db").get("a"), None);
 }

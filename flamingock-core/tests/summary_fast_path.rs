@@ -69,7 +69,9 @@ struct Put {
 impl Change for Put {
     type Target = InMemoryTarget;
     fn meta(&self) -> ChangeMeta {
-        ChangeMeta::new(self.id, self.id).checksum(self.checksum)
+        ChangeMeta::new(self.id)
+            .order(self.id)
+            .checksum(self.checksum)
     }
     async fn apply(&self, tx: &mut KvTx) -> ChangeResult {
         tx.incr(self.id);
@@ -89,7 +91,7 @@ async fn verdict(store: &InMemoryAuditStore, hide_summary: bool) -> (String, usi
     });
     let runner = Flamingock::builder()
         .audit_store(seen.clone())
-        .target(store.target("db"))
+        .target(store.shared_target("db"))
         .stage(
             Stage::new("s")
                 .change(Put {

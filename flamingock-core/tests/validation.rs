@@ -30,7 +30,7 @@ impl Change for Dep {
 }
 
 fn kv(id: &str, order: &str) -> Kv {
-    Kv(ChangeMeta::new(id, order))
+    Kv(ChangeMeta::new(id).order(order))
 }
 
 fn problems(result: Result<Flamingock, Error>) -> Vec<ValidationProblem> {
@@ -46,7 +46,7 @@ fn every_problem_is_reported_at_once() {
     let long = "x".repeat(256);
     let result = Flamingock::builder()
         .audit_store(store.clone())
-        .target(store.target("db"))
+        .target(store.shared_target("db"))
         .target(DependencyTarget::new("flags", ()))
         .stage(
             Stage::new("one")
@@ -54,14 +54,19 @@ fn every_problem_is_reported_at_once() {
                 .change(kv("b", "0001"))
                 .change(kv("", "0002"))
                 .change(kv(&long, "0003"))
-                .change(kv("tab\there", "0004")),
+                .change(kv("tab\there", "0004"))
+                .change(Kv(ChangeMeta::new("no-order"))),
         )
         .stage(
             Stage::new("two")
                 .change(kv("a", "0001"))
-                .change(Kv(ChangeMeta::new("ghost", "0002").target("nope")))
-                .change(Dep(ChangeMeta::new("flag-tx", "0003").transactional(true)))
-                .change(Kv(ChangeMeta::new("wrong-type", "0004").target("flags"))),
+                .change(Kv(ChangeMeta::new("ghost").order("0002").target("nope")))
+                .change(Dep(ChangeMeta::new("flag-tx")
+                    .order("0003")
+                    .transactional(true)))
+                .change(Kv(ChangeMeta::new("wrong-type")
+                    .order("0004")
+                    .target("flags"))),
         )
         .build();
     let p = problems(result);
@@ -99,9 +104,17 @@ fn every_problem_is_reported_at_once() {
     assert!(p.iter().any(|x| matches!(x,
         ValidationProblem::TargetTypeMismatch { change_id, target, .. }
             if change_id == "wrong-type" && target == "flags")));
-    assert_eq!(p.len(), 8, "{p:#?}");
+    assert!(p.contains(&ValidationProblem::EmptyOrder {
+        stage: "one".into(),
+        change_id: "no-order".into(),
+    }));
+    assert_eq!(p.len(), 9, "{p:#?}");
     assert!(
-        text.starts_with("invalid pipeline, 8 problem(s):"),
+        text.starts_with("invalid pipeline, 9 problem(s):"),
+        "{text}"
+    );
+    assert!(
+        text.contains("change 'no-order' has no order; give it one with ChangeMeta::order"),
         "{text}"
     );
     assert!(
@@ -115,7 +128,7 @@ fn target_defaults_to_the_only_one_of_its_type_and_ambiguity_is_an_error() {
     let store = InMemoryAuditStore::new();
     Flamingock::builder()
         .audit_store(store.clone())
-        .target(store.target("db"))
+        .target(store.shared_target("db"))
         .stage(Stage::new("s").change(kv("a", "1")))
         .build()
         .expect("one target of the type: no need to name it");
@@ -123,7 +136,7 @@ fn target_defaults_to_the_only_one_of_its_type_and_ambiguity_is_an_error() {
     let p = problems(
         Flamingock::builder()
             .audit_store(store.clone())
-            .target(store.target("db"))
+            .target(store.shared_target("db"))
             .target(InMemoryTarget::new("other"))
             .stage(Stage::new("s").change(kv("a", "1")))
             .build(),
@@ -153,7 +166,7 @@ fn duplicate_targets_and_stages_are_reported() {
     let p = problems(
         Flamingock::builder()
             .audit_store(store.clone())
-            .target(store.target("db"))
+            .target(store.shared_target("db"))
             .target(InMemoryTarget::new("db"))
             .stage(Stage::new("s").change(kv("a", "1").with_target("db")))
             .stage(Stage::new("s"))
@@ -222,12 +235,14 @@ fn default_transactional_changes_fail_on_a_deployment_without_transactions() {
             .target(Standalone)
             .stage(
                 Stage::new("s")
-                    .change(OnStandalone(ChangeMeta::new("needs-tx", "1")))
+                    .change(OnStandalone(ChangeMeta::new("needs-tx").order("1")))
                     .change(OnStandalone(
-                        ChangeMeta::new("explicit-tx", "2").transactional(true),
+                        ChangeMeta::new("explicit-tx")
+                            .order("2")
+                            .transactional(true),
                     ))
                     .change(OnStandalone(
-                        ChangeMeta::new("no-tx", "3").transactional(false),
+                        ChangeMeta::new("no-tx").order("3").transactional(false),
                     )),
             )
             .build(),
@@ -252,7 +267,7 @@ fn missing_store_or_lock_is_a_configuration_error() {
 #[tokio::test]
 async fn nothing_runs_when_validation_fails() {
     let store = InMemoryAuditStore::new();
-    let target = store.target("db");
+    let target = store.shared_target("db");
     let built = Flamingock::builder()
         .audit_store(store.clone())
         .target(target.clone())
@@ -269,7 +284,7 @@ fn orders_whose_numbers_sort_differently_than_their_text_are_refused() {
     let p = problems(
         Flamingock::builder()
             .audit_store(store.clone())
-            .target(store.target("db"))
+            .target(store.shared_target("db"))
             .stage(
                 Stage::new("s")
                     .change(kv("a", "1_1"))
@@ -299,7 +314,7 @@ fn orders_whose_numbers_sort_differently_than_their_text_are_refused() {
     // Orders that sort the same as text and as numbers stay accepted.
     Flamingock::builder()
         .audit_store(store.clone())
-        .target(store.target("db"))
+        .target(store.shared_target("db"))
         .stage(
             Stage::new("s")
                 .change(kv("a", "1_01"))

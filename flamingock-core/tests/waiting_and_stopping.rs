@@ -21,7 +21,7 @@ struct Put {
 impl Change for Put {
     type Target = InMemoryTarget;
     fn meta(&self) -> ChangeMeta {
-        ChangeMeta::new(self.id, self.order)
+        ChangeMeta::new(self.id).order(self.order)
     }
     async fn apply(&self, tx: &mut KvTx) -> ChangeResult {
         tx.incr(self.id);
@@ -81,7 +81,7 @@ async fn a_store_that_never_answers_ends_the_run_at_the_operation_deadline() {
     let store = InMemoryAuditStore::new();
     let runner = Flamingock::builder()
         .audit_store(Silent(store.clone()))
-        .target(store.target("db"))
+        .target(store.shared_target("db"))
         .stage(Stage::new("s").change(put("a", "0001")))
         .timeouts(Timeouts::default().operation(Duration::from_millis(200)))
         .build()
@@ -110,7 +110,7 @@ async fn a_store_that_never_answers_ends_the_run_at_the_operation_deadline() {
 #[tokio::test]
 async fn a_change_past_its_time_limit_fails_and_is_rolled_back() {
     let store = InMemoryAuditStore::new();
-    let target = store.target("db");
+    let target = store.shared_target("db");
     let runner = Flamingock::builder()
         .audit_store(store.clone())
         .target(target.clone())
@@ -145,7 +145,7 @@ async fn a_waiter_reports_the_holder_and_stops_waiting_once_the_work_is_done() {
     let build = |events: Arc<Mutex<Vec<Event>>>, pause: Duration| {
         Flamingock::builder()
             .audit_store(store.clone())
-            .target(store.target("db"))
+            .target(store.shared_target("db"))
             .stage(Stage::new("s").change(Put {
                 id: "a",
                 order: "0001",
@@ -208,7 +208,7 @@ async fn a_waiter_reports_the_holder_and_stops_waiting_once_the_work_is_done() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_until_rolls_back_the_current_change_releases_the_lock_and_says_what_is_next() {
     let store = InMemoryAuditStore::new();
-    let target = store.target("db");
+    let target = store.shared_target("db");
     let runner = Flamingock::builder()
         .audit_store(store.clone())
         .target(target.clone())

@@ -26,7 +26,7 @@ struct Noop(String);
 impl Change for Noop {
     type Target = DynamoTarget;
     fn meta(&self) -> ChangeMeta {
-        ChangeMeta::new(&self.0, &self.0)
+        ChangeMeta::new(&self.0).order(&self.0)
     }
     async fn apply(&self, _ctx: &mut DynamoContext) -> ChangeResult {
         Ok(())
@@ -74,8 +74,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             &uuid::Uuid::new_v4().simple().to_string()[..12]
         );
         let store = DynamoAuditStore::builder(client.clone())
-            .table_prefix(&prefix)
-            .build();
+            .prefix(&prefix)
+            .build()
+            .await
+            .expect("store");
         store.prepare().await?;
         let seeding = Instant::now();
         futures::stream::iter(0..CHANGES)
@@ -109,7 +111,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         let runner = Flamingock::builder()
             .audit_store(store.clone())
-            .target(store.target("db"))
+            .target(
+                store
+                    .shared_target("db")
+                    .build()
+                    .await
+                    .expect("shared target"),
+            )
             .stage(stage)
             .build()?;
         let warm = runner.run().await?;

@@ -34,7 +34,7 @@ pub async fn connect(endpoint_url: Option<&str>) -> aws_sdk_dynamodb::Client {
 ///     .ca_certificate(std::fs::read("ca.pem")?)
 ///     .connect()
 ///     .await?;
-/// let store = DynamoAuditStore::builder(client).build();
+/// let store = DynamoAuditStore::builder(client).build().await?;
 /// # drop(store);
 /// # Ok(())
 /// # }

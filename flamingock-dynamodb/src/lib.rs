@@ -15,7 +15,7 @@
 //! impl Change for SeedPlans {
 //!     type Target = DynamoTarget;
 //!     fn meta(&self) -> ChangeMeta {
-//!         ChangeMeta::new("seed-plans", "0001").author("ana")
+//!         ChangeMeta::new("seed-plans").order("0001").author("ana")
 //!     }
 //!     async fn apply(&self, ctx: &mut DynamoContext) -> ChangeResult {
 //!         for plan in ["free", "pro"] {
@@ -31,10 +31,10 @@
 //! // Region and credentials from the standard AWS chain; an explicit
 //! // endpoint for DynamoDB Local, moto or LocalStack.
 //! let client = connect(Some("http://localhost:8000")).await;
-//! let store = DynamoAuditStore::builder(client).table_prefix("myapp").build();
+//! let store = DynamoAuditStore::builder(client).prefix("myapp").build().await?;
 //! let runner = Flamingock::builder()
 //!     .audit_store(store.clone())
-//!     .target(store.target("app")) // shared transactions with the audit
+//!     .target(store.shared_target("app").build().await?) // commits with its audit entry
 //!     .stage(Stage::new("init").change(SeedPlans))
 //!     .build()?;
 //! let report = runner.run().await?;
@@ -101,7 +101,7 @@
 //!
 //! ## Strategies
 //!
-//! * [`DynamoAuditStore::target`]: shared transaction. The change's items,
+//! * [`DynamoAuditStore::shared_target`]: shared transaction. The change's items,
 //!   the APPLIED history item, the current-state item and the fence check go
 //!   out in ONE `TransactWriteItems`. A fence rejection surfaces as
 //!   `TargetError::Audit { source: StoreError::Fenced }`; a failed condition
@@ -111,7 +111,7 @@
 //!   sending as `TargetError::Backend` (outcome unknown: the runner writes
 //!   nothing, and since the audit entry rode in the same transaction the next
 //!   run sees exactly what DynamoDB kept).
-//! * [`DynamoTarget::new`]: separate transaction with a marker item in
+//! * [`DynamoTarget::builder`]: separate transaction with a marker item in
 //!   `<prefix>_marker`, written in the change's own transaction.
 //! * A change declared `.transactional(false)` gets a context without
 //!   transaction ([`ContextMode::NonTransactional`](flamingock_core::ContextMode)):
@@ -187,7 +187,7 @@ pub use error::{ContextError, RequestError};
 pub use lock::{DynamoLock, DynamoLockBuilder, DEFAULT_SKEW};
 pub use retry::RetryPolicy;
 pub use store::{DynamoAuditStore, DynamoAuditStoreBuilder, DEFAULT_PREFIX};
-pub use target::{DynamoContext, DynamoTarget};
+pub use target::{DynamoContext, DynamoTarget, DynamoTargetBuilder};
 pub use tx::MAX_TRANSACTION_ITEMS;
 
 /// Re-export of the SDK this crate is built on, so that changes can name its

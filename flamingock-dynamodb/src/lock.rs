@@ -82,7 +82,7 @@ pub struct DynamoLockBuilder {
 
 impl DynamoLockBuilder {
     /// Table prefix (default `flamingock`): the lock lives in `<prefix>_audit`.
-    pub fn table_prefix(mut self, prefix: impl Into<String>) -> Self {
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
         self
     }
@@ -106,8 +106,20 @@ impl DynamoLockBuilder {
         self.retry = policy;
         self
     }
-    /// The lock.
-    pub fn build(self) -> DynamoLock {
+    /// Checks the names. Does no I/O (the table is looked at by the first
+    /// operation).
+    pub async fn build(self) -> Result<DynamoLock, LockError> {
+        if let Some(detail) = crate::table::name_problem(&format!("{}_audit", self.prefix)) {
+            return Err(LockError::Malformed {
+                lock: format!("dynamodb({}_audit)", self.prefix),
+                detail,
+            });
+        }
+        Ok(self.finish())
+    }
+
+    /// The lock, names already checked (the store's own).
+    pub(crate) fn finish(self) -> DynamoLock {
         let name = self.name.unwrap_or_else(|| self.prefix.clone());
         DynamoLock {
             inner: Arc::new(LockInner {

@@ -16,7 +16,7 @@ use crate::lock::DynamoLock;
 use crate::retry::{send, RetryPolicy};
 use crate::summary;
 use crate::table::{self, TableProblem};
-use crate::target::DynamoTarget;
+use crate::target::{DynamoTarget, DynamoTargetBuilder};
 use crate::tx::{self, AuditPart, TxError};
 use flamingock_core::summary::AuditSummary;
 
@@ -45,7 +45,7 @@ pub(crate) struct StoreInner {
 /// | fence | `FENCE` | `FENCE` |
 /// | lock ([`DynamoLock`]) | `LOCK#<prefix>` | `LOCK` |
 ///
-/// Clones share the handle. Targets made by [`target`](Self::target) share
+/// Clones share the handle. Targets made by [`shared_target`](Self::shared_target) share
 /// transactions with this store (and its clones) only.
 #[derive(Clone)]
 pub struct DynamoAuditStore {
@@ -63,6 +63,7 @@ impl std::fmt::Debug for DynamoAuditStore {
 
 /// Builder of a [`DynamoAuditStore`].
 #[derive(Debug, Clone)]
+#[must_use]
 pub struct DynamoAuditStoreBuilder {
     client: Client,
     prefix: String,
@@ -73,7 +74,7 @@ pub struct DynamoAuditStoreBuilder {
 
 impl DynamoAuditStoreBuilder {
     /// Table prefix (default `flamingock`): the table is `<prefix>_audit`.
-    pub fn table_prefix(mut self, prefix: impl Into<String>) -> Self {
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
         self
     }
@@ -93,8 +94,18 @@ impl DynamoAuditStoreBuilder {
         self.lock_skew = skew;
         self
     }
-    /// The store.
-    pub fn build(self) -> DynamoAuditStore {
+    /// Checks the names. Does no I/O: the table is looked at (and made) by
+    /// [`prepare`](AuditStore::prepare), when something is to be written.
+    ///
+    /// # Errors
+    /// [`StoreError::NotReady`] for an invalid prefix.
+    pub async fn build(self) -> Result<DynamoAuditStore, StoreError> {
+        if let Some(detail) = table::name_problem(&format!("{}_audit", self.prefix)) {
+            return Err(StoreError::NotReady {
+                store: format!("dynamodb({}_audit)", self.prefix),
+                detail,
+            });
+        }
         let table = format!("{}_audit", self.prefix);
         let region = self
             .client
@@ -108,7 +119,7 @@ impl DynamoAuditStoreBuilder {
             "dynamodb:{region}/{table}#{}",
             &uuid::Uuid::new_v4().simple().to_string()[..12]
         );
-        DynamoAuditStore {
+        Ok(DynamoAuditStore {
             inner: Arc::new(StoreInner {
                 client: self.client,
                 prefix: self.prefix,
@@ -119,11 +130,23 @@ impl DynamoAuditStoreBuilder {
                 lock_skew: self.lock_skew,
                 ready: OnceCell::new(),
             }),
-        }
+        })
     }
 }
 
 impl DynamoAuditStore {
+    /// Connects with the standard AWS chain (region, credentials), to
+    /// `endpoint_url` when given (DynamoDB Local, a compatible service), and
+    /// builds a store with the defaults. For a private certificate authority
+    /// or another region, build the client with
+    /// [`ConnectOptions`](crate::ConnectOptions) and use
+    /// [`builder`](Self::builder).
+    pub async fn connect(endpoint_url: Option<&str>) -> Result<Self, StoreError> {
+        Self::builder(crate::connect(endpoint_url).await)
+            .build()
+            .await
+    }
+
     /// A builder on `client` (see [`connect`](crate::connect)).
     pub fn builder(client: Client) -> DynamoAuditStoreBuilder {
         DynamoAuditStoreBuilder {
@@ -141,7 +164,7 @@ impl DynamoAuditStore {
     }
 
     /// The table prefix.
-    pub fn table_prefix(&self) -> &str {
+    pub fn prefix(&self) -> &str {
         &self.inner.prefix
     }
 
@@ -150,21 +173,22 @@ impl DynamoAuditStore {
         &self.inner.client
     }
 
-    /// A target whose changes commit in ONE `TransactWriteItems` with their
-    /// APPLIED entry, its current-state item and the fence check (shared
-    /// transaction strategy).
-    pub fn target(&self, id: impl Into<String>) -> DynamoTarget {
+    /// A builder for a target whose changes commit in ONE
+    /// `TransactWriteItems` with their APPLIED entry, its current-state item
+    /// and the fence check (shared transaction strategy); finish it with
+    /// `build().await`.
+    pub fn shared_target(&self, id: impl Into<String>) -> DynamoTargetBuilder {
         DynamoTarget::shared(id.into(), self.clone())
     }
 
     /// The lock living in this store's table (also [`AuditStore::default_lock`]).
     pub fn lock(&self) -> DynamoLock {
         DynamoLock::builder(self.inner.client.clone())
-            .table_prefix(self.inner.prefix.clone())
+            .prefix(self.inner.prefix.clone())
             .auto_create(self.inner.auto_create)
             .retry(self.inner.retry)
             .clock_skew(self.inner.lock_skew)
-            .build()
+            .finish()
     }
 
     pub(crate) fn name(&self) -> String {

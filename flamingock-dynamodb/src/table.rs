@@ -51,6 +51,15 @@ pub(crate) fn check_name(table: &str) -> Result<(), TableProblem> {
     }
 }
 
+/// [`check_name`]'s verdict as text, for the builders.
+pub(crate) fn name_problem(table: &str) -> Option<String> {
+    match check_name(table) {
+        Ok(()) => None,
+        Err(TableProblem::NotReady(d)) => Some(d),
+        Err(TableProblem::Request(e)) => Some(e.to_string()),
+    }
+}
+
 /// Whether `table` exists (with our key schema), for reads on a handle that
 /// was never prepared: one `DescribeTable`, which creates and waits for
 /// nothing. A table of another shape is an error, as in [`ensure`].

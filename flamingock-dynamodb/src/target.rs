@@ -24,15 +24,15 @@ const MARKER_PK: &str = "MARKER";
 
 /// A DynamoDB target system.
 ///
-/// * From [`DynamoAuditStore::target`]: **shared transaction**. The change's
+/// * From [`DynamoAuditStore::shared_target`]: **shared transaction**. The change's
 ///   items, its APPLIED history item, its current-state item and the fence
 ///   check go out in ONE `TransactWriteItems`: effect, audit and fence are
 ///   atomic, and a crash at any instant needs no operator.
-/// * From [`DynamoTarget::new`] (another account, region or endpoint than the
+/// * From [`DynamoTarget::builder`] (another account, region or endpoint than the
 ///   audit store): **separate transaction with marker**. The marker is an
 ///   item of `<prefix>_marker` written in the change's own
 ///   `TransactWriteItems`, so the next run can tell whether it committed.
-///   [`without_marker`](Self::without_marker) turns that off.
+///   [`marker(false)`](DynamoTargetBuilder::marker) turns that off.
 ///
 /// A transaction holds at most 100 items (DynamoDB's limit), the audit or
 /// marker items included; a change that writes more fails before anything
@@ -60,63 +60,130 @@ impl std::fmt::Debug for DynamoTarget {
     }
 }
 
-impl DynamoTarget {
-    /// A target on `client` that does not share the audit store's database:
-    /// separate transactions, with a marker item in `<prefix>_marker`.
-    pub fn new(id: impl Into<String>, client: Client) -> Self {
-        DynamoTarget {
-            id: id.into(),
-            client,
-            prefix: DEFAULT_PREFIX.to_owned(),
-            shared: None,
-            marker: true,
-            auto_create: true,
-            retry: RetryPolicy::default(),
-            ready: Arc::default(),
-        }
-    }
+/// Configures a [`DynamoTarget`]; from [`DynamoTarget::builder`] or
+/// [`DynamoAuditStore::shared_target`].
+#[derive(Clone)]
+#[must_use]
+pub struct DynamoTargetBuilder {
+    id: String,
+    client: Client,
+    shared: Option<DynamoAuditStore>,
+    prefix: Option<String>,
+    marker: Option<bool>,
+    auto_create: bool,
+    retry: Option<RetryPolicy>,
+}
 
-    pub(crate) fn shared(id: String, store: DynamoAuditStore) -> Self {
-        DynamoTarget {
-            id,
-            client: store.inner.client.clone(),
-            prefix: store.inner.prefix.clone(),
-            retry: store.inner.retry,
-            shared: Some(store),
-            marker: false,
-            auto_create: true,
-            ready: Arc::default(),
-        }
+impl std::fmt::Debug for DynamoTargetBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DynamoTargetBuilder")
+            .field("id", &self.id)
+            .field("shared", &self.shared.is_some())
+            .field("prefix", &self.prefix)
+            .field("marker", &self.marker)
+            .finish_non_exhaustive()
     }
+}
 
-    /// Table prefix of this target's own tables (default `flamingock`; for a
-    /// shared target, the store's prefix). The marker table is `<prefix>_marker`.
-    pub fn table_prefix(mut self, prefix: impl Into<String>) -> Self {
-        if self.shared.is_none() {
-            self.prefix = prefix.into();
-            self.ready = Arc::default();
-        }
+impl DynamoTargetBuilder {
+    /// Table prefix of this target's own tables (default `flamingock`): the
+    /// marker table is `<prefix>_marker`. A shared target keeps no marker:
+    /// setting it there is an error at `build`.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = Some(prefix.into());
         self
     }
 
-    /// No marker: a crash between commit and APPLIED then needs an operator
-    /// (or `AlwaysRetry`).
-    pub fn without_marker(mut self) -> Self {
-        self.marker = false;
+    /// Whether the target keeps a marker table (default `true`; a shared
+    /// target never needs one, and `marker(true)` on it is an error at
+    /// `build`). Without it a crash between commit and APPLIED needs an
+    /// operator (or `AlwaysRetry`).
+    pub fn marker(mut self, yes: bool) -> Self {
+        self.marker = Some(yes);
         self
     }
 
     /// Whether the marker table is created when missing (default true).
     pub fn auto_create(mut self, yes: bool) -> Self {
         self.auto_create = yes;
-        self.ready = Arc::default();
         self
     }
 
-    /// How throttled and conflicting transactions are retried.
+    /// How throttled and conflicting transactions are retried (a shared
+    /// target's default is the store's policy).
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
-        self.retry = policy;
+        self.retry = Some(policy);
         self
+    }
+
+    /// Checks the settings. Does no I/O (the marker table is looked at when
+    /// a change first needs it).
+    ///
+    /// # Errors
+    /// [`TargetError::Unsupported`] for an invalid prefix or marker settings
+    /// on a shared target.
+    pub async fn build(self) -> Result<DynamoTarget, TargetError> {
+        let id = self.id;
+        let invalid = |detail: String| TargetError::Unsupported {
+            target: id.clone(),
+            detail,
+        };
+        if let Some(store) = self.shared {
+            if self.marker == Some(true) || self.prefix.is_some() {
+                return Err(invalid(
+                    "a shared target commits its APPLIED entry with the change and keeps no \
+                     marker: remove marker(true) and prefix(..)"
+                        .to_owned(),
+                ));
+            }
+            return Ok(DynamoTarget {
+                id,
+                client: store.inner.client.clone(),
+                prefix: store.inner.prefix.clone(),
+                retry: self.retry.unwrap_or(store.inner.retry),
+                shared: Some(store),
+                marker: false,
+                auto_create: self.auto_create,
+                ready: Arc::default(),
+            });
+        }
+        let prefix = self.prefix.unwrap_or_else(|| DEFAULT_PREFIX.to_owned());
+        if let Some(detail) = crate::table::name_problem(&format!("{prefix}_marker")) {
+            return Err(invalid(detail));
+        }
+        Ok(DynamoTarget {
+            id,
+            client: self.client,
+            prefix,
+            shared: None,
+            marker: self.marker.unwrap_or(true),
+            auto_create: self.auto_create,
+            retry: self.retry.unwrap_or_default(),
+            ready: Arc::default(),
+        })
+    }
+}
+
+impl DynamoTarget {
+    /// A builder for a target on `client` that does not share the audit
+    /// store's database: separate transactions, with a marker item in
+    /// `<prefix>_marker`.
+    pub fn builder(id: impl Into<String>, client: Client) -> DynamoTargetBuilder {
+        DynamoTargetBuilder {
+            id: id.into(),
+            client,
+            shared: None,
+            prefix: None,
+            marker: None,
+            auto_create: true,
+            retry: None,
+        }
+    }
+
+    pub(crate) fn shared(id: String, store: DynamoAuditStore) -> DynamoTargetBuilder {
+        let mut builder = Self::builder(id, store.inner.client.clone());
+        builder.shared = Some(store);
+        builder
     }
 
     /// The client.
@@ -258,7 +325,7 @@ impl DynamoContext {
 
     /// The table prefix the target was configured with (handy for tables
     /// kept next to Flamingock's).
-    pub fn table_prefix(&self) -> &str {
+    pub fn prefix(&self) -> &str {
         &self.prefix
     }
 
@@ -377,7 +444,7 @@ impl TargetSystem for DynamoTarget {
                 let Some(store) = &self.shared else {
                     return Err(TargetError::Unsupported {
                         target: self.id.clone(),
-                        detail: "asked to commit an audit entry, but this target was not made by DynamoAuditStore::target".into(),
+                        detail: "asked to commit an audit entry, but this target was not built by DynamoAuditStore::shared_target".into(),
                     });
                 };
                 self.check_size(

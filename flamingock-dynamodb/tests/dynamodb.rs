@@ -107,10 +107,12 @@ impl PutMany {
 impl Change for PutMany {
     type Target = DynamoTarget;
     fn meta(&self) -> ChangeMeta {
-        ChangeMeta::new(&self.id, "0001").transactional(self.transactional)
+        ChangeMeta::new(&self.id)
+            .order("0001")
+            .transactional(self.transactional)
     }
     async fn apply(&self, ctx: &mut DynamoContext) -> ChangeResult {
-        let table = format!("{}_data", ctx.table_prefix());
+        let table = format!("{}_data", ctx.prefix());
         for i in 0..self.n {
             ctx.put(table.clone(), pk(&format!("{}-{i}", self.id)))?;
         }
@@ -157,13 +159,17 @@ fn failure_text(r: Result<flamingock_core::RunReport, Error>) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn more_than_100_items_fail_before_sending() {
     in_ns(|d, ns| async move {
-        let store = d.store(&ns);
+        let store = d.store(&ns).await;
         let data = format!("{ns}_data");
         // 98 + 3 audit items = 101.
         let text = failure_text(
             runner(
                 &store,
-                store.target("db"),
+                store
+                    .shared_target("db")
+                    .build()
+                    .await
+                    .expect("shared target"),
                 Stage::new("s").change(PutMany::new("big", 98)),
             )
             .run()
@@ -179,7 +185,11 @@ async fn more_than_100_items_fail_before_sending() {
         // 97 + 3 = exactly 100: one transaction.
         let report = runner(
             &store,
-            store.target("db"),
+            store
+                .shared_target("db")
+                .build()
+                .await
+                .expect("shared target"),
             Stage::new("s").change(PutMany::new("big", 97)),
         )
         .run()
@@ -189,7 +199,11 @@ async fn more_than_100_items_fail_before_sending() {
         assert!(exists(&d, &data, "big-0").await && exists(&d, &data, "big-96").await);
 
         // Separate target with marker: 100 + 1 marker item = 101.
-        let elsewhere = DynamoTarget::new("other", d.client()).table_prefix(&ns);
+        let elsewhere = DynamoTarget::builder("other", d.client())
+            .prefix(&ns)
+            .build()
+            .await
+            .expect("target");
         let text = failure_text(
             runner(
                 &store,
@@ -208,7 +222,7 @@ async fn more_than_100_items_fail_before_sending() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn own_condition_cancels_the_whole_transaction() {
     in_ns(|d, ns| async move {
-        let store = d.store(&ns);
+        let store = d.store(&ns).await;
         let data = format!("{ns}_data");
         d.client()
             .put_item()
@@ -226,9 +240,17 @@ async fn own_condition_cancels_the_whole_transaction() {
         let mut change = PutMany::new("cond", 2);
         change.extra = vec![TransactWriteItem::builder().put(guarded).build()];
         let text = failure_text(
-            runner(&store, store.target("db"), Stage::new("s").change(change))
-                .run()
-                .await,
+            runner(
+                &store,
+                store
+                    .shared_target("db")
+                    .build()
+                    .await
+                    .expect("shared target"),
+                Stage::new("s").change(change),
+            )
+            .run()
+            .await,
         );
         assert!(text.contains("ConditionalCheckFailed"), "{text}");
         assert!(
@@ -257,7 +279,9 @@ struct CreateTable {
 impl Change for CreateTable {
     type Target = DynamoTarget;
     fn meta(&self) -> ChangeMeta {
-        ChangeMeta::new("create-table", "0001").transactional(false)
+        ChangeMeta::new("create-table")
+            .order("0001")
+            .transactional(false)
     }
     async fn apply(&self, ctx: &mut DynamoContext) -> ChangeResult {
         assert_eq!(ctx.mode(), ContextMode::NonTransactional);
@@ -289,11 +313,15 @@ impl Change for CreateTable {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_transactional_changes_use_the_client_and_cannot_push_items() {
     in_ns(|d, ns| async move {
-        let store = d.store(&ns);
+        let store = d.store(&ns).await;
         let table = format!("{ns}_made");
         let r = runner(
             &store,
-            store.target("db"),
+            store
+                .shared_target("db")
+                .build()
+                .await
+                .expect("shared target"),
             Stage::new("s").change(CreateTable {
                 table: table.clone(),
             }),
@@ -321,9 +349,17 @@ async fn non_transactional_changes_use_the_client_and_cannot_push_items() {
         let mut change = PutMany::new("pushes", 1);
         change.transactional = false;
         let text = failure_text(
-            runner(&store, store.target("db"), Stage::new("s2").change(change))
-                .run()
-                .await,
+            runner(
+                &store,
+                store
+                    .shared_target("db")
+                    .build()
+                    .await
+                    .expect("shared target"),
+                Stage::new("s2").change(change),
+            )
+            .run()
+            .await,
         );
         assert!(
             text.contains("without a transaction") && text.contains("client()"),
@@ -343,9 +379,13 @@ fn entry(id: &str, token: u64) -> AuditEntry {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fenced_shared_commit_writes_nothing() {
     in_ns(|d, ns| async move {
-        let store = d.store(&ns);
+        let store = d.store(&ns).await;
         store.prepare().await.expect("prepare");
-        let target = store.target("db");
+        let target = store
+            .shared_target("db")
+            .build()
+            .await
+            .expect("shared target");
         let mut ctx = target.begin(ContextMode::Transaction).await.expect("begin");
         ctx.put(format!("{ns}_data"), pk("fenced")).expect("put");
         for _ in 0..10 {
@@ -509,7 +549,7 @@ impl Intercept for Shared {
     }
 }
 
-fn faulty_store(
+async fn faulty_store(
     d: &Dynamo,
     ns: &str,
     inject: &std::sync::Arc<Inject>,
@@ -522,9 +562,11 @@ fn faulty_store(
         .interceptor(Shared(inject.clone()))
         .build();
     DynamoAuditStore::builder(aws_sdk_dynamodb::Client::from_conf(conf))
-        .table_prefix(ns)
+        .prefix(ns)
         .retry(retry)
         .build()
+        .await
+        .expect("store")
 }
 
 fn quick_retry(n: u32) -> RetryPolicy {
@@ -538,7 +580,7 @@ async fn throttling_and_conflicts_are_retried_with_a_bound() {
     in_ns(|d, ns| async move {
         for fault in [Fault::Throttle, Fault::Conflict] {
             let inject = Inject::new(fault, 3);
-            let store = faulty_store(&d, &ns, &inject, quick_retry(4));
+            let store = faulty_store(&d, &ns, &inject, quick_retry(4)).await;
             let id = format!("{fault:?}");
             store
                 .append(&entry(&id, 1))
@@ -553,7 +595,7 @@ async fn throttling_and_conflicts_are_retried_with_a_bound() {
 
             // More faults than attempts: a clear error, and nothing written.
             let inject = Inject::new(fault, 10);
-            let store = faulty_store(&d, &ns, &inject, quick_retry(3));
+            let store = faulty_store(&d, &ns, &inject, quick_retry(3)).await;
             let id = format!("{fault:?}-exhausted");
             let err = store.append(&entry(&id, 1)).await.expect_err("gives up");
             eprintln!("error seen: {err}");
@@ -580,9 +622,13 @@ async fn throttling_and_conflicts_are_retried_with_a_bound() {
 async fn lost_answer_after_sending_is_outcome_unknown() {
     in_ns(|d, ns| async move {
         let inject = Inject::new(Fault::LoseAnswer, 1);
-        let store = faulty_store(&d, &ns, &inject, RetryPolicy::default());
+        let store = faulty_store(&d, &ns, &inject, RetryPolicy::default()).await;
         store.prepare().await.expect("prepare");
-        let target = store.target("db");
+        let target = store
+            .shared_target("db")
+            .build()
+            .await
+            .expect("shared target");
         let mut ctx = target.begin(ContextMode::Transaction).await.expect("begin");
         ctx.put(format!("{ns}_data"), pk("sent")).expect("put");
         match target.commit(ctx, CommitWith::Audit(&entry("c", 0))).await {
@@ -611,7 +657,7 @@ async fn put_raw(d: &Dynamo, table: &str, item: Item) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_items_are_reported_with_table_and_key() {
     in_ns(|d, ns| async move {
-        let store = d.store(&ns);
+        let store = d.store(&ns).await;
         store.prepare().await.expect("prepare");
         store.append(&entry("good", 0)).await.expect("append");
         let table = format!("{ns}_audit");
@@ -657,7 +703,11 @@ async fn malformed_items_are_reported_with_table_and_key() {
         assert!(err.to_string().contains("pk=FENCE"), "{err}");
 
         // A lock item of the wrong shape.
-        let lock = DynamoLock::builder(d.client()).table_prefix(&ns).build();
+        let lock = DynamoLock::builder(d.client())
+            .prefix(&ns)
+            .build()
+            .await
+            .expect("lock");
         let mut li = item_key(&format!("LOCK#{ns}"), "LOCK");
         li.insert("owner".into(), AttributeValue::S("someone".into()));
         li.insert("token".into(), AttributeValue::S("abc".into()));
@@ -688,9 +738,11 @@ async fn malformed_items_are_reported_with_table_and_key() {
 async fn missing_or_misshapen_tables_are_not_ready() {
     in_ns(|d, ns| async move {
         let store = DynamoAuditStore::builder(d.client())
-            .table_prefix(format!("{ns}_none"))
+            .prefix(format!("{ns}_none"))
             .auto_create(false)
-            .build();
+            .build()
+            .await
+            .expect("store");
         match store
             .prepare()
             .await
@@ -713,8 +765,10 @@ async fn missing_or_misshapen_tables_are_not_ready() {
         // `<ns>_data` has no sort key: not an audit table.
         d.data_table(&format!("{ns}_x_audit")).await.expect("table");
         let wrong = DynamoAuditStore::builder(d.client())
-            .table_prefix(format!("{ns}_x"))
-            .build();
+            .prefix(format!("{ns}_x"))
+            .build()
+            .await
+            .expect("store");
         match wrong
             .prepare()
             .await
@@ -731,15 +785,14 @@ async fn missing_or_misshapen_tables_are_not_ready() {
             Err(StoreError::NotReady { detail, .. }) if detail.contains("key schema")
         ));
         // An invalid prefix is named as such.
+        // An invalid prefix is refused when the store is built, naming it.
         let bad = DynamoAuditStore::builder(d.client())
-            .table_prefix("no spaces allowed")
-            .build();
-        match bad
-            .prepare()
+            .prefix("no spaces allowed")
+            .build()
             .await
-            .inspect_err(|e| eprintln!("error seen: {e}"))
-        {
-            Err(StoreError::NotReady { detail, .. }) => {
+            .expect_err("an invalid prefix");
+        match bad {
+            StoreError::NotReady { detail, .. } => {
                 assert!(
                     detail.contains("not a valid DynamoDB table name"),
                     "{detail}"
@@ -759,7 +812,7 @@ async fn summary_is_kept_and_never_started_over_unseen_entries() {
     use flamingock_core::summary::{term, AuditSummary};
     in_ns(|d, ns| async move {
         let table = format!("{ns}_audit");
-        let store = d.store(&ns);
+        let store = d.store(&ns).await;
         assert_eq!(store.summary().await.expect("summary"), None, "no table yet");
         store.prepare().await.expect("prepare");
         assert_eq!(
@@ -786,7 +839,7 @@ async fn summary_is_kept_and_never_started_over_unseen_entries() {
             .expect("remove the summary");
         assert_eq!(store.summary().await.expect("summary"), None);
         store.append(&entry("b", 0)).await.expect("append without summary");
-        let again = d.store(&ns);
+        let again = d.store(&ns).await;
         again.prepare().await.expect("prepare over entries");
         assert_eq!(
             again.summary().await.expect("summary"),

@@ -98,8 +98,10 @@ async fn refused(url: &str, ca: &std::path::Path) -> String {
         )
         .build();
     let store = DynamoAuditStore::builder(aws_sdk_dynamodb::Client::from_conf(conf))
-        .table_prefix("tls")
-        .build();
+        .prefix("tls")
+        .build()
+        .await
+        .expect("store");
     let err = store
         .snapshot()
         .await

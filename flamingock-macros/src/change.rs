@@ -194,7 +194,7 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenS
     };
     let id = &args.id;
     let order = &args.order;
-    let mut meta = quote!(#krate::ChangeMeta::new(#id, #order));
+    let mut meta = quote!(#krate::ChangeMeta::new(#id).order(#order));
     if let Some(a) = &args.author {
         meta = quote!(#meta.author(#a));
     }

@@ -24,7 +24,7 @@ struct Noop(String);
 impl Change for Noop {
     type Target = MongoTarget;
     fn meta(&self) -> ChangeMeta {
-        ChangeMeta::new(&self.0, &self.0)
+        ChangeMeta::new(&self.0).order(&self.0)
     }
     async fn apply(&self, _ctx: &mut MongoContext) -> ChangeResult {
         Ok(())
@@ -36,14 +36,20 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-fn runner(store: &MongoAuditStore, ids: &[String]) -> Flamingock {
+async fn runner(store: &MongoAuditStore, ids: &[String]) -> Flamingock {
     let mut stage = Stage::new("bench");
     for id in ids {
         stage.add(Noop(id.clone()));
     }
     Flamingock::builder()
         .audit_store(store.clone())
-        .target(store.target("db"))
+        .target(
+            store
+                .shared_target("db")
+                .build()
+                .await
+                .expect("shared target"),
+        )
         .stage(stage)
         .build()
         .expect("build")
@@ -58,7 +64,8 @@ async fn main() {
 
     let client = Client::with_uri_str(&url).await.expect("client");
     let db = namespace("bench");
-    let store = MongoAuditStore::new(client.clone(), &db)
+    let store = MongoAuditStore::builder(client.clone(), &db)
+        .build()
         .await
         .expect("store");
     store.prepare().await.expect("prepare");
@@ -96,7 +103,7 @@ async fn main() {
     let mut repeat = Vec::new();
     let mut snapshot = Vec::new();
     for _ in 0..runs {
-        let r = runner(&store, &ids);
+        let r = runner(&store, &ids).await;
         let t = Instant::now();
         let report = r.run().await.expect("first run");
         first.push(t.elapsed());

@@ -6,9 +6,9 @@
 //! * [`MongoLock`]: the fenced lease lock (its default lock);
 //! * [`MongoTarget`]: MongoDB as a target system, whose changes receive a
 //!   [`MongoContext`] (database + client session). A target from
-//!   [`MongoAuditStore::target`] commits each change together with its
+//!   [`MongoAuditStore::shared_target`] commits each change together with its
 //!   APPLIED entry in one session transaction (no crash ever needs an
-//!   operator); [`MongoTarget::new`] on another client/database commits the
+//!   operator); [`MongoTarget::builder`] on another client/database commits the
 //!   change with a marker document in its own transaction.
 //!
 //! ```no_run
@@ -20,7 +20,7 @@
 //! impl Change for SeedPlans {
 //!     type Target = MongoTarget;
 //!     fn meta(&self) -> ChangeMeta {
-//!         ChangeMeta::new("seed-plans", "0001").author("ana")
+//!         ChangeMeta::new("seed-plans").order("0001").author("ana")
 //!     }
 //!     async fn apply(&self, ctx: &mut MongoContext) -> ChangeResult {
 //!         ctx.db()
@@ -33,10 +33,10 @@
 //! }
 //!
 //! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let store = MongoAuditStore::connect("mongodb://localhost:27017/?replicaSet=rs0", "app").await?;
+//! let store = MongoAuditStore::connect("mongodb://localhost:27017/app?replicaSet=rs0").await?;
 //! let runner = Flamingock::builder()
 //!     .audit_store(store.clone())
-//!     .target(store.target("app-db")) // same database: shared transactions
+//!     .target(store.shared_target("app-db").build().await?) // commits with its audit entry
 //!     .stage(Stage::new("init").change(SeedPlans))
 //!     .build()?;
 //! let report = runner.run().await?;
@@ -55,7 +55,7 @@
 //! | `flamingock_fence` | `{_id: "fence", fence, seq, last_ms}` |
 //! | `flamingock_lock` | `{_id: "flamingock", owner, token, expiresAt}` |
 //! | `flamingock_sessions` | session ids of open shared transactions (see below) |
-//! | `flamingock_markers` (targets of [`MongoTarget::new`]) | `{_id: change id, run_id, fencing_token}` |
+//! | `flamingock_markers` (targets of [`MongoTarget::builder`]) | `{_id: change id, run_id, fencing_token}` |
 //!
 //! Writes use write concern `majority` and reads read concern `majority`
 //! (both configurable on the [`MongoAuditStoreBuilder`]).
@@ -88,7 +88,7 @@
 //!
 //! ## Servers without transactions
 //!
-//! The store and [`MongoTarget::new`] read the `hello` reply: no `setName`
+//! The store and [`MongoTarget::builder`] read the `hello` reply: no `setName`
 //! and not a `mongos` (`msg: "isdbgrid"`), or no
 //! `logicalSessionTimeoutMinutes`, means no transactions. Targets then
 //! report `TargetCapabilities::transactions_unavailable(..)` with what to
@@ -132,8 +132,8 @@
 //! (which only a runner that has just taken the lock calls, before it runs
 //! anything) kills the registered sessions with `killSessions`, before and
 //! after its write on the fence document, within 5 s. Separate targets
-//! ([`MongoTarget::new`]) register theirs in their own database
-//! ([`SESSIONS_COLLECTION`]) and kill them through the core hook
+//! ([`MongoTarget::builder`]) register theirs in their own database
+//! (`<prefix>_target_sessions`) and kill them through the core hook
 //! `TargetSystem::on_claimed`, which the runner calls right after its claim.
 //! This is best effort (fencing is the guarantee). Whatever the server does, the
 //! runner never waits longer than its operation timeout
@@ -206,9 +206,9 @@ mod topology;
 mod tx;
 
 pub use history::read_mongock;
-pub use lock::MongoLock;
+pub use lock::{MongoLock, MongoLockBuilder};
 pub use store::{MongoAuditStore, MongoAuditStoreBuilder};
-pub use target::{MongoContext, MongoTarget, MARKER_COLLECTION, SESSIONS_COLLECTION};
+pub use target::{MongoContext, MongoTarget, MongoTargetBuilder, DEFAULT_TARGET_PREFIX};
 
 /// The driver, re-exported so applications use the same version.
 pub use mongodb;

@@ -31,10 +31,55 @@ pub struct MongoLock {
     describe: String,
 }
 
+/// Configures a standalone [`MongoLock`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct MongoLockBuilder {
+    client: Client,
+    database: String,
+    prefix: String,
+}
+
+impl MongoLockBuilder {
+    /// Prefix of the lock's collection, `<prefix>_lock` (default `flamingock`).
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Checks the names. Does no I/O.
+    pub async fn build(self) -> Result<MongoLock, LockError> {
+        flamingock_core::names::plain_identifier("database", &self.database, &['-'], 63)
+            .and_then(|()| {
+                flamingock_core::names::plain_identifier(
+                    "collection prefix",
+                    &self.prefix,
+                    &[],
+                    100,
+                )
+            })
+            .map_err(|e| LockError::Malformed {
+                lock: format!("mongodb-lock({}.{}_lock)", self.database, self.prefix),
+                detail: format!("invalid configuration: {e}"),
+            })?;
+        let coll = self
+            .client
+            .database(&self.database)
+            .collection(&format!("{}_lock", self.prefix));
+        Ok(MongoLock::in_collection(coll, &self.prefix))
+    }
+}
+
 impl MongoLock {
-    /// The lock named `name` in collection `collection` of `database`.
-    pub fn new(client: &Client, database: &str, collection: &str, name: &str) -> Self {
-        Self::in_collection(client.database(database).collection(collection), name)
+    /// A builder for a standalone lock in database `database` of `client`
+    /// (the audit store's own comes from
+    /// [`MongoAuditStore::lock`](crate::MongoAuditStore::lock)).
+    pub fn builder(client: Client, database: impl Into<String>) -> MongoLockBuilder {
+        MongoLockBuilder {
+            client,
+            database: database.into(),
+            prefix: "flamingock".to_owned(),
+        }
     }
 
     pub(crate) fn in_collection(coll: Collection<Document>, name: &str) -> Self {

@@ -10,14 +10,16 @@ use flamingock_core::{
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
 use mongodb::error::{Error as DriverError, TRANSIENT_TRANSACTION_ERROR};
-use mongodb::options::{DatabaseOptions, IndexOptions, ReadConcern, ReturnDocument, WriteConcern};
+use mongodb::options::{
+    ClientOptions, DatabaseOptions, IndexOptions, ReadConcern, ReturnDocument, WriteConcern,
+};
 use mongodb::{Client, ClientSession, Collection, Database, IndexModel};
 use tracing::{debug, warn};
 
 use crate::codec::{self, field, Reader, NAMESPACE_EXISTS};
 use crate::lock::MongoLock;
 use crate::sessions;
-use crate::target::MongoTarget;
+use crate::target::{MongoTarget, MongoTargetBuilder};
 use crate::topology::{self, Transactions};
 use crate::tx;
 
@@ -197,7 +199,7 @@ pub(crate) struct StoreInner {
 
 /// An audit store in one MongoDB database (DESIGN section 4), with its own
 /// fenced lock ([`MongoLock`]) and targets that share its transactions
-/// ([`MongoAuditStore::target`]). Clones share one handle.
+/// ([`MongoAuditStore::shared_target`]). Clones share one handle.
 ///
 /// Collections (prefix `flamingock` by default):
 ///
@@ -313,33 +315,40 @@ impl MongoAuditStore {
         }
     }
 
-    /// A store with the default settings.
+    /// Connects to `uri` and opens a store with the default settings in the
+    /// database the URI names (`mongodb://host/app?replicaSet=rs0`: `app`).
     ///
     /// # Errors
-    /// See [`MongoAuditStoreBuilder::build`].
-    pub async fn new(client: Client, database: impl Into<String>) -> Result<Self, StoreError> {
-        Self::builder(client, database).build().await
-    }
-
-    /// Connects to `uri` and opens a store with the default settings in `database`.
-    ///
-    /// # Errors
+    /// [`StoreError::NotReady`] for a URI that names no database;
     /// [`StoreError::Backend`] for an invalid URI or an unreachable server.
-    pub async fn connect(uri: &str, database: impl Into<String>) -> Result<Self, StoreError> {
-        let database = database.into();
-        let client = Client::with_uri_str(uri)
+    pub async fn connect(uri: &str) -> Result<Self, StoreError> {
+        let options = ClientOptions::parse(uri)
             .await
             .map_err(|e| StoreError::Backend {
-                store: format!("mongodb({database})"),
+                store: "mongodb".to_owned(),
                 operation: "parse connection string",
                 source: crate::explain::boxed(e),
             })?;
-        Self::new(client, database).await
+        let Some(database) = options.default_database.clone() else {
+            return Err(StoreError::NotReady {
+                store: "mongodb".to_owned(),
+                detail: "the connection string names no database: add it as the path \
+                         (mongodb://host/app), or use MongoAuditStore::builder(client, \"app\")"
+                    .to_owned(),
+            });
+        };
+        let client = Client::with_options(options).map_err(|e| StoreError::Backend {
+            store: format!("mongodb({database})"),
+            operation: "create the client",
+            source: crate::explain::boxed(e),
+        })?;
+        Self::builder(client, database).build().await
     }
 
-    /// A target whose changes commit in the same transaction as their
-    /// APPLIED entry (shared-transaction strategy).
-    pub fn target(&self, id: impl Into<String>) -> MongoTarget {
+    /// A builder for a target whose changes commit in the same transaction
+    /// as their APPLIED entry (shared-transaction strategy); finish it with
+    /// `build().await`.
+    pub fn shared_target(&self, id: impl Into<String>) -> MongoTargetBuilder {
         MongoTarget::shared(id.into(), self.clone())
     }
 

@@ -69,13 +69,20 @@ impl MongoContext {
 
 /// A MongoDB database as a target system.
 ///
-/// * [`MongoAuditStore::target`]: same client and database as the audit
-///   store; each change and its APPLIED entry (with the fence check) commit
-///   in one session transaction (shared-transaction strategy).
-/// * [`MongoTarget::new`]: another client or database; the change commits
-///   in its own transaction together with a marker document in
+/// * [`MongoAuditStore::shared_target`]: same client and database as the
+///   audit store; each change and its APPLIED entry (with the fence check)
+///   commit in one session transaction (shared-transaction strategy).
+/// * [`MongoTarget::builder`]: another client or database; the change
+///   commits in its own transaction together with a marker document in
 ///   `flamingock_markers` (separate transaction with marker), unless
-///   [`without_marker`](MongoTarget::without_marker).
+///   [`marker(false)`](MongoTargetBuilder::marker).
+///
+/// ```no_run
+/// # async fn f(client: mongodb::Client) -> Result<(), flamingock_core::TargetError> {
+/// use flamingock_mongodb::MongoTarget;
+/// let target = MongoTarget::builder("catalog", client, "catalog").build().await?;
+/// # let _ = target; Ok(()) }
+/// ```
 ///
 /// On a server without transactions (a standalone `mongod`) the target says
 /// so in its capabilities, and the runner refuses, before anything runs,
@@ -94,94 +101,179 @@ pub struct MongoTarget {
     write_concern: WriteConcern,
 }
 
-/// Default marker collection of separate-transaction targets.
-pub const MARKER_COLLECTION: &str = "flamingock_markers";
+/// Default prefix of a separate target's collections: markers in
+/// `flamingock_markers`, open transactions' sessions in
+/// `flamingock_target_sessions`.
+pub const DEFAULT_TARGET_PREFIX: &str = "flamingock";
 
-/// Where a separate-transaction target registers the sessions of its open
-/// transactions, so that the next lock holder can kill those of a dead runner.
-pub const SESSIONS_COLLECTION: &str = "flamingock_target_sessions";
+/// Configures a [`MongoTarget`]; from [`MongoTarget::builder`] or
+/// [`MongoAuditStore::shared_target`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct MongoTargetBuilder {
+    id: String,
+    client: Client,
+    database: String,
+    shared: Option<MongoAuditStore>,
+    prefix: Option<String>,
+    marker: Option<bool>,
+    assume_no_transactions: bool,
+    read_concern: Option<ReadConcern>,
+    write_concern: Option<WriteConcern>,
+}
 
-impl MongoTarget {
-    /// A target on database `database` of `client`, keeping markers in
-    /// [`MARKER_COLLECTION`]. Asks the server (`hello`) whether it runs
-    /// transactions.
-    ///
-    /// # Errors
-    /// [`TargetError::Backend`] when the server cannot be reached.
-    pub async fn new(
-        id: impl Into<String>,
-        client: Client,
-        database: &str,
-    ) -> Result<Self, TargetError> {
-        let id = id.into();
-        let transactions = topology::detect(&client)
-            .await
-            .map_err(|e| TargetError::Backend {
-                target: id.clone(),
-                operation: "handshake (hello)",
-                source: crate::explain::boxed(e),
-            })?;
-        let db = client.database(database);
-        Ok(MongoTarget {
-            marker: Some(db.collection(MARKER_COLLECTION)),
-            sessions: Some(db.collection(SESSIONS_COLLECTION)),
-            id,
-            db,
-            client,
-            shared: None,
-            transactions,
-            read_concern: ReadConcern::majority(),
-            write_concern: WriteConcern::majority(),
-        })
-    }
-
-    pub(crate) fn shared(id: String, store: MongoAuditStore) -> Self {
-        let inner = &store.inner;
-        MongoTarget {
-            id,
-            db: inner.client.database(inner.db.name()),
-            client: inner.client.clone(),
-            marker: None,
-            sessions: None,
-            transactions: inner.transactions.clone(),
-            read_concern: inner.read_concern.clone(),
-            write_concern: inner.write_concern.clone(),
-            shared: Some(store),
-        }
-    }
-
-    /// No marker: a crash between the change's commit and its APPLIED entry
-    /// leaves it for an operator (or a retry) instead of being resolved by itself.
-    pub fn without_marker(mut self) -> Self {
-        self.marker = None;
+impl MongoTargetBuilder {
+    /// Prefix of the target's own collections (default `flamingock`):
+    /// markers in `<prefix>_markers`, the sessions of its open transactions
+    /// in `<prefix>_target_sessions`. A shared target keeps no marker:
+    /// setting it there is an error at `build`.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = Some(prefix.into());
         self
     }
 
-    /// Keeps markers in `collection` instead of [`MARKER_COLLECTION`].
-    pub fn marker_collection(mut self, collection: &str) -> Self {
-        if self.shared.is_none() {
-            self.marker = Some(self.db.collection(collection));
-        }
+    /// Whether the target keeps markers (default `true`; a shared target
+    /// never needs them, and `marker(true)` on it is an error at `build`).
+    /// Without them a crash between the change's commit and its APPLIED
+    /// entry is left for an operator (or a retry) instead of being resolved
+    /// by itself.
+    pub fn marker(mut self, yes: bool) -> Self {
+        self.marker = Some(yes);
         self
     }
 
     /// Behave as on a server without transactions. For tests.
     pub fn assume_no_transactions(mut self, yes: bool) -> Self {
-        if yes {
-            self.transactions = Transactions::Unavailable(format!(
-                "transactions were turned off for this target (assume_no_transactions): {}",
-                topology::ADVICE
-            ));
-        }
+        self.assume_no_transactions = yes;
         self
     }
 
-    /// Transaction read and write concerns (default `majority`; targets of a
-    /// store use the store's).
-    pub fn concerns(mut self, read: ReadConcern, write: WriteConcern) -> Self {
-        self.read_concern = read;
-        self.write_concern = write;
+    /// Read concern of the change's transaction (default `majority`; a
+    /// shared target's default is the store's).
+    pub fn read_concern(mut self, rc: ReadConcern) -> Self {
+        self.read_concern = Some(rc);
         self
+    }
+
+    /// Write concern of the change's transaction (default `majority`; a
+    /// shared target's default is the store's).
+    pub fn write_concern(mut self, wc: WriteConcern) -> Self {
+        self.write_concern = Some(wc);
+        self
+    }
+
+    /// Asks the server whether it runs transactions (`hello`; a shared
+    /// target takes the store's answer) and builds the target.
+    ///
+    /// # Errors
+    /// [`TargetError::Backend`] when the server cannot be reached;
+    /// [`TargetError::Unsupported`] for an invalid prefix or marker settings
+    /// on a shared target.
+    pub async fn build(self) -> Result<MongoTarget, TargetError> {
+        let id = self.id;
+        let invalid = |detail: String| TargetError::Unsupported {
+            target: id.clone(),
+            detail,
+        };
+        let off = |whose: &str| {
+            Transactions::Unavailable(format!(
+                "transactions were turned off for this {whose} (assume_no_transactions): {}",
+                topology::ADVICE
+            ))
+        };
+        if let Some(store) = self.shared {
+            if self.marker == Some(true) || self.prefix.is_some() {
+                return Err(invalid(
+                    "a shared target commits its APPLIED entry with the change and keeps no \
+                     marker: remove marker(true) and prefix(..)"
+                        .to_owned(),
+                ));
+            }
+            let inner = &store.inner;
+            return Ok(MongoTarget {
+                id,
+                db: inner.client.database(inner.db.name()),
+                client: inner.client.clone(),
+                marker: None,
+                sessions: None,
+                transactions: match self.assume_no_transactions {
+                    true => off("target"),
+                    false => inner.transactions.clone(),
+                },
+                read_concern: self
+                    .read_concern
+                    .unwrap_or_else(|| inner.read_concern.clone()),
+                write_concern: self
+                    .write_concern
+                    .unwrap_or_else(|| inner.write_concern.clone()),
+                shared: Some(store),
+            });
+        }
+        let prefix = self
+            .prefix
+            .unwrap_or_else(|| DEFAULT_TARGET_PREFIX.to_owned());
+        flamingock_core::names::plain_identifier("database", &self.database, &['-'], 63)
+            .and_then(|()| {
+                flamingock_core::names::plain_identifier("collection prefix", &prefix, &[], 100)
+            })
+            .map_err(|e| invalid(format!("invalid configuration: {e}")))?;
+        let transactions = match self.assume_no_transactions {
+            true => off("target"),
+            false => topology::detect(&self.client)
+                .await
+                .map_err(|e| TargetError::Backend {
+                    target: id.clone(),
+                    operation: "handshake (hello)",
+                    source: crate::explain::boxed(e),
+                })?,
+        };
+        let db = self.client.database(&self.database);
+        Ok(MongoTarget {
+            marker: self
+                .marker
+                .unwrap_or(true)
+                .then(|| db.collection(&format!("{prefix}_markers"))),
+            sessions: Some(db.collection(&format!("{prefix}_target_sessions"))),
+            id,
+            db,
+            client: self.client,
+            shared: None,
+            transactions,
+            read_concern: self.read_concern.unwrap_or_else(ReadConcern::majority),
+            write_concern: self.write_concern.unwrap_or_else(WriteConcern::majority),
+        })
+    }
+}
+
+impl MongoTarget {
+    /// A builder for a target on database `database` of `client`, keeping
+    /// markers in `flamingock_markers`.
+    pub fn builder(
+        id: impl Into<String>,
+        client: Client,
+        database: impl Into<String>,
+    ) -> MongoTargetBuilder {
+        MongoTargetBuilder {
+            id: id.into(),
+            client,
+            database: database.into(),
+            shared: None,
+            prefix: None,
+            marker: None,
+            assume_no_transactions: false,
+            read_concern: None,
+            write_concern: None,
+        }
+    }
+
+    pub(crate) fn shared(id: String, store: MongoAuditStore) -> MongoTargetBuilder {
+        let mut builder = Self::builder(
+            id,
+            store.inner.client.clone(),
+            store.inner.db.name().to_owned(),
+        );
+        builder.shared = Some(store);
+        builder
     }
 
     /// The target's database.
@@ -235,7 +327,7 @@ impl MongoTarget {
                     return Err(TargetError::Unsupported {
                         target: self.id.clone(),
                         detail: "asked to commit an audit entry but this target shares no audit \
-                                 store: create it with MongoAuditStore::target"
+                                 store: build it with MongoAuditStore::shared_target"
                             .into(),
                     });
                 };

@@ -65,9 +65,11 @@ async fn wrong_credentials_fail_with_a_clear_error() {
     } else {
         format!("{bad}?serverSelectionTimeoutMS=3000")
     };
-    let err = MongoAuditStore::connect(&bad, "whatever")
-        .await
-        .expect_err("bad credentials must fail");
+    let err = MongoAuditStore::connect(&flamingock_test_support::services::with_path(
+        &bad, "whatever",
+    ))
+    .await
+    .expect_err("bad credentials must fail");
     let text = chain(&err);
     assert!(matches!(err, StoreError::Backend { .. }), "{text}");
     assert!(
@@ -84,10 +86,10 @@ async fn unreachable_server_fails_fast_with_a_clear_error() {
         l.local_addr().expect("addr").port()
     };
     let started = Instant::now();
-    let err = MongoAuditStore::connect(
+    let err = MongoAuditStore::connect(&flamingock_test_support::services::with_path(
         &format!("mongodb://127.0.0.1:{port}/?directConnection=true&serverSelectionTimeoutMS=500"),
         "app",
-    )
+    ))
     .await
     .expect_err("nothing listens there");
     let text = chain(&err);
@@ -106,7 +108,8 @@ async fn unreachable_server_fails_fast_with_a_clear_error() {
 async fn malformed_documents_are_reported_with_collection_and_id() {
     let Some(url) = url() else { return };
     let db = Db::new(&url).await;
-    let store = MongoAuditStore::new(db.client.clone(), &db.ns)
+    let store = MongoAuditStore::builder(db.client.clone(), &db.ns)
+        .build()
         .await
         .expect("store");
     store.prepare().await.expect("prepare");
@@ -221,7 +224,8 @@ async fn missing_collections_without_auto_create_are_not_ready() {
         }
         other => panic!("expected NotReady, got {other:?}"),
     }
-    MongoAuditStore::new(db.client.clone(), &db.ns)
+    MongoAuditStore::builder(db.client.clone(), &db.ns)
+        .build()
         .await
         .expect("store")
         .prepare()
@@ -235,7 +239,7 @@ struct NeedsTx;
 impl Change for NeedsTx {
     type Target = MongoTarget;
     fn meta(&self) -> ChangeMeta {
-        ChangeMeta::new("seed", "0002")
+        ChangeMeta::new("seed").order("0002")
     }
     async fn apply(&self, _ctx: &mut MongoContext) -> ChangeResult {
         Ok(())
@@ -247,7 +251,9 @@ struct EmailIndex;
 impl Change for EmailIndex {
     type Target = MongoTarget;
     fn meta(&self) -> ChangeMeta {
-        ChangeMeta::new("email-index", "0001").transactional(false)
+        ChangeMeta::new("email-index")
+            .order("0001")
+            .transactional(false)
     }
     async fn apply(&self, ctx: &mut MongoContext) -> ChangeResult {
         assert!(!ctx.in_transaction());
@@ -324,7 +330,16 @@ async fn forced_no_transactions_fails_validation_and_runs_non_transactional_chan
         .await
         .expect("store");
     assert!(!store.transactions());
-    check_without_transactions(store.clone(), store.target("app-db"), &db.ns).await;
+    check_without_transactions(
+        store.clone(),
+        store
+            .shared_target("app-db")
+            .build()
+            .await
+            .expect("shared target"),
+        &db.ns,
+    )
+    .await;
     db.drop().await;
 }
 
@@ -454,14 +469,16 @@ async fn standalone_server_is_detected_from_hello() {
     let Some(bin) = secantusd() else { return };
     let server = Server::start(bin, &["--standalone"]).await;
     let client = Client::with_uri_str(server.url()).await.expect("client");
-    let store = MongoAuditStore::new(client.clone(), "app")
+    let store = MongoAuditStore::builder(client.clone(), "app")
+        .build()
         .await
         .expect("store");
     assert!(
         !store.transactions(),
         "a standalone server has no transactions"
     );
-    let target = MongoTarget::new("other", client, "other")
+    let target = MongoTarget::builder("other", client, "other")
+        .build()
         .await
         .expect("target");
     let why = target
@@ -481,7 +498,7 @@ struct Insert {
 impl Change for Insert {
     type Target = MongoTarget;
     fn meta(&self) -> ChangeMeta {
-        ChangeMeta::new(self.id, self.order)
+        ChangeMeta::new(self.id).order(self.order)
     }
     async fn apply(&self, ctx: &mut MongoContext) -> ChangeResult {
         ctx.db()
@@ -520,12 +537,19 @@ async fn server_killed_mid_run_loses_nothing_recorded() {
             })
     };
     let client = Client::with_uri_str(server.url()).await.expect("client");
-    let store = MongoAuditStore::new(client.clone(), "app")
+    let store = MongoAuditStore::builder(client.clone(), "app")
+        .build()
         .await
         .expect("store");
     let runner = Flamingock::builder()
         .audit_store(store.clone())
-        .target(store.target("app-db"))
+        .target(
+            store
+                .shared_target("app-db")
+                .build()
+                .await
+                .expect("shared target"),
+        )
         .stage(stages(Some(tx)))
         .lock_config(flamingock_core::LockConfig::default().lease(Duration::from_secs(3)))
         .build()
@@ -548,7 +572,8 @@ async fn server_killed_mid_run_loses_nothing_recorded() {
     server.restart().await;
     eprintln!("restart took {:?}", restarted_at.elapsed());
     let client = Client::with_uri_str(server.url()).await.expect("client");
-    let store = MongoAuditStore::new(client.clone(), "app")
+    let store = MongoAuditStore::builder(client.clone(), "app")
+        .build()
         .await
         .expect("store");
     let snap = store.snapshot().await.expect("snapshot after restart");
@@ -565,7 +590,13 @@ async fn server_killed_mid_run_loses_nothing_recorded() {
     // The lease of the dead run must run out before the next run goes on.
     let report = Flamingock::builder()
         .audit_store(store.clone())
-        .target(store.target("app-db"))
+        .target(
+            store
+                .shared_target("app-db")
+                .build()
+                .await
+                .expect("shared target"),
+        )
         .stage(stages(None))
         .lock_config(
             flamingock_core::LockConfig::default()

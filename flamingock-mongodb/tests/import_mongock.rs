@@ -15,7 +15,7 @@ struct Put(&'static str, &'static str);
 impl Change for Put {
     type Target = InMemoryTarget;
     fn meta(&self) -> ChangeMeta {
-        ChangeMeta::new(self.0, self.1).author("ana")
+        ChangeMeta::new(self.0).order(self.1).author("ana")
     }
     async fn apply(&self, tx: &mut KvTx) -> ChangeResult {
         tx.incr(self.0);
@@ -75,9 +75,12 @@ async fn mongocks_change_log_is_imported_and_only_the_rest_runs() {
         "Mongock's own system change left out"
     );
 
-    let store = MongoAuditStore::connect(&url, format!("{ns}_audit"))
-        .await
-        .expect("store");
+    let store = MongoAuditStore::connect(&flamingock_test_support::services::with_path(
+        &url,
+        &format!("{ns}_audit"),
+    ))
+    .await
+    .expect("store");
     let target = InMemoryTarget::new("app");
     let runner = Flamingock::builder()
         .audit_store(store.clone())

@@ -91,9 +91,10 @@ async fn the_port_speaks_tls_only() {
         "mongodb://localhost:{}/?directConnection=true&serverSelectionTimeoutMS=2000",
         server.server.port()
     );
-    let err = MongoAuditStore::connect(&plain, "tls")
-        .await
-        .expect_err("a client without TLS is refused");
+    let err =
+        MongoAuditStore::connect(&flamingock_test_support::services::with_path(&plain, "tls"))
+            .await
+            .expect_err("a client without TLS is refused");
     let text = format!("{err:?}");
     assert!(text.contains("no server completed the handshake"), "{text}");
 }
@@ -102,9 +103,12 @@ async fn the_port_speaks_tls_only() {
 async fn refusals_say_why() {
     let server = TlsMongo::start();
     // A CA that signed nothing here.
-    let err = MongoAuditStore::connect(&server.url("localhost", &server.certs.other_ca()), "tls")
-        .await
-        .expect_err("wrong CA");
+    let err = MongoAuditStore::connect(&flamingock_test_support::services::with_path(
+        &server.url("localhost", &server.certs.other_ca()),
+        "tls",
+    ))
+    .await
+    .expect_err("wrong CA");
     let text = format!("{err:?}");
     assert!(
         text.contains("not signed by an authority this client trusts")
@@ -112,9 +116,12 @@ async fn refusals_say_why() {
         "{text}"
     );
     // The certificate names localhost, not 127.0.0.1.
-    let err = MongoAuditStore::connect(&server.url("127.0.0.1", &server.certs.ca()), "tls")
-        .await
-        .expect_err("host name mismatch");
+    let err = MongoAuditStore::connect(&flamingock_test_support::services::with_path(
+        &server.url("127.0.0.1", &server.certs.ca()),
+        "tls",
+    ))
+    .await
+    .expect_err("host name mismatch");
     let text = format!("{err:?}");
     assert!(text.contains("does not name the host"), "{text}");
     // A server without TLS, asked for TLS.
@@ -124,7 +131,7 @@ async fn refusals_say_why() {
         plain.port(),
         server.certs.ca().display()
     );
-    let err = MongoAuditStore::connect(&url, "tls")
+    let err = MongoAuditStore::connect(&flamingock_test_support::services::with_path(&url, "tls"))
         .await
         .expect_err("TLS to a server without TLS");
     let text = format!("{err:?}");

@@ -50,7 +50,13 @@ impl PipelineUnderTest for Pg {
         let lock: Arc<dyn LockProvider> = Arc::new(store.lock());
         Ok(PipelineEnv {
             lock,
-            shared: Some(store.target("shared")),
+            shared: Some(
+                store
+                    .shared_target("shared")
+                    .build()
+                    .await
+                    .expect("shared target"),
+            ),
             separate: None,
             separate_marker: None,
             store: Arc::new(store) as Arc<dyn AuditStore>,
@@ -79,7 +85,7 @@ impl PipelineUnderTest for Pg {
     async fn count(&self, target: &PostgresTarget, key: &str) -> Result<u64, BoxError> {
         let q = format!(
             "SELECT n FROM {}.counters WHERE key = $1",
-            quote_ident(target.schema_name())
+            quote_ident(target.schema().expect("a schema is set"))
         );
         let n: Option<i64> = sqlx::query_scalar(AssertSqlSafe(q))
             .bind(key)

@@ -130,7 +130,7 @@ struct Sql {
 impl Change for Sql {
     type Target = PostgresTarget;
     fn meta(&self) -> ChangeMeta {
-        ChangeMeta::new(&self.id, &self.order)
+        ChangeMeta::new(&self.id).order(&self.order)
     }
     async fn apply(&self, ctx: &mut PgContext) -> ChangeResult {
         ctx.conn().execute(AssertSqlSafe(self.sql.as_str())).await?;
@@ -257,7 +257,13 @@ impl Prepared {
                     .await?;
                 let runner = Flamingock::builder()
                     .audit_store(store.clone())
-                    .target(store.target("db"))
+                    .target(
+                        store
+                            .shared_target("db")
+                            .build()
+                            .await
+                            .expect("shared target"),
+                    )
                     .stage(stage.unwrap_or_else(|| self::stage(*n)))
                     .lock_config(*lock)
                     .build()?;
@@ -398,7 +404,13 @@ async fn check_alone(admin: &Admin, n: usize, iters: usize) -> Res<[Duration; 3]
         .await?;
     let runner = Flamingock::builder()
         .audit_store(store.clone())
-        .target(store.target("db"))
+        .target(
+            store
+                .shared_target("db")
+                .build()
+                .await
+                .expect("shared target"),
+        )
         .stage(stage(n))
         .build()?;
     runner.run().await?;
@@ -442,7 +454,13 @@ async fn start_parts(admin: &Admin, n: usize, iters: usize) -> Res<[Duration; 3]
     let store = build_store().await?;
     Flamingock::builder()
         .audit_store(store.clone())
-        .target(store.target("db"))
+        .target(
+            store
+                .shared_target("db")
+                .build()
+                .await
+                .expect("shared target"),
+        )
         .stage(stage(n))
         .build()?
         .run()
@@ -456,7 +474,13 @@ async fn start_parts(admin: &Admin, n: usize, iters: usize) -> Res<[Duration; 3]
         let t0 = Instant::now();
         let runner = Flamingock::builder()
             .audit_store(store.clone())
-            .target(store.target("db"))
+            .target(
+                store
+                    .shared_target("db")
+                    .build()
+                    .await
+                    .expect("shared target"),
+            )
             .stage(st)
             .build()?;
         times[1].push(t0.elapsed());
@@ -750,7 +774,13 @@ async fn cold_child(tool: &str, n: usize, schema: &str) -> Res<()> {
                 .await?;
             let report = Flamingock::builder()
                 .audit_store(store.clone())
-                .target(store.target("db"))
+                .target(
+                    store
+                        .shared_target("db")
+                        .build()
+                        .await
+                        .expect("shared target"),
+                )
                 .stage(stage(n))
                 .build()?
                 .run()
@@ -781,7 +811,11 @@ async fn profile(admin: &Admin, n: usize) -> Res<()> {
         .await?;
     store.prepare().await?;
     store.claim_fence().await?;
-    let target = store.target("db");
+    let target = store
+        .shared_target("db")
+        .build()
+        .await
+        .expect("shared target");
     sqlx::raw_sql("CREATE TABLE plain_log (id bigint, name text, at timestamptz DEFAULT now())")
         .execute(&pool)
         .await?;

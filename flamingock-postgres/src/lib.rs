@@ -13,7 +13,7 @@
 //!   operation, expiry judged by the server's clock.
 //! * [`PostgresTarget`]: where changes go, with [`PgContext`] (a connection
 //!   inside the change's transaction) as their context. A target made by
-//!   [`PostgresAuditStore::target`] commits each change **together with its
+//!   [`PostgresAuditStore::shared_target`] commits each change **together with its
 //!   APPLIED entry and the fence check**: a crash at any instant leaves both
 //!   or neither, and a runner that lost its lease can never commit.
 //!
@@ -25,7 +25,7 @@
 //! impl Change for CreateUsers {
 //!     type Target = PostgresTarget;
 //!     fn meta(&self) -> ChangeMeta {
-//!         ChangeMeta::new("create-users", "0001").author("ana")
+//!         ChangeMeta::new("create-users").order("0001").author("ana")
 //!     }
 //!     async fn apply(&self, ctx: &mut PgContext) -> ChangeResult {
 //!         sqlx::query("CREATE TABLE users (id bigint PRIMARY KEY, email text UNIQUE)")
@@ -40,7 +40,7 @@
 //! let store = PostgresAuditStore::connect("postgres://app@127.0.0.1/app").await?;
 //! let report = Flamingock::builder()
 //!     .audit_store(store.clone()) // its lock is the default lock
-//!     .target(store.target("app-db")) // shared transactions with the audit
+//!     .target(store.shared_target("app-db").build().await?) // commits with its audit entry
 //!     .stage(Stage::new("schema").change(CreateUsers))
 //!     .build()?
 //!     .run()
@@ -53,8 +53,8 @@
 //!
 //! In the configured schema (default `public`), under the configured prefix
 //! (default `flamingock`): `<prefix>_audit_history`, `<prefix>_audit_current`,
-//! `<prefix>_fence`, `<prefix>_lock`, and, in a separate target's schema,
-//! `<prefix>_marker`. The fence row's `summary_rows`, `summary_applied` and
+//! `<prefix>_fence`, `<prefix>_lock`, and, in a separate target's schema
+//! (default: the connection's current schema), `<prefix>_marker`. The fence row's `summary_rows`, `summary_applied` and
 //! `summary_digest` and the current rows' `applied_term` / `prev_term` keep
 //! the summary: each append locks the fence row, and its upsert of the
 //! current row returns what the row held before, so the summary moves by
@@ -84,8 +84,8 @@
 //! or collide with another client's of the same name (`prepared statement
 //! "sqlx_s_1" already exists`). Declare it with
 //! [`transaction_pooler(true)`](PostgresAuditStoreBuilder::transaction_pooler)
-//! on the store (its lock and [`PostgresAuditStore::target`]s follow), on a
-//! standalone [`PostgresLockBuilder`] and on separate [`PostgresTarget`]s, or
+//! on the store (its lock and [`PostgresAuditStore::shared_target`]s follow), on a
+//! standalone [`PostgresLockBuilder`] and on separate targets ([`PostgresTargetBuilder`]), or
 //! with `?pooler=transaction` in the URL given to
 //! [`PostgresAuditStore::connect`]. Then statements are unnamed, every store
 //! and lock operation runs inside a transaction of its own (two more round
@@ -127,7 +127,10 @@ pub use lock::{PostgresLock, PostgresLockBuilder};
 pub use names::quote_ident;
 pub use script::split_statements;
 pub use store::{PostgresAuditStore, PostgresAuditStoreBuilder, DEFAULT_PREFIX, DEFAULT_SCHEMA};
-pub use target::{PgContext, PostgresTarget, ScriptError, DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT};
+pub use target::{
+    PgContext, PostgresTarget, PostgresTargetBuilder, ScriptError,
+    DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT,
+};
 pub use tls::install_tls_provider;
 
 /// Re-exported: the driver this crate is built on.

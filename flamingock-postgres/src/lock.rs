@@ -73,7 +73,7 @@ impl Statements {
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 /// use flamingock_postgres::PostgresLock;
 /// let pool = sqlx::PgPool::connect_lazy("postgres://app@db/app")?;
-/// let lock = PostgresLock::builder(pool).schema("ops").build()?;
+/// let lock = PostgresLock::builder(pool).schema("ops").build().await?;
 /// # let _ = lock; Ok(()) }
 /// ```
 #[derive(Debug, Clone)]
@@ -108,7 +108,7 @@ impl PostgresLockBuilder {
         self
     }
     /// Table prefix (default `flamingock`).
-    pub fn table_prefix(mut self, prefix: impl Into<String>) -> Self {
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
         self
     }
@@ -117,8 +117,8 @@ impl PostgresLockBuilder {
         self.auto_create = yes;
         self
     }
-    /// Validates the names.
-    pub fn build(self) -> Result<PostgresLock, LockError> {
+    /// Validates the names. Does no I/O.
+    pub async fn build(self) -> Result<PostgresLock, LockError> {
         let names =
             Names::new(&self.schema, &self.prefix).map_err(|detail| LockError::Malformed {
                 lock: format!("postgres({}.{}_lock)", self.schema, self.prefix),

@@ -14,7 +14,7 @@ use crate::lock::PostgresLock;
 use crate::names::{Names, Table};
 use crate::schema::{self, SchemaError};
 use crate::space::{idempotent, redact_url, Space};
-use crate::target::PostgresTarget;
+use crate::target::{PostgresTarget, PostgresTargetBuilder};
 
 /// Default schema.
 pub const DEFAULT_SCHEMA: &str = "public";
@@ -150,7 +150,7 @@ pub(crate) struct StoreInner {
 /// let pool = sqlx::PgPool::connect_lazy("postgres://app@db/app").expect("url");
 /// let store = PostgresAuditStore::builder(pool)
 ///     .schema("ops")
-///     .table_prefix("flamingock")
+///     .prefix("flamingock")
 ///     .auto_create(true)
 ///     .build()
 ///     .await?;
@@ -194,7 +194,7 @@ impl PostgresAuditStoreBuilder {
     }
 
     /// The prefix of the table names (default `flamingock`).
-    pub fn table_prefix(mut self, prefix: impl Into<String>) -> Self {
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
         self
     }
@@ -294,11 +294,12 @@ impl PostgresAuditStore {
         Self::builder(pool).transaction_pooler(pooler).build().await
     }
 
-    /// A transactional target on the same database whose changes commit
-    /// together with their APPLIED entry (shared-transaction strategy).
-    /// Set its [`idle_in_transaction_timeout`](PostgresTarget::idle_in_transaction_timeout)
+    /// A builder for a transactional target on the same database whose
+    /// changes commit together with their APPLIED entry (shared-transaction
+    /// strategy); finish it with `build().await`. Keep its
+    /// [`idle_in_transaction_timeout`](crate::PostgresTargetBuilder::idle_in_transaction_timeout)
     /// no longer than the lock's lease.
-    pub fn target(&self, id: impl Into<String>) -> PostgresTarget {
+    pub fn shared_target(&self, id: impl Into<String>) -> PostgresTargetBuilder {
         PostgresTarget::shared(id.into(), self.clone())
     }
 

@@ -16,19 +16,21 @@ use crate::names::{Names, Table};
 use crate::schema::{self, SchemaError};
 use crate::script::split_statements;
 use crate::space::{idempotent, is_connection_lost, is_undefined_table};
-use crate::store::{PostgresAuditStore, DEFAULT_PREFIX, DEFAULT_SCHEMA};
+use crate::store::{PostgresAuditStore, DEFAULT_PREFIX};
 
 /// A PostgreSQL database changes are applied to.
 ///
-/// * [`PostgresAuditStore::target`] gives a target on the audit store's own
-///   database: each change commits in **one transaction** with its APPLIED
-///   entry and the fence check (shared-transaction strategy), so a crash at
-///   any instant leaves both or neither.
-/// * [`PostgresTarget::new`] gives a target on any other database (or the
-///   same one with a separate audit store): separate-transaction strategy,
-///   with a marker row in `<schema>.<prefix>_marker` written inside the
-///   change's transaction, which lets the next run resolve a crash after
-///   commit by itself; [`without_marker`](Self::without_marker) turns it off.
+/// Built with [`PostgresTarget::builder`] (any database) or
+/// [`PostgresAuditStore::shared_target`] (the audit store's own database),
+/// then `build().await`:
+///
+/// * A **shared** target commits each change in **one transaction** with its
+///   APPLIED entry and the fence check (shared-transaction strategy), so a
+///   crash at any instant leaves both or neither.
+/// * Any other target runs the separate-transaction strategy, with a marker
+///   row in `<schema>.<prefix>_marker` written inside the change's
+///   transaction, which lets the next run resolve a crash after commit by
+///   itself; [`marker(false)`](PostgresTargetBuilder::marker) turns it off.
 ///
 /// A change declared `.transactional(false)` gets a plain pooled connection
 /// outside any transaction (for `CREATE INDEX CONCURRENTLY`, `VACUUM`,
@@ -37,26 +39,52 @@ use crate::store::{PostgresAuditStore, DEFAULT_PREFIX, DEFAULT_SCHEMA};
 /// simple query, which PostgreSQL runs as one implicit transaction (and
 /// `CREATE INDEX CONCURRENTLY` refuses to run inside one).
 /// [`PgContext::execute_script`] splits a script and does exactly that.
+///
+/// ```no_run
+/// # async fn f(pool: sqlx::PgPool) -> Result<(), flamingock_core::TargetError> {
+/// use flamingock_postgres::PostgresTarget;
+/// let target = PostgresTarget::builder("reporting", pool)
+///     .schema("reporting")
+///     .build()
+///     .await?;
+/// # let _ = target; Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct PostgresTarget {
     id: String,
     pool: PgPool,
-    schema: Arc<str>,
+    /// The schema set on the builder; `None`: the connection's current schema,
+    /// asked once, when a change first needs it.
+    schema: Option<Arc<str>>,
+    /// Marker table names, with the schema resolved.
+    names: Arc<OnceCell<Names>>,
     prefix: String,
     shared: Option<PostgresAuditStore>,
     marker: bool,
     marker_ready: Arc<OnceCell<()>>,
-    /// See [`PostgresTarget::idle_in_transaction_timeout`].
-    idle: Option<Duration>,
-    /// See [`PostgresTarget::transaction_pooler`].
+    /// See [`PostgresTargetBuilder::transaction_pooler`].
     pooler: bool,
-    /// See [`PostgresTarget::search_path`].
-    search_path: Option<String>,
     /// `BEGIN` plus the transaction's settings, sent as one simple query.
     begin_sql: Arc<str>,
 }
 
-/// Default [`PostgresTarget::idle_in_transaction_timeout`]: the default lease.
+/// Configures a [`PostgresTarget`]; from [`PostgresTarget::builder`] or
+/// [`PostgresAuditStore::shared_target`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct PostgresTargetBuilder {
+    id: String,
+    pool: PgPool,
+    schema: Option<String>,
+    prefix: Option<String>,
+    shared: Option<PostgresAuditStore>,
+    marker: Option<bool>,
+    idle: Option<Duration>,
+    pooler: bool,
+    search_path: Option<String>,
+}
+
+/// Default [`PostgresTargetBuilder::idle_in_transaction_timeout`]: the default lease.
 pub const DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// `BEGIN` and the transaction-scoped settings (`SET LOCAL`: no session
@@ -83,62 +111,45 @@ fn begin_sql(idle: Option<Duration>, pooler: bool, search_path: Option<&str>) ->
 }
 
 impl PostgresTarget {
-    /// A target named `id` on `pool`, keeping markers in
-    /// `public.flamingock_marker` (see [`schema`](Self::schema) and
-    /// [`table_prefix`](Self::table_prefix)).
-    pub fn new(id: impl Into<String>, pool: PgPool) -> Self {
+    /// A builder for a target named `id` on `pool` (separate-transaction
+    /// strategy, with a marker table).
+    pub fn builder(id: impl Into<String>, pool: PgPool) -> PostgresTargetBuilder {
         crate::install_tls_provider();
-        PostgresTarget {
+        PostgresTargetBuilder {
             id: id.into(),
             pool,
-            schema: Arc::from(DEFAULT_SCHEMA),
-            prefix: DEFAULT_PREFIX.to_owned(),
+            schema: None,
+            prefix: None,
             shared: None,
-            marker: true,
-            marker_ready: Arc::default(),
+            marker: None,
             idle: Some(DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT),
             pooler: false,
             search_path: None,
-            begin_sql: begin_sql(Some(DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT), false, None),
         }
     }
 
-    pub(crate) fn shared(id: String, store: PostgresAuditStore) -> Self {
-        let pooler = store.inner.space.pooler;
-        PostgresTarget {
-            id,
-            pool: store.pool().clone(),
-            schema: Arc::from(store.schema()),
-            prefix: DEFAULT_PREFIX.to_owned(),
-            shared: Some(store),
-            marker: false,
-            marker_ready: Arc::default(),
-            idle: Some(DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT),
-            pooler,
-            search_path: None,
-            begin_sql: begin_sql(Some(DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT), pooler, None),
-        }
+    pub(crate) fn shared(id: String, store: PostgresAuditStore) -> PostgresTargetBuilder {
+        let mut builder = Self::builder(id, store.pool().clone());
+        builder.pooler = store.inner.space.pooler;
+        builder.schema = Some(store.schema().to_owned());
+        builder.shared = Some(store);
+        builder
     }
+}
 
-    fn rebuilt(mut self) -> Self {
-        self.begin_sql = begin_sql(self.idle, self.pooler, self.search_path.as_deref());
-        self
-    }
-
+impl PostgresTargetBuilder {
     /// Declares that the pool reaches PostgreSQL through a pooler in
     /// transaction mode (see
     /// [`PostgresAuditStoreBuilder::transaction_pooler`](crate::PostgresAuditStoreBuilder::transaction_pooler);
-    /// a target made by [`PostgresAuditStore::target`] takes the store's
-    /// setting). Then the marker statements are not kept prepared, and each
-    /// change's transaction starts with `DEALLOCATE ALL`, so the named
-    /// statements other clients left on the server connection cannot collide
-    /// with the change's own. Build the pool with
-    /// `statement_cache_capacity(0)`: a cached statement would be looked up
-    /// on whatever server connection the next transaction gets.
-    #[must_use]
+    /// a shared target takes the store's setting). Then the marker
+    /// statements are not kept prepared, and each change's transaction starts
+    /// with `DEALLOCATE ALL`, so the named statements other clients left on
+    /// the server connection cannot collide with the change's own. Build the
+    /// pool with `statement_cache_capacity(0)`: a cached statement would be
+    /// looked up on whatever server connection the next transaction gets.
     pub fn transaction_pooler(mut self, yes: bool) -> Self {
         self.pooler = yes;
-        self.rebuilt()
+        self
     }
 
     /// Sets `search_path` for each change's transaction (`SET LOCAL`, in the
@@ -146,34 +157,35 @@ impl PostgresTarget {
     /// names in the changes resolve there. Unlike a connection option, it
     /// also holds behind a transaction pooler; it does not apply to
     /// non-transactional changes. The text is sent as written.
-    #[must_use]
     pub fn search_path(mut self, path: impl Into<String>) -> Self {
         self.search_path = Some(path.into());
-        self.rebuilt()
+        self
     }
 
-    /// The schema of the marker table, also what [`PgContext::schema`] reports
-    /// to changes (default `public`). Created when missing.
-    #[must_use]
+    /// The schema of the marker table, also what [`PgContext::schema`]
+    /// reports to changes; created when missing. Default: the connection's
+    /// current schema (`current_schema()`, the first schema of its
+    /// `search_path` that exists), asked once, when a change first needs it,
+    /// so the marker sits where the changes' own unqualified tables go. A
+    /// shared target's default is the audit store's schema.
     pub fn schema(mut self, schema: impl Into<String>) -> Self {
-        self.schema = Arc::from(schema.into());
-        self.marker_ready = Arc::default();
+        self.schema = Some(schema.into());
         self
     }
 
-    /// The prefix of the marker table's name (default `flamingock`).
-    #[must_use]
-    pub fn table_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.prefix = prefix.into();
-        self.marker_ready = Arc::default();
+    /// The prefix of the marker table's name (default `flamingock`). A shared
+    /// target keeps no marker: setting it there is an error at `build`.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = Some(prefix.into());
         self
     }
 
-    /// No marker table: a crash between the change's commit and its APPLIED
-    /// entry then needs an operator (or `AlwaysRetry`).
-    #[must_use]
-    pub fn without_marker(mut self) -> Self {
-        self.marker = false;
+    /// Whether the target keeps a marker table (default `true`; a shared
+    /// target never needs one, and `marker(true)` on it is an error at
+    /// `build`). Without it a crash between the change's commit and its
+    /// APPLIED entry needs an operator (or `AlwaysRetry`).
+    pub fn marker(mut self, yes: bool) -> Self {
+        self.marker = Some(yes);
         self
     }
 
@@ -186,27 +198,66 @@ impl PostgresTarget {
     /// this set no longer than the lease, the server rolls the stale
     /// transaction back and the new runner goes on. The setting is `SET LOCAL`
     /// in the same round trip as `BEGIN`.
-    #[must_use]
     pub fn idle_in_transaction_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.idle = timeout;
-        self.rebuilt()
-    }
-
-    /// The same target under another id.
-    #[must_use]
-    pub fn with_id(mut self, id: impl Into<String>) -> Self {
-        self.id = id.into();
         self
     }
 
+    /// Checks the settings. Does no I/O (a start with nothing pending stays
+    /// one read of the audit store).
+    ///
+    /// # Errors
+    /// [`TargetError::Unsupported`] naming what is wrong: an invalid schema
+    /// or prefix, or marker settings on a shared target.
+    pub async fn build(self) -> Result<PostgresTarget, TargetError> {
+        let invalid = |detail: String| TargetError::Unsupported {
+            target: self.id.clone(),
+            detail,
+        };
+        if self.shared.is_some() && (self.marker == Some(true) || self.prefix.is_some()) {
+            return Err(invalid(
+                "a shared target commits its APPLIED entry with the change and keeps no marker: \
+                 remove marker(true) and prefix(..)"
+                    .to_owned(),
+            ));
+        }
+        let prefix = self.prefix.unwrap_or_else(|| DEFAULT_PREFIX.to_owned());
+        crate::names::check_prefix(&prefix)
+            .map_err(|e| invalid(format!("invalid marker table configuration: {e}")))?;
+        let names = OnceCell::new();
+        if let Some(schema) = &self.schema {
+            let n = Names::new(schema, &prefix)
+                .map_err(|e| invalid(format!("invalid marker table configuration: {e}")))?;
+            let _ = names.set(n);
+        }
+        Ok(PostgresTarget {
+            begin_sql: begin_sql(self.idle, self.pooler, self.search_path.as_deref()),
+            marker: self.marker.unwrap_or(self.shared.is_none()),
+            id: self.id,
+            pool: self.pool,
+            schema: self.schema.map(Arc::from),
+            names: Arc::new(names),
+            prefix,
+            shared: self.shared,
+            marker_ready: Arc::default(),
+            pooler: self.pooler,
+        })
+    }
+}
+
+impl PostgresTarget {
     /// The pool.
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
 
-    /// The schema changes are told about ([`PgContext::schema`]).
-    pub fn schema_name(&self) -> &str {
-        &self.schema
+    /// The schema set on the builder, or, once a change has run, the
+    /// connection's current schema it resolved to; `None` before that.
+    pub fn schema(&self) -> Option<&str> {
+        match &self.schema {
+            Some(s) => Some(s),
+            None => self.names.get().map(|n| n.schema.as_str()),
+        }
     }
 
     fn backend(&self, operation: &'static str, source: sqlx::Error) -> TargetError {
@@ -217,15 +268,38 @@ impl PostgresTarget {
         }
     }
 
-    fn names(&self) -> Result<Names, TargetError> {
-        Names::new(&self.schema, &self.prefix).map_err(|detail| TargetError::Unsupported {
-            target: self.id.clone(),
-            detail: format!("invalid marker table configuration: {detail}"),
-        })
+    /// The marker table's names, asking the server for its current schema
+    /// the first time when none was set.
+    async fn names(&self) -> Result<&Names, TargetError> {
+        self.names
+            .get_or_try_init(|| async {
+                let schema: Option<String> = idempotent("read current_schema()", || async {
+                    let mut c = crate::space::conn(&self.pool, self.pooler).await?;
+                    let schema = sqlx::query_scalar("SELECT current_schema()")
+                        .persistent(!self.pooler)
+                        .fetch_one(&mut *c)
+                        .await?;
+                    c.finish().await?;
+                    Ok(schema)
+                })
+                .await
+                .map_err(|e| self.backend("read current_schema()", e))?;
+                let Some(schema) = schema else {
+                    return Err(self.unsupported(
+                        "the connection has no current schema (no schema of its search_path \
+                         exists): name one with PostgresTarget::builder(..).schema(..)",
+                    ));
+                };
+                Names::new(&schema, &self.prefix).map_err(|detail| TargetError::Unsupported {
+                    target: self.id.clone(),
+                    detail: format!("invalid marker table configuration: {detail}"),
+                })
+            })
+            .await
     }
 
     async fn ensure_marker_table(&self) -> Result<(), TargetError> {
-        let names = self.names()?;
+        let names = self.names().await?.clone();
         self.marker_ready
             .get_or_try_init(|| async {
                 schema::ensure(&self.pool, self.pooler, &names, &[Table::Marker], true)
@@ -286,7 +360,7 @@ enum Conn {
 /// struct SeedCountries;
 /// impl Change for SeedCountries {
 ///     type Target = PostgresTarget;
-///     fn meta(&self) -> ChangeMeta { ChangeMeta::new("seed-countries", "0002") }
+///     fn meta(&self) -> ChangeMeta { ChangeMeta::new("seed-countries").order("0002") }
 ///     async fn apply(&self, ctx: &mut PgContext) -> ChangeResult {
 ///         sqlx::query("INSERT INTO countries (code) VALUES ($1), ($2)")
 ///             .bind("es").bind("pt")
@@ -420,6 +494,12 @@ impl TargetSystem for PostgresTarget {
     }
 
     async fn begin(&self, mode: ContextMode) -> Result<PgContext, TargetError> {
+        // The schema first: asking for it takes a connection of its own, which
+        // a pool of one could not give while the change's is taken.
+        let schema = match &self.schema {
+            Some(s) => s.clone(),
+            None => Arc::from(self.names().await?.schema.as_str()),
+        };
         let conn = match mode {
             ContextMode::Transaction => {
                 if self.marker {
@@ -440,10 +520,7 @@ impl TargetSystem for PostgresTarget {
                     .map_err(|e| self.backend("acquire a connection", e))?,
             ),
         };
-        Ok(PgContext {
-            conn,
-            schema: self.schema.clone(),
-        })
+        Ok(PgContext { conn, schema })
     }
 
     async fn commit(&self, ctx: PgContext, with: CommitWith<'_>) -> Result<(), TargetError> {
@@ -463,7 +540,7 @@ impl TargetSystem for PostgresTarget {
                 let Some(store) = &self.shared else {
                     let e = self.unsupported(
                         "asked to commit an audit entry but this target shares no audit store \
-                         (create it with PostgresAuditStore::target)",
+                         (build it with PostgresAuditStore::shared_target)",
                     );
                     return Err(self.not_committed(tx, Box::new(e)).await);
                 };
@@ -486,7 +563,10 @@ impl TargetSystem for PostgresTarget {
                     let e = self.unsupported("asked to write a marker but markers are off");
                     return Err(self.not_committed(tx, Box::new(e)).await);
                 }
-                let names = self.names()?;
+                let names = match self.names().await {
+                    Ok(n) => n,
+                    Err(e) => return Err(self.not_committed(tx, Box::new(e)).await),
+                };
                 let Ok(token) = i64::try_from(m.fencing_token) else {
                     let e = self.unsupported("fencing token does not fit PostgreSQL's bigint");
                     return Err(self.not_committed(tx, Box::new(e)).await);
@@ -540,7 +620,7 @@ impl TargetSystem for PostgresTarget {
         if !self.marker {
             return Ok(None);
         }
-        let t = self.names()?.qualified(Table::Marker);
+        let t = self.names().await?.qualified(Table::Marker);
         let q = format!("SELECT run_id, token FROM {t} WHERE change_id = $1");
         let row = match idempotent("read marker", || async {
             let mut c = crate::space::conn(&self.pool, self.pooler).await?;
@@ -572,7 +652,7 @@ impl TargetSystem for PostgresTarget {
         if !self.marker {
             return Ok(());
         }
-        let t = self.names()?.qualified(Table::Marker);
+        let t = self.names().await?.qualified(Table::Marker);
         let q = format!("DELETE FROM {t} WHERE change_id = $1");
         match idempotent("clear marker", || async {
             let mut c = crate::space::conn(&self.pool, self.pooler).await?;

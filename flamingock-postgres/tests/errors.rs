@@ -241,11 +241,16 @@ async fn store_id_names_database_schema_and_prefix_across_pools() {
     assert!(a.store_id().starts_with("postgres:"), "{}", a.store_id());
     assert!(a.store_id().ends_with(&format!("/{}/flamingock", s.name)));
     // A target from the other pool shares transactions with the first store.
-    let caps = b.target("t").capabilities();
+    let caps = b
+        .shared_target("t")
+        .build()
+        .await
+        .expect("target")
+        .capabilities();
     assert_eq!(caps.shared_audit_store.as_deref(), Some(a.store_id()));
     let other = PostgresAuditStore::builder(common::pool(&url, 1))
         .schema(&s.name)
-        .table_prefix("other")
+        .prefix("other")
         .build()
         .await
         .expect("build");
@@ -263,7 +268,11 @@ async fn fenced_shared_commit_rolls_the_change_back() {
     for _ in 0..7 {
         store.claim_fence().await.expect("claim");
     }
-    let target = store.target("db");
+    let target = store
+        .shared_target("db")
+        .build()
+        .await
+        .expect("shared target");
     let mut ctx = target.begin(ContextMode::Transaction).await.expect("begin");
     sqlx::query(AssertSqlSafe(format!(
         "INSERT INTO {}.effects VALUES (1)",
@@ -322,7 +331,7 @@ struct Slow {
 impl Change for Slow {
     type Target = PostgresTarget;
     fn meta(&self) -> ChangeMeta {
-        ChangeMeta::new(&self.id, &self.order)
+        ChangeMeta::new(&self.id).order(&self.order)
     }
     async fn apply(&self, ctx: &mut PgContext) -> ChangeResult {
         sqlx::query("SELECT pg_sleep(0.15)")
@@ -378,7 +387,13 @@ async fn connections_killed_mid_run_lose_nothing() {
         .acquire_timeout(Duration::from_secs(30));
     let runner = Flamingock::builder()
         .audit_store(store.clone())
-        .target(store.target("db"))
+        .target(
+            store
+                .shared_target("db")
+                .build()
+                .await
+                .expect("shared target"),
+        )
         .stage(slow_stage(&s.name, 8))
         .lock_config(lock_cfg)
         .build()
@@ -418,7 +433,13 @@ async fn connections_killed_mid_run_lose_nothing() {
     // once the dead runner's lease has run out.
     let again = Flamingock::builder()
         .audit_store(store.clone())
-        .target(store.target("db"))
+        .target(
+            store
+                .shared_target("db")
+                .build()
+                .await
+                .expect("shared target"),
+        )
         .stage(slow_stage(&s.name, 8))
         .lock_config(lock_cfg)
         .build()
@@ -465,7 +486,9 @@ struct ConcurrentIndex {
 impl Change for ConcurrentIndex {
     type Target = PostgresTarget;
     fn meta(&self) -> ChangeMeta {
-        ChangeMeta::new("concurrent-index", "0002").transactional(false)
+        ChangeMeta::new("concurrent-index")
+            .order("0002")
+            .transactional(false)
     }
     async fn apply(&self, ctx: &mut PgContext) -> ChangeResult {
         assert!(!ctx.is_transactional());
@@ -487,7 +510,7 @@ struct CreateItems {
 impl Change for CreateItems {
     type Target = PostgresTarget;
     fn meta(&self) -> ChangeMeta {
-        ChangeMeta::new("create-items", "0001")
+        ChangeMeta::new("create-items").order("0001")
     }
     async fn apply(&self, ctx: &mut PgContext) -> ChangeResult {
         assert!(ctx.is_transactional());
@@ -508,7 +531,13 @@ async fn non_transactional_change_creates_index_concurrently() {
     let store = store(&url, &s.name).await;
     let runner = Flamingock::builder()
         .audit_store(store.clone())
-        .target(store.target("db"))
+        .target(
+            store
+                .shared_target("db")
+                .build()
+                .await
+                .expect("shared target"),
+        )
         .stage(
             flamingock_core::Stage::new("s")
                 .change(CreateItems {
@@ -540,7 +569,11 @@ async fn non_transactional_change_creates_index_concurrently() {
 async fn a_script_error_names_the_failing_statement() {
     let Some(url) = common::url() else { return };
     let pool = common::pool(&url, 1);
-    let target = PostgresTarget::new("db", pool).without_marker();
+    let target = PostgresTarget::builder("db", pool)
+        .marker(false)
+        .build()
+        .await
+        .expect("target");
     let mut ctx = target.begin(ContextMode::Transaction).await.expect("begin");
     let err = ctx
         .execute_script("SELECT 1; SELECT * FROM flamingock_no_such_table; SELECT 3")
@@ -569,10 +602,62 @@ async fn a_script_error_names_the_failing_statement() {
 }
 
 #[tokio::test]
+async fn a_separate_target_keeps_its_marker_in_the_connections_schema() {
+    let Some(url) = common::url() else { return };
+    let s = Schema::new(&url, "marker_home").await;
+    // A pool whose connections work in the test's schema, as an
+    // application's role with its own search_path would.
+    let options: sqlx::postgres::PgConnectOptions = url.parse().expect("url");
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_lazy_with(options.options([("search_path", s.name.as_str())]));
+    let target = PostgresTarget::builder("db", pool)
+        .build()
+        .await
+        .expect("target");
+    assert_eq!(target.schema(), None, "not asked before a change needs it");
+    let ctx = target.begin(ContextMode::Transaction).await.expect("begin");
+    assert_eq!(ctx.schema(), s.name, "the change is told the schema");
+    target.abort(ctx).await.expect("abort");
+    assert_eq!(target.schema(), Some(s.name.as_str()));
+    let here: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_tables WHERE schemaname = $1 AND tablename = 'flamingock_marker'",
+    )
+    .bind(&s.name)
+    .fetch_one(&s.admin)
+    .await
+    .expect("catalog");
+    assert_eq!(here, 1, "the marker table is in the connection's schema");
+    s.drop().await;
+}
+
+#[tokio::test]
+async fn a_shared_target_refuses_marker_settings() {
+    let Some(url) = common::url() else { return };
+    let s = Schema::new(&url, "shared_marker").await;
+    let store = store(&url, &s.name).await;
+    let err = store
+        .shared_target("db")
+        .marker(true)
+        .build()
+        .await
+        .expect_err("a shared target keeps no marker");
+    assert!(err.to_string().contains("keeps no marker"), "{err}");
+    let err = store
+        .shared_target("db")
+        .prefix("x")
+        .build()
+        .await
+        .expect_err("nor a marker prefix");
+    assert!(err.to_string().contains("prefix"), "{err}");
+    s.drop().await;
+}
+
+#[tokio::test]
 async fn invalid_names_are_rejected_before_any_sql() {
     let Some(url) = common::url() else { return };
     let err = PostgresAuditStore::builder(common::pool(&url, 1))
-        .table_prefix("")
+        .prefix("")
         .build()
         .await
         .expect_err("empty prefix");
@@ -598,6 +683,7 @@ async fn invalid_names_are_rejected_before_any_sql() {
     let lock = PostgresLock::builder(common::pool(&url, 1))
         .schema(&odd)
         .build()
+        .await
         .expect_err("odd lock schema");
     assert!(
         lock.to_string().contains("is not a plain identifier"),
@@ -618,7 +704,7 @@ async fn blocked_run_lists_issue_for_non_transactional_failure() {
     impl Change for Broken {
         type Target = PostgresTarget;
         fn meta(&self) -> ChangeMeta {
-            ChangeMeta::new("broken", "0001").transactional(false)
+            ChangeMeta::new("broken").order("0001").transactional(false)
         }
         async fn apply(&self, ctx: &mut PgContext) -> ChangeResult {
             ctx.execute_script("SELECT * FROM flamingock_missing_relation")
@@ -631,7 +717,13 @@ async fn blocked_run_lists_issue_for_non_transactional_failure() {
     let store = store(&url, &s.name).await;
     let runner = Flamingock::builder()
         .audit_store(store.clone())
-        .target(store.target("db"))
+        .target(
+            store
+                .shared_target("db")
+                .build()
+                .await
+                .expect("shared target"),
+        )
         .stage(flamingock_core::Stage::new("s").change(Broken))
         .build()
         .expect("build");

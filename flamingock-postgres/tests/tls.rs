@@ -20,7 +20,7 @@ struct CreateT;
 impl Change for CreateT {
     type Target = PostgresTarget;
     fn meta(&self) -> ChangeMeta {
-        ChangeMeta::new("create-t", "0001")
+        ChangeMeta::new("create-t").order("0001")
     }
     async fn apply(&self, ctx: &mut PgContext) -> ChangeResult {
         sqlx::query("CREATE TABLE t (x int)")
@@ -72,7 +72,13 @@ async fn verify_full_with_the_ca_connects_and_refusals_say_why() {
         .expect("verify-full");
     let report = Flamingock::builder()
         .audit_store(store.clone())
-        .target(store.target("db"))
+        .target(
+            store
+                .shared_target("db")
+                .build()
+                .await
+                .expect("shared target"),
+        )
         .stage(Stage::new("s").change(CreateT))
         .build()
         .expect("build")

@@ -43,7 +43,7 @@ async fn bench(
     warmup: usize,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let ns = format!("bench_{}", uuid::Uuid::new_v4().simple());
-    let lock = RedisLock::connect(url, &ns).await?;
+    let lock = RedisLock::builder(url).name(&ns).build().await?;
     let lease = Duration::from_secs(60);
     let mut s = Samples::default();
     for i in 0..warmup + iterations {

@@ -10,10 +10,16 @@ use flamingock_core::tls::TlsRefusal;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RedisLockError {
-    /// The namespace or key prefix cannot be used in a key name.
+    /// Connection settings were given for a connection the caller made.
+    #[error("redis lock: {detail}")]
+    InvalidSetting {
+        /// What is wrong.
+        detail: String,
+    },
+    /// The name or key prefix cannot be used in a key name.
     #[error("redis lock: invalid {what} {value:?}: {reason}")]
     InvalidName {
-        /// `"namespace"` or `"key prefix"`.
+        /// `"name"` or `"key prefix"`.
         what: &'static str,
         /// The value given.
         value: String,

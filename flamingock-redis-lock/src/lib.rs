@@ -14,7 +14,7 @@
 //! impl Change for SeedCountries {
 //!     type Target = InMemoryTarget;
 //!     fn meta(&self) -> ChangeMeta {
-//!         ChangeMeta::new("seed-countries", "0001").author("ops")
+//!         ChangeMeta::new("seed-countries").order("0001").author("ops")
 //!     }
 //!     async fn apply(&self, tx: &mut KvTx) -> ChangeResult {
 //!         tx.put("countries:es", "Spain");
@@ -27,14 +27,17 @@
 //! // The audit store can be any other backend (PostgreSQL, MongoDB,
 //! // DynamoDB...); the in-memory one keeps this example self-contained.
 //! let store = InMemoryAuditStore::new();
-//! // One lock per audit store namespace: keys {flamingock:billing}:lock and
-//! // {flamingock:billing}:token.
-//! let lock = RedisLock::connect("redis://127.0.0.1:6379/", "billing").await?;
+//! // Keys {flamingock:billing}:lock and {flamingock:billing}:token: one
+//! // named lock per group of runners that must not overlap.
+//! let lock = RedisLock::builder("redis://127.0.0.1:6379/")
+//!     .name("billing")
+//!     .build()
+//!     .await?;
 //!
 //! let runner = Flamingock::builder()
 //!     .audit_store(store.clone())
 //!     .lock_provider(lock) // instead of the audit store's own lock
-//!     .target(store.target("app-db"))
+//!     .target(store.shared_target("app-db"))
 //!     .stage(Stage::new("init").change(SeedCountries))
 //!     .build()?;
 //! let report = runner.run().await?;
@@ -84,8 +87,9 @@
 
 //! ## Keys and scripts
 //!
-//! Both keys of a namespace share the hash tag `{<prefix>:<namespace>}`
-//! (prefix `flamingock` by default, see [`RedisLockBuilder::key_prefix`]),
+//! Both keys of a lock share the hash tag `{<prefix>}`, or `{<prefix>:<name>}`
+//! for a named lock (prefix `flamingock` by default, see
+//! [`RedisLockBuilder::prefix`] and [`RedisLockBuilder::name`]),
 //! so each operation is one Lua script (`EVALSHA`) touching one slot, and
 //! works on Redis Cluster. The lock key is a hash `{owner, token}` whose
 //! Redis expiry is the lease; expiry is judged by the Redis server's clock.
@@ -113,7 +117,7 @@ mod lock;
 mod scripts;
 
 pub use error::RedisLockError;
-pub use lock::{RedisLock, RedisLockBuilder, DEFAULT_KEY_PREFIX};
+pub use lock::{RedisLock, RedisLockBuilder, RedisSource, DEFAULT_KEY_PREFIX};
 
 /// The driver, re-exported so callers build a
 /// [`ConnectionManager`](redis::aio::ConnectionManager) with the same version.

@@ -18,13 +18,13 @@ pub const DEFAULT_KEY_PREFIX: &str = "flamingock";
 /// `PEXPIRE` never overflows the server's clock arithmetic.
 const MAX_LEASE_MS: u64 = 1 << 40;
 
-/// A fenced lease lock on Redis: one lock per namespace, held in two keys
-/// that share a hash tag (so both live in one Redis Cluster slot):
+/// A fenced lease lock on Redis, held in two keys that share a hash tag (so
+/// both live in one Redis Cluster slot):
 ///
-/// * `{<prefix>:<namespace>}:lock`: a hash with `owner` and `token`, whose
-///   Redis expiry is the lease;
-/// * `{<prefix>:<namespace>}:token`: the token counter, without expiry, so
-///   tokens only grow across releases, expiries and force releases.
+/// * `{<prefix>}:lock` (`{<prefix>:<name>}:lock` for a named lock): a hash
+///   with `owner` and `token`, whose Redis expiry is the lease;
+/// * `{<prefix>}:token`: the token counter, without expiry, so tokens only
+///   grow across releases, expiries and force releases.
 ///
 /// Every operation is one Lua script run with `EVALSHA`. Clones share the
 /// connection. See the [crate docs](crate) for why the fence, not Redis,
@@ -53,29 +53,89 @@ impl std::fmt::Debug for RedisLock {
     }
 }
 
-/// Configures a [`RedisLock`].
+/// Configures a [`RedisLock`]; from [`RedisLock::builder`].
 ///
-/// ```
+/// ```no_run
+/// # async fn f() -> Result<(), flamingock_redis_lock::RedisLockError> {
 /// use std::time::Duration;
 /// use flamingock_redis_lock::RedisLock;
-/// let builder = RedisLock::builder("orders")
-///     .key_prefix("myapp")
-///     .response_timeout(Duration::from_secs(2));
-/// // builder.connect("redis://127.0.0.1:6379/").await? gives the lock whose
-/// // keys are {myapp:orders}:lock and {myapp:orders}:token.
-/// # drop(builder);
+/// let lock = RedisLock::builder("redis://127.0.0.1:6379/")
+///     .prefix("myapp")
+///     .name("orders")
+///     .response_timeout(Duration::from_secs(2))
+///     .build()
+///     .await?;
+/// assert_eq!(lock.lock_key(), "{myapp:orders}:lock");
+/// # Ok(()) }
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 #[must_use]
 pub struct RedisLockBuilder {
-    namespace: String,
+    source: RedisSource,
+    name: Option<String>,
     prefix: String,
-    connection_timeout: Duration,
-    response_timeout: Duration,
-    reconnect_retries: usize,
+    connection_timeout: Option<Duration>,
+    response_timeout: Option<Duration>,
+    reconnect_retries: Option<usize>,
     /// PEM of the authority that signed the server's certificate.
     #[cfg(feature = "tls")]
     ca: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for RedisLockBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisLockBuilder")
+            .field("name", &self.name)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The Redis server a [`RedisLock`] works on: a URL
+/// (`redis://[user:password@]host:port/db`, or `rediss://` for TLS with the
+/// `tls` feature, on by default), or a [`ConnectionManager`] you made (its
+/// timeouts and retries are yours).
+#[derive(Clone)]
+pub struct RedisSource(Source);
+
+impl std::fmt::Debug for RedisSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            // The URL may hold a password.
+            Source::Url(_) => f.write_str("RedisSource::Url(..)"),
+            Source::Manager(_) => f.write_str("RedisSource::Manager(..)"),
+        }
+    }
+}
+
+#[derive(Clone)]
+enum Source {
+    Url(String),
+    Manager(ConnectionManager),
+}
+
+impl From<&str> for RedisSource {
+    fn from(url: &str) -> Self {
+        RedisSource(Source::Url(url.to_owned()))
+    }
+}
+
+impl From<String> for RedisSource {
+    fn from(url: String) -> Self {
+        RedisSource(Source::Url(url))
+    }
+}
+
+impl From<&String> for RedisSource {
+    fn from(url: &String) -> Self {
+        RedisSource(Source::Url(url.clone()))
+    }
+}
+
+impl From<ConnectionManager> for RedisSource {
+    fn from(conn: ConnectionManager) -> Self {
+        RedisSource(Source::Manager(conn))
+    }
 }
 
 impl RedisLockBuilder {
@@ -90,45 +150,77 @@ impl RedisLockBuilder {
     }
 
     /// Sets the first part of the key names (default `flamingock`).
-    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
         self
     }
 
-    /// How long one connection attempt may take (default 5 s). Used by
-    /// [`connect`](Self::connect) only.
+    /// Names the lock, for several independent locks under one prefix
+    /// (default: none): the keys are `{<prefix>:<name>}:lock` and
+    /// `{<prefix>:<name>}:token` instead of `{<prefix>}:lock` and
+    /// `{<prefix>}:token`.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// How long one connection attempt may take (default 5 s). For a URL
+    /// (with your own connection it is an error at `build`).
     pub fn connection_timeout(mut self, d: Duration) -> Self {
-        self.connection_timeout = d;
+        self.connection_timeout = Some(d);
         self
     }
 
     /// How long one command may wait for its answer (default 5 s), so a
-    /// hung server turns into an error the runner reports instead of a
-    /// run that waits forever. Used by [`connect`](Self::connect) only.
+    /// hung server turns into an error the runner reports instead of a run
+    /// that waits forever. For a URL, like
+    /// [`connection_timeout`](Self::connection_timeout).
     pub fn response_timeout(mut self, d: Duration) -> Self {
-        self.response_timeout = d;
+        self.response_timeout = Some(d);
         self
     }
 
     /// How many times the connection manager retries reconnecting after the
-    /// connection dropped (default 3). Used by [`connect`](Self::connect) only.
+    /// connection dropped (default 3). For a URL, like
+    /// [`connection_timeout`](Self::connection_timeout).
     pub fn reconnect_retries(mut self, n: usize) -> Self {
-        self.reconnect_retries = n;
+        self.reconnect_retries = Some(n);
         self
     }
 
-    /// Connects to `url` (`redis://[user:password@]host:port/db`, or
-    /// `rediss://` for TLS with the `tls` feature, on by default) and checks
-    /// the connection (and credentials) with one round trip.
-    pub async fn connect(self, url: &str) -> Result<RedisLock, RedisLockError> {
+    /// Connects to the URL and checks the connection (and credentials) with
+    /// one round trip; over your own connection manager, does no I/O.
+    pub async fn build(self) -> Result<RedisLock, RedisLockError> {
         let (lock_key, token_key) = self.keys()?;
-        let client = self.client(url)?;
+        let url = match &self.source.0 {
+            Source::Manager(conn) => {
+                #[cfg(feature = "tls")]
+                let ca = self.ca.is_some();
+                #[cfg(not(feature = "tls"))]
+                let ca = false;
+                if self.connection_timeout.is_some()
+                    || self.response_timeout.is_some()
+                    || self.reconnect_retries.is_some()
+                    || ca
+                {
+                    return Err(RedisLockError::InvalidSetting {
+                        detail: "connection_timeout, response_timeout, reconnect_retries and \
+                                 ca_certificate apply to a URL; set them on your connection \
+                                 manager"
+                            .to_owned(),
+                    });
+                }
+                return Ok(RedisLock::with(conn.clone(), lock_key, token_key, None));
+            }
+            Source::Url(url) => url.clone(),
+        };
+        let client = self.client(&url)?;
         let info = client.get_connection_info();
         let endpoint = format!("{}/{}", info.addr(), info.redis_settings().db());
         let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.connection_timeout))
-            .set_response_timeout(Some(self.response_timeout))
-            .set_number_of_retries(self.reconnect_retries);
+            .set_connection_timeout(Some(self.connection_timeout.unwrap_or(DEFAULT_TIMEOUT)))
+            .set_response_timeout(Some(self.response_timeout.unwrap_or(DEFAULT_TIMEOUT)))
+            .set_number_of_retries(self.reconnect_retries.unwrap_or(3));
         let conn = ConnectionManager::new_with_config(client, config)
             .await
             .map_err(|source| RedisLockError::Connect {
@@ -161,20 +253,21 @@ impl RedisLockBuilder {
         redis::Client::open(url).map_err(invalid)
     }
 
-    /// Builds the lock over an existing connection manager (its timeouts
-    /// and retries are the caller's).
-    pub fn build(self, conn: ConnectionManager) -> Result<RedisLock, RedisLockError> {
-        let (lock_key, token_key) = self.keys()?;
-        Ok(RedisLock::with(conn, lock_key, token_key, None))
-    }
-
     fn keys(&self) -> Result<(String, String), RedisLockError> {
-        check_name("namespace", &self.namespace)?;
         check_name("key prefix", &self.prefix)?;
-        let tag = format!("{{{}:{}}}", self.prefix, self.namespace);
+        let tag = match &self.name {
+            Some(name) => {
+                check_name("name", name)?;
+                format!("{{{}:{name}}}", self.prefix)
+            }
+            None => format!("{{{}}}", self.prefix),
+        };
         Ok((format!("{tag}:lock"), format!("{tag}:token")))
     }
 }
+
+/// Default connection and response timeouts.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A name goes inside a hash tag: braces would move the tag, and blanks or
 /// control characters make keys that are hard to find and type.
@@ -201,27 +294,25 @@ fn check_name(what: &'static str, value: &str) -> Result<(), RedisLockError> {
 }
 
 impl RedisLock {
-    /// A builder for the lock of `namespace`.
-    pub fn builder(namespace: impl Into<String>) -> RedisLockBuilder {
+    /// A builder for the lock on `source`: a URL or a connection manager
+    /// (see [`RedisSource`]).
+    pub fn builder(source: impl Into<RedisSource>) -> RedisLockBuilder {
         RedisLockBuilder {
-            namespace: namespace.into(),
+            source: source.into(),
+            name: None,
             prefix: DEFAULT_KEY_PREFIX.to_owned(),
-            connection_timeout: Duration::from_secs(5),
-            response_timeout: Duration::from_secs(5),
-            reconnect_retries: 3,
+            connection_timeout: None,
+            response_timeout: None,
+            reconnect_retries: None,
             #[cfg(feature = "tls")]
             ca: None,
         }
     }
 
-    /// Connects to `url` with the default settings; the lock of `namespace`.
-    pub async fn connect(url: &str, namespace: &str) -> Result<RedisLock, RedisLockError> {
-        Self::builder(namespace).connect(url).await
-    }
-
-    /// The lock of `namespace` over an existing connection manager.
-    pub fn new(conn: ConnectionManager, namespace: &str) -> Result<RedisLock, RedisLockError> {
-        Self::builder(namespace).build(conn)
+    /// Connects to `url` with the default settings (keys `{flamingock}:lock`
+    /// and `{flamingock}:token`), checking the connection with one round trip.
+    pub async fn connect(url: &str) -> Result<RedisLock, RedisLockError> {
+        Self::builder(url).build().await
     }
 
     fn with(

@@ -43,10 +43,11 @@ async fn del(url: &str, keys: &[&str]) {
 async fn unreachable_server_is_named() {
     // Port 1 on loopback: nothing listens there.
     let started = std::time::Instant::now();
-    let err = RedisLock::builder("ns")
+    let err = RedisLock::builder("redis://127.0.0.1:1/")
+        .name("ns")
         .connection_timeout(Duration::from_secs(2))
         .reconnect_retries(0)
-        .connect("redis://127.0.0.1:1/")
+        .build()
         .await
         .expect_err("nothing listens on port 1");
     let text = err.to_string();
@@ -67,7 +68,9 @@ async fn wrong_password_says_authentication_failed_and_hides_it() {
     // AUTH at all, and the passwordless `default` user accepts any password.)
     for credentials in [":not-the-password", "nobody:not-the-password"] {
         let bad = with_credentials(&url, credentials);
-        let err = RedisLock::connect(&bad, "ns")
+        let err = RedisLock::builder(&bad)
+            .name("ns")
+            .build()
             .await
             .expect_err("the server must refuse these credentials");
         let text = err.to_string();
@@ -85,7 +88,9 @@ async fn wrong_password_says_authentication_failed_and_hides_it() {
 
 #[tokio::test]
 async fn unparseable_url_is_rejected_without_echoing_it() {
-    let err = RedisLock::connect("http://user:secret@127.0.0.1:6379/", "ns")
+    let err = RedisLock::builder("http://user:secret@127.0.0.1:6379/")
+        .name("ns")
+        .build()
         .await
         .expect_err("not a redis URL");
     assert!(matches!(err, RedisLockError::InvalidUrl { .. }), "{err:?}");
@@ -105,9 +110,10 @@ async fn unusable_names_are_rejected() {
     ] {
         let long = "x".repeat(201);
         for (ns, prefix) in [(ns, prefix), (long.as_str(), "p")] {
-            let err = RedisLock::builder(ns)
-                .key_prefix(prefix)
-                .connect("redis://127.0.0.1:1/")
+            let err = RedisLock::builder("redis://127.0.0.1:1/")
+                .name(ns)
+                .prefix(prefix)
+                .build()
                 .await
                 .expect_err("rejected before connecting");
             assert!(
@@ -121,23 +127,57 @@ async fn unusable_names_are_rejected() {
 #[tokio::test]
 async fn keys_share_a_hash_tag() {
     let Some(url) = url() else { return };
-    let lock = RedisLock::builder("orders")
-        .key_prefix("myapp")
-        .connect(&url)
+    let lock = RedisLock::builder(&url)
+        .name("orders")
+        .prefix("myapp")
+        .build()
         .await
         .expect("connect");
     assert_eq!(lock.lock_key(), "{myapp:orders}:lock");
     assert_eq!(lock.token_key(), "{myapp:orders}:token");
-    let default = RedisLock::connect(&url, "orders").await.expect("connect");
+    let default = RedisLock::builder(&url)
+        .name("orders")
+        .build()
+        .await
+        .expect("connect");
     assert_eq!(default.lock_key(), "{flamingock:orders}:lock");
     assert!(default.describe().contains("{flamingock:orders}:lock"));
+    let unnamed = RedisLock::connect(&url).await.expect("connect");
+    assert_eq!(unnamed.lock_key(), "{flamingock}:lock");
+    assert_eq!(unnamed.token_key(), "{flamingock}:token");
+}
+
+#[tokio::test]
+async fn connection_settings_on_your_own_connection_are_refused() {
+    let Some(url) = url() else { return };
+    let conn = redis::Client::open(url.as_str())
+        .expect("url")
+        .get_connection_manager()
+        .await
+        .expect("connect");
+    let err = RedisLock::builder(conn.clone())
+        .response_timeout(Duration::from_secs(1))
+        .build()
+        .await
+        .expect_err("the timeout belongs on the caller's connection manager");
+    assert!(
+        matches!(err, RedisLockError::InvalidSetting { .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("connection manager"), "{err}");
+    let lock = RedisLock::builder(conn).build().await.expect("no settings");
+    assert_eq!(lock.lock_key(), "{flamingock}:lock");
 }
 
 /// Arranges `setup` on the lock key of a fresh namespace, then runs every
 /// operation; each must answer `Malformed` naming the key.
 async fn every_operation_is_malformed(url: &str, setup: &[&[&str]], key_of: &str, expect: &str) {
     let ns = namespace("bad");
-    let lock = RedisLock::connect(url, &ns).await.expect("connect");
+    let lock = RedisLock::builder(url)
+        .name(&ns)
+        .build()
+        .await
+        .expect("connect");
     let key = if key_of == "lock" {
         lock.lock_key().to_owned()
     } else {
@@ -239,7 +279,11 @@ async fn damaged_lock_records() {
     ];
     for (fields, expect) in cases {
         let ns = namespace("dmg");
-        let lock = RedisLock::connect(&url, &ns).await.expect("connect");
+        let lock = RedisLock::builder(&url)
+            .name(&ns)
+            .build()
+            .await
+            .expect("connect");
         let _: i64 = redis::cmd("HSET")
             .arg(lock.lock_key())
             .arg(fields)
@@ -293,7 +337,11 @@ async fn damaged_lock_records() {
 async fn lock_record_without_expiry() {
     let Some(url) = url() else { return };
     let ns = namespace("noexp");
-    let lock = RedisLock::connect(&url, &ns).await.expect("connect");
+    let lock = RedisLock::builder(&url)
+        .name(&ns)
+        .build()
+        .await
+        .expect("connect");
     let mut c = raw(&url).await;
     let _: i64 = redis::cmd("HSET")
         .arg(lock.lock_key())
@@ -324,7 +372,11 @@ async fn lock_record_without_expiry() {
 async fn extreme_leases_and_owners() {
     let Some(url) = url() else { return };
     let ns = namespace("edge");
-    let lock = RedisLock::connect(&url, &ns).await.expect("connect");
+    let lock = RedisLock::builder(&url)
+        .name(&ns)
+        .build()
+        .await
+        .expect("connect");
     // A zero lease is sent as 1 ms; an absurd one is capped.
     let t0 = match lock.try_acquire("me", Duration::ZERO).await.expect("zero") {
         Acquire::Acquired(l) => l.token,
@@ -403,10 +455,11 @@ async fn server_gone_mid_use_is_a_backend_error_then_recovers() {
         .to_string();
     let proxy = Proxy::start(upstream, 0).await;
     let ns = namespace("gone");
-    let lock = RedisLock::builder(&ns)
+    let lock = RedisLock::builder(format!("redis://127.0.0.1:{}/", proxy.port))
+        .name(&ns)
         .response_timeout(Duration::from_secs(1))
         .connection_timeout(Duration::from_secs(1))
-        .connect(&format!("redis://127.0.0.1:{}/", proxy.port))
+        .build()
         .await
         .expect("connect through the proxy");
     let token = match lock.try_acquire("me", Duration::from_secs(30)).await {
@@ -478,11 +531,12 @@ async fn fake_server(reply: Option<&'static [u8]>) -> (u16, tokio::task::JoinHan
 async fn server_that_never_answers_times_out() {
     let (port, task) = fake_server(None).await;
     let started = std::time::Instant::now();
-    let err = RedisLock::builder("ns")
+    let err = RedisLock::builder(format!("redis://127.0.0.1:{port}/"))
+        .name("ns")
         .connection_timeout(Duration::from_millis(500))
         .response_timeout(Duration::from_millis(500))
         .reconnect_retries(0)
-        .connect(&format!("redis://127.0.0.1:{port}/"))
+        .build()
         .await
         .expect_err("a silent server");
     task.abort();
@@ -497,11 +551,12 @@ async fn server_that_never_answers_times_out() {
 #[tokio::test]
 async fn server_that_is_not_redis_is_an_error() {
     let (port, task) = fake_server(Some(b"HTTP/1.1 400 Bad Request\r\n\r\n")).await;
-    let err = RedisLock::builder("ns")
+    let err = RedisLock::builder(format!("redis://127.0.0.1:{port}/"))
+        .name("ns")
         .connection_timeout(Duration::from_millis(500))
         .response_timeout(Duration::from_millis(500))
         .reconnect_retries(0)
-        .connect(&format!("redis://127.0.0.1:{port}/"))
+        .build()
         .await
         .expect_err("not a Redis server");
     task.abort();

@@ -105,9 +105,10 @@ async fn over_tls() -> Option<OverTls> {
 impl LockUnderTest for OverTls {
     async fn open(&self, ns: &str) -> Result<Arc<dyn LockProvider>, BoxError> {
         Ok(Arc::new(
-            RedisLock::builder(ns)
+            RedisLock::builder(self.server.url("localhost"))
+                .name(ns)
                 .ca_certificate(self.server.ca())
-                .connect(&self.server.url("localhost"))
+                .build()
                 .await?,
         ))
     }
@@ -127,22 +128,25 @@ async fn refusals_say_why() {
     let server = TlsRedis::start();
     // A CA that signed nothing here.
     let other = std::fs::read(server.certs.other_ca()).expect("other CA");
-    let err = RedisLock::builder("tls")
+    let err = RedisLock::builder(server.url("localhost"))
+        .name("tls")
         .ca_certificate(other)
-        .connect(&server.url("localhost"))
+        .build()
         .await
         .expect_err("wrong CA");
     assert!(err.to_string().contains("ca_certificate"), "{err}");
     // The certificate names localhost, not 127.0.0.1.
-    let err = RedisLock::builder("tls")
+    let err = RedisLock::builder(server.url("127.0.0.1"))
+        .name("tls")
         .ca_certificate(server.ca())
-        .connect(&server.url("127.0.0.1"))
+        .build()
         .await
         .expect_err("host name mismatch");
     assert!(err.to_string().contains("does not name the host"), "{err}");
     // The system's roots do not include the test CA.
-    let err = RedisLock::builder("tls")
-        .connect(&server.url("localhost"))
+    let err = RedisLock::builder(server.url("localhost"))
+        .name("tls")
+        .build()
         .await
         .expect_err("untrusted without the CA");
     assert!(err.to_string().contains("cannot connect"), "{err}");
@@ -151,10 +155,11 @@ async fn refusals_say_why() {
         let plain =
             flamingock_test_support::require_service(&flamingock_test_support::services::REDIS);
         let url = plain.replacen("redis://", "rediss://", 1);
-        let err = RedisLock::builder("tls")
+        let err = RedisLock::builder(&url)
+            .name("tls")
             .ca_certificate(server.ca())
             .connection_timeout(Duration::from_secs(2))
-            .connect(&url)
+            .build()
             .await
             .expect_err("no TLS there");
         assert!(err.to_string().contains("cannot connect"), "{err}");

@@ -91,16 +91,19 @@ impl PipelineUnderTest for PgRedis {
             .schema(ns)
             .build()
             .await?;
-        let elsewhere = PostgresTarget::new("separate-marker", pool(&self.pg_url, 1)).schema(other);
+        let elsewhere =
+            |id: &str| PostgresTarget::builder(id, pool(&self.pg_url, 1)).schema(other.clone());
         Ok(PipelineEnv {
             lock: Arc::new(self.redis.lock(ns).await?),
             shared: Some(
                 store
-                    .target("shared")
-                    .idle_in_transaction_timeout(Some(self.idle)),
+                    .shared_target("shared")
+                    .idle_in_transaction_timeout(Some(self.idle))
+                    .build()
+                    .await?,
             ),
-            separate: Some(elsewhere.clone().without_marker().with_id("separate")),
-            separate_marker: Some(elsewhere),
+            separate: Some(elsewhere("separate").marker(false).build().await?),
+            separate_marker: Some(elsewhere("separate-marker").build().await?),
             store: Arc::new(store),
         })
     }
@@ -123,7 +126,7 @@ impl PipelineUnderTest for PgRedis {
     async fn count(&self, target: &PostgresTarget, key: &str) -> Result<u64, BoxError> {
         let q = format!(
             "SELECT n FROM {}.counters WHERE key = $1",
-            quote_ident(target.schema_name())
+            quote_ident(target.schema().expect("a schema is set"))
         );
         let n: Option<i64> = sqlx::query_scalar(AssertSqlSafe(q))
             .bind(key)

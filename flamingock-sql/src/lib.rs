@@ -162,7 +162,8 @@ impl SqlFile {
 
     /// The change's metadata as core sees it.
     pub fn meta(&self, target_id: &str) -> ChangeMeta {
-        let mut m = ChangeMeta::new(&self.id, &self.order)
+        let mut m = ChangeMeta::new(&self.id)
+            .order(&self.order)
             .author(&self.author)
             .target(target_id)
             .recovery(self.recovery)

@@ -40,11 +40,17 @@ impl PipelineUnderTest for Sqlite {
     type Target = SqliteTarget;
 
     async fn open(&self, ns: &str) -> Result<PipelineEnv<SqliteTarget>, BoxError> {
-        let store = SqliteAuditStore::open(self.file(ns)).await?;
+        let store = SqliteAuditStore::connect(self.file(ns)).await?;
         let lock: Arc<dyn LockProvider> = Arc::new(store.lock());
         Ok(PipelineEnv {
             lock,
-            shared: Some(store.target("shared")),
+            shared: Some(
+                store
+                    .shared_target("shared")
+                    .build()
+                    .await
+                    .expect("shared target"),
+            ),
             separate: None,
             separate_marker: None,
             store: Arc::new(store) as Arc<dyn AuditStore>,

@@ -32,7 +32,7 @@ struct Trivial {
 impl Change for Trivial {
     type Target = SqliteTarget;
     fn meta(&self) -> ChangeMeta {
-        ChangeMeta::new(&self.id, &self.order).author("bench")
+        ChangeMeta::new(&self.id).order(&self.order).author("bench")
     }
     async fn apply(&self, db: &mut SqliteContext) -> ChangeResult {
         sqlx::query("INSERT INTO bench (change_id) VALUES (?1)")
@@ -56,14 +56,20 @@ fn stage() -> Stage {
     stage
 }
 
-fn runner(store: &SqliteAuditStore) -> Flamingock {
-    runner_of(store, stage())
+async fn runner(store: &SqliteAuditStore) -> Flamingock {
+    runner_of(store, stage()).await
 }
 
-fn runner_of(store: &SqliteAuditStore, stage: Stage) -> Flamingock {
+async fn runner_of(store: &SqliteAuditStore, stage: Stage) -> Flamingock {
     Flamingock::builder()
         .audit_store(store.clone())
-        .target(store.target("db"))
+        .target(
+            store
+                .shared_target("db")
+                .build()
+                .await
+                .expect("shared target"),
+        )
         .stage(stage)
         .build()
         .expect("valid pipeline")
@@ -81,13 +87,13 @@ async fn main() {
     let mut path = dir.path().join("bench-0.db");
     for r in 0..3 {
         path = dir.path().join(format!("bench-{r}.db"));
-        let store = SqliteAuditStore::open(&path).await.expect("open");
+        let store = SqliteAuditStore::connect(&path).await.expect("open");
         sqlx::query("CREATE TABLE bench (change_id TEXT NOT NULL)")
             .execute(store.pool())
             .await
             .expect("bench table");
         let started = Instant::now();
-        let report = runner(&store).run().await.expect("run");
+        let report = runner(&store).await.run().await.expect("run");
         apply_runs.push(started.elapsed());
         assert_eq!(report.totals().applied, CHANGES);
         store.pool().close().await;
@@ -146,8 +152,8 @@ async fn main() {
     for _ in 0..RUNS * 4 {
         let declared = stage();
         let started = Instant::now();
-        let store = SqliteAuditStore::open(&path).await.expect("open");
-        let r = runner_of(&store, declared);
+        let store = SqliteAuditStore::connect(&path).await.expect("open");
+        let r = runner_of(&store, declared).await;
         let report = r.run().await.expect("check");
         checks.push(started.elapsed());
         assert!(!report.took_lock);

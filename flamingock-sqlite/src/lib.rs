@@ -15,10 +15,10 @@
 //! * [`SqliteLock`]: the lease lock in table `flamingock_lock` of the same
 //!   file (the store's [`default_lock`](flamingock_core::AuditStore::default_lock)).
 //! * [`SqliteTarget`]: changes receive a [`SqliteContext`], a connection
-//!   inside a transaction. A target from [`SqliteAuditStore::target`] shares
-//!   the store's database, so each change commits together with its APPLIED
-//!   entry (no crash ever needs an operator); [`SqliteTarget::new`] works on
-//!   another database with a marker table.
+//!   inside a transaction. A target from [`SqliteAuditStore::shared_target`]
+//!   shares the store's database, so each change commits together with its
+//!   APPLIED entry (no crash ever needs an operator); [`SqliteTarget::builder`]
+//!   works on another database with a marker table.
 //!
 //! ```
 //! use flamingock_core::{Change, ChangeMeta, ChangeResult, Flamingock, Stage};
@@ -28,7 +28,7 @@
 //! impl Change for CreateUsers {
 //!     type Target = SqliteTarget;
 //!     fn meta(&self) -> ChangeMeta {
-//!         ChangeMeta::new("create-users", "0001").author("ana")
+//!         ChangeMeta::new("create-users").order("0001").author("ana")
 //!     }
 //!     async fn apply(&self, db: &mut SqliteContext) -> ChangeResult {
 //!         sqlx::query("CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT NOT NULL)")
@@ -40,11 +40,11 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! // A file path in real use: SqliteAuditStore::open("app.db").
-//! let store = SqliteAuditStore::memory().await?;
+//! // A file path in real use: SqliteAuditStore::connect("app.db").
+//! let store = SqliteAuditStore::connect("sqlite::memory:").await?;
 //! let runner = Flamingock::builder()
 //!     .audit_store(store.clone())
-//!     .target(store.target("app-db")) // same database: shared transactions
+//!     .target(store.shared_target("app-db").build().await?) // same database
 //!     .stage(Stage::new("schema").change(CreateUsers))
 //!     .build()?;
 //! let report = runner.run().await?;
@@ -56,7 +56,7 @@
 //!
 //! ## Notes
 //!
-//! * `:memory:` (or `sqlite::memory:`, or [`SqliteAuditStore::memory`])
+//! * `:memory:` (or `sqlite::memory:`)
 //!   works for tests: the pool then has exactly one connection, because
 //!   every SQLite connection to `:memory:` is its own database. With one
 //!   connection, whatever holds it makes everything else wait: a
@@ -82,15 +82,17 @@ mod connect;
 mod history;
 mod lock;
 mod schema;
+mod source;
 #[cfg(feature = "sql-files")]
 mod sql_files;
 mod store;
 mod target;
 
 pub use history::read_history;
-pub use lock::SqliteLock;
+pub use lock::{SqliteLock, SqliteLockBuilder};
+pub use source::SqliteSource;
 pub use store::{SqliteAuditStore, SqliteAuditStoreBuilder, DEFAULT_PREFIX};
-pub use target::{SqliteContext, SqliteTarget};
+pub use target::{SqliteContext, SqliteTarget, SqliteTargetBuilder};
 
 /// The sqlx version this crate is built with, for writing changes.
 pub use sqlx;

@@ -1,6 +1,5 @@
 //! The fenced lease lock in a table of the database file.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,8 +9,9 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection, SqlitePool};
 use tokio::sync::OnceCell;
 
-use crate::connect::{self, Location, PoolSettings};
+use crate::connect::{self, PoolSettings};
 use crate::schema::{self, ident, q, EnsureError, Shape, TableDef};
+use crate::source::{Source, SqliteSource};
 use crate::store::DEFAULT_PREFIX;
 
 /// A [`LockProvider`] in table `<prefix>_lock` of a SQLite database.
@@ -29,7 +29,7 @@ use crate::store::DEFAULT_PREFIX;
 /// ```no_run
 /// use flamingock_sqlite::SqliteLock;
 /// # async fn demo() -> Result<(), flamingock_core::LockError> {
-/// let lock = SqliteLock::open("app.db").await?;
+/// let lock = SqliteLock::builder("app.db").prefix("ops").build().await?;
 /// # let _ = lock;
 /// # Ok(())
 /// # }
@@ -66,39 +66,73 @@ impl std::fmt::Debug for SqliteLock {
     }
 }
 
-impl SqliteLock {
-    /// The lock in the database file at `path` (created if missing; `sqlite:`
-    /// URLs accepted), table prefix `flamingock`.
-    pub async fn open(path: impl AsRef<Path>) -> Result<Self, LockError> {
-        let loc = Location::parse(path.as_ref());
-        let pool = connect::open_pool(&loc, PoolSettings::default())
-            .await
-            .map_err(|e| LockError::Backend {
-                lock: format!(
-                    "sqlite({}, table {DEFAULT_PREFIX}_lock)",
-                    connect::display_location(&loc)
-                ),
-                operation: "open the database",
-                source: Box::new(e),
-            })?;
-        Ok(Self::from_pool(pool))
+/// Configures a standalone [`SqliteLock`].
+#[derive(Debug)]
+#[must_use]
+pub struct SqliteLockBuilder {
+    source: Source,
+    prefix: String,
+    auto_create: bool,
+}
+
+impl SqliteLockBuilder {
+    /// Table prefix (default `flamingock`): the table is `<prefix>_lock`.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
     }
 
-    /// The lock in `pool`'s database, table prefix `flamingock`.
-    pub fn from_pool(pool: SqlitePool) -> Self {
-        Self::from_pool_with_prefix(pool, DEFAULT_PREFIX)
+    /// Whether the first operation creates the table when missing (default `true`).
+    pub fn auto_create(mut self, yes: bool) -> Self {
+        self.auto_create = yes;
+        self
     }
 
-    /// The lock in `pool`'s database, in table `<prefix>_lock`.
-    pub fn from_pool_with_prefix(pool: SqlitePool, prefix: &str) -> Self {
+    /// Opens the database (a pool; a file is created by the first write).
+    pub async fn build(self) -> Result<SqliteLock, LockError> {
+        if let Err(e) =
+            flamingock_core::names::plain_identifier("table prefix", &self.prefix, &[], 100)
+        {
+            return Err(LockError::Malformed {
+                lock: format!("sqlite(table {}_lock)", self.prefix.escape_debug()),
+                detail: format!("invalid configuration: {e}"),
+            });
+        }
+        let pool = match self.source {
+            Source::Pool(p) => p,
+            Source::Location(loc) => connect::open_pool(&loc, PoolSettings::default())
+                .await
+                .map_err(|e| LockError::Backend {
+                    lock: format!(
+                        "sqlite({}, table {}_lock)",
+                        connect::display_location(&loc),
+                        self.prefix
+                    ),
+                    operation: "open the database",
+                    source: Box::new(e),
+                })?,
+        };
         let who = connect::identity(&pool);
-        Self::internal(
+        Ok(SqliteLock::internal(
             pool,
-            prefix,
+            &self.prefix,
             &who.display,
-            true,
+            self.auto_create,
             connect::DEFAULT_BUSY_TIMEOUT,
-        )
+        ))
+    }
+}
+
+impl SqliteLock {
+    /// A builder for a standalone lock in the database at `source` (a path, a
+    /// `sqlite:` URL or a pool; see [`SqliteSource`]). An audit store's own
+    /// lock comes from [`SqliteAuditStore::lock`](crate::SqliteAuditStore::lock).
+    pub fn builder(source: impl Into<SqliteSource>) -> SqliteLockBuilder {
+        SqliteLockBuilder {
+            source: source.into().0,
+            prefix: DEFAULT_PREFIX.to_owned(),
+            auto_create: true,
+        }
     }
 
     pub(crate) fn internal(

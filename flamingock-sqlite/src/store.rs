@@ -1,7 +1,6 @@
 //! The SQLite audit store: append-only history, a current-state row per
 //! change and the fence, all in one database file.
 
-use std::path::Path;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,10 +15,11 @@ use flamingock_core::{
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection, SqlitePool};
 
-use crate::connect::{self, Location, PoolSettings};
+use crate::connect::{self, PoolSettings};
 use crate::lock::SqliteLock;
 use crate::schema::{self, ident, q, EnsureError, TableDef};
-use crate::target::SqliteTarget;
+use crate::source::{Source, SqliteSource};
+use crate::target::{SqliteTarget, SqliteTargetBuilder};
 
 /// The default table prefix.
 pub const DEFAULT_PREFIX: &str = "flamingock";
@@ -44,11 +44,11 @@ pub const DEFAULT_PREFIX: &str = "flamingock";
 /// ```no_run
 /// use flamingock_sqlite::SqliteAuditStore;
 /// # async fn demo() -> Result<(), flamingock_core::StoreError> {
-/// let store = SqliteAuditStore::open("app.db").await?;
+/// let store = SqliteAuditStore::connect("app.db").await?;
 /// let custom = SqliteAuditStore::builder("app.db")
-///     .table_prefix("migrations")
+///     .prefix("migrations")
 ///     .auto_create(false)
-///     .open()
+///     .build()
 ///     .await?;
 /// # let _ = (store, custom);
 /// # Ok(())
@@ -162,26 +162,22 @@ impl StoreSql {
     }
 }
 
-/// Builds a [`SqliteAuditStore`] with a table prefix, `auto_create` and pool settings.
+/// Configures a [`SqliteAuditStore`]: table prefix, `auto_create` and, for a
+/// database this crate opens, the pool's settings.
 #[derive(Debug)]
 #[must_use]
 pub struct SqliteAuditStoreBuilder {
     source: Source,
     prefix: String,
     auto_create: bool,
-    settings: PoolSettings,
-}
-
-#[derive(Debug)]
-enum Source {
-    Location(Location),
-    Pool(SqlitePool),
+    busy_timeout: Option<Duration>,
+    max_connections: Option<u32>,
 }
 
 impl SqliteAuditStoreBuilder {
     /// Table prefix (default `flamingock`): tables are `<prefix>_audit`,
     /// `<prefix>_audit_current`, `<prefix>_fence` and `<prefix>_lock`.
-    pub fn table_prefix(mut self, prefix: impl Into<String>) -> Self {
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
         self
     }
@@ -193,38 +189,54 @@ impl SqliteAuditStoreBuilder {
         self
     }
 
-    /// How long a write waits for another writer's lock (default 30 s).
-    /// Ignored with a pool you built yourself.
+    /// How long a write waits for another writer's lock (default 30 s). For
+    /// a database this crate opens; with your own pool, set it on the pool's
+    /// options (setting it here is then an error at `build`).
     pub fn busy_timeout(mut self, d: Duration) -> Self {
-        self.settings.busy_timeout = d;
+        self.busy_timeout = Some(d);
         self
     }
 
     /// Pool size for a file (default 4; an in-memory database always has
-    /// exactly one connection). Ignored with a pool you built yourself.
+    /// exactly one connection). For a database this crate opens, like
+    /// [`busy_timeout`](Self::busy_timeout).
     pub fn max_connections(mut self, n: u32) -> Self {
-        self.settings.max_connections = n;
+        self.max_connections = Some(n);
         self
     }
 
-    /// Opens the database and returns the store. Writes nothing: a missing
-    /// file is created, the tables are created (or checked) and the file
-    /// switched to WAL journal mode by [`AuditStore::prepare`], which the
-    /// runner calls before it writes; reads of a store that does not exist
-    /// yet answer "nothing recorded" and leave no file behind.
-    pub async fn open(self) -> Result<SqliteAuditStore, StoreError> {
+    /// Opens the database (a pool, no statement) and returns the store.
+    /// Writes nothing: a missing file is created, the tables are created (or
+    /// checked) and the file switched to WAL journal mode by
+    /// [`AuditStore::prepare`], which the runner calls before it writes;
+    /// reads of a store that does not exist yet answer "nothing recorded" and
+    /// leave no file behind.
+    pub async fn build(self) -> Result<SqliteAuditStore, StoreError> {
+        let invalid = |detail: String| StoreError::NotReady {
+            store: format!("sqlite(tables {}_*)", self.prefix.escape_debug()),
+            detail: format!("invalid configuration: {detail}"),
+        };
         if let Err(e) =
             flamingock_core::names::plain_identifier("table prefix", &self.prefix, &[], 100)
         {
-            return Err(StoreError::NotReady {
-                store: format!("sqlite(tables {}_*)", self.prefix.escape_debug()),
-                detail: format!("invalid configuration: {e}"),
-            });
+            return Err(invalid(e.to_string()));
         }
+        let mut settings = PoolSettings::default();
         let pool = match self.source {
-            Source::Pool(p) => p,
+            Source::Pool(p) => {
+                if self.busy_timeout.is_some() || self.max_connections.is_some() {
+                    return Err(invalid(
+                        "busy_timeout and max_connections apply to a database this crate opens; \
+                         set them on your pool's options"
+                            .to_owned(),
+                    ));
+                }
+                p
+            }
             Source::Location(loc) => {
-                connect::open_pool(&loc, self.settings)
+                settings.busy_timeout = self.busy_timeout.unwrap_or(settings.busy_timeout);
+                settings.max_connections = self.max_connections.unwrap_or(settings.max_connections);
+                connect::open_pool(&loc, settings)
                     .await
                     .map_err(|e| StoreError::Backend {
                         store: format!(
@@ -241,55 +253,32 @@ impl SqliteAuditStoreBuilder {
             pool,
             self.prefix,
             self.auto_create,
-            self.settings.busy_timeout,
+            settings.busy_timeout,
         ))
     }
 }
 
 impl SqliteAuditStore {
-    /// Opens the database file at `path` with the default settings (the file
-    /// is created by the first write, see [`SqliteAuditStoreBuilder::open`]). `":memory:"` and `sqlite:` URLs (e.g.
-    /// `sqlite::memory:`, `sqlite://app.db?mode=ro`) are accepted too.
-    pub async fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
-        Self::builder(path).open().await
+    /// Opens the database at `source` (a file path, a `sqlite:` URL such as
+    /// `sqlite::memory:` or `sqlite://app.db?mode=ro`, or a pool) with the
+    /// default settings; the file is created by the first write (see
+    /// [`SqliteAuditStoreBuilder::build`]).
+    pub async fn connect(source: impl Into<SqliteSource>) -> Result<Self, StoreError> {
+        Self::builder(source).build().await
     }
 
-    /// A store in a private in-memory database (for tests and demos): one
-    /// connection, gone when the last clone is dropped.
-    pub async fn memory() -> Result<Self, StoreError> {
-        Self::open("sqlite::memory:").await
-    }
-
-    /// A builder for the database at `path` (or a `sqlite:` URL).
-    pub fn builder(path: impl AsRef<Path>) -> SqliteAuditStoreBuilder {
+    /// A builder for the database at `source` (see [`SqliteSource`]). With a
+    /// pool you configured: set `busy_timeout` on it (the default 5 s of sqlx
+    /// is short for several processes), and give an in-memory database
+    /// exactly one connection.
+    pub fn builder(source: impl Into<SqliteSource>) -> SqliteAuditStoreBuilder {
         SqliteAuditStoreBuilder {
-            source: Source::Location(Location::parse(path.as_ref())),
+            source: source.into().0,
             prefix: DEFAULT_PREFIX.to_owned(),
             auto_create: true,
-            settings: PoolSettings::default(),
+            busy_timeout: None,
+            max_connections: None,
         }
-    }
-
-    /// A builder over a pool you configured. Set `busy_timeout` on it (the
-    /// default 5 s of sqlx is short for several processes), and give an
-    /// in-memory database exactly one connection.
-    pub fn builder_from_pool(pool: SqlitePool) -> SqliteAuditStoreBuilder {
-        SqliteAuditStoreBuilder {
-            source: Source::Pool(pool),
-            prefix: DEFAULT_PREFIX.to_owned(),
-            auto_create: true,
-            settings: PoolSettings::default(),
-        }
-    }
-
-    /// A store over `pool` with the default prefix and `auto_create`.
-    pub fn from_pool(pool: SqlitePool) -> Self {
-        Self::with(
-            pool,
-            DEFAULT_PREFIX.to_owned(),
-            true,
-            connect::DEFAULT_BUSY_TIMEOUT,
-        )
     }
 
     fn with(pool: SqlitePool, prefix: String, auto_create: bool, busy_timeout: Duration) -> Self {
@@ -325,7 +314,7 @@ impl SqliteAuditStore {
     }
 
     /// The table prefix.
-    pub fn table_prefix(&self) -> &str {
+    pub fn prefix(&self) -> &str {
         &self.inner.prefix
     }
 
@@ -334,16 +323,17 @@ impl SqliteAuditStore {
         &self.inner.file
     }
 
-    /// A transactional target on this same database: its changes commit in
-    /// one transaction together with their APPLIED entry (shared-transaction
-    /// strategy), so no crash ever needs an operator.
-    pub fn target(&self, id: impl Into<String>) -> SqliteTarget {
+    /// A builder for a transactional target on this same database (finish
+    /// it with `build().await`): its changes commit in one transaction
+    /// together with their APPLIED entry (shared-transaction strategy), so no
+    /// crash ever needs an operator.
+    pub fn shared_target(&self, id: impl Into<String>) -> SqliteTargetBuilder {
         SqliteTarget::shared(id.into(), self.clone())
     }
 
     /// The statements that create this store's tables and its lock table,
     /// for databases where tables are created by hand (`auto_create(false)`).
-    pub fn schema_sql(&self) -> String {
+    pub fn ddl(&self) -> String {
         let lock = schema::lock_table(&self.inner.prefix);
         self.inner
             .tables

@@ -1,7 +1,6 @@
 //! The transactional SQLite target and the context its changes receive.
 
 use std::ops::{Deref, DerefMut};
-use std::path::Path;
 use std::sync::Arc;
 
 use chrono::Utc;
@@ -13,8 +12,9 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Row, Sqlite, SqliteConnection, SqlitePool, Transaction};
 use tokio::sync::OnceCell;
 
-use crate::connect::{self, Location, PoolSettings};
+use crate::connect::{self, PoolSettings};
 use crate::schema::{self, ident, q, EnsureError, TableDef};
+use crate::source::{Source, SqliteSource};
 use crate::store::{fmt_ts, SqliteAuditStore, DEFAULT_PREFIX};
 
 /// Busy timeout of one `begin` attempt on a target file this crate opened.
@@ -25,22 +25,21 @@ const TARGET_BUSY_ATTEMPT: std::time::Duration = std::time::Duration::from_secs(
 /// back as a whole. SQLite DDL is transactional too, so `CREATE TABLE` and
 /// `ALTER TABLE` changes are all-or-nothing.
 ///
-/// * [`SqliteAuditStore::target`] gives a target on the store's own database:
+/// * [`SqliteAuditStore::shared_target`] gives a target on the store's own database:
 ///   the change and its APPLIED audit entry (with the fence check) commit in
 ///   the **same** transaction, on the **same** connection (a second
 ///   connection would wait forever for the write lock this one holds).
-/// * [`SqliteTarget::new`] gives a target on another database: separate
+/// * [`SqliteTarget::builder`] gives a target on another database: separate
 ///   transaction, with a marker row (table `flamingock_marker`) written in
 ///   the change's transaction so the next run can tell whether it committed;
-///   [`SqliteTarget::without_marker`] turns markers off.
+///   [`marker(false)`](SqliteTargetBuilder::marker) turns markers off.
 ///
 /// ```no_run
 /// use flamingock_sqlite::{SqliteAuditStore, SqliteTarget};
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-/// let store = SqliteAuditStore::open("audit.db").await?;
-/// let same_db = store.target("app-db");
-/// let pool = flamingock_sqlite::sqlx::SqlitePool::connect("sqlite://other.db?mode=rwc").await?;
-/// let elsewhere = SqliteTarget::new("reports-db", pool);
+/// let store = SqliteAuditStore::connect("audit.db").await?;
+/// let same_db = store.shared_target("app-db").build().await?;
+/// let elsewhere = SqliteTarget::builder("reports-db", "reports.db").build().await?;
 /// # let _ = (same_db, elsewhere);
 /// # Ok(())
 /// # }
@@ -100,75 +99,121 @@ impl std::fmt::Debug for SqliteTarget {
     }
 }
 
-impl SqliteTarget {
-    /// A target on `pool`'s database, separate from the audit store, that
-    /// keeps markers in table `flamingock_marker` (created on first use).
-    pub fn new(id: impl Into<String>, pool: SqlitePool) -> Self {
-        SqliteTarget {
-            id: id.into(),
+/// Configures a [`SqliteTarget`]; from [`SqliteTarget::builder`] or
+/// [`SqliteAuditStore::shared_target`].
+#[derive(Debug)]
+#[must_use]
+pub struct SqliteTargetBuilder {
+    id: String,
+    source: Source,
+    shared: Option<SqliteAuditStore>,
+    prefix: Option<String>,
+    marker: Option<bool>,
+}
+
+impl SqliteTargetBuilder {
+    /// The prefix of the marker table, `<prefix>_marker` (default
+    /// `flamingock`). A shared target keeps no marker: setting it there is an
+    /// error at `build`.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = Some(prefix.into());
+        self
+    }
+
+    /// Whether the target keeps a marker table (default `true`; a shared
+    /// target never needs one, and `marker(true)` on it is an error at
+    /// `build`). Without it a crash between the commit and the APPLIED entry
+    /// needs an operator (or `AlwaysRetry`).
+    pub fn marker(mut self, yes: bool) -> Self {
+        self.marker = Some(yes);
+        self
+    }
+
+    /// Opens the database when given a path or URL, with the same settings
+    /// as the audit store (WAL, foreign keys on) except a 5 s busy timeout
+    /// per attempt: when another connection holds the file's write lock
+    /// (another runner inside a change on it, or stopped or paused there),
+    /// `begin` reports the target busy and the runner waits for it like for
+    /// a held lock, saying so, up to the lock's acquire timeout. A pool you
+    /// built is used as it is.
+    pub async fn build(self) -> Result<SqliteTarget, TargetError> {
+        let id = self.id;
+        let invalid = |detail: String| TargetError::Unsupported {
+            target: id.clone(),
+            detail,
+        };
+        if let Some(store) = self.shared {
+            if self.marker == Some(true) || self.prefix.is_some() {
+                return Err(invalid(
+                    "a shared target commits its APPLIED entry with the change and keeps no \
+                     marker: remove marker(true) and prefix(..)"
+                        .to_owned(),
+                ));
+            }
+            return Ok(SqliteTarget {
+                id,
+                pool: store.pool().clone(),
+                kind: Kind::Shared(store),
+            });
+        }
+        let prefix = self.prefix.unwrap_or_else(|| DEFAULT_PREFIX.to_owned());
+        if let Err(e) = flamingock_core::names::plain_identifier("table prefix", &prefix, &[], 100)
+        {
+            return Err(invalid(format!("invalid marker table configuration: {e}")));
+        }
+        let pool = match self.source {
+            Source::Pool(pool) => pool,
+            Source::Location(loc) => {
+                let settings = PoolSettings {
+                    busy_timeout: TARGET_BUSY_ATTEMPT,
+                    ..PoolSettings::default()
+                };
+                let failed = |e| TargetError::Backend {
+                    target: format!("{id} ({})", connect::display_location(&loc)),
+                    operation: "open the database",
+                    source: Box::new(e),
+                };
+                let pool = connect::open_pool(&loc, settings).await.map_err(failed)?;
+                // A target is opened to be written: WAL now, as the store does on prepare.
+                connect::ensure_wal(&pool, connect::DEFAULT_BUSY_TIMEOUT)
+                    .await
+                    .map_err(failed)?;
+                pool
+            }
+        };
+        Ok(SqliteTarget {
+            id,
             pool,
             kind: Kind::Separate {
-                markers: Some(Markers::new(DEFAULT_PREFIX)),
+                markers: self.marker.unwrap_or(true).then(|| Markers::new(&prefix)),
             },
+        })
+    }
+}
+
+impl SqliteTarget {
+    /// A builder for a target on the database at `source` (a path, a
+    /// `sqlite:` URL or a pool; see [`SqliteSource`]), separate from the
+    /// audit store, keeping markers in table `flamingock_marker` (created on
+    /// first use).
+    pub fn builder(id: impl Into<String>, source: impl Into<SqliteSource>) -> SqliteTargetBuilder {
+        SqliteTargetBuilder {
+            id: id.into(),
+            source: source.into().0,
+            shared: None,
+            prefix: None,
+            marker: None,
         }
     }
 
-    /// A separate target (with markers) on the database file at `path`
-    /// (created if missing; `sqlite:` URLs accepted), opened with the same
-    /// settings as the audit store (WAL, foreign keys on) except a 5 s busy
-    /// timeout per attempt: when another connection holds the file's write
-    /// lock (another runner inside a change on it, or stopped or paused
-    /// there), `begin` reports the target busy and the runner waits for it
-    /// like for a held lock, saying so, up to the lock's acquire timeout.
-    pub async fn open(id: impl Into<String>, path: impl AsRef<Path>) -> Result<Self, TargetError> {
-        let id = id.into();
-        let loc = Location::parse(path.as_ref());
-        let settings = PoolSettings {
-            busy_timeout: TARGET_BUSY_ATTEMPT,
-            ..PoolSettings::default()
-        };
-        let failed = |e| TargetError::Backend {
-            target: format!("{id} ({})", connect::display_location(&loc)),
-            operation: "open the database",
-            source: Box::new(e),
-        };
-        let pool = connect::open_pool(&loc, settings).await.map_err(failed)?;
-        // A target is opened to be written: WAL now, as the store does on prepare.
-        connect::ensure_wal(&pool, connect::DEFAULT_BUSY_TIMEOUT)
-            .await
-            .map_err(failed)?;
-        Ok(Self::new(id, pool))
-    }
-
-    pub(crate) fn shared(id: String, store: SqliteAuditStore) -> Self {
-        SqliteTarget {
+    pub(crate) fn shared(id: String, store: SqliteAuditStore) -> SqliteTargetBuilder {
+        SqliteTargetBuilder {
             id,
-            pool: store.pool().clone(),
-            kind: Kind::Shared(store),
+            source: Source::Pool(store.pool().clone()),
+            shared: Some(store),
+            prefix: None,
+            marker: None,
         }
-    }
-
-    /// Keeps markers in table `<prefix>_marker` instead (separate targets only).
-    pub fn marker_prefix(mut self, prefix: &str) -> Self {
-        if let Kind::Separate { markers } = &mut self.kind {
-            *markers = Some(Markers::new(prefix));
-        }
-        self
-    }
-
-    /// No marker table: a crash between the commit and the APPLIED entry then
-    /// needs an operator (or `AlwaysRetry`). Separate targets only.
-    pub fn without_marker(mut self) -> Self {
-        if let Kind::Separate { markers } = &mut self.kind {
-            *markers = None;
-        }
-        self
-    }
-
-    /// The same database under another target id.
-    pub fn with_id(mut self, id: impl Into<String>) -> Self {
-        self.id = id.into();
-        self
     }
 
     /// The pool changes run on.
@@ -225,7 +270,7 @@ impl SqliteTarget {
                         }
                         EnsureError::WrongShape { table, missing } => self.unsupported(&format!(
                             "table {table} exists without the marker column(s) {}; choose \
-                             another prefix with marker_prefix()",
+                             another prefix with SqliteTargetBuilder::prefix()",
                             missing.join(", ")
                         )),
                     })
@@ -263,7 +308,7 @@ impl SqliteTarget {
 /// struct CreateUsers;
 /// impl Change for CreateUsers {
 ///     type Target = SqliteTarget;
-///     fn meta(&self) -> ChangeMeta { ChangeMeta::new("create-users", "0001") }
+///     fn meta(&self) -> ChangeMeta { ChangeMeta::new("create-users").order("0001") }
 ///     async fn apply(&self, db: &mut SqliteContext) -> ChangeResult {
 ///         flamingock_sqlite::sqlx::query("CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT)")
 ///             .execute(db.conn())

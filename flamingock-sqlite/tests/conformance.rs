@@ -127,7 +127,9 @@ async fn sqlite_family() -> Option<Sqlite> {
 #[async_trait]
 impl AuditStoreUnderTest for Sqlite {
     async fn open(&self, ns: &str) -> Result<Arc<dyn AuditStore>, BoxError> {
-        Ok(Arc::new(SqliteAuditStore::open(self.main_file(ns)).await?))
+        Ok(Arc::new(
+            SqliteAuditStore::connect(self.main_file(ns)).await?,
+        ))
     }
     async fn cleanup(&self, ns: &str) -> Result<(), BoxError> {
         self.remove(ns)
@@ -137,7 +139,9 @@ impl AuditStoreUnderTest for Sqlite {
 #[async_trait]
 impl LockUnderTest for Sqlite {
     async fn open(&self, ns: &str) -> Result<Arc<dyn LockProvider>, BoxError> {
-        Ok(Arc::new(SqliteLock::open(self.main_file(ns)).await?))
+        Ok(Arc::new(
+            SqliteLock::builder(self.main_file(ns)).build().await?,
+        ))
     }
     async fn cleanup(&self, ns: &str) -> Result<(), BoxError> {
         self.remove(ns)
@@ -152,12 +156,25 @@ impl PipelineUnderTest for Sqlite {
     type Target = SqliteTarget;
 
     async fn open(&self, ns: &str) -> Result<PipelineEnv<SqliteTarget>, BoxError> {
-        let store = SqliteAuditStore::open(self.main_file(ns)).await?;
-        let elsewhere = SqliteTarget::open("separate-marker", self.other_file(ns)).await?;
+        let store = SqliteAuditStore::connect(self.main_file(ns)).await?;
+        let elsewhere = SqliteTarget::builder("separate-marker", self.other_file(ns))
+            .build()
+            .await?;
         Ok(PipelineEnv {
             lock: Arc::new(store.lock()),
-            shared: Some(store.target("shared")),
-            separate: Some(elsewhere.clone().without_marker().with_id("separate")),
+            shared: Some(
+                store
+                    .shared_target("shared")
+                    .build()
+                    .await
+                    .expect("shared target"),
+            ),
+            separate: Some(
+                SqliteTarget::builder("separate", elsewhere.pool())
+                    .marker(false)
+                    .build()
+                    .await?,
+            ),
             separate_marker: Some(elsewhere),
             store: Arc::new(store),
         })

@@ -28,7 +28,7 @@ fn shown(p: &Path) -> String {
 #[tokio::test]
 async fn a_directory_is_not_a_database_file() {
     let dir = tempdir();
-    let err = SqliteAuditStore::open(dir.path())
+    let err = SqliteAuditStore::connect(dir.path())
         .await
         .expect_err("a directory must be refused");
     let text = format!("{err}: {}", source_text(&err));
@@ -46,16 +46,20 @@ async fn a_corrupted_file_is_refused_at_open_naming_it() {
         "this is certainly not a SQLite database\n".repeat(200),
     )
     .expect("write");
-    let err = SqliteAuditStore::open(&path)
+    let err = SqliteAuditStore::connect(&path)
         .await
         .expect_err("must be refused");
     let text = format!("{err}: {}", source_text(&err));
     assert!(text.contains(&shown(&path)), "names the file: {text}");
     assert!(text.contains("not a database"), "says why: {text}");
     // The same for the lock and the target.
-    let lock_err = SqliteLock::open(&path).await.expect_err("lock refused");
+    let lock_err = SqliteLock::builder(&path)
+        .build()
+        .await
+        .expect_err("lock refused");
     assert!(lock_err.to_string().contains("corrupt.db"), "{lock_err}");
-    let target_err = SqliteTarget::open("t", &path)
+    let target_err = SqliteTarget::builder("t", &path)
+        .build()
         .await
         .expect_err("target refused");
     assert!(
@@ -73,7 +77,7 @@ async fn a_read_only_database_fails_writes_naming_the_file() {
     let dir = tempdir();
     let path = dir.path().join("ro.db");
     {
-        let store = SqliteAuditStore::open(&path).await.expect("open");
+        let store = SqliteAuditStore::connect(&path).await.expect("open");
         store.prepare().await.expect("prepare");
         store.pool().close().await;
     }
@@ -88,7 +92,7 @@ async fn a_read_only_database_fails_writes_naming_the_file() {
     } else {
         format!("sqlite://{}?mode=ro", path.display())
     };
-    let store = SqliteAuditStore::open(&location)
+    let store = SqliteAuditStore::connect(&location)
         .await
         .expect("open read-only");
     store.prepare().await.expect("reading the schema works");
@@ -112,7 +116,7 @@ async fn a_read_only_database_fails_writes_naming_the_file() {
 async fn a_table_of_the_wrong_shape_is_reported_not_used() {
     let dir = tempdir();
     let path = dir.path().join("shape.db");
-    let store = SqliteAuditStore::open(&path).await.expect("open");
+    let store = SqliteAuditStore::connect(&path).await.expect("open");
     sqlx::query("CREATE TABLE flamingock_audit (id INTEGER PRIMARY KEY, whatever TEXT)")
         .execute(store.pool())
         .await
@@ -154,7 +158,7 @@ async fn missing_tables_without_auto_create_are_not_ready() {
     let path = dir.path().join("bare.db");
     let store = SqliteAuditStore::builder(&path)
         .auto_create(false)
-        .open()
+        .build()
         .await
         .expect("open");
     match store.prepare().await {
@@ -177,14 +181,14 @@ async fn missing_tables_without_auto_create_are_not_ready() {
         .expect("catalog");
     assert_eq!(tables, 0, "reading created tables");
     // The tables created by hand from the store's own DDL are accepted.
-    sqlx::raw_sql(sqlx::AssertSqlSafe(store.schema_sql()))
+    sqlx::raw_sql(sqlx::AssertSqlSafe(store.ddl()))
         .execute(store.pool())
         .await
         .expect("run the DDL");
     store.prepare().await.expect("prepared by hand");
     let fresh = SqliteAuditStore::builder(&path)
         .auto_create(false)
-        .open()
+        .build()
         .await
         .expect("open");
     assert!(fresh.lock().inspect().await.expect("lock table").is_none());
@@ -193,7 +197,7 @@ async fn missing_tables_without_auto_create_are_not_ready() {
 #[tokio::test]
 async fn malformed_rows_are_reported_with_table_and_key() {
     let dir = tempdir();
-    let store = SqliteAuditStore::open(dir.path().join("rows.db"))
+    let store = SqliteAuditStore::connect(dir.path().join("rows.db"))
         .await
         .expect("open");
     store.prepare().await.expect("prepare");
@@ -275,24 +279,34 @@ async fn malformed_rows_are_reported_with_table_and_key() {
 async fn store_ids_identify_file_and_prefix() {
     let dir = tempdir();
     let path = dir.path().join("id.db");
-    let a = SqliteAuditStore::open(&path).await.expect("open");
-    let same = SqliteAuditStore::open(dir.path().join(".").join("id.db"))
+    let a = SqliteAuditStore::connect(&path).await.expect("open");
+    let same = SqliteAuditStore::connect(dir.path().join(".").join("id.db"))
         .await
         .expect("open again");
     let other_prefix = SqliteAuditStore::builder(&path)
-        .table_prefix("other")
-        .open()
+        .prefix("other")
+        .build()
         .await
         .expect("open with prefix");
     assert_eq!(a.store_id(), same.store_id());
     assert_ne!(a.store_id(), other_prefix.store_id());
     assert!(a.store_id().contains(&shown(&path)), "{}", a.store_id());
     assert_eq!(
-        a.target("db").capabilities().shared_audit_store.as_deref(),
+        a.shared_target("db")
+            .build()
+            .await
+            .expect("target")
+            .capabilities()
+            .shared_audit_store
+            .as_deref(),
         Some(a.store_id())
     );
-    let m1 = SqliteAuditStore::memory().await.expect("memory");
-    let m2 = SqliteAuditStore::memory().await.expect("memory");
+    let m1 = SqliteAuditStore::connect("sqlite::memory:")
+        .await
+        .expect("memory");
+    let m2 = SqliteAuditStore::connect("sqlite::memory:")
+        .await
+        .expect("memory");
     assert_ne!(m1.store_id(), m2.store_id(), "two in-memory databases");
 }
 
@@ -300,7 +314,7 @@ struct CreateT;
 impl Change for CreateT {
     type Target = SqliteTarget;
     fn meta(&self) -> ChangeMeta {
-        ChangeMeta::new("create-t", "0001")
+        ChangeMeta::new("create-t").order("0001")
     }
     async fn apply(&self, db: &mut SqliteContext) -> ChangeResult {
         sqlx::query("CREATE TABLE t (x INTEGER)")
@@ -314,7 +328,7 @@ struct Broken;
 impl Change for Broken {
     type Target = SqliteTarget;
     fn meta(&self) -> ChangeMeta {
-        ChangeMeta::new("broken", "0002")
+        ChangeMeta::new("broken").order("0002")
     }
     async fn apply(&self, db: &mut SqliteContext) -> ChangeResult {
         sqlx::query("INSERT INTO t (x) VALUES (1)")
@@ -329,10 +343,18 @@ impl Change for Broken {
 
 #[tokio::test]
 async fn in_memory_store_runs_a_pipeline_and_rolls_back_failures() {
-    let store = SqliteAuditStore::memory().await.expect("memory");
+    let store = SqliteAuditStore::connect("sqlite::memory:")
+        .await
+        .expect("memory");
     let runner = Flamingock::builder()
         .audit_store(store.clone())
-        .target(store.target("db"))
+        .target(
+            store
+                .shared_target("db")
+                .build()
+                .await
+                .expect("shared target"),
+        )
         .stage(Stage::new("s").change(CreateT).change(Broken))
         .build()
         .expect("build");

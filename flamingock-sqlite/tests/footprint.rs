@@ -6,7 +6,7 @@ use flamingock_sqlite::{sqlx, SqliteAuditStore};
 #[tokio::test]
 async fn only_the_stores_own_tables_are_created() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = SqliteAuditStore::open(dir.path().join("app.db"))
+    let store = SqliteAuditStore::connect(dir.path().join("app.db"))
         .await
         .expect("open");
     store.prepare().await.expect("prepare");

@@ -19,7 +19,7 @@ async fn a_busy_file_reads_as_a_held_lock() {
     let path = dir.path().join("busy.db");
     let store = SqliteAuditStore::builder(&path)
         .busy_timeout(SHORT_BUSY)
-        .open()
+        .build()
         .await
         .expect("open");
     let lock = store.lock();
@@ -33,7 +33,9 @@ async fn a_busy_file_reads_as_a_held_lock() {
     };
     lock.release("setup", setup.token).await.expect("release");
 
-    let other = SqliteAuditStore::open(&path).await.expect("second handle");
+    let other = SqliteAuditStore::connect(&path)
+        .await
+        .expect("second handle");
     let mut writer = other.pool().acquire().await.expect("connection");
 
     // Nobody holds the lease, but a transaction holds the file.
@@ -62,7 +64,7 @@ struct Slow;
 impl Change for Slow {
     type Target = SqliteTarget;
     fn meta(&self) -> ChangeMeta {
-        ChangeMeta::new("slow", "0001")
+        ChangeMeta::new("slow").order("0001")
     }
     async fn apply(&self, db: &mut SqliteContext) -> ChangeResult {
         sqlx::query("CREATE TABLE slow (x INTEGER)")
@@ -74,10 +76,16 @@ impl Change for Slow {
     }
 }
 
-fn runner(store: &SqliteAuditStore) -> Flamingock {
+async fn runner(store: &SqliteAuditStore) -> Flamingock {
     Flamingock::builder()
         .audit_store(store.clone())
-        .target(store.target("db"))
+        .target(
+            store
+                .shared_target("db")
+                .build()
+                .await
+                .expect("shared target"),
+        )
         .stage(Stage::new("s").change(Slow))
         .lock_config(
             LockConfig::default()
@@ -92,13 +100,13 @@ fn runner(store: &SqliteAuditStore) -> Flamingock {
 async fn a_runner_waits_for_a_long_change_of_another_runner() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("long.db");
-    let a = SqliteAuditStore::open(&path).await.expect("open a");
+    let a = SqliteAuditStore::connect(&path).await.expect("open a");
     let b = SqliteAuditStore::builder(&path)
         .busy_timeout(SHORT_BUSY)
-        .open()
+        .build()
         .await
         .expect("open b");
-    let (ra, rb) = (runner(&a), runner(&b));
+    let (ra, rb) = (runner(&a).await, runner(&b).await);
     let a_run = tokio::spawn(async move { ra.run().await });
     tokio::time::sleep(Duration::from_millis(300)).await;
     let b_report = rb.run().await.expect("b waits, then finds nothing to do");
@@ -117,7 +125,7 @@ struct OnOther;
 impl Change for OnOther {
     type Target = SqliteTarget;
     fn meta(&self) -> ChangeMeta {
-        ChangeMeta::new("on-other", "0001").target("other")
+        ChangeMeta::new("on-other").order("0001").target("other")
     }
     async fn apply(&self, db: &mut SqliteContext) -> ChangeResult {
         sqlx::query("CREATE TABLE made_here (x INTEGER)")
@@ -134,19 +142,21 @@ impl Change for OnOther {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_separate_target_is_waited_for() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = SqliteAuditStore::open(dir.path().join("audit.db"))
+    let store = SqliteAuditStore::connect(dir.path().join("audit.db"))
         .await
         .expect("store");
     let other_path = dir.path().join("other.db");
     // The user's own pool, with a busy timeout far below the time the file stays held.
     let other_pool = SqliteAuditStore::builder(&other_path)
         .busy_timeout(SHORT_BUSY)
-        .open()
+        .build()
         .await
         .expect("target pool")
         .pool()
         .clone();
-    let holder = SqliteAuditStore::open(&other_path).await.expect("holder");
+    let holder = SqliteAuditStore::connect(&other_path)
+        .await
+        .expect("holder");
     let mut conn = holder.pool().acquire().await.expect("connection");
     let tx = conn
         .begin_with("BEGIN IMMEDIATE")
@@ -154,7 +164,12 @@ async fn a_busy_separate_target_is_waited_for() {
         .expect("hold the file");
     let runner = Flamingock::builder()
         .audit_store(store.clone())
-        .target(SqliteTarget::new("other", other_pool))
+        .target(
+            SqliteTarget::builder("other", other_pool)
+                .build()
+                .await
+                .expect("target"),
+        )
         .stage(Stage::new("s").change(OnOther))
         .lock_config(LockConfig::default().acquire_timeout(Duration::from_secs(30)))
         .build()

@@ -36,7 +36,8 @@ struct Effect {
 impl Change for Effect {
     type Target = SqliteTarget;
     fn meta(&self) -> ChangeMeta {
-        ChangeMeta::new(self.id, self.order)
+        ChangeMeta::new(self.id)
+            .order(self.order)
             .author("multiprocess")
             .target(self.target)
             .transactional(self.transactional)
@@ -74,8 +75,10 @@ fn other_file(main: &Path) -> PathBuf {
 }
 
 async fn run_child(path: &Path) -> Result<usize, Box<dyn std::error::Error>> {
-    let store = SqliteAuditStore::open(path).await?;
-    let other = SqliteTarget::open("other", other_file(path)).await?;
+    let store = SqliteAuditStore::connect(path).await?;
+    let other = SqliteTarget::builder("other", other_file(path))
+        .build()
+        .await?;
     let mut stage = Stage::new("all");
     for &(id, order, target, transactional) in CHANGES {
         stage.add(Effect {
@@ -88,7 +91,13 @@ async fn run_child(path: &Path) -> Result<usize, Box<dyn std::error::Error>> {
     let runner = Flamingock::builder()
         .service("multiprocess")
         .audit_store(store.clone())
-        .target(store.target("app"))
+        .target(
+            store
+                .shared_target("app")
+                .build()
+                .await
+                .expect("shared target"),
+        )
         .target(other)
         .stage(stage)
         .lock_config(
@@ -178,7 +187,7 @@ async fn four_processes_apply_each_change_exactly_once() {
             "rep {rep}: applied across processes"
         );
 
-        let store = SqliteAuditStore::open(&db).await.expect("open");
+        let store = SqliteAuditStore::connect(&db).await.expect("open");
         let other = sqlx::SqlitePool::connect_with(
             sqlx::sqlite::SqliteConnectOptions::new().filename(other_file(&db)),
         )

@@ -297,7 +297,7 @@ pub async fn runner_waits_then_times_out_naming_holder<S: LockUnderTest>(sut: &S
         let runner = Flamingock::builder()
             .audit_store(store.clone())
             .lock_provider(runner_lock)
-            .target(store.target("kv"))
+            .target(store.shared_target("kv"))
             .stage(crate::memory::one_change_stage("waits"))
             .lock_config(
                 LockConfig::default()
@@ -330,7 +330,7 @@ pub async fn runner_waits_then_times_out_naming_holder<S: LockUnderTest>(sut: &S
         let runner = Flamingock::builder()
             .audit_store(store.clone())
             .lock_provider(sut.open(&ns).await.expect("open"))
-            .target(store.target("kv"))
+            .target(store.shared_target("kv"))
             .stage(crate::memory::one_change_stage("waits"))
             .lock_config(
                 LockConfig::default()
@@ -359,7 +359,7 @@ pub async fn runner_refreshes_lease<S: LockUnderTest>(sut: &S) {
         let runner = Flamingock::builder()
             .audit_store(store.clone())
             .lock_provider(lock.clone())
-            .target(store.target("kv"))
+            .target(store.shared_target("kv"))
             .stage(crate::memory::slow_change_stage("slow", lease * 2))
             .lock_config(LockConfig::default().lease(lease))
             .build()

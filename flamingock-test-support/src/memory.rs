@@ -131,7 +131,7 @@ pub fn env_with_lock(name: &str, lock: Arc<dyn LockProvider>) -> PipelineEnv<InM
     PipelineEnv {
         store: Arc::new(n.store.clone()),
         lock,
-        shared: Some(n.store.target("shared")),
+        shared: Some(n.store.shared_target("shared")),
         separate_marker: Some(n.elsewhere.clone().with_id("separate-marker")),
         separate: Some(n.elsewhere.without_marker().with_id("separate")),
     }
@@ -155,7 +155,7 @@ struct Put {
 impl Change for Put {
     type Target = InMemoryTarget;
     fn meta(&self) -> ChangeMeta {
-        ChangeMeta::new(&self.id, "0001")
+        ChangeMeta::new(&self.id).order("0001")
     }
     async fn apply(&self, tx: &mut KvTx) -> ChangeResult {
         tokio::time::sleep(self.wait).await;

@@ -130,7 +130,8 @@ struct Bump<H> {
 impl<H: PipelineUnderTest> Change for Bump<H> {
     type Target = H::Target;
     fn meta(&self) -> ChangeMeta {
-        ChangeMeta::new(&self.id, &self.id)
+        ChangeMeta::new(&self.id)
+            .order(&self.id)
             .author("process-suite")
             .target(&self.target)
     }

@@ -310,3 +310,32 @@ pub fn namespace(prefix: &str) -> String {
     let id = uuid::Uuid::new_v4().simple().to_string();
     format!("fk{clean}_{}", &id[..12])
 }
+
+/// `url` (a `scheme://authority/path?query` connection string) with its path
+/// set to `/path`: how a test names the database of a MongoDB URL given
+/// without one.
+///
+/// ```
+/// use flamingock_test_support::services::with_path;
+/// assert_eq!(
+///     with_path("mongodb://127.0.0.1:27017/?directConnection=true", "app"),
+///     "mongodb://127.0.0.1:27017/app?directConnection=true"
+/// );
+/// assert_eq!(with_path("mongodb://h/old", "app"), "mongodb://h/app");
+/// ```
+pub fn with_path(url: &str, path: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let after_scheme = base.find("://").map_or(0, |i| i + 3);
+    let authority_end = base[after_scheme..]
+        .find('/')
+        .map_or(base.len(), |i| after_scheme + i);
+    let mut out = format!("{}/{path}", &base[..authority_end]);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}

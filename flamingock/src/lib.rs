@@ -45,10 +45,10 @@
 //! }
 //!
 //! pub async fn migrate(file: &str) -> Result<(), flamingock::Error> {
-//!     let store = SqliteAuditStore::open(file).await?;
+//!     let store = SqliteAuditStore::connect(file).await?;
 //!     Flamingock::builder()
 //!         .audit_store(store.clone())
-//!         .target(store.target("app-db"))
+//!         .target(store.shared_target("app-db").build().await?)
 //!         .stage(Stage::new("schema").change(create_products).change(seed_products))
 //!         .build()?
 //!         .run()

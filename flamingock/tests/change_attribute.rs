@@ -35,11 +35,12 @@ async fn add_index(tx: &mut KvTx) -> ChangeResult {
 fn the_metadata_is_what_a_hand_written_meta_gives() {
     assert_eq!(
         create_users.meta(),
-        ChangeMeta::new("create-users", "0001").author("ana")
+        ChangeMeta::new("create-users").order("0001").author("ana")
     );
     assert_eq!(
         add_index.meta(),
-        ChangeMeta::new("add-index", "0002")
+        ChangeMeta::new("add-index")
+            .order("0002")
             .description("an index on users")
             .target("db")
             .transactional(false)
@@ -50,7 +51,7 @@ fn the_metadata_is_what_a_hand_written_meta_gives() {
 #[tokio::test]
 async fn declared_changes_run_in_order_once_and_roll_back_with_their_function() {
     let store = InMemoryAuditStore::new();
-    let target = store.target("db");
+    let target = store.shared_target("db");
     let runner = Flamingock::builder()
         .audit_store(store.clone())
         .target(target.clone())
@@ -88,12 +89,18 @@ async fn a_sqlite_change_through_the_facade() {
     }
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = SqliteAuditStore::open(dir.path().join("app.db"))
+    let store = SqliteAuditStore::connect(dir.path().join("app.db"))
         .await
         .expect("open");
     let report = Flamingock::builder()
         .audit_store(store.clone())
-        .target(store.target("app-db"))
+        .target(
+            store
+                .shared_target("app-db")
+                .build()
+                .await
+                .expect("shared target"),
+        )
         .stage(Stage::new("schema").change(create_products))
         .build()
         .expect("build")
@@ -133,7 +140,7 @@ async fn changes_declared_for_a_stage_anywhere_are_discovered_in_order() {
     assert_eq!(Stage::discover("nothing-declared").len(), 0);
     let report = Flamingock::builder()
         .audit_store(store.clone())
-        .target(store.target("db"))
+        .target(store.shared_target("db"))
         .stage(stage)
         .build()
         .expect("build")

@@ -4,15 +4,15 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use flamingock_core::{Change, ChangeMeta, ChangeResult, Flamingock, Stage};
-use flamingock_dynamodb::aws_sdk_dynamodb::types::{
+use flamingock::dynamodb::aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
     ScalarAttributeType, TableStatus, TransactWriteItem, Update,
 };
-use flamingock_dynamodb::{connect, DynamoAuditStore, DynamoContext, DynamoTarget};
+use flamingock::dynamodb::{connect, DynamoAuditStore, DynamoContext, DynamoTarget};
+use flamingock::{Change, ChangeMeta, ChangeResult, Flamingock, Stage};
 
 fn orders_table(ctx: &DynamoContext) -> String {
-    format!("{}_orders", ctx.table_prefix())
+    format!("{}_orders", ctx.prefix())
 }
 
 fn s(v: &str) -> AttributeValue {
@@ -26,7 +26,8 @@ struct CreateOrdersTable;
 impl Change for CreateOrdersTable {
     type Target = DynamoTarget;
     fn meta(&self) -> ChangeMeta {
-        ChangeMeta::new("create-orders-table", "0001")
+        ChangeMeta::new("create-orders-table")
+            .order("0001")
             .author("ana")
             .transactional(false)
     }
@@ -72,7 +73,7 @@ struct SeedOrders;
 impl Change for SeedOrders {
     type Target = DynamoTarget;
     fn meta(&self) -> ChangeMeta {
-        ChangeMeta::new("seed-orders", "0002").author("ana")
+        ChangeMeta::new("seed-orders").order("0002").author("ana")
     }
     async fn apply(&self, ctx: &mut DynamoContext) -> ChangeResult {
         let table = orders_table(ctx);
@@ -103,7 +104,9 @@ struct BackfillStatus;
 impl Change for BackfillStatus {
     type Target = DynamoTarget;
     fn meta(&self) -> ChangeMeta {
-        ChangeMeta::new("backfill-order-status", "0003").author("ana")
+        ChangeMeta::new("backfill-order-status")
+            .order("0003")
+            .author("ana")
     }
     async fn apply(&self, ctx: &mut DynamoContext) -> ChangeResult {
         let table = orders_table(ctx);
@@ -145,13 +148,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let prefix = std::env::var("FLAMINGOCK_PREFIX").unwrap_or_else(|_| "example".into());
     let client = connect(endpoint.as_deref()).await;
     let store = DynamoAuditStore::builder(client)
-        .table_prefix(&prefix)
-        .build();
+        .prefix(&prefix)
+        .build()
+        .await?;
 
     let runner = Flamingock::builder()
         .service("example-dynamodb")
         .audit_store(store.clone())
-        .target(store.target("orders-db"))
+        .target(store.shared_target("orders-db").build().await?)
         .stage(
             Stage::new("orders")
                 .change(CreateOrdersTable)

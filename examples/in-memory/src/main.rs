@@ -4,16 +4,14 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use flamingock_core::memory::{InMemoryAuditStore, InMemoryTarget, KvTx};
-use flamingock_core::{
-    Change, ChangeMeta, ChangeResult, DependencyTarget, Error, Flamingock, Stage,
-};
+use flamingock::memory::{InMemoryAuditStore, InMemoryTarget, KvTx};
+use flamingock::{Change, ChangeMeta, ChangeResult, DependencyTarget, Error, Flamingock, Stage};
 
 struct CreateUsers;
 impl Change for CreateUsers {
     type Target = InMemoryTarget;
     fn meta(&self) -> ChangeMeta {
-        ChangeMeta::new("create-users", "0001").author("ana")
+        ChangeMeta::new("create-users").order("0001").author("ana")
     }
     async fn apply(&self, tx: &mut KvTx) -> ChangeResult {
         tx.put("schema:users", "id, email");
@@ -25,7 +23,7 @@ struct SeedUsers;
 impl Change for SeedUsers {
     type Target = InMemoryTarget;
     fn meta(&self) -> ChangeMeta {
-        ChangeMeta::new("seed-users", "0002").author("ana")
+        ChangeMeta::new("seed-users").order("0002").author("ana")
     }
     async fn apply(&self, tx: &mut KvTx) -> ChangeResult {
         tx.put("users:1", "ana@example.com");
@@ -44,7 +42,8 @@ struct EnableCheckout;
 impl Change for EnableCheckout {
     type Target = DependencyTarget<Flags>;
     fn meta(&self) -> ChangeMeta {
-        ChangeMeta::new("enable-checkout", "0001")
+        ChangeMeta::new("enable-checkout")
+            .order("0001")
             .author("bo")
             .transactional(false)
     }
@@ -61,7 +60,7 @@ fn runner(store: &InMemoryAuditStore, flags: &Flags) -> Result<Flamingock, Error
     Flamingock::builder()
         .service("example")
         .audit_store(store.clone())
-        .target(store.target("app-db"))
+        .target(store.shared_target("app-db"))
         .target(DependencyTarget::new("flags", flags.clone()))
         .stage(Stage::new("schema").change(CreateUsers).change(SeedUsers))
         .stage(Stage::new("flags").change(EnableCheckout))

@@ -1,11 +1,11 @@
 //! Flamingock on MongoDB: schema (validator + index), seed data, migrations.
 #![allow(clippy::print_stdout)] // an example prints its results
 
-use flamingock_core::{Change, ChangeMeta, ChangeResult, Error, Flamingock, Stage};
-use flamingock_mongodb::mongodb::bson::{doc, Document};
-use flamingock_mongodb::mongodb::options::IndexOptions;
-use flamingock_mongodb::mongodb::{Client, IndexModel};
-use flamingock_mongodb::{MongoAuditStore, MongoContext, MongoTarget};
+use flamingock::mongodb::mongodb::bson::{doc, Document};
+use flamingock::mongodb::mongodb::options::IndexOptions;
+use flamingock::mongodb::mongodb::{Client, IndexModel};
+use flamingock::mongodb::{MongoAuditStore, MongoContext, MongoTarget};
+use flamingock::{Change, ChangeMeta, ChangeResult, Error, Flamingock, Stage};
 use futures::TryStreamExt;
 
 const DB: &str = "flamingock_example";
@@ -15,7 +15,8 @@ struct CreateCustomers;
 impl Change for CreateCustomers {
     type Target = MongoTarget;
     fn meta(&self) -> ChangeMeta {
-        ChangeMeta::new("create-customers", "0001")
+        ChangeMeta::new("create-customers")
+            .order("0001")
             .author("ana")
             .transactional(false)
     }
@@ -47,7 +48,9 @@ struct SeedCustomers;
 impl Change for SeedCustomers {
     type Target = MongoTarget;
     fn meta(&self) -> ChangeMeta {
-        ChangeMeta::new("seed-customers", "0002").author("ana")
+        ChangeMeta::new("seed-customers")
+            .order("0002")
+            .author("ana")
     }
     async fn apply(&self, ctx: &mut MongoContext) -> ChangeResult {
         ctx.db()
@@ -69,7 +72,7 @@ struct SplitNames;
 impl Change for SplitNames {
     type Target = MongoTarget;
     fn meta(&self) -> ChangeMeta {
-        ChangeMeta::new("split-names", "0003").author("ana")
+        ChangeMeta::new("split-names").order("0003").author("ana")
     }
     async fn apply(&self, ctx: &mut MongoContext) -> ChangeResult {
         ctx.db()
@@ -113,7 +116,9 @@ struct LowercaseEmails {
 impl Change for LowercaseEmails {
     type Target = MongoTarget;
     fn meta(&self) -> ChangeMeta {
-        ChangeMeta::new("lowercase-emails", "0004").author("bo")
+        ChangeMeta::new("lowercase-emails")
+            .order("0004")
+            .author("bo")
     }
     async fn apply(&self, ctx: &mut MongoContext) -> ChangeResult {
         let customers = ctx.db().collection::<Document>("customers");
@@ -181,13 +186,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map_err(|_| "set MONGODB_URL, e.g. mongodb://127.0.0.1:27017/?directConnection=true")?;
     let client = Client::with_uri_str(&url).await?;
     client.database(DB).drop().await?;
-    let store = MongoAuditStore::new(client.clone(), DB).await?;
+    let store = MongoAuditStore::builder(client.clone(), DB).build().await?;
+    let target = store.shared_target("customers-db").build().await?;
 
     let runner = |fixed| {
         Flamingock::builder()
             .service("example-mongodb")
             .audit_store(store.clone())
-            .target(store.target("customers-db"))
+            .target(target.clone())
             .stage(stages(fixed))
             .build()
     };

@@ -4,11 +4,9 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use flamingock_core::{
-    Change, ChangeMeta, ChangeResult, DependencyTarget, Error, Flamingock, Stage,
-};
-use flamingock_postgres::sqlx::{self, AssertSqlSafe};
-use flamingock_postgres::{quote_ident, PgContext, PostgresAuditStore, PostgresTarget};
+use flamingock::postgres::sqlx::{self, AssertSqlSafe};
+use flamingock::postgres::{quote_ident, PgContext, PostgresAuditStore, PostgresTarget};
+use flamingock::{Change, ChangeMeta, ChangeResult, DependencyTarget, Error, Flamingock, Stage};
 
 const SCHEMA: &str = "flamingock_example";
 
@@ -21,7 +19,9 @@ struct CreateCustomers;
 impl Change for CreateCustomers {
     type Target = PostgresTarget;
     fn meta(&self) -> ChangeMeta {
-        ChangeMeta::new("create-customers", "0001").author("ana")
+        ChangeMeta::new("create-customers")
+            .order("0001")
+            .author("ana")
     }
     async fn apply(&self, ctx: &mut PgContext) -> ChangeResult {
         sqlx::query(AssertSqlSafe(format!(
@@ -38,7 +38,9 @@ struct SeedCustomers;
 impl Change for SeedCustomers {
     type Target = PostgresTarget;
     fn meta(&self) -> ChangeMeta {
-        ChangeMeta::new("seed-customers", "0002").author("ana")
+        ChangeMeta::new("seed-customers")
+            .order("0002")
+            .author("ana")
     }
     async fn apply(&self, ctx: &mut PgContext) -> ChangeResult {
         let insert = format!(
@@ -66,7 +68,8 @@ struct IndexEmails;
 impl Change for IndexEmails {
     type Target = PostgresTarget;
     fn meta(&self) -> ChangeMeta {
-        ChangeMeta::new("index-customer-emails", "0003")
+        ChangeMeta::new("index-customer-emails")
+            .order("0003")
             .author("ana")
             .transactional(false)
     }
@@ -101,7 +104,8 @@ struct EnableNewCheckout;
 impl Change for EnableNewCheckout {
     type Target = DependencyTarget<Flags>;
     fn meta(&self) -> ChangeMeta {
-        ChangeMeta::new("enable-new-checkout", "0001")
+        ChangeMeta::new("enable-new-checkout")
+            .order("0001")
             .author("bo")
             .transactional(false)
     }
@@ -114,11 +118,11 @@ impl Change for EnableNewCheckout {
     }
 }
 
-fn runner(store: &PostgresAuditStore, flags: &Flags) -> Result<Flamingock, Error> {
+async fn runner(store: &PostgresAuditStore, flags: &Flags) -> Result<Flamingock, Error> {
     Flamingock::builder()
         .service("example-postgres")
         .audit_store(store.clone())
-        .target(store.target("app-db"))
+        .target(store.shared_target("app-db").build().await?)
         .target(DependencyTarget::new("flags", flags.clone()))
         .stage(
             Stage::new("schema")
@@ -152,7 +156,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let flags = Flags::default();
 
     println!("== first run: the flag service is down");
-    match runner(&store, &flags)?.run().await {
+    match runner(&store, &flags).await?.run().await {
         Err(e) => {
             println!("run failed: {e}");
             if let Some(report) = e.report() {
@@ -163,7 +167,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     println!("== second run: refused, the failed non-transactional change needs an operator");
-    let ops = runner(&store, &flags)?;
+    let ops = runner(&store, &flags).await?;
     if let Err(e) = ops.run().await {
         println!("{e}");
     }
@@ -188,7 +192,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     println!("== third run: the flag service is back");
     flags.up.store(true, Ordering::SeqCst);
-    let report = runner(&store, &flags)?.run().await?;
+    let report = runner(&store, &flags).await?.run().await?;
     println!("{report}");
     assert!(flags.new_checkout.load(Ordering::SeqCst));
 
@@ -200,7 +204,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     .await?;
     println!("customers: {customers}");
     println!("== audit history");
-    for e in ops.history(&flamingock_core::HistoryFilter::all()).await? {
+    for e in ops.history(&flamingock::HistoryFilter::all()).await? {
         println!(
             "{}  {:<22} {:<28} {}",
             e.created_at.format("%H:%M:%S%.3f"),

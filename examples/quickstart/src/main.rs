@@ -85,11 +85,11 @@ async fn run(path: &str) -> Result<(), Box<dyn std::error::Error>> {
     // The audit store, its lock and the target all live in one file. The
     // target comes from the store, so each change commits in one
     // transaction together with its audit entry.
-    let store = SqliteAuditStore::open(path).await?;
+    let store = SqliteAuditStore::connect(path).await?;
     let runner = Flamingock::builder()
         .service("quickstart")
         .audit_store(store.clone())
-        .target(store.target("app-db"))
+        .target(store.shared_target("app-db").build().await?)
         .stage(
             Stage::new("catalog")
                 .change(create_products)

@@ -12,9 +12,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use flamingock_cli::RunOptions;
-use flamingock_core::Flamingock;
-use flamingock_sqlite::{sqlx, SqliteAuditStore, SqliteTarget};
+use flamingock::cli::RunOptions;
+use flamingock::sqlite::{sqlx, SqliteAuditStore, SqliteTarget};
+use flamingock::Flamingock;
 
 #[derive(Parser)]
 #[command(
@@ -34,22 +34,31 @@ enum AppCommand {
     /// Apply pending changes and start (the default).
     Serve,
     /// Inspect and resolve the change audit and lock.
-    Flamingock(flamingock_cli::Cli),
+    Flamingock(flamingock::cli::Cli),
+}
+
+/// The audit store and, on the same database, the target the SQL files run on.
+async fn open(
+    db: &std::path::Path,
+) -> Result<(SqliteAuditStore, SqliteTarget), Box<dyn std::error::Error>> {
+    let store = SqliteAuditStore::connect(db).await?;
+    let target = store.shared_target("app-db").build().await?;
+    Ok((store, target))
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let app = App::parse();
     // Checked at start-up like the CLI checks a directory: same parser, same messages.
-    let changes = match flamingock_cli::embed_sql_dir!("changes") {
+    let changes = match flamingock::cli::embed_sql_dir!("changes") {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
     };
-    let store = match SqliteAuditStore::open(&app.db).await {
-        Ok(s) => s,
+    let (store, target) = match open(&app.db).await {
+        Ok(opened) => opened,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::FAILURE;
@@ -58,16 +67,16 @@ async fn main() -> ExitCode {
     let builder = Flamingock::builder()
         .service("example-sql-files")
         .audit_store(store.clone())
-        .target(store.target("app-db"))
+        .target(target)
         .stage(changes.stage::<SqliteTarget>("schema", "app-db"));
 
     match app.command {
         Some(AppCommand::Flamingock(cli)) => {
-            flamingock_cli::init_tracing(&cli.output);
+            flamingock::cli::init_tracing(&cli.output);
             let opts = RunOptions::default()
                 .program("example-sql-files flamingock")
                 .sql_changes(changes);
-            flamingock_cli::run_with(cli, builder, opts).await.into()
+            flamingock::cli::run_with(cli, builder, opts).await.into()
         }
         None | Some(AppCommand::Serve) => {
             let runner = match builder.build() {

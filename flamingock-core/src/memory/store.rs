@@ -78,7 +78,7 @@ pub(crate) struct StoreInner {
 /// use flamingock_core::memory::InMemoryAuditStore;
 /// use flamingock_core::AuditStore;
 /// let store = InMemoryAuditStore::new();
-/// let target = store.target("kv"); // shares transactions with the store
+/// let target = store.shared_target("kv"); // shares transactions with the store
 /// assert_eq!(target.capabilities().shared_audit_store.as_deref(), Some(store.store_id()));
 /// # use flamingock_core::TargetSystem;
 /// ```
@@ -123,7 +123,7 @@ impl InMemoryAuditStore {
 
     /// A transactional key-value target living in the same "database": its
     /// changes commit together with their APPLIED entry (shared transaction).
-    pub fn target(&self, id: impl Into<String>) -> InMemoryTarget {
+    pub fn shared_target(&self, id: impl Into<String>) -> InMemoryTarget {
         InMemoryTarget::shared(id.into(), self.clone())
     }
 

@@ -15,7 +15,7 @@ pub(crate) struct KvData {
 /// semantics: writes are staged in the [`KvTx`] and become visible only on
 /// commit; a dropped `KvTx` (a crash) leaves nothing behind.
 ///
-/// * [`InMemoryAuditStore::target`] gives one that shares transactions with
+/// * [`InMemoryAuditStore::shared_target`] gives one that shares transactions with
 ///   the audit store (shared-transaction strategy);
 /// * [`InMemoryTarget::new`] gives an independent one that keeps markers
 ///   (separate transaction with marker); [`InMemoryTarget::without_marker`]

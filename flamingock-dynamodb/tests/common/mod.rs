@@ -75,11 +75,13 @@ impl Dynamo {
     }
 
     /// The audit store of namespace `ns`.
-    pub fn store(&self, ns: &str) -> DynamoAuditStore {
+    pub async fn store(&self, ns: &str) -> DynamoAuditStore {
         DynamoAuditStore::builder(self.client())
-            .table_prefix(ns)
+            .prefix(ns)
             .lock_clock_skew(TEST_SKEW)
             .build()
+            .await
+            .expect("store")
     }
 
     /// Creates a counter table (`pk` String) if missing.
@@ -225,7 +227,7 @@ impl Dynamo {
 #[flamingock_core::async_trait]
 impl AuditStoreUnderTest for Dynamo {
     async fn open(&self, ns: &str) -> Result<Arc<dyn AuditStore>, BoxError> {
-        Ok(Arc::new(self.store(ns)))
+        Ok(Arc::new(self.store(ns).await))
     }
     async fn cleanup(&self, ns: &str) -> Result<(), BoxError> {
         self.drop_namespace(ns).await
@@ -240,9 +242,10 @@ impl LockUnderTest for Dynamo {
     async fn open(&self, ns: &str) -> Result<Arc<dyn LockProvider>, BoxError> {
         Ok(Arc::new(
             DynamoLock::builder(self.client())
-                .table_prefix(ns)
+                .prefix(ns)
                 .clock_skew(TEST_SKEW)
-                .build(),
+                .build()
+                .await?,
         ))
     }
     async fn cleanup(&self, ns: &str) -> Result<(), BoxError> {
@@ -256,7 +259,7 @@ pub fn bump_in<'a>(
     key: &'a str,
 ) -> BoxFuture<'a, Result<(), BoxError>> {
     Box::pin(async move {
-        let table = format!("{}_data", ctx.table_prefix());
+        let table = format!("{}_data", ctx.prefix());
         ctx.update(
             table,
             HashMap::from([("pk".to_owned(), AttributeValue::S(key.to_owned()))]),
@@ -272,19 +275,30 @@ impl PipelineUnderTest for Dynamo {
     type Target = DynamoTarget;
 
     async fn open(&self, ns: &str) -> Result<PipelineEnv<DynamoTarget>, BoxError> {
-        let store = self.store(ns);
+        let store = self.store(ns).await;
         // The "elsewhere" targets keep their tables under another prefix.
         let elsewhere = format!("{ns}_t");
         self.data_table(&format!("{ns}_data")).await?;
         self.data_table(&format!("{elsewhere}_data")).await?;
-        let separate = DynamoTarget::new("separate-marker", self.client()).table_prefix(&elsewhere);
+        let separate = DynamoTarget::builder("separate-marker", self.client())
+            .prefix(&elsewhere)
+            .build()
+            .await?;
         Ok(PipelineEnv {
             lock: Arc::new(store.lock()),
-            shared: Some(store.target("shared")),
+            shared: Some(
+                store
+                    .shared_target("shared")
+                    .build()
+                    .await
+                    .expect("shared target"),
+            ),
             separate: Some(
-                DynamoTarget::new("separate", self.client())
-                    .table_prefix(&elsewhere)
-                    .without_marker(),
+                DynamoTarget::builder("separate", self.client())
+                    .prefix(&elsewhere)
+                    .marker(false)
+                    .build()
+                    .await?,
             ),
             separate_marker: Some(separate),
             store: Arc::new(store),

@@ -155,14 +155,23 @@ impl PipelineUnderTest for Mongo {
         } else {
             let elsewhere = format!("{ns}_t");
             let other = self.client().await?;
-            let marker = MongoTarget::new("separate-marker", other.clone(), &elsewhere).await?;
-            let separate = MongoTarget::new("separate", other, &elsewhere)
-                .await?
-                .without_marker();
+            let marker = MongoTarget::builder("separate-marker", other.clone(), &elsewhere)
+                .build()
+                .await?;
+            let separate = MongoTarget::builder("separate", other, &elsewhere)
+                .marker(false)
+                .build()
+                .await?;
             PipelineEnv {
                 store: Arc::new(store.clone()),
                 lock: Arc::new(store.lock()),
-                shared: Some(store.target("shared")),
+                shared: Some(
+                    store
+                        .shared_target("shared")
+                        .build()
+                        .await
+                        .expect("shared target"),
+                ),
                 separate_marker: Some(marker),
                 separate: Some(separate),
             }

@@ -101,7 +101,8 @@ impl LockUnderTest for Pg {
         let lock = PostgresLock::builder(self.pool(2))
             .schema(ns)
             .transaction_pooler(self.pooler)
-            .build()?;
+            .build()
+            .await?;
         Ok(Arc::new(lock))
     }
     async fn cleanup(&self, ns: &str) -> Result<(), BoxError> {
@@ -133,19 +134,23 @@ impl PipelineUnderTest for Pg {
             .build()
             .await?;
         // Another pool to the same database; the marker table lives in the other schema.
-        let elsewhere = PostgresTarget::new("separate-marker", self.pool(1))
-            .schema(other)
-            .transaction_pooler(self.pooler)
-            .idle_in_transaction_timeout(Some(IDLE));
+        let elsewhere = |id: &str| {
+            PostgresTarget::builder(id, self.pool(1))
+                .schema(other.clone())
+                .transaction_pooler(self.pooler)
+                .idle_in_transaction_timeout(Some(IDLE))
+        };
         Ok(PipelineEnv {
             lock: Arc::new(store.lock()),
             shared: Some(
                 store
-                    .target("shared")
-                    .idle_in_transaction_timeout(Some(IDLE)),
+                    .shared_target("shared")
+                    .idle_in_transaction_timeout(Some(IDLE))
+                    .build()
+                    .await?,
             ),
-            separate: Some(elsewhere.clone().without_marker().with_id("separate")),
-            separate_marker: Some(elsewhere),
+            separate: Some(elsewhere("separate").marker(false).build().await?),
+            separate_marker: Some(elsewhere("separate-marker").build().await?),
             store: Arc::new(store),
         })
     }
@@ -168,7 +173,7 @@ impl PipelineUnderTest for Pg {
     async fn count(&self, target: &PostgresTarget, key: &str) -> Result<u64, BoxError> {
         let q = format!(
             "SELECT n FROM {}.counters WHERE key = $1",
-            quote_ident(target.schema_name())
+            quote_ident(target.schema().expect("a schema is set"))
         );
         // In a transaction: behind a transaction pooler a statement's parse
         // and execution only reach one server connection inside one.

@@ -44,9 +44,10 @@ pub fn redis() -> Option<Redis> {
 impl Redis {
     /// A new lock (new connection) for namespace `ns`.
     pub async fn lock(&self, ns: &str) -> Result<RedisLock, BoxError> {
-        Ok(RedisLock::builder(ns)
-            .key_prefix(self.prefix.as_str())
-            .connect(&self.url)
+        Ok(RedisLock::builder(&self.url)
+            .name(ns)
+            .prefix(self.prefix.as_str())
+            .build()
             .await?)
     }
 
@@ -103,7 +104,7 @@ struct Bump<H> {
 impl<H: PipelineUnderTest> Change for Bump<H> {
     type Target = H::Target;
     fn meta(&self) -> ChangeMeta {
-        ChangeMeta::new("bump", "0001").author("test")
+        ChangeMeta::new("bump").order("0001").author("test")
     }
     async fn apply(&self, ctx: &mut <H::Target as TargetSystem>::Context) -> ChangeResult {
         let key = format!("bump-{}", uuid::Uuid::new_v4().simple());
