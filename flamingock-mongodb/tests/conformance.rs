@@ -36,7 +36,7 @@ macro_rules! without_transactions_suites {
                     applies_in_order_then_fast_path,
                     exactly_once_concurrent_runners,
                     crash_table_non_transactional,
-                    failures_follow_the_decision_table,
+                    failing_non_transactional_follows_its_rollback,
                     panicking_change_releases_lock,
                     blocked_stages_report_every_blocked_change,
                     fix_takes_the_lock,
@@ -50,6 +50,9 @@ macro_rules! without_transactions_suites {
                     crash_table_separate_tx_with_marker = "not applicable: a server without transactions has no separate transactional target",
                     crash_table_separate_tx = "not applicable: a server without transactions has no separate transactional target",
                     lost_lease_cannot_commit = "not applicable: needs a transactional target, which a server without transactions lacks",
+                    failing_shared_tx_rolls_back = "not applicable: a server without transactions has no shared-transaction target",
+                    failing_separate_tx_with_marker_rolls_back = "not applicable: a server without transactions has no separate transactional target",
+                    failing_separate_tx_rolls_back = "not applicable: a server without transactions has no separate transactional target",
                 ],
             );
         }
