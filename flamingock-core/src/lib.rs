@@ -94,6 +94,7 @@
 #![warn(unreachable_pub)]
 
 pub mod audit;
+pub mod backend_guide;
 mod baseline;
 pub mod change;
 mod deadline;

@@ -108,17 +108,50 @@ pub trait TargetSystem: Send + Sync + 'static {
     /// Unique id of this target within a pipeline.
     fn id(&self) -> &str;
 
-    /// What this target supports.
+    /// What this target supports; read when the pipeline is planned, so it
+    /// must not do I/O (learn what the server can do when the target is
+    /// built). It decides each change's strategy: see [`TargetCapabilities`].
     fn capabilities(&self) -> TargetCapabilities;
 
-    /// Opens a context for one change.
+    /// Opens a context for one change: in [`ContextMode::Transaction`] a
+    /// transaction is open when this returns (a marker target also makes
+    /// sure its marker table exists first); in
+    /// [`ContextMode::NonTransactional`] the change gets a plain handle.
+    ///
+    /// Errors:
+    /// * [`TargetError::Busy`]: another writer holds the target right now.
+    ///   The runner waits and calls `begin` again, reporting the wait, up to
+    ///   the lock's acquire timeout.
+    /// * anything else: nothing began; for a transactional change the runner
+    ///   records FAILED then ROLLED_BACK (nothing can have been written).
     fn begin(
         &self,
         mode: ContextMode,
     ) -> impl Future<Output = Result<Self::Context, TargetError>> + Send;
 
     /// Commits the context's transaction together with `with`; for a
-    /// non-transactional context, releases it.
+    /// non-transactional context (which only ever gets
+    /// [`CommitWith::Nothing`]), releases it.
+    ///
+    /// What the error says decides what the runner records, so it must be
+    /// exact:
+    /// * `Ok(())`: committed, with `with` in the same transaction.
+    /// * [`TargetError::NotCommitted`]: certainly **not** committed (the
+    ///   transaction was refused or rolled back before or at `COMMIT`: a
+    ///   constraint checked at commit, a serialization failure, a write
+    ///   condition, too many writes). The runner records FAILED then
+    ///   ROLLED_BACK and the change runs again next time.
+    /// * [`TargetError::Audit`] wrapping [`StoreError::Fenced`](crate::StoreError::Fenced)
+    ///   (only with [`CommitWith::Audit`]): the fence check inside the
+    ///   transaction found a newer epoch; roll back before returning it. The
+    ///   runner stops: its lease is lost.
+    /// * anything else ([`TargetError::Backend`], a timeout): the outcome is
+    ///   **unknown** (the connection dropped during `COMMIT`, no answer). The
+    ///   runner writes nothing more: a shared transaction's APPLIED entry
+    ///   went with the change, so the next run sees exactly what the
+    ///   database kept; a separate transaction's STARTED stays, resolved by
+    ///   the marker or by an operator. Never report "unknown" as
+    ///   `NotCommitted`, nor the reverse.
     fn commit(
         &self,
         ctx: Self::Context,
@@ -126,9 +159,20 @@ pub trait TargetSystem: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), TargetError>> + Send;
 
     /// Rolls the transaction back (or releases a non-transactional context).
+    /// An error only logs: the runner has already decided the change did not
+    /// commit, and a database rolls back a transaction whose connection goes
+    /// away. A context dropped without `commit` or `abort` (a crash, a
+    /// timeout) must likewise leave nothing committed.
     fn abort(&self, ctx: Self::Context) -> impl Future<Output = Result<(), TargetError>> + Send;
 
-    /// Reads the marker for `change_id`, when the target keeps markers.
+    /// Reads the marker for `change_id`, when the target keeps markers
+    /// (`capabilities().marker`): the record [`CommitWith::Marker`] wrote
+    /// inside a committed transaction. The next run asks it for a change
+    /// whose latest entry is STARTED: a marker whose run and token match that
+    /// entry means the transaction committed. `Ok(None)` when there is none
+    /// (also when the marker table does not exist yet: looking never
+    /// creates it); an error when it cannot tell (the change then blocks for
+    /// an operator, it is never guessed).
     fn marker(
         &self,
         change_id: &str,
@@ -148,7 +192,8 @@ pub trait TargetSystem: Send + Sync + 'static {
         async {}
     }
 
-    /// Removes the marker for `change_id` once its outcome is audited.
+    /// Removes the marker for `change_id` once its outcome is audited. An
+    /// error only logs (a leftover marker is harmless: the audit decides).
     fn clear_marker(
         &self,
         change_id: &str,
@@ -171,7 +216,7 @@ pub trait TargetSystem: Send + Sync + 'static {
 /// struct EnableCheckout;
 /// impl Change for EnableCheckout {
 ///     type Target = DependencyTarget<Flags>;
-///     fn meta(&self) -> ChangeMeta { ChangeMeta::new("enable-checkout", "0001") }
+///     fn meta(&self) -> ChangeMeta { ChangeMeta::new("enable-checkout").order("0001") }
 ///     async fn apply(&self, flags: &mut Flags) -> ChangeResult {
 ///         let _url = format!("{}/flags/checkout", flags.base_url);
 ///         Ok(())
