@@ -106,6 +106,7 @@ pub mod events;
 pub mod fault;
 pub mod import;
 pub mod lock;
+mod marker_settings;
 pub mod memory;
 pub mod names;
 pub mod order;
@@ -130,6 +131,7 @@ pub use error::{
 };
 pub use events::{Event, EventListener};
 pub use lock::{Acquire, Lease, LockConfig, LockInfo, LockProvider};
+pub use marker_settings::MarkerSettings;
 pub use pipeline::Stage;
 pub use report::{ChangeOutcome, ChangeReport, RunReport, Totals};
 pub use runner::{Flamingock, FlamingockBuilder, PlanAction, PlanItem};

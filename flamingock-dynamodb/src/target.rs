@@ -7,8 +7,8 @@ use std::sync::Arc;
 use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem, Update};
 use aws_sdk_dynamodb::Client;
 use flamingock_core::{
-    AuditStore, CommitWith, ContextMode, Marker, StoreError, TargetCapabilities, TargetError,
-    TargetSystem,
+    AuditStore, CommitWith, ContextMode, Marker, MarkerSettings, StoreError, TargetCapabilities,
+    TargetError, TargetSystem,
 };
 use tokio::sync::OnceCell;
 
@@ -68,8 +68,7 @@ pub struct DynamoTargetBuilder {
     id: String,
     client: Client,
     shared: Option<DynamoAuditStore>,
-    prefix: Option<String>,
-    marker: Option<bool>,
+    markers: MarkerSettings,
     auto_create: bool,
     retry: Option<RetryPolicy>,
 }
@@ -79,8 +78,7 @@ impl std::fmt::Debug for DynamoTargetBuilder {
         f.debug_struct("DynamoTargetBuilder")
             .field("id", &self.id)
             .field("shared", &self.shared.is_some())
-            .field("prefix", &self.prefix)
-            .field("marker", &self.marker)
+            .field("markers", &self.markers)
             .finish_non_exhaustive()
     }
 }
@@ -90,7 +88,7 @@ impl DynamoTargetBuilder {
     /// marker table is `<prefix>_marker`. A shared target keeps no marker:
     /// setting it there is an error at `build`.
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.prefix = Some(prefix.into());
+        self.markers.set_prefix(prefix);
         self
     }
 
@@ -99,7 +97,7 @@ impl DynamoTargetBuilder {
     /// `build`). Without it a crash between commit and APPLIED needs an
     /// operator (or `AlwaysRetry`).
     pub fn marker(mut self, yes: bool) -> Self {
-        self.marker = Some(yes);
+        self.markers.set_marker(yes);
         self
     }
 
@@ -129,13 +127,7 @@ impl DynamoTargetBuilder {
             detail,
         };
         if let Some(store) = self.shared {
-            if self.marker == Some(true) || self.prefix.is_some() {
-                return Err(invalid(
-                    "a shared target commits its APPLIED entry with the change and keeps no \
-                     marker: remove marker(true) and prefix(..)"
-                        .to_owned(),
-                ));
-            }
+            self.markers.check_shared(&id)?;
             return Ok(DynamoTarget {
                 id,
                 client: store.inner.client.clone(),
@@ -147,7 +139,7 @@ impl DynamoTargetBuilder {
                 ready: Arc::default(),
             });
         }
-        let prefix = self.prefix.unwrap_or_else(|| DEFAULT_PREFIX.to_owned());
+        let (prefix, marker) = self.markers.separate(DEFAULT_PREFIX);
         if let Some(detail) = crate::table::name_problem(&format!("{prefix}_marker")) {
             return Err(invalid(detail));
         }
@@ -156,7 +148,7 @@ impl DynamoTargetBuilder {
             client: self.client,
             prefix,
             shared: None,
-            marker: self.marker.unwrap_or(true),
+            marker,
             auto_create: self.auto_create,
             retry: self.retry.unwrap_or_default(),
             ready: Arc::default(),
@@ -173,8 +165,7 @@ impl DynamoTarget {
             id: id.into(),
             client,
             shared: None,
-            prefix: None,
-            marker: None,
+            markers: MarkerSettings::default(),
             auto_create: true,
             retry: None,
         }

@@ -1,7 +1,7 @@
 //! MongoDB as a target system: changes run in a client-session transaction.
 
 use flamingock_core::{
-    CommitWith, ContextMode, Marker, TargetCapabilities, TargetError, TargetSystem,
+    CommitWith, ContextMode, Marker, MarkerSettings, TargetCapabilities, TargetError, TargetSystem,
 };
 use mongodb::bson::{doc, Document};
 use mongodb::error::{Error as DriverError, TRANSIENT_TRANSACTION_ERROR};
@@ -115,8 +115,7 @@ pub struct MongoTargetBuilder {
     client: Client,
     database: String,
     shared: Option<MongoAuditStore>,
-    prefix: Option<String>,
-    marker: Option<bool>,
+    markers: MarkerSettings,
     assume_no_transactions: bool,
     read_concern: Option<ReadConcern>,
     write_concern: Option<WriteConcern>,
@@ -128,7 +127,7 @@ impl MongoTargetBuilder {
     /// in `<prefix>_target_sessions`. A shared target keeps no marker:
     /// setting it there is an error at `build`.
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.prefix = Some(prefix.into());
+        self.markers.set_prefix(prefix);
         self
     }
 
@@ -138,7 +137,7 @@ impl MongoTargetBuilder {
     /// entry is left for an operator (or a retry) instead of being resolved
     /// by itself.
     pub fn marker(mut self, yes: bool) -> Self {
-        self.marker = Some(yes);
+        self.markers.set_marker(yes);
         self
     }
 
@@ -182,13 +181,7 @@ impl MongoTargetBuilder {
             ))
         };
         if let Some(store) = self.shared {
-            if self.marker == Some(true) || self.prefix.is_some() {
-                return Err(invalid(
-                    "a shared target commits its APPLIED entry with the change and keeps no \
-                     marker: remove marker(true) and prefix(..)"
-                        .to_owned(),
-                ));
-            }
+            self.markers.check_shared(&id)?;
             let inner = &store.inner;
             return Ok(MongoTarget {
                 id,
@@ -209,9 +202,7 @@ impl MongoTargetBuilder {
                 shared: Some(store),
             });
         }
-        let prefix = self
-            .prefix
-            .unwrap_or_else(|| DEFAULT_TARGET_PREFIX.to_owned());
+        let (prefix, marker) = self.markers.separate(DEFAULT_TARGET_PREFIX);
         flamingock_core::names::plain_identifier("database", &self.database, &['-'], 63)
             .and_then(|()| {
                 flamingock_core::names::plain_identifier("collection prefix", &prefix, &[], 100)
@@ -229,10 +220,7 @@ impl MongoTargetBuilder {
         };
         let db = self.client.database(&self.database);
         Ok(MongoTarget {
-            marker: self
-                .marker
-                .unwrap_or(true)
-                .then(|| db.collection(&format!("{prefix}_markers"))),
+            marker: marker.then(|| db.collection(&format!("{prefix}_markers"))),
             sessions: Some(db.collection(&format!("{prefix}_target_sessions"))),
             id,
             db,
@@ -258,8 +246,7 @@ impl MongoTarget {
             client,
             database: database.into(),
             shared: None,
-            prefix: None,
-            marker: None,
+            markers: MarkerSettings::default(),
             assume_no_transactions: false,
             read_concern: None,
             write_concern: None,

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flamingock_core::{
-    AuditStore, CommitWith, ContextMode, Marker, StoreError, TargetCapabilities, TargetError,
-    TargetSystem,
+    AuditStore, CommitWith, ContextMode, Marker, MarkerSettings, StoreError, TargetCapabilities,
+    TargetError, TargetSystem,
 };
 use sqlx::pool::PoolConnection;
 use sqlx::{AssertSqlSafe, Executor, PgConnection, PgPool, Postgres, Row, Transaction};
@@ -76,9 +76,8 @@ pub struct PostgresTargetBuilder {
     id: String,
     pool: PgPool,
     schema: Option<String>,
-    prefix: Option<String>,
     shared: Option<PostgresAuditStore>,
-    marker: Option<bool>,
+    markers: MarkerSettings,
     idle: Option<Duration>,
     pooler: bool,
     search_path: Option<String>,
@@ -119,9 +118,8 @@ impl PostgresTarget {
             id: id.into(),
             pool,
             schema: None,
-            prefix: None,
             shared: None,
-            marker: None,
+            markers: MarkerSettings::default(),
             idle: Some(DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT),
             pooler: false,
             search_path: None,
@@ -176,7 +174,7 @@ impl PostgresTargetBuilder {
     /// The prefix of the marker table's name (default `flamingock`). A shared
     /// target keeps no marker: setting it there is an error at `build`.
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.prefix = Some(prefix.into());
+        self.markers.set_prefix(prefix);
         self
     }
 
@@ -185,7 +183,7 @@ impl PostgresTargetBuilder {
     /// `build`). Without it a crash between the change's commit and its
     /// APPLIED entry needs an operator (or `AlwaysRetry`).
     pub fn marker(mut self, yes: bool) -> Self {
-        self.marker = Some(yes);
+        self.markers.set_marker(yes);
         self
     }
 
@@ -214,14 +212,13 @@ impl PostgresTargetBuilder {
             target: self.id.clone(),
             detail,
         };
-        if self.shared.is_some() && (self.marker == Some(true) || self.prefix.is_some()) {
-            return Err(invalid(
-                "a shared target commits its APPLIED entry with the change and keeps no marker: \
-                 remove marker(true) and prefix(..)"
-                    .to_owned(),
-            ));
-        }
-        let prefix = self.prefix.unwrap_or_else(|| DEFAULT_PREFIX.to_owned());
+        let (prefix, marker) = match self.shared {
+            Some(_) => {
+                self.markers.check_shared(&self.id)?;
+                (DEFAULT_PREFIX.to_owned(), false)
+            }
+            None => self.markers.separate(DEFAULT_PREFIX),
+        };
         crate::names::check_prefix(&prefix)
             .map_err(|e| invalid(format!("invalid marker table configuration: {e}")))?;
         let names = OnceCell::new();
@@ -232,7 +229,7 @@ impl PostgresTargetBuilder {
         }
         Ok(PostgresTarget {
             begin_sql: begin_sql(self.idle, self.pooler, self.search_path.as_deref()),
-            marker: self.marker.unwrap_or(self.shared.is_none()),
+            marker,
             id: self.id,
             pool: self.pool,
             schema: self.schema.map(Arc::from),

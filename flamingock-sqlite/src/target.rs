@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use flamingock_core::{
-    AuditStore, CommitWith, ContextMode, Marker, TargetCapabilities, TargetError, TargetSystem,
+    AuditStore, CommitWith, ContextMode, Marker, MarkerSettings, TargetCapabilities, TargetError,
+    TargetSystem,
 };
 use sqlx::error::ErrorKind;
 use sqlx::pool::PoolConnection;
@@ -107,8 +108,7 @@ pub struct SqliteTargetBuilder {
     id: String,
     source: Source,
     shared: Option<SqliteAuditStore>,
-    prefix: Option<String>,
-    marker: Option<bool>,
+    markers: MarkerSettings,
 }
 
 impl SqliteTargetBuilder {
@@ -116,7 +116,7 @@ impl SqliteTargetBuilder {
     /// `flamingock`). A shared target keeps no marker: setting it there is an
     /// error at `build`.
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.prefix = Some(prefix.into());
+        self.markers.set_prefix(prefix);
         self
     }
 
@@ -125,7 +125,7 @@ impl SqliteTargetBuilder {
     /// `build`). Without it a crash between the commit and the APPLIED entry
     /// needs an operator (or `AlwaysRetry`).
     pub fn marker(mut self, yes: bool) -> Self {
-        self.marker = Some(yes);
+        self.markers.set_marker(yes);
         self
     }
 
@@ -143,20 +143,14 @@ impl SqliteTargetBuilder {
             detail,
         };
         if let Some(store) = self.shared {
-            if self.marker == Some(true) || self.prefix.is_some() {
-                return Err(invalid(
-                    "a shared target commits its APPLIED entry with the change and keeps no \
-                     marker: remove marker(true) and prefix(..)"
-                        .to_owned(),
-                ));
-            }
+            self.markers.check_shared(&id)?;
             return Ok(SqliteTarget {
                 id,
                 pool: store.pool().clone(),
                 kind: Kind::Shared(store),
             });
         }
-        let prefix = self.prefix.unwrap_or_else(|| DEFAULT_PREFIX.to_owned());
+        let (prefix, marker) = self.markers.separate(DEFAULT_PREFIX);
         if let Err(e) = flamingock_core::names::plain_identifier("table prefix", &prefix, &[], 100)
         {
             return Err(invalid(format!("invalid marker table configuration: {e}")));
@@ -185,7 +179,7 @@ impl SqliteTargetBuilder {
             id,
             pool,
             kind: Kind::Separate {
-                markers: self.marker.unwrap_or(true).then(|| Markers::new(&prefix)),
+                markers: marker.then(|| Markers::new(&prefix)),
             },
         })
     }
@@ -201,8 +195,7 @@ impl SqliteTarget {
             id: id.into(),
             source: source.into().0,
             shared: None,
-            prefix: None,
-            marker: None,
+            markers: MarkerSettings::default(),
         }
     }
 
@@ -211,8 +204,7 @@ impl SqliteTarget {
             id,
             source: Source::Pool(store.pool().clone()),
             shared: Some(store),
-            prefix: None,
-            marker: None,
+            markers: MarkerSettings::default(),
         }
     }
 
