@@ -71,6 +71,10 @@ pub struct ChangeMeta {
     pub recovery: RecoveryStrategy,
     /// Content checksum (template changes).
     pub checksum: Option<String>,
+    /// Why the change is (or is not) transactional when something other than
+    /// its author's plain declaration decided it, e.g. a SQL file whose DDL
+    /// MySQL commits implicitly; `plan` shows it next to the strategy.
+    pub transactional_reason: Option<String>,
 }
 
 impl ChangeMeta {
@@ -87,6 +91,7 @@ impl ChangeMeta {
             transactional: None,
             recovery: RecoveryStrategy::ManualIntervention,
             checksum: None,
+            transactional_reason: None,
         }
     }
     /// Sets the order: the change's sort key within its stage (compared as
@@ -113,6 +118,14 @@ impl ChangeMeta {
     /// Declares whether the change must run in a transaction.
     pub fn transactional(mut self, yes: bool) -> Self {
         self.transactional = Some(yes);
+        self
+    }
+    /// Declares whether the change must run in a transaction, and why (shown
+    /// by `plan`): for changes whose form decides it, e.g. a SQL file with
+    /// DDL on a database that commits DDL implicitly.
+    pub fn transactional_because(mut self, yes: bool, reason: impl Into<String>) -> Self {
+        self.transactional = Some(yes);
+        self.transactional_reason = Some(reason.into());
         self
     }
     /// Sets the recovery strategy.

@@ -164,6 +164,22 @@ pub enum TargetError {
         #[source]
         source: BoxError,
     },
+    /// The database committed the change's transaction before the runner
+    /// did: MySQL and MariaDB commit implicitly at every DDL statement (and
+    /// at `LOCK TABLES`, a nested `START TRANSACTION`...). What the change
+    /// did up to then is in place and cannot be made atomic with its audit
+    /// entry. Returned by `commit` (nothing of the runner's was written:
+    /// no audit entry, no marker) and by `abort` (the rest was rolled back);
+    /// the runner then records the outcome under the non-transactional rules
+    /// (APPLIED; or FAILED, then the change's rollback if it has one) and
+    /// warns, naming the change.
+    #[error("target system {target}: the change's transaction was committed implicitly before its end ({detail}); what the change did up to then is in place")]
+    ImplicitlyCommitted {
+        /// Target id.
+        target: String,
+        /// What the target saw.
+        detail: String,
+    },
     /// The target is held by another writer right now (e.g. a SQLite file
     /// another connection keeps a write transaction open on). The runner
     /// waits for it like for a held lock, reporting the wait, and gives up

@@ -305,11 +305,23 @@ impl ExecCtx<'_> {
         started: Instant,
         error: Option<&BoxError>,
     ) -> Result<(), Abort> {
-        self.lease.check().map_err(Abort::LeaseLost)?;
-        self.store
-            .append(&self.entry(state, started.elapsed(), error))
+        self.append_as(self.change.strategy, state, started, error)
             .await
-            .map_err(Abort::Store)
+    }
+
+    /// [`append`](Self::append), recording `strategy` as the one used (the
+    /// non-transactional rules after an implicit commit).
+    async fn append_as(
+        &self,
+        strategy: TxStrategy,
+        state: AuditState,
+        started: Instant,
+        error: Option<&BoxError>,
+    ) -> Result<(), Abort> {
+        self.lease.check().map_err(Abort::LeaseLost)?;
+        let mut entry = self.entry(state, started.elapsed(), error);
+        entry.tx_strategy = strategy;
+        self.store.append(&entry).await.map_err(Abort::Store)
     }
 
     async fn fault(&self, point: FaultPoint) -> Result<(), BoxError> {
@@ -495,12 +507,123 @@ async fn begin_bounded<T: TargetSystem>(
 }
 
 /// Rolls a transaction back, bounded; a failure only logs (the database
-/// rolls back an abandoned transaction by itself).
-async fn abort_bounded<T: TargetSystem>(target: &T, ctx: T::Context, x: &ExecCtx<'_>) {
+/// rolls back an abandoned transaction by itself). Returns the target's
+/// [`TargetError::ImplicitlyCommitted`] when part of the change had been
+/// committed by the database before.
+async fn abort_bounded<T: TargetSystem>(
+    target: &T,
+    ctx: T::Context,
+    x: &ExecCtx<'_>,
+) -> Option<TargetError> {
     let limit = x.timeouts.operation;
-    if let Err(e) = target_call(x.target_id(), "roll back", limit, target.abort(ctx)).await {
-        warn!(error = %e, "rollback of the change's transaction failed");
+    match target_call(x.target_id(), "roll back", limit, target.abort(ctx)).await {
+        Ok(()) => None,
+        Err(e @ TargetError::ImplicitlyCommitted { .. }) => Some(e),
+        Err(e) => {
+            warn!(error = %e, "rollback of the change's transaction failed");
+            None
+        }
     }
+}
+
+/// Says loudly that a "transactional" change was committed by the database
+/// part-way, so its outcome is recorded under the non-transactional rules.
+fn warn_implicit_commit(x: &ExecCtx<'_>, e: &TargetError) {
+    warn!(
+        change_id = %x.change.meta.id,
+        error = %e,
+        "change '{}' was declared transactional but its transaction was committed implicitly \
+         (DDL?): it is not atomic with its audit entry, and its outcome is recorded under the \
+         non-transactional rules; declare such a change .transactional(false), one DDL \
+         statement per change",
+        x.change.meta.id
+    );
+}
+
+/// A failure after an implicit commit, under the non-transactional rules:
+/// FAILED, then the change's rollback on a fresh non-transactional context
+/// (ROLLED_BACK, or ROLLBACK_FAILED), else the change stays FAILED and
+/// blocks for an operator.
+async fn implicitly_committed_failure<C: Change>(
+    change: &C,
+    target: &C::Target,
+    x: &ExecCtx<'_>,
+    started: Instant,
+    error: BoxError,
+    implicit: TargetError,
+) -> Exec {
+    warn_implicit_commit(x, &implicit);
+    let error: BoxError = format!("{error} (and {implicit})").into();
+    let ctx = begin_bounded(target, ContextMode::NonTransactional, x).await;
+    fail_non_transactional(
+        change,
+        target,
+        ctx.ok(),
+        x,
+        TxStrategy::NonTransactional,
+        started,
+        error,
+    )
+    .await
+}
+
+/// FAILED, then the change's rollback on `ctx` if it has one (ROLLED_BACK
+/// or ROLLBACK_FAILED); without a context the change stays FAILED.
+async fn fail_non_transactional<C: Change>(
+    change: &C,
+    target: &C::Target,
+    ctx: Option<<C::Target as TargetSystem>::Context>,
+    x: &ExecCtx<'_>,
+    strategy: TxStrategy,
+    started: Instant,
+    error: BoxError,
+) -> Exec {
+    if let Err(a) = x
+        .append_as(strategy, AuditState::Failed, started, Some(&error))
+        .await
+    {
+        if let Some(ctx) = ctx {
+            abort_bounded(target, ctx, x).await;
+        }
+        return Exec::Abort(a);
+    }
+    x.emit(Event::ChangeFailed {
+        change_id: x.id(),
+        error: error.to_string(),
+    });
+    let Some(mut ctx) = ctx else {
+        return Exec::Failed {
+            error,
+            rolled_back: false,
+        };
+    };
+    let rollback = x
+        .bounded("rollback", change.rollback(&mut ctx), false)
+        .await;
+    abort_bounded(target, ctx, x).await;
+    let rolled_back = match rollback {
+        Ok(()) => {
+            if let Err(a) = x
+                .append_as(strategy, AuditState::RolledBack, started, None)
+                .await
+            {
+                return Exec::Abort(a);
+            }
+            x.emit(Event::ChangeRolledBack { change_id: x.id() });
+            true
+        }
+        Err(e) if e.is::<NoRollback>() => false,
+        Err(e) => {
+            if let Err(a) = x
+                .append_as(strategy, AuditState::RollbackFailed, started, Some(&e))
+                .await
+            {
+                return Exec::Abort(a);
+            }
+            false
+        }
+    };
+    Exec::Failed { error, rolled_back }
 }
 
 /// Begins the target's transaction and applies the change in it. On any
@@ -529,8 +652,11 @@ async fn apply_in_transaction<C: Change>(
                 // nothing committed (the TargetSystem contract); the driver
                 // and the server roll it back.
                 drop(ctx);
-            } else {
-                abort_bounded(target, ctx, x).await;
+            } else if let Some(implicit) = abort_bounded(target, ctx, x).await {
+                return Err(implicitly_committed_failure(
+                    change, target, x, started, error, implicit,
+                )
+                .await);
             }
             Err(x.record_rolled_back_failure(started, error).await)
         }
@@ -564,6 +690,20 @@ async fn shared_tx<C: Change>(
         }) => return Exec::Abort(Abort::LeaseLost(e.to_string())),
         Err(e @ TargetError::NotCommitted { .. }) => {
             return x.record_rolled_back_failure(started, Box::new(e)).await
+        }
+        Err(e @ TargetError::ImplicitlyCommitted { .. }) => {
+            warn_implicit_commit(x, &e);
+            if let Err(a) = x
+                .append_as(
+                    TxStrategy::NonTransactional,
+                    AuditState::Applied,
+                    started,
+                    None,
+                )
+                .await
+            {
+                return Exec::Abort(a);
+            }
         }
         // Outcome unknown (e.g. connection lost during COMMIT, or no answer
         // in time): write nothing. The APPLIED entry is in the same
@@ -615,17 +755,25 @@ async fn separate_tx<C: Change>(
     // On a commit error the outcome is unknown: STARTED stays, and the next
     // run resolves it by marker or asks an operator.
     let commit = target.commit(ctx, with);
+    let mut strategy = x.change.strategy;
     match target_call(x.target_id(), "commit", x.timeouts.operation, commit).await {
         Ok(()) => {}
         Err(e @ TargetError::NotCommitted { .. }) => {
             return x.record_rolled_back_failure(started, Box::new(e)).await
+        }
+        Err(e @ TargetError::ImplicitlyCommitted { .. }) => {
+            warn_implicit_commit(x, &e);
+            strategy = TxStrategy::NonTransactional;
         }
         Err(e) => return Exec::Abort(Abort::Target(e)),
     }
     if let Err(e) = x.fault(FaultPoint::AfterCommit).await {
         return Exec::Abort(Abort::Injected(e));
     }
-    if let Err(a) = x.append(AuditState::Applied, started, None).await {
+    if let Err(a) = x
+        .append_as(strategy, AuditState::Applied, started, None)
+        .await
+    {
         return Exec::Abort(a);
     }
     if x.change.strategy == TxStrategy::SeparateTxWithMarker {
@@ -671,38 +819,9 @@ async fn non_transactional<C: Change>(
         Err(e) => Err(e),
     };
     if let Err(error) = applied {
-        if let Err(a) = x.append(AuditState::Failed, started, Some(&error)).await {
-            abort_bounded(target, ctx, x).await;
-            return Exec::Abort(a);
-        }
-        x.emit(Event::ChangeFailed {
-            change_id: x.id(),
-            error: error.to_string(),
-        });
-        let rollback = x
-            .bounded("rollback", change.rollback(&mut ctx), false)
+        let strategy = x.change.strategy;
+        return fail_non_transactional(change, target, Some(ctx), x, strategy, started, error)
             .await;
-        abort_bounded(target, ctx, x).await;
-        let rolled_back = match rollback {
-            Ok(()) => {
-                if let Err(a) = x.append(AuditState::RolledBack, started, None).await {
-                    return Exec::Abort(a);
-                }
-                x.emit(Event::ChangeRolledBack { change_id: x.id() });
-                true
-            }
-            Err(e) if e.is::<NoRollback>() => false,
-            Err(e) => {
-                if let Err(a) = x
-                    .append(AuditState::RollbackFailed, started, Some(&e))
-                    .await
-                {
-                    return Exec::Abort(a);
-                }
-                false
-            }
-        };
-        return Exec::Failed { error, rolled_back };
     }
     let release = target.commit(ctx, CommitWith::Nothing);
     if let Err(e) = target_call(x.target_id(), "release the context", limit, release).await {

@@ -507,6 +507,7 @@ pub enum PlanAction {
 
 /// One line of a plan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct PlanItem {
     /// Stage id.
     pub stage: String,
@@ -518,6 +519,10 @@ pub struct PlanItem {
     pub target: String,
     /// Execution strategy.
     pub strategy: TxStrategy,
+    /// Why the change is (not) transactional, when its form decided it
+    /// ([`ChangeMeta::transactional_reason`](crate::ChangeMeta::transactional_reason)).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     /// What would happen.
     pub action: PlanAction,
 }
@@ -1180,6 +1185,7 @@ impl Flamingock {
                 order: c.meta.order.clone(),
                 target: c.target_id.clone(),
                 strategy: c.strategy,
+                reason: c.meta.transactional_reason.clone(),
                 action: match decide(latest.get(c.meta.id.as_str()).copied(), c.meta.recovery) {
                     Decision::Apply => PlanAction::Apply,
                     Decision::Skip => PlanAction::Skip,

@@ -145,6 +145,10 @@ pub trait TargetSystem: Send + Sync + 'static {
     ///   (only with [`CommitWith::Audit`]): the fence check inside the
     ///   transaction found a newer epoch; roll back before returning it. The
     ///   runner stops: its lease is lost.
+    /// * [`TargetError::ImplicitlyCommitted`]: the database had already
+    ///   committed the transaction by itself (MySQL's DDL): write nothing of
+    ///   `with` and return this. The runner records APPLIED under the
+    ///   non-transactional rules and warns.
     /// * anything else ([`TargetError::Backend`], a timeout): the outcome is
     ///   **unknown** (the connection dropped during `COMMIT`, no answer). The
     ///   runner writes nothing more: a shared transaction's APPLIED entry
@@ -161,7 +165,11 @@ pub trait TargetSystem: Send + Sync + 'static {
     /// Rolls the transaction back (or releases a non-transactional context).
     /// An error only logs: the runner has already decided the change did not
     /// commit, and a database rolls back a transaction whose connection goes
-    /// away. A context dropped without `commit` or `abort` (a crash, a
+    /// away. The one exception is [`TargetError::ImplicitlyCommitted`]: the
+    /// database had committed part of the change by itself before the
+    /// failure, so the runner records the failure under the non-transactional
+    /// rules (FAILED, then the change's rollback if it has one, else the
+    /// change blocks for an operator). A context dropped without `commit` or `abort` (a crash, a
     /// timeout) must likewise leave nothing committed.
     fn abort(&self, ctx: Self::Context) -> impl Future<Output = Result<(), TargetError>> + Send;
 

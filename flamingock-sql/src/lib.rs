@@ -1109,7 +1109,12 @@ impl SqlChanges {
     pub fn stage<T: SqlTarget>(&self, stage_id: &str, target_id: &str) -> Stage {
         let mut stage = Stage::new(stage_id);
         for f in &self.files {
+            let implicit = T::split(&f.sql)
+                .into_iter()
+                .enumerate()
+                .find_map(|(i, stmt)| T::implicit_commit(stmt).map(|kind| (i + 1, kind)));
             stage.add(SqlFileChange::<T> {
+                implicit,
                 file: f.clone(),
                 target_id: target_id.to_owned(),
                 statement_timeout: self.statement_timeout,
@@ -1144,6 +1149,16 @@ pub trait SqlTarget: TargetSystem {
     /// Whether the context is inside a transaction.
     fn in_transaction(ctx: &Self::Context) -> bool;
 
+    /// Whether the database commits an open transaction implicitly when it
+    /// runs `statement` (MySQL's DDL), and what kind of statement it is. A
+    /// file with such a statement runs with the non-transactional strategy
+    /// unless its header says `transactional=true`, which is then refused
+    /// before any statement runs. The default: never (PostgreSQL, SQLite).
+    fn implicit_commit(statement: &str) -> Option<&'static str> {
+        let _ = statement;
+        None
+    }
+
     /// Sets (`Some`) or clears (`None`) the limit of each following
     /// statement on `ctx` (see [`SqlChanges::statement_timeout`]). The
     /// default refuses: the target has no statement timeout.
@@ -1161,6 +1176,8 @@ pub trait SqlTarget: TargetSystem {
 /// A change backed by one SQL file, for a target of type `T`.
 pub struct SqlFileChange<T> {
     file: Arc<SqlFile>,
+    /// The first statement the target commits implicitly: 1-based number and kind.
+    implicit: Option<(usize, &'static str)>,
     target_id: String,
     statement_timeout: Option<Duration>,
     _target: PhantomData<fn() -> T>,
@@ -1321,10 +1338,30 @@ impl<T: SqlTarget> Change for SqlFileChange<T> {
     type Target = T;
 
     fn meta(&self) -> ChangeMeta {
-        self.file.meta(&self.target_id)
+        let meta = self.file.meta(&self.target_id);
+        match (self.file.transactional, self.implicit) {
+            (None, Some((n, kind))) => meta.transactional_because(
+                false,
+                format!(
+                    "statement {n} ({kind}) commits implicitly on this database, so the file \
+                     runs non-transactionally"
+                ),
+            ),
+            _ => meta,
+        }
     }
 
     async fn apply(&self, ctx: &mut T::Context) -> ChangeResult {
+        if let (Some(true), Some((n, kind))) = (self.file.transactional, self.implicit) {
+            return Err(format!(
+                "{}: the header says transactional=true, but statement {n} ({kind}) commits \
+                 the transaction implicitly on this database; nothing was run: remove \
+                 transactional=true (the file then runs non-transactionally), or move the \
+                 statement to a file of its own",
+                self.file.file_name
+            )
+            .into());
+        }
         run_script::<T>(
             ctx,
             &self.file.file_name,
