@@ -57,6 +57,25 @@ pub const POSTGRES: ServiceSpec = ServiceSpec {
     },
 };
 
+/// MySQL or MariaDB.
+pub const MYSQL: ServiceSpec = ServiceSpec {
+    name: "MySQL/MariaDB",
+    env_var: "FLAMINGOCK_TEST_MYSQL_URL",
+    how: "run `bash scripts/test.sh` (it finds or starts MariaDB), or export FLAMINGOCK_TEST_MYSQL_URL=mysql://root@host:3306/test",
+    container: ContainerSpec {
+        image: "mysql",
+        tag: "8.4",
+        port: 3306,
+        // Printed by the temporary init server and by the real one; the
+        // first query retries until the real one listens.
+        ready_line: "ready for connections",
+        env: &[("MYSQL_ALLOW_EMPTY_PASSWORD", "yes"), ("MYSQL_DATABASE", "test")],
+        cmd: &[],
+        init: &[],
+        url: "mysql://root@{host}:{port}/test",
+    },
+};
+
 /// Redis.
 pub const REDIS: ServiceSpec = ServiceSpec {
     name: "Redis",

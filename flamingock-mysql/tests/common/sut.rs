@@ -1,0 +1,154 @@
+//! The MySQL / MariaDB backend as the conformance suites drive it. Each
+//! namespace is a fresh database (`ns`, and `ns_t` for separate targets).
+//!
+//! Connection budget (MariaDB's default `max_connections` is 151): every
+//! handle gets its own small lazy pool: 2 connections for an audit store or
+//! a lock, 1 for a separate target; 16 concurrent runners need at most 16 × 4.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use flamingock_core::{AuditStore, BoxError, LockProvider};
+use flamingock_mysql::{quote_ident, MysqlAuditStore, MysqlContext, MysqlLock, MysqlTarget};
+use flamingock_test_support::audit_suite::AuditStoreUnderTest;
+use flamingock_test_support::lock_suite::LockUnderTest;
+use flamingock_test_support::pipeline_suite::{
+    PipelineCapabilities, PipelineEnv, PipelineUnderTest,
+};
+use futures::future::BoxFuture;
+use sqlx::{AssertSqlSafe, MySqlPool};
+
+/// The MySQL backend under test.
+pub struct My {
+    /// Where the handles under test connect.
+    pub url: String,
+    /// The suite's own DDL and cleanup.
+    pub admin: MySqlPool,
+    /// Repetitions of the concurrency check.
+    pub repetitions: usize,
+}
+
+impl My {
+    /// The backend on the server of `FLAMINGOCK_TEST_MYSQL_URL`.
+    pub fn new(url: String) -> My {
+        My {
+            admin: super::admin(&url),
+            url,
+            repetitions: 20,
+        }
+    }
+
+    /// A small lazy pool on database `db` for a handle under test.
+    pub fn pool(&self, db: &str, max: u32) -> MySqlPool {
+        super::pool(&self.url, db, max)
+    }
+}
+
+/// A stalled runner's connection is closed this long after it went idle
+/// inside its transaction, so the runner that took over its lease is not
+/// blocked by its row locks (whole seconds: MySQL's `wait_timeout`).
+const IDLE: Duration = Duration::from_secs(2);
+
+/// The database of the separate targets of namespace `ns`.
+fn elsewhere(ns: &str) -> String {
+    format!("{ns}_t")
+}
+
+#[flamingock_core::async_trait]
+impl AuditStoreUnderTest for My {
+    async fn open(&self, ns: &str) -> Result<Arc<dyn AuditStore>, BoxError> {
+        super::create_databases(&self.admin, &[ns]).await?;
+        let store = MysqlAuditStore::builder(self.pool(ns, 2)).build().await?;
+        Ok(Arc::new(store))
+    }
+    async fn cleanup(&self, ns: &str) -> Result<(), BoxError> {
+        Ok(super::drop_databases(&self.admin, &[ns]).await?)
+    }
+}
+
+#[flamingock_core::async_trait]
+impl LockUnderTest for My {
+    async fn open(&self, ns: &str) -> Result<Arc<dyn LockProvider>, BoxError> {
+        super::create_databases(&self.admin, &[ns]).await?;
+        let lock = MysqlLock::builder(self.pool(ns, 2)).build().await?;
+        Ok(Arc::new(lock))
+    }
+    async fn cleanup(&self, ns: &str) -> Result<(), BoxError> {
+        Ok(super::drop_databases(&self.admin, &[ns]).await?)
+    }
+}
+
+#[flamingock_core::async_trait]
+impl PipelineUnderTest for My {
+    type Target = MysqlTarget;
+
+    async fn open(&self, ns: &str) -> Result<PipelineEnv<MysqlTarget>, BoxError> {
+        let other = elsewhere(ns);
+        super::create_databases(&self.admin, &[ns, &other]).await?;
+        for d in [ns, other.as_str()] {
+            sqlx::raw_sql(AssertSqlSafe(format!(
+                "CREATE TABLE IF NOT EXISTS {}.counters (`key` VARCHAR(255) PRIMARY KEY, n BIGINT NOT NULL) ENGINE=InnoDB",
+                quote_ident(d)
+            )))
+            .execute(&self.admin)
+            .await?;
+        }
+        let store = MysqlAuditStore::builder(self.pool(ns, 2)).build().await?;
+        let elsewhere =
+            |id: &str| MysqlTarget::builder(id, self.pool(&other, 1)).idle_timeout(Some(IDLE));
+        Ok(PipelineEnv {
+            lock: Arc::new(store.lock()),
+            shared: Some(
+                store
+                    .shared_target("shared")
+                    .idle_timeout(Some(IDLE))
+                    .build()
+                    .await?,
+            ),
+            separate: Some(elsewhere("separate").marker(false).build().await?),
+            separate_marker: Some(elsewhere("separate-marker").build().await?),
+            store: Arc::new(store),
+        })
+    }
+
+    fn bump<'a>(ctx: &'a mut MysqlContext, key: &'a str) -> BoxFuture<'a, Result<(), BoxError>> {
+        Box::pin(async move {
+            let q = format!(
+                "INSERT INTO {}.counters (`key`, n) VALUES (?, 1)
+                 ON DUPLICATE KEY UPDATE n = n + 1",
+                quote_ident(ctx.database())
+            );
+            sqlx::query(AssertSqlSafe(q))
+                .bind(key)
+                .execute(ctx.conn())
+                .await?;
+            Ok(())
+        })
+    }
+
+    async fn count(&self, target: &MysqlTarget, key: &str) -> Result<u64, BoxError> {
+        let q = format!(
+            "SELECT n FROM {}.counters WHERE `key` = ?",
+            quote_ident(target.database())
+        );
+        let n: Option<i64> = sqlx::query_scalar(AssertSqlSafe(q))
+            .bind(key)
+            .fetch_optional(target.pool())
+            .await?;
+        Ok(u64::try_from(n.unwrap_or(0))?)
+    }
+
+    async fn cleanup(&self, ns: &str) -> Result<(), BoxError> {
+        Ok(super::drop_databases(&self.admin, &[ns, &elsewhere(ns)]).await?)
+    }
+
+    async fn footprint(&self, ns: &str) -> Result<Vec<String>, BoxError> {
+        Ok(super::footprint(&self.admin, &[ns, &elsewhere(ns)]).await?)
+    }
+
+    fn capabilities(&self) -> PipelineCapabilities {
+        PipelineCapabilities::default()
+            .runners(16)
+            .repetitions(self.repetitions)
+    }
+}
