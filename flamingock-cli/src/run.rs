@@ -959,6 +959,15 @@ async fn plan(runner: &Flamingock, opts: &RunOptions, out: &Out) -> Result<Exit,
         ]);
     }
     out.raw(&t.render(out));
+    for it in &items {
+        if let Some(reason) = &it.reason {
+            out.info(&format!(
+                "{}: {} because {reason}",
+                it.change_id,
+                it.strategy.as_str()
+            ));
+        }
+    }
     let pending = items
         .iter()
         .filter(|i| !matches!(i.action, PlanAction::Skip))

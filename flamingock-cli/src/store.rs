@@ -4,6 +4,7 @@
 //! |---|---|
 //! | `sqlite:app.db`, `sqlite://path/app.db`, `sqlite::memory:` | SQLite file (created by `apply` or a fix when missing; reading commands never create it); in memory |
 //! | `postgres://user:pw@host:5432/db?schema=ops&prefix=flamingock` (or `postgresql://`) | PostgreSQL; `schema` (default `public`) also becomes the connection's `search_path`, so unqualified names in SQL files land there |
+//! | `mysql://user:pw@host:3306/db?prefix=flamingock` (or `mariadb://`) | MySQL or MariaDB, database `db`; a SQL file with DDL runs non-transactionally (MySQL commits DDL implicitly), and `plan` says so |
 //! | `mongodb://user:pw@host:27017/db?prefix=flamingock` (feature `mongodb`) | MongoDB, database `db` (default `flamingock`); no SQL file changes |
 //! | `dynamodb://[KEY:SECRET@]host:port?region=eu-west-1&prefix=flamingock&tls=true` (feature `dynamodb`) | DynamoDB at that endpoint (`dynamodb://` alone: AWS's own, credentials from the standard chain); no SQL file changes |
 //!
@@ -16,7 +17,7 @@ use flamingock_core::{Flamingock, FlamingockBuilder, StoreError};
 
 use crate::redact::redact_url;
 use crate::sql::SqlChanges;
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 use crate::sql::DEFAULT_STAGE;
 
 /// The id of the target system file-based changes run on: the store's own database.
@@ -45,6 +46,13 @@ pub enum StoreUrl {
         /// `?pooler=transaction`: a pooler in transaction mode (PgBouncer's
         /// `pool_mode = transaction`) sits in front of the server.
         pooler: bool,
+    },
+    /// `mysql://` or `mariadb://`.
+    Mysql {
+        /// The URL for the driver, without this crate's own query options.
+        url: String,
+        /// `?prefix=` (table prefix, default `flamingock`).
+        prefix: Option<String>,
     },
     /// `mongodb://` / `mongodb+srv://`.
     Mongodb {
@@ -87,6 +95,11 @@ impl fmt::Debug for StoreUrl {
                 .field("prefix", prefix)
                 .field("connect_timeout", connect_timeout)
                 .field("pooler", pooler)
+                .finish(),
+            StoreUrl::Mysql { url, prefix } => f
+                .debug_struct("Mysql")
+                .field("url", &redact_url(url))
+                .field("prefix", prefix)
                 .finish(),
             StoreUrl::Mongodb {
                 uri,
@@ -155,6 +168,9 @@ fn expected_schemes() -> String {
     if cfg!(feature = "postgres") {
         s.extend(["postgres://", "postgresql://"]);
     }
+    if cfg!(feature = "mysql") {
+        s.extend(["mysql://", "mariadb://"]);
+    }
     if cfg!(feature = "sqlite") {
         s.push("sqlite:");
     }
@@ -210,6 +226,7 @@ impl StoreUrl {
         match self {
             StoreUrl::Sqlite { .. } => "sqlite",
             StoreUrl::Postgres { .. } => "postgres",
+            StoreUrl::Mysql { .. } => "mysql",
             StoreUrl::Mongodb { .. } => "mongodb",
             StoreUrl::Dynamodb { .. } => "dynamodb",
         }
@@ -328,6 +345,35 @@ impl StoreUrl {
                     pooler,
                 })
             }
+            "mysql" | "mariadb" if cfg!(feature = "mysql") => {
+                if !url[colon..].starts_with("://") {
+                    return Err(invalid(format!(
+                        "expected {scheme}://[user[:password]@]host[:port]/database"
+                    )));
+                }
+                let (rest, pairs) =
+                    split_own_options(&url[colon..], &["prefix"]).map_err(invalid)?;
+                let url = format!("mysql{rest}");
+                let path = rest[3..].split_once('?').map_or(&rest[3..], |(r, _)| r);
+                let database = path.split_once('/').map(|(_, db)| db).unwrap_or("");
+                if database.is_empty() {
+                    return Err(invalid(format!(
+                        "no database: expected {scheme}://[user[:password]@]host[:port]/database"
+                    )));
+                }
+                plain("database", Some(database), &[], 64).map_err(invalid)?;
+                plain(
+                    "prefix",
+                    pairs.get("prefix").map(String::as_str),
+                    &[],
+                    64 - "_audit_history_change_idx".len(),
+                )
+                .map_err(invalid)?;
+                Ok(StoreUrl::Mysql {
+                    url,
+                    prefix: pairs.get("prefix").cloned(),
+                })
+            }
             "mongodb" | "mongodb+srv" if cfg!(feature = "mongodb") => {
                 let (uri, pairs) = split_own_options(url, &["prefix"]).map_err(invalid)?;
                 let rest = &uri[colon + 3..];
@@ -412,6 +458,10 @@ impl StoreUrl {
                     ca_file,
                 })
             }
+            "mysql" | "mariadb" => Err(StoreUrlError::NotCompiled {
+                scheme,
+                feature: "mysql",
+            }),
             "mongodb" | "mongodb+srv" => Err(StoreUrlError::NotCompiled {
                 scheme,
                 feature: "mongodb",
@@ -438,6 +488,9 @@ pub enum OpenedStore {
     /// PostgreSQL.
     #[cfg(feature = "postgres")]
     Postgres(flamingock_postgres::PostgresAuditStore),
+    /// MySQL or MariaDB.
+    #[cfg(feature = "mysql")]
+    Mysql(flamingock_mysql::MysqlAuditStore),
     /// MongoDB (no SQL file changes).
     #[cfg(feature = "mongodb")]
     Mongodb(flamingock_mongodb::MongoAuditStore),
@@ -512,6 +565,31 @@ impl OpenedStore {
                 open_postgres(url, schema.as_deref(), prefix.as_deref(), timeout, *pooler)
                     .await
                     .map(OpenedStore::Postgres)
+            }
+            #[cfg(feature = "mysql")]
+            StoreUrl::Mysql { url, prefix } => {
+                let shown = format!("mysql({})", redact_url(url));
+                let options: flamingock_mysql::sqlx::mysql::MySqlConnectOptions = url
+                    .parse()
+                    .map_err(|e: flamingock_mysql::sqlx::Error| StoreError::NotReady {
+                        store: shown.clone(),
+                        detail: format!("invalid URL: {e}"),
+                    })?;
+                let pool = flamingock_mysql::sqlx::mysql::MySqlPoolOptions::new()
+                    .max_connections(3)
+                    .acquire_timeout(CONNECT_TIMEOUT)
+                    .connect_with(options)
+                    .await
+                    .map_err(|e| StoreError::Backend {
+                        store: shown.clone(),
+                        operation: "connect",
+                        source: flamingock_mysql::describe_error(&e).into(),
+                    })?;
+                let mut b = flamingock_mysql::MysqlAuditStore::builder(pool);
+                if let Some(p) = prefix {
+                    b = b.prefix(p);
+                }
+                b.build().await.map(OpenedStore::Mysql)
             }
             #[cfg(feature = "mongodb")]
             StoreUrl::Mongodb {
@@ -677,6 +755,8 @@ impl OpenedStore {
             OpenedStore::Sqlite(_) => true,
             #[cfg(feature = "postgres")]
             OpenedStore::Postgres(_) => true,
+            #[cfg(feature = "mysql")]
+            OpenedStore::Mysql(_) => true,
             #[allow(unreachable_patterns)]
             _ => false,
         }
@@ -724,6 +804,18 @@ impl OpenedStore {
                     None => b,
                 })
             }
+            #[cfg(feature = "mysql")]
+            OpenedStore::Mysql(s) => {
+                let b = b
+                    .audit_store(s.clone())
+                    .target(s.shared_target(TARGET_ID).build().await?);
+                Ok(match changes {
+                    Some(c) => {
+                        b.stage(c.stage::<flamingock_mysql::MysqlTarget>(DEFAULT_STAGE, TARGET_ID))
+                    }
+                    None => b,
+                })
+            }
             #[cfg(feature = "mongodb")]
             OpenedStore::Mongodb(s) => Ok(b.audit_store(s.clone())),
             #[cfg(feature = "dynamodb")]
@@ -740,7 +832,7 @@ impl OpenedStore {
 
 /// How long connecting to a server may take, unless the URL's
 /// `?connect_timeout=` says otherwise.
-#[cfg(feature = "postgres")]
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// The `search_path` of SQL file changes on schema `schema`.

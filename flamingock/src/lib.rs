@@ -13,6 +13,7 @@
 //! |---|---|
 //! | `sqlite` (default) | `sqlite`: audit store, lock and target in one SQLite file |
 //! | `postgres` | `postgres`: PostgreSQL audit store, lock and target |
+//! | `mysql` | `mysql`: MySQL and MariaDB audit store, lock and target (DDL commits implicitly there: see its docs) |
 //! | `mongodb` | `mongodb`: MongoDB audit store, lock and target |
 //! | `dynamodb` | `dynamodb`: DynamoDB audit store, lock and target |
 //! | `redis-lock` | `redis_lock`: a fenced lock on Redis |
@@ -81,6 +82,11 @@ pub use flamingock_sqlite as sqlite;
 /// (`flamingock-postgres`).
 #[cfg(feature = "postgres")]
 pub use flamingock_postgres as postgres;
+
+/// MySQL and MariaDB: audit store, fenced lock and transactional target
+/// (`flamingock-mysql`).
+#[cfg(feature = "mysql")]
+pub use flamingock_mysql as mysql;
 
 /// MongoDB: audit store, fenced lock and transactional target
 /// (`flamingock-mongodb`).
