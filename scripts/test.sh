@@ -8,6 +8,9 @@
 # service and exports the variable:
 #   FLAMINGOCK_TEST_POSTGRES_URL  PostgreSQL on 127.0.0.1:5432 (started with pg_ctlcluster if
 #                                 it is installed but not running)
+#   FLAMINGOCK_TEST_MYSQL_URL     MariaDB (or MySQL) on 127.0.0.1:3306, user root without a password,
+#                                 database test (mariadbd started if it is installed but not
+#                                 running; Debian's mariadb-server installed if it is missing)
 #   FLAMINGOCK_TEST_REDIS_URL     Redis on 127.0.0.1:6379 (started with redis-server if it is
 #                                 installed but not running)
 #   FLAMINGOCK_TEST_MONGODB_URL   SecantusDB (secantusd-py, in-memory) on a free loopback port
@@ -69,6 +72,7 @@ MONGO_SA_PID=""
 MOTO_PID="" MOTO_LOG=""
 STARTED_PG_VERSIONS=""
 STARTED_REDIS=""
+STARTED_MARIADB=""
 
 # True while $1 is a live process (a zombie child that has exited does not count).
 alive() {
@@ -100,6 +104,9 @@ cleanup() {
     stop_process "SecantusDB" "$MONGO_PID"
     stop_process "SecantusDB (standalone)" "$MONGO_SA_PID"
     stop_process "moto" "$MOTO_PID"
+    if [[ -n $STARTED_MARIADB ]]; then
+        mariadb-admin -h 127.0.0.1 -P 3306 -u root shutdown >/dev/null 2>&1 || true
+    fi
     if [[ -n $STARTED_REDIS ]]; then
         redis-cli -h 127.0.0.1 -p 6379 shutdown nosave >/dev/null 2>&1 || true
     fi
@@ -373,6 +380,45 @@ provide_dynamodb() {
 
 # PgBouncer, for the PostgreSQL suites that run through a private pooler of their own
 # (flamingock_test_support::pgbouncer starts it): installed from Debian's packages when missing.
+# MariaDB (or MySQL): the machine's own server on its standard loopback port.
+provide_mysql() {
+    if [[ -n ${FLAMINGOCK_TEST_MYSQL_URL:-} ]]; then
+        say "mysql:    $FLAMINGOCK_TEST_MYSQL_URL (given)"
+        return 0
+    fi
+    local url="mysql://root@127.0.0.1:3306/test" how="found running" i sudo=""
+    if ((EUID != 0)); then sudo="sudo"; fi
+    mysql_up() { mariadb -h 127.0.0.1 -P 3306 -u root -e 'SELECT 1' >/dev/null 2>&1; }
+    if ! mysql_up; then
+        if ! [[ -x /usr/sbin/mariadbd ]] && command -v apt-get >/dev/null 2>&1; then
+            say "mysql:    installing Debian's mariadb-server"
+            DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q mariadb-server \
+                >"$LOG_DIR/apt-mariadb.$RUN_ID.log" 2>&1 || true
+        fi
+        if [[ -x /usr/sbin/mariadbd ]]; then
+            $sudo mkdir -p /run/mysqld && $sudo chown mysql:mysql /run/mysqld 2>/dev/null || true
+            $sudo start-stop-daemon --start --oknodo --background --chuid mysql \
+                --exec /usr/sbin/mariadbd -- --bind-address=127.0.0.1 --port=3306 \
+                >"$LOG_DIR/mariadb-start.$RUN_ID.log" 2>&1 || true
+            for ((i = 0; i < 60; i++)); do
+                mysql_up && break
+                sleep 0.5
+            done
+            mysql_up && STARTED_MARIADB=1 how="started"
+        fi
+        if ! mysql_up; then
+            print_log_tail "mariadb" "$LOG_DIR/mariadb-start.$RUN_ID.log"
+            say "mysql:    not available on 127.0.0.1:3306 and could not be started;" \
+                "set FLAMINGOCK_TEST_MYSQL_URL to provide one"
+            return 0
+        fi
+    fi
+    # root on loopback without a password, as the tests connect; database test.
+    mariadb -h 127.0.0.1 -P 3306 -u root -e 'CREATE DATABASE IF NOT EXISTS test' >/dev/null 2>&1 || true
+    export FLAMINGOCK_TEST_MYSQL_URL="$url"
+    say "mysql:    $url ($how)"
+}
+
 provide_pgbouncer() {
     if command -v pgbouncer >/dev/null 2>&1 || [[ -x /usr/sbin/pgbouncer ]]; then
         say "pgbouncer: found ($( (command -v pgbouncer || echo /usr/sbin/pgbouncer) | head -1))"
@@ -395,6 +441,7 @@ provide_pgbouncer() {
 main() {
     provide_postgres
     provide_redis
+    provide_mysql
     provide_pgbouncer
     if [[ -z ${FLAMINGOCK_TEST_MONGODB_URL:-} || -z ${FLAMINGOCK_TEST_DYNAMODB_URL:-} ||
         -z ${FLAMINGOCK_TEST_MONGODB_STANDALONE_URL:-} ||

@@ -832,13 +832,13 @@ async fn bad_store_urls_and_unreachable_stores() {
 
     let out = flamingock(&[
         "--store",
-        "mysql://root:hunter2@db:3306/app",
+        "oracle://root:hunter2@db:1521/app",
         "audit",
         "list",
     ]);
     assert_usage(
         &out,
-        &["unknown store URL scheme 'mysql'", "postgres://", "sqlite:"],
+        &["unknown store URL scheme 'oracle'", "postgres://", "sqlite:"],
     );
     assert!(!out.all().contains("hunter2"), "{}", out.all());
 
@@ -898,6 +898,27 @@ async fn bad_store_urls_and_unreachable_stores() {
             "logs leak the password:\n{}",
             verbose.all()
         );
+    }
+
+    // Unreachable MySQL server, and one without a database: the password masked.
+    #[cfg(feature = "mysql")]
+    {
+        let out = flamingock(&[
+            "--store",
+            "mysql://ana:hunter2@127.0.0.1:1/app",
+            "audit",
+            "list",
+        ]);
+        out.expect_code(1);
+        assert!(
+            out.stderr.contains("mysql(mysql://ana:***@127.0.0.1:1/app)"),
+            "{}",
+            out.all()
+        );
+        assert!(!out.all().contains("hunter2"), "{}", out.all());
+        let out = flamingock(&["--store", "mariadb://ana:hunter2@db", "audit", "list"]);
+        assert_usage(&out, &["invalid mariadb store URL", "no database"]);
+        assert!(!out.all().contains("hunter2"), "{}", out.all());
     }
 
     // Usage errors from clap are exit 2 too.
