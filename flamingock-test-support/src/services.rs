@@ -66,9 +66,9 @@ pub const MYSQL: ServiceSpec = ServiceSpec {
         image: "mysql",
         tag: "8.4",
         port: 3306,
-        // Printed by the temporary init server and by the real one; the
-        // first query retries until the real one listens.
-        ready_line: "ready for connections",
+        // "ready for connections ... port: 3306": the real server (the
+        // temporary one that initialises the data directory says "port: 0").
+        ready_line: "port: 3306",
         env: &[("MYSQL_ALLOW_EMPTY_PASSWORD", "yes"), ("MYSQL_DATABASE", "test")],
         cmd: &[],
         init: &[],
