@@ -96,6 +96,7 @@
 pub mod audit;
 pub mod backend_guide;
 mod baseline;
+mod builder;
 pub mod change;
 mod deadline;
 pub mod decision;
@@ -109,8 +110,10 @@ pub mod lock;
 mod marker_settings;
 pub mod memory;
 pub mod names;
+mod operations;
 pub mod order;
 mod pipeline;
+mod plan;
 pub mod report;
 mod runner;
 mod shutdown;
@@ -123,6 +126,7 @@ pub use audit::{
     audit_clock, reduce_snapshot, AuditEntry, AuditState, AuditStore, ErrorInfo, HistoryFilter,
     TxStrategy,
 };
+pub use builder::FlamingockBuilder;
 pub use change::{Change, ChangeContext, ChangeMeta, ChangeResult, RecoveryStrategy};
 pub use deadline::Timeouts;
 pub use decision::{decide, Decision};
@@ -133,8 +137,9 @@ pub use events::{Event, EventListener};
 pub use lock::{Acquire, Lease, LockConfig, LockInfo, LockProvider};
 pub use marker_settings::MarkerSettings;
 pub use pipeline::Stage;
+pub use plan::{PlanAction, PlanItem};
 pub use report::{ChangeOutcome, ChangeReport, RunReport, Totals};
-pub use runner::{Flamingock, FlamingockBuilder, PlanAction, PlanItem};
+pub use runner::Flamingock;
 pub use target::{
     CommitWith, ContextMode, DependencyTarget, Marker, TargetCapabilities, TargetSystem,
 };
