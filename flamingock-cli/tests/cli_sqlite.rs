@@ -838,7 +838,11 @@ async fn bad_store_urls_and_unreachable_stores() {
     ]);
     assert_usage(
         &out,
-        &["unknown store URL scheme 'oracle'", "postgres://", "sqlite:"],
+        &[
+            "unknown store URL scheme 'oracle'",
+            "postgres://",
+            "sqlite:",
+        ],
     );
     assert!(!out.all().contains("hunter2"), "{}", out.all());
 
@@ -911,7 +915,8 @@ async fn bad_store_urls_and_unreachable_stores() {
         ]);
         out.expect_code(1);
         assert!(
-            out.stderr.contains("mysql(mysql://ana:***@127.0.0.1:1/app)"),
+            out.stderr
+                .contains("mysql(mysql://ana:***@127.0.0.1:1/app)"),
             "{}",
             out.all()
         );

@@ -18,6 +18,7 @@ use crate::shutdown::Shutdown;
 
 /// The current holder of a lock, as the store sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct LockInfo {
     /// Owner id (`service@hostname#uuid`).
     pub owner: String,
@@ -29,13 +30,38 @@ pub struct LockInfo {
     pub expired: bool,
 }
 
+impl LockInfo {
+    /// What a lock backend reports of the holder.
+    pub fn new(
+        owner: impl Into<String>,
+        token: u64,
+        expires_at: DateTime<Utc>,
+        expired: bool,
+    ) -> Self {
+        LockInfo {
+            owner: owner.into(),
+            token,
+            expires_at,
+            expired,
+        }
+    }
+}
+
 /// A granted lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Lease {
     /// Fencing token: strictly greater than every token granted before.
     pub token: u64,
     /// When the lease ends (store clock where the store has one).
     pub expires_at: DateTime<Utc>,
+}
+
+impl Lease {
+    /// What a lock backend returns for a grant or an extension.
+    pub fn new(token: u64, expires_at: DateTime<Utc>) -> Self {
+        Lease { token, expires_at }
+    }
 }
 
 /// The outcome of one acquisition attempt.

@@ -39,6 +39,7 @@ pub enum ChangeOutcome {
 /// The ids are shared with the runner (`Arc<str>`): a report of 10,000
 /// skipped changes copies no string.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct ChangeReport {
     /// Stage id.
     pub stage: Arc<str>,
@@ -54,6 +55,7 @@ pub struct ChangeReport {
 
 /// Totals of a run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct Totals {
     /// Applied in this run (marker recoveries included).
     pub applied: usize,
@@ -69,6 +71,7 @@ pub struct Totals {
 
 /// What a run did, change by change.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct RunReport {
     /// The run id.
     pub run_id: String,

@@ -242,12 +242,12 @@ impl DynamoLock {
         let expires = r
             .i64("expires_at_ms")
             .map_err(|d| self.malformed(item, d))?;
-        Ok(Some(LockInfo {
+        Ok(Some(LockInfo::new(
             owner,
             token,
-            expires_at: time_of(expires),
-            expired: expires.saturating_add(ms(self.inner.skew)) <= now_ms(),
-        }))
+            time_of(expires),
+            expires.saturating_add(ms(self.inner.skew)) <= now_ms(),
+        )))
     }
 
     async fn read(&self) -> Result<Option<Item>, LockError> {
@@ -352,10 +352,7 @@ impl LockProvider for DynamoLock {
                     let token = Reader(&attrs)
                         .u64("token")
                         .map_err(|d| self.malformed(&attrs, d))?;
-                    return Ok(Acquire::Acquired(Lease {
-                        token,
-                        expires_at: time_of(exp),
-                    }));
+                    return Ok(Acquire::Acquired(Lease::new(token, time_of(exp))));
                 }
                 Err(e) => match e.as_service_error() {
                     Some(UpdateItemError::ConditionalCheckFailedException(c)) => match c.item() {
@@ -394,10 +391,7 @@ impl LockProvider for DynamoLock {
             Some(exp),
         )
         .await?;
-        Ok(Lease {
-            token,
-            expires_at: time_of(exp),
-        })
+        Ok(Lease::new(token, time_of(exp)))
     }
 
     async fn release(&self, owner: &str, token: u64) -> Result<(), LockError> {

@@ -162,21 +162,21 @@ impl MongoLock {
         let Some(owner) = owner else { return Ok(None) };
         let token = r.u64("token").map_err(bad)?;
         let expires_at = r.date("expiresAt").map_err(bad)?;
-        Ok(Some(LockInfo {
+        Ok(Some(LockInfo::new(
             owner,
             token,
             expires_at,
-            expired: expires_at <= now,
-        }))
+            expires_at <= now,
+        )))
     }
 
     fn lease_of(&self, d: &Document) -> Result<Lease, LockError> {
         let r = Reader::new(self.coll.name(), d);
         let bad = |detail: String| self.malformed(format!("{}: {detail}", r.what));
-        Ok(Lease {
-            token: r.u64("token").map_err(bad)?,
-            expires_at: r.date("expiresAt").map_err(bad)?,
-        })
+        Ok(Lease::new(
+            r.u64("token").map_err(bad)?,
+            r.date("expiresAt").map_err(bad)?,
+        ))
     }
 
     /// After a failed write: a malformed lock document explains it better

@@ -216,12 +216,12 @@ impl MysqlLock {
         let Some(owner) = row.owner else {
             return Ok(None);
         };
-        Ok(Some(LockInfo {
+        Ok(Some(LockInfo::new(
             owner,
-            token: self.token(row.token)?,
-            expires_at: utc(row.expires_at),
-            expired: row.expired,
-        }))
+            self.token(row.token)?,
+            utc(row.expires_at),
+            row.expired,
+        )))
     }
 
     async fn holder(&self) -> Result<Option<LockInfo>, LockError> {
@@ -325,10 +325,10 @@ impl LockProvider for MysqlLock {
         }
         .map_err(|e| self.backend("acquire", e))?;
         match outcome {
-            Ok((token, expires)) => Ok(Acquire::Acquired(Lease {
-                token: self.token(token)?,
-                expires_at: utc(expires),
-            })),
+            Ok((token, expires)) => Ok(Acquire::Acquired(Lease::new(
+                self.token(token)?,
+                utc(expires),
+            ))),
             Err(held) => match self.info(held)? {
                 Some(info) => Ok(Acquire::Held(info)),
                 None => Err(self.malformed("the lock row changed while it was locked".into())),
@@ -368,10 +368,7 @@ impl LockProvider for MysqlLock {
         .await
         .map_err(|e| self.backend("extend", e))?;
         match extended {
-            Some(expires) => Ok(Lease {
-                token,
-                expires_at: utc(expires),
-            }),
+            Some(expires) => Ok(Lease::new(token, utc(expires))),
             None => Err(self.lost(owner, token)),
         }
     }

@@ -209,12 +209,12 @@ impl PostgresLock {
         let token: i64 = r.try_get(1).map_err(bad)?;
         let expires_at: DateTime<Utc> = r.try_get(2).map_err(bad)?;
         let expired: bool = r.try_get(3).map_err(bad)?;
-        Ok(LockInfo {
+        Ok(LockInfo::new(
             owner,
-            token: self.token(token)?,
+            self.token(token)?,
             expires_at,
             expired,
-        })
+        ))
     }
 
     async fn holder(&self) -> Result<Option<LockInfo>, LockError> {
@@ -272,10 +272,10 @@ impl LockProvider for PostgresLock {
                 };
                 let token: i64 = r.try_get(0).map_err(bad)?;
                 let expires_at: DateTime<Utc> = r.try_get(1).map_err(bad)?;
-                return Ok(Acquire::Acquired(Lease {
-                    token: self.token(token)?,
+                return Ok(Acquire::Acquired(Lease::new(
+                    self.token(token)?,
                     expires_at,
-                }));
+                )));
             }
             match self.holder().await? {
                 Some(h) if !h.expired && h.owner != owner => return Ok(Acquire::Held(h)),
@@ -309,7 +309,7 @@ impl LockProvider for PostgresLock {
         .await
         .map_err(|e| self.backend("extend", e))?;
         match row {
-            Some(expires_at) => Ok(Lease { token, expires_at }),
+            Some(expires_at) => Ok(Lease::new(token, expires_at)),
             None => Err(self.lost(owner, token)),
         }
     }

@@ -441,12 +441,7 @@ impl RedisLock {
             }
             other => return Err(bad(format!("has an unreadable PTTL {other:?}"))),
         };
-        Ok(LockInfo {
-            owner,
-            token,
-            expires_at,
-            expired: false,
-        })
+        Ok(LockInfo::new(owner, token, expires_at, false))
     }
 
     fn lost(&self, owner: &str, token: u64, items: &[Value]) -> LockError {
@@ -513,10 +508,7 @@ impl LockProvider for RedisLock {
                     }
                 };
                 debug!(lock = %self.name, owner, token, "lock acquired");
-                Ok(Acquire::Acquired(Lease {
-                    token,
-                    expires_at: in_ms(ms),
-                }))
+                Ok(Acquire::Acquired(Lease::new(token, in_ms(ms))))
             }
             b"held" => Ok(Acquire::Held(self.holder(&items, false)?)),
             _ => Err(self.unexpected("acquire", &Value::Array(items))),
@@ -534,10 +526,7 @@ impl LockProvider for RedisLock {
             )
             .await?;
         match self.status("extend", &items)? {
-            b"ok" => Ok(Lease {
-                token,
-                expires_at: in_ms(ms),
-            }),
+            b"ok" => Ok(Lease::new(token, in_ms(ms))),
             b"lost" => Err(self.lost(owner, token, &items)),
             _ => Err(self.unexpected("extend", &Value::Array(items))),
         }

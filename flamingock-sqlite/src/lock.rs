@@ -252,12 +252,12 @@ impl LockInner {
         let counter = row.as_ref().map_or(0, |r| r.counter);
         Ok(Acquire::Held(match row.and_then(|r| r.holder) {
             Some(h) if h.2 > now => info(h, now),
-            _ => LockInfo {
-                owner: format!("(a transaction holding the database's write lock: {busy})"),
-                token: counter,
-                expires_at: at(now),
-                expired: false,
-            },
+            _ => LockInfo::new(
+                format!("(a transaction holding the database's write lock: {busy})"),
+                counter,
+                at(now),
+                false,
+            ),
         }))
     }
 
@@ -322,12 +322,7 @@ fn at(ms: i64) -> DateTime<Utc> {
 }
 
 fn info((owner, token, expires): (String, u64, i64), now: i64) -> LockInfo {
-    LockInfo {
-        owner,
-        token,
-        expires_at: at(expires),
-        expired: expires <= now,
-    }
+    LockInfo::new(owner, token, at(expires), expires <= now)
 }
 
 #[async_trait]
@@ -370,10 +365,7 @@ impl LockProvider for SqliteLock {
         tx.commit()
             .await
             .map_err(|e| i.backend("commit the lock", e))?;
-        Ok(Acquire::Acquired(Lease {
-            token,
-            expires_at: at(expires),
-        }))
+        Ok(Acquire::Acquired(Lease::new(token, at(expires))))
     }
 
     async fn extend(&self, owner: &str, token: u64, lease: Duration) -> Result<Lease, LockError> {
@@ -393,10 +385,7 @@ impl LockProvider for SqliteLock {
             .await
             .map_err(|e| i.backend("extend the lease", e))?;
         if done.rows_affected() == 1 {
-            Ok(Lease {
-                token,
-                expires_at: at(expires),
-            })
+            Ok(Lease::new(token, at(expires)))
         } else {
             Err(i.lost(owner, token))
         }

@@ -103,10 +103,7 @@ impl LockProvider for InMemoryLock {
             token,
             expires: now + lease,
         });
-        Ok(Acquire::Acquired(Lease {
-            token,
-            expires_at: expires_at(lease),
-        }))
+        Ok(Acquire::Acquired(Lease::new(token, expires_at(lease))))
     }
 
     async fn extend(&self, owner: &str, token: u64, lease: Duration) -> Result<Lease, LockError> {
@@ -117,10 +114,7 @@ impl LockProvider for InMemoryLock {
             // token is unchanged, so the fence still orders it correctly.
             Some(h) if h.owner == owner && h.token == token => {
                 h.expires = now + lease;
-                Ok(Lease {
-                    token,
-                    expires_at: expires_at(lease),
-                })
+                Ok(Lease::new(token, expires_at(lease)))
             }
             _ => Err(self.lost(owner, token)),
         }
