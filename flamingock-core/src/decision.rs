@@ -45,7 +45,9 @@ pub fn decide(latest: Option<&AuditEntry>, recovery: RecoveryStrategy) -> Decisi
         AuditState::Started if e.tx_strategy == TxStrategy::SeparateTxWithMarker => {
             Decision::ResolveByMarker
         }
-        _ if retry => Decision::Apply,
+        AuditState::Failed | AuditState::Started | AuditState::RollbackFailed if retry => {
+            Decision::Apply
+        }
         AuditState::Failed => Decision::Block {
             reason: "it failed outside a transaction and has no successful rollback, so its effects may be partially in place".into(),
         },

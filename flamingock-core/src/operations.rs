@@ -103,7 +103,7 @@ impl Flamingock {
                 reason,
                 resolution: resolution_for(&e.change_id, &e.target_system),
             }),
-            _ => None,
+            Decision::Apply | Decision::Skip | Decision::ResolveByMarker => None,
         }
     }
 

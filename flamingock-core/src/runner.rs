@@ -346,7 +346,7 @@ impl Flamingock {
             .zip(decisions)
             .filter_map(|(c, d)| match d {
                 Decision::Block { reason } => Some(blocked(c, latest, reason)),
-                _ => None,
+                Decision::Apply | Decision::Skip | Decision::ResolveByMarker => None,
             })
             .collect();
         if !blocked.is_empty() {
@@ -495,7 +495,7 @@ impl Flamingock {
                                 reason: reason.clone(),
                             },
                             Decision::Skip => ChangeOutcome::Skipped,
-                            _ => ChangeOutcome::NotRun,
+                            Decision::Apply | Decision::ResolveByMarker => ChangeOutcome::NotRun,
                         },
                     ));
                 }
