@@ -195,6 +195,45 @@ pub trait Change: Send + Sync + 'static {
         let _ = ctx;
         async { Err(Box::new(NoRollback) as BoxError) }
     }
+
+    /// The "already in place" check of a non-transactional change: does the
+    /// target already show the change's effect (the queue exists with these
+    /// arguments, the flag is set)? Only reads.
+    ///
+    /// When the change's latest state is STARTED, FAILED or ROLLBACK_FAILED
+    /// under the non-transactional strategy (a crash or a failure left its
+    /// outcome unknown), the next run asks this check, under the lock,
+    /// before deciding: `Ok(true)` records the change APPLIED (an entry whose
+    /// metadata says `resolved_by_check`); `Ok(false)` runs the change's
+    /// rollback if it has one, then applies it again; an error, or no check
+    /// (the default, [`NoCheck`](crate::NoCheck)), blocks the change for an
+    /// operator as before. It runs on a non-transactional context, also for
+    /// changes of a transactional target.
+    ///
+    /// ```
+    /// use flamingock_core::{Change, ChangeMeta, ChangeResult, BoxError, DependencyTarget};
+    /// use std::collections::BTreeSet;
+    ///
+    /// struct CreateQueue;
+    /// impl Change for CreateQueue {
+    ///     type Target = DependencyTarget<BTreeSet<String>>;
+    ///     fn meta(&self) -> ChangeMeta { ChangeMeta::new("orders-queue").order("0001") }
+    ///     async fn apply(&self, queues: &mut BTreeSet<String>) -> ChangeResult {
+    ///         queues.insert("orders".into());
+    ///         Ok(())
+    ///     }
+    ///     async fn is_applied(&self, queues: &mut BTreeSet<String>) -> Result<bool, BoxError> {
+    ///         Ok(queues.contains("orders"))
+    ///     }
+    /// }
+    /// ```
+    fn is_applied(
+        &self,
+        ctx: &mut <Self::Target as TargetSystem>::Context,
+    ) -> impl Future<Output = Result<bool, BoxError>> + Send {
+        let _ = ctx;
+        async { Err(Box::new(crate::error::NoCheck) as BoxError) }
+    }
 }
 
 /// The context type a target gives its changes, tied back to that target

@@ -398,6 +398,13 @@ impl Error {
 #[error("the change defines no rollback")]
 pub struct NoRollback;
 
+/// The error a change returns from its default
+/// [`is_applied`](crate::Change::is_applied): it has no "already in place"
+/// check.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the change defines no check")]
+pub struct NoCheck;
+
 /// `Debug` of the error types users get from runs and operations: the same
 /// text as `Display`, then its causes, as anyhow and eyre print them. So
 /// `fn main() -> Result<(), Box<dyn Error>>` shows a readable message, not a

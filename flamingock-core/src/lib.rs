@@ -131,7 +131,8 @@ pub use change::{Change, ChangeContext, ChangeMeta, ChangeResult, RecoveryStrate
 pub use deadline::Timeouts;
 pub use decision::{decide, Decision};
 pub use error::{
-    BlockedChange, BoxError, ChangeFailure, Error, LockError, NoRollback, StoreError, TargetError,
+    BlockedChange, BoxError, ChangeFailure, Error, LockError, NoCheck, NoRollback, StoreError,
+    TargetError,
 };
 pub use events::{Event, EventListener};
 pub use lock::{Acquire, Lease, LockConfig, LockInfo, LockProvider};

@@ -173,6 +173,17 @@ pub(crate) trait BoundChange: Send + Sync {
         change_id: &'a str,
     ) -> BoxFuture<'a, Result<Option<Marker>, TargetError>>;
     fn clear_marker<'a>(&'a self, change_id: &'a str) -> BoxFuture<'a, Result<(), TargetError>>;
+    /// The change's "already in place" check on a non-transactional
+    /// context; `Ok(None)` when it has none.
+    fn check<'a>(
+        &'a self,
+        target_id: &'a str,
+        t: Timeouts,
+    ) -> BoxFuture<'a, Result<Option<bool>, BoxError>>;
+    /// The change's rollback on a non-transactional context; `Ok(false)`
+    /// when it has none.
+    fn undo<'a>(&'a self, target_id: &'a str, t: Timeouts)
+        -> BoxFuture<'a, Result<bool, BoxError>>;
 }
 
 struct Bound<C: Change> {
@@ -192,6 +203,70 @@ impl<C: Change> BoundChange for Bound<C> {
     }
     fn clear_marker<'a>(&'a self, change_id: &'a str) -> BoxFuture<'a, Result<(), TargetError>> {
         Box::pin(self.target.clear_marker(change_id))
+    }
+    fn check<'a>(
+        &'a self,
+        target_id: &'a str,
+        t: Timeouts,
+    ) -> BoxFuture<'a, Result<Option<bool>, BoxError>> {
+        Box::pin(async move {
+            let mut ctx = plain_context(&*self.target, target_id, t).await?;
+            let out = limited(t.change, self.change.is_applied(&mut ctx)).await;
+            release_plain(&*self.target, target_id, t, ctx).await;
+            match out {
+                Ok(in_place) => Ok(Some(in_place)),
+                Err(e) if e.is::<crate::error::NoCheck>() => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+    }
+    fn undo<'a>(
+        &'a self,
+        target_id: &'a str,
+        t: Timeouts,
+    ) -> BoxFuture<'a, Result<bool, BoxError>> {
+        Box::pin(async move {
+            let mut ctx = plain_context(&*self.target, target_id, t).await?;
+            let out = limited(t.change, self.change.rollback(&mut ctx)).await;
+            release_plain(&*self.target, target_id, t, ctx).await;
+            match out {
+                Ok(()) => Ok(true),
+                Err(e) if e.is::<NoRollback>() => Ok(false),
+                Err(e) => Err(e),
+            }
+        })
+    }
+}
+
+/// A non-transactional context of `target`, bounded.
+async fn plain_context<T: TargetSystem>(
+    target: &T,
+    target_id: &str,
+    t: Timeouts,
+) -> Result<T::Context, BoxError> {
+    let begin = target.begin(ContextMode::NonTransactional);
+    Ok(target_call(target_id, "open a context", t.operation, begin).await?)
+}
+
+/// Releases a non-transactional context, bounded; a failure only logs.
+async fn release_plain<T: TargetSystem>(target: &T, target_id: &str, t: Timeouts, ctx: T::Context) {
+    let release = target.commit(ctx, CommitWith::Nothing);
+    if let Err(e) = target_call(target_id, "release the context", t.operation, release).await {
+        warn!(error = %e, "releasing the non-transactional context failed");
+    }
+}
+
+/// `work`, bounded by `limit` when there is one.
+async fn limited<R>(
+    limit: Option<Duration>,
+    work: impl std::future::Future<Output = Result<R, BoxError>>,
+) -> Result<R, BoxError> {
+    match limit {
+        Some(limit) => match tokio::time::timeout(limit, work).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("did not finish within {}", human(limit)).into()),
+        },
+        None => work.await,
     }
 }
 

@@ -9,7 +9,7 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use tracing::{debug, info, warn, Instrument};
 
-use crate::audit::{AuditEntry, AuditState, AuditStore};
+use crate::audit::{AuditEntry, AuditState, AuditStore, TxStrategy};
 use crate::builder::FlamingockBuilder;
 use crate::deadline::{target_call, Timeouts};
 use crate::decision::{decide, resolution_for, Decision};
@@ -458,6 +458,20 @@ impl Flamingock {
                 recovered = committed;
                 d = decide(Some(&entry), c.meta.recovery);
             }
+            if let Some(prev) = prev.filter(|p| outcome_unknown_outside_a_transaction(p)) {
+                match self.resolve_by_check(c, prev, lease, epoch, who).await? {
+                    Checked::Entry(entry) => {
+                        recovered = entry.state == AuditState::Applied;
+                        d = decide(Some(&entry), c.meta.recovery);
+                    }
+                    Checked::Unresolved(why) => {
+                        if let Decision::Block { reason } = &mut d {
+                            reason.push_str(&format!("; {why}"));
+                        }
+                    }
+                    Checked::NoCheck => {}
+                }
+            }
             if let Decision::Block { reason } = &d {
                 blocked_all.push(blocked(c, &latest, reason));
             }
@@ -642,6 +656,74 @@ impl Flamingock {
     /// Resolves a STARTED entry of the separate-with-marker strategy: the marker
     /// exists for that run iff its transaction committed. Returns the entry
     /// written and whether the change turned out applied.
+    /// Asks the "already in place" check of a change whose last
+    /// non-transactional execution left its outcome unknown, and records
+    /// what it says: APPLIED (in place), or ROLLED_BACK after running the
+    /// change's rollback if it has one (not in place: it runs again). Looking
+    /// is under the lock and the fence, like the marker's resolution.
+    pub(crate) async fn resolve_by_check(
+        &self,
+        c: &PlannedChange,
+        prev: &AuditEntry,
+        lease: &HeldLease,
+        epoch: u64,
+        who: &RunIdentity,
+    ) -> Result<Checked, Error> {
+        let t = self.inner.timeouts;
+        let in_place = match c.bound.check(&c.target_id, t).await {
+            Ok(None) => return Ok(Checked::NoCheck),
+            Ok(Some(in_place)) => in_place,
+            Err(e) => {
+                warn!(change_id = %c.meta.id, error = %e, "the change's already-in-place check failed; its outcome stays unknown");
+                return Ok(Checked::Unresolved(format!(
+                    "its already-in-place check failed: {e}"
+                )));
+            }
+        };
+        let rolled_back = if in_place {
+            false
+        } else {
+            match c.bound.undo(&c.target_id, t).await {
+                Ok(ran) => ran,
+                Err(e) => {
+                    warn!(change_id = %c.meta.id, error = %e, "the change is not in place and its rollback failed");
+                    return Ok(Checked::Unresolved(format!(
+                        "its check says it is not in place, and its rollback failed: {e}"
+                    )));
+                }
+            }
+        };
+        let mut entry = prev.clone();
+        entry.state = if in_place {
+            AuditState::Applied
+        } else {
+            AuditState::RolledBack
+        };
+        entry.error = None;
+        entry.created_at = crate::audit::audit_clock();
+        entry.fencing_token = epoch;
+        entry.runner_id = who.runner_id.clone();
+        entry.hostname = who.hostname.clone();
+        entry.run_id = who.run_id.clone();
+        entry.metadata = serde_json::json!({
+            "resolved_by_check": true,
+            "in_place": in_place,
+            "rollback_ran": rolled_back,
+            "previous_state": prev.state.as_str(),
+            "previous_run": prev.run_id,
+        });
+        info!(change_id = %c.meta.id, in_place, rolled_back, "resolved an unknown outcome with the change's already-in-place check");
+        lease.check().map_err(|detail| Error::LeaseLost {
+            run_id: who.run_id.clone(),
+            detail,
+            report: Box::default(),
+        })?;
+        if let Err(e) = self.inner.store.append(&entry).await {
+            return Err(store_abort(e, who));
+        }
+        Ok(Checked::Entry(Box::new(entry)))
+    }
+
     pub(crate) async fn resolve_by_marker(
         &self,
         c: &PlannedChange,
@@ -824,4 +906,27 @@ pub(crate) fn interrupted(who: &RunIdentity, rolled_back: Option<&str>) -> Error
         detail,
         report: Box::default(),
     }
+}
+
+/// What [`Flamingock::resolve_by_check`] found.
+pub(crate) enum Checked {
+    /// The change has no check.
+    NoCheck,
+    /// The check (or the rollback it called for) failed: the outcome stays unknown.
+    Unresolved(String),
+    /// The entry recorded from the check's answer.
+    Entry(Box<AuditEntry>),
+}
+
+/// Whether `e` records a non-transactional execution whose outcome is
+/// unknown (STARTED, FAILED or ROLLBACK_FAILED): what a change's
+/// already-in-place check can settle.
+pub(crate) fn outcome_unknown_outside_a_transaction(e: &AuditEntry) -> bool {
+    matches!(
+        e.tx_strategy,
+        TxStrategy::NonTransactional | TxStrategy::Manual
+    ) && matches!(
+        e.state,
+        AuditState::Started | AuditState::Failed | AuditState::RollbackFailed
+    )
 }

@@ -181,6 +181,18 @@ pub enum Behaviour {
     Panic,
 }
 
+/// The "already in place" check of a non-transactional test change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Check {
+    /// It has none.
+    #[default]
+    None,
+    /// It reads its counter: in place when it is at least 1.
+    Reads,
+    /// It fails.
+    Fails,
+}
+
 /// How a non-transactional test change rolls back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Rollback {
@@ -224,6 +236,7 @@ struct Effect {
     key: String,
     behaviour: Behaviour,
     rollback: Rollback,
+    check: Check,
 }
 
 impl Change for Effect {
@@ -245,6 +258,13 @@ impl Change for Effect {
             Rollback::Fail => Err("rollback failed too".into()),
         }
     }
+    async fn is_applied(&self, c: &mut Counter) -> Result<bool, BoxError> {
+        match self.check {
+            Check::None => Err(Box::new(flamingock_core::NoCheck)),
+            Check::Reads => Ok(c.get(&self.key) >= 1),
+            Check::Fails => Err("the check could not reach the system".into()),
+        }
+    }
 }
 
 /// One test change.
@@ -262,6 +282,8 @@ pub struct Spec {
     pub rollback: Rollback,
     /// Recovery strategy.
     pub recovery: RecoveryStrategy,
+    /// Already-in-place check (non-transactional only).
+    pub check: Check,
 }
 
 /// A change spec with defaults.
@@ -273,6 +295,7 @@ pub fn spec(id: &str, order: &str, kind: Kind) -> Spec {
         behaviour: Behaviour::Ok,
         rollback: Rollback::None,
         recovery: RecoveryStrategy::ManualIntervention,
+        check: Check::None,
     }
 }
 
@@ -287,6 +310,10 @@ impl Spec {
     }
     fn recovery(mut self, r: RecoveryStrategy) -> Self {
         self.recovery = r;
+        self
+    }
+    fn check(mut self, c: Check) -> Self {
+        self.check = c;
         self
     }
 }
@@ -350,6 +377,7 @@ impl<'s, H: PipelineUnderTest> World<'s, H> {
                         key: s.id.clone(),
                         behaviour: s.behaviour,
                         rollback: s.rollback,
+                        check: s.check,
                     });
                 }
                 kind => {
@@ -654,13 +682,15 @@ enum Expect {
     Blocked(i64),
 }
 
-fn expected(kind: Kind, point: FaultPoint, recovery: RecoveryStrategy) -> Expect {
+fn expected(kind: Kind, point: FaultPoint, recovery: RecoveryStrategy, check: Check) -> Expect {
     use Expect::*;
     use FaultPoint::*;
     let retry = recovery == RecoveryStrategy::AlwaysRetry;
     match (kind, point) {
         (_, BeforeStart) => Applied(1),
         (_, AfterApplied) => Skipped(1),
+        // The check finds the effect in place: recorded applied, never run twice.
+        (Kind::NonTx, _) if check == Check::Reads => Recovered(1),
         (Kind::Shared, BeforeCommit) | (Kind::SeparateMarker, BeforeCommit) => Applied(1),
         (Kind::Shared, AfterCommit) => Skipped(1),
         (Kind::SeparateMarker, AfterCommit) => Recovered(1),
@@ -674,6 +704,10 @@ fn expected(kind: Kind, point: FaultPoint, recovery: RecoveryStrategy) -> Expect
 }
 
 async fn crash_cells<H: PipelineUnderTest>(sut: &H, kind: Kind) {
+    crash_cells_with(sut, kind, Check::None).await;
+}
+
+async fn crash_cells_with<H: PipelineUnderTest>(sut: &H, kind: Kind, check: Check) {
     for point in [
         FaultPoint::BeforeStart,
         FaultPoint::BeforeCommit,
@@ -696,7 +730,7 @@ async fn crash_cells<H: PipelineUnderTest>(sut: &H, kind: Kind) {
                         vec![w.stage(
                             "s",
                             &[
-                                spec("c", "0001", kind).recovery(recovery),
+                                spec("c", "0001", kind).recovery(recovery).check(check),
                                 spec("d", "0002", kind),
                             ],
                         )]
@@ -705,7 +739,7 @@ async fn crash_cells<H: PipelineUnderTest>(sut: &H, kind: Kind) {
                     crash_at(w.runner_with_fault(stages(), fault.clone()).run(), &fault).await;
                     // The crashed runner's lease runs out; the next runner goes on.
                     let next = w.runner(stages()).run().await;
-                    let want = expected(kind, point, recovery);
+                    let want = expected(kind, point, recovery, check);
                     let got_count = w.count(kind, "c").await;
                     match (want, &next) {
                         (Expect::Applied(n), Ok(r)) => {
@@ -775,6 +809,97 @@ pub async fn crash_table_separate_tx<H: PipelineUnderTest>(sut: &H) {
 /// Crash table, non-transactional: blocked (or retried) once started.
 pub async fn crash_table_non_transactional<H: PipelineUnderTest>(sut: &H) {
     crash_cells(sut, Kind::NonTx).await;
+}
+
+/// Crash table, non-transactional with an already-in-place check: wherever
+/// the plain column blocks (or retries and applies twice), the check finds
+/// the effect in place and the change is recorded applied, exactly once.
+pub async fn crash_table_non_transactional_with_check<H: PipelineUnderTest>(sut: &H) {
+    crash_cells_with(sut, Kind::NonTx, Check::Reads).await;
+}
+
+/// A failed non-transactional change with an already-in-place check: in
+/// place → recorded applied (resolved by check) and not run again; not in
+/// place → recorded rolled back and applied again; the check failing → the
+/// change blocks, naming the check's error.
+pub async fn failing_non_transactional_resolved_by_check<H: PipelineUnderTest>(sut: &H) {
+    for (check, undone) in [
+        (Check::Reads, false),
+        (Check::Reads, true),
+        (Check::Fails, false),
+    ] {
+        in_world(sut, |w| {
+            Box::pin(async move {
+                let nt = Kind::NonTx;
+                let case = format!("check {check:?}, effect undone: {undone}");
+                let failing = [spec("c", "0001", nt)
+                    .behaviour(Behaviour::Fail)
+                    .check(check)];
+                let out = w.runner(vec![w.stage("s", &failing)]).run().await;
+                assert!(
+                    matches!(out, Err(Error::ChangeFailed { .. })),
+                    "{case}: {out:?}"
+                );
+                if undone {
+                    // Someone undid the partial effect by hand.
+                    w.counter.add("c", -1);
+                }
+                let fixed = [spec("c", "0001", nt).check(check), spec("d", "0002", nt)];
+                let next = w.runner(vec![w.stage("s", &fixed)]).run().await;
+                match (check, undone, &next) {
+                    (Check::Reads, false, Ok(r)) => {
+                        assert_eq!(
+                            outcome_of(r, "c"),
+                            &ChangeOutcome::RecoveredApplied,
+                            "{case}"
+                        );
+                        let latest = w.latest("c").await.expect("audited");
+                        assert_eq!(latest.state, AuditState::Applied, "{case}");
+                        assert_eq!(latest.metadata["resolved_by_check"], true, "{case}");
+                        assert_eq!(latest.metadata["previous_state"], "FAILED", "{case}");
+                        assert_eq!(
+                            w.states("c").await,
+                            [AuditState::Started, AuditState::Failed, AuditState::Applied],
+                            "{case}"
+                        );
+                    }
+                    (Check::Reads, true, Ok(r)) => {
+                        assert_eq!(outcome_of(r, "c"), &ChangeOutcome::Applied, "{case}");
+                        assert_eq!(
+                            w.states("c").await,
+                            [
+                                AuditState::Started,
+                                AuditState::Failed,
+                                AuditState::RolledBack,
+                                AuditState::Started,
+                                AuditState::Applied
+                            ],
+                            "{case}"
+                        );
+                    }
+                    (Check::Fails, _, Err(Error::Blocked { blocked, .. })) => {
+                        assert_eq!(blocked.len(), 1, "{case}");
+                        assert!(
+                            blocked[0].reason.contains("check failed"),
+                            "{case}: {}",
+                            blocked[0].reason
+                        );
+                        assert!(
+                            blocked[0].reason.contains("could not reach the system"),
+                            "{case}: {}",
+                            blocked[0].reason
+                        );
+                        assert_eq!(w.count(nt, "d").await, 0, "{case}");
+                        return;
+                    }
+                    (_, _, other) => panic!("{case}: unexpected {other:?}"),
+                }
+                assert_eq!(w.count(nt, "c").await, 1, "{case}: applied exactly once");
+                assert_eq!(w.count(nt, "d").await, 1, "{case}");
+            })
+        })
+        .await;
+    }
 }
 
 /// A failing change in a transaction of `kind` leaves nothing, is recorded
@@ -1408,10 +1533,12 @@ macro_rules! pipeline_tests {
             crash_table_separate_tx_with_marker,
             crash_table_separate_tx,
             crash_table_non_transactional,
+            crash_table_non_transactional_with_check,
             failing_shared_tx_rolls_back,
             failing_separate_tx_with_marker_rolls_back,
             failing_separate_tx_rolls_back,
             failing_non_transactional_follows_its_rollback,
+            failing_non_transactional_resolved_by_check,
             panicking_change_releases_lock,
             lost_lease_cannot_commit,
             blocked_stages_report_every_blocked_change,
