@@ -11,6 +11,8 @@
 #   FLAMINGOCK_TEST_MYSQL_URL     MariaDB (or MySQL) on 127.0.0.1:3306, user root without a password,
 #                                 database test (mariadbd started if it is installed but not
 #                                 running; Debian's mariadb-server installed if it is missing)
+#   FLAMINGOCK_TEST_RABBITMQ_URL  RabbitMQ on 127.0.0.1:5672, guest/guest (rabbitmq-server started if
+#                                 it is installed but not running), for the RabbitMQ target
 #   FLAMINGOCK_TEST_REDIS_URL     Redis on 127.0.0.1:6379 (started with redis-server if it is
 #                                 installed but not running)
 #   FLAMINGOCK_TEST_MONGODB_URL   SecantusDB (secantusd-py, in-memory) on a free loopback port
@@ -73,6 +75,7 @@ MOTO_PID="" MOTO_LOG=""
 STARTED_PG_VERSIONS=""
 STARTED_REDIS=""
 STARTED_MARIADB=""
+STARTED_RABBITMQ=""
 
 # True while $1 is a live process (a zombie child that has exited does not count).
 alive() {
@@ -104,6 +107,9 @@ cleanup() {
     stop_process "SecantusDB" "$MONGO_PID"
     stop_process "SecantusDB (standalone)" "$MONGO_SA_PID"
     stop_process "moto" "$MOTO_PID"
+    if [[ -n $STARTED_RABBITMQ ]]; then
+        rabbitmqctl stop >/dev/null 2>&1 || true
+    fi
     if [[ -n $STARTED_MARIADB ]]; then
         mariadb-admin -h 127.0.0.1 -P 3306 -u root shutdown >/dev/null 2>&1 || true
     fi
@@ -419,6 +425,33 @@ provide_mysql() {
     say "mysql:    $url ($how)"
 }
 
+# RabbitMQ: the machine's own broker on its standard loopback port.
+provide_rabbitmq() {
+    if [[ -n ${FLAMINGOCK_TEST_RABBITMQ_URL:-} ]]; then
+        say "rabbitmq: $FLAMINGOCK_TEST_RABBITMQ_URL (given)"
+        return 0
+    fi
+    local url="amqp://guest:guest@127.0.0.1:5672/%2f" how="found running" i
+    if ! port_open 127.0.0.1 5672; then
+        if command -v rabbitmq-server >/dev/null 2>&1; then
+            rabbitmq-server -detached >"$LOG_DIR/rabbitmq-start.$RUN_ID.log" 2>&1 || true
+            for ((i = 0; i < 120; i++)); do
+                port_open 127.0.0.1 5672 && break
+                sleep 0.5
+            done
+            port_open 127.0.0.1 5672 && STARTED_RABBITMQ=1 how="started"
+        fi
+        if ! port_open 127.0.0.1 5672; then
+            print_log_tail "rabbitmq" "$LOG_DIR/rabbitmq-start.$RUN_ID.log"
+            say "rabbitmq: not available on 127.0.0.1:5672 and could not be started;" \
+                "set FLAMINGOCK_TEST_RABBITMQ_URL to provide one"
+            return 0
+        fi
+    fi
+    export FLAMINGOCK_TEST_RABBITMQ_URL="$url"
+    say "rabbitmq: $url ($how)"
+}
+
 provide_pgbouncer() {
     if command -v pgbouncer >/dev/null 2>&1 || [[ -x /usr/sbin/pgbouncer ]]; then
         say "pgbouncer: found ($( (command -v pgbouncer || echo /usr/sbin/pgbouncer) | head -1))"
@@ -442,6 +475,7 @@ main() {
     provide_postgres
     provide_redis
     provide_mysql
+    provide_rabbitmq
     provide_pgbouncer
     if [[ -z ${FLAMINGOCK_TEST_MONGODB_URL:-} || -z ${FLAMINGOCK_TEST_DYNAMODB_URL:-} ||
         -z ${FLAMINGOCK_TEST_MONGODB_STANDALONE_URL:-} ||

@@ -76,6 +76,23 @@ pub const MYSQL: ServiceSpec = ServiceSpec {
     },
 };
 
+/// RabbitMQ (targets, not stores).
+pub const RABBITMQ: ServiceSpec = ServiceSpec {
+    name: "RabbitMQ",
+    env_var: "FLAMINGOCK_TEST_RABBITMQ_URL",
+    how: "run `bash scripts/test.sh` (it finds or starts one), or export FLAMINGOCK_TEST_RABBITMQ_URL=amqp://guest:guest@host:5672/%2f",
+    container: ContainerSpec {
+        image: "rabbitmq",
+        tag: "3.13-alpine",
+        port: 5672,
+        ready_line: "Server startup complete",
+        env: &[],
+        cmd: &[],
+        init: &[],
+        url: "amqp://guest:guest@{host}:{port}/%2f",
+    },
+};
+
 /// Redis.
 pub const REDIS: ServiceSpec = ServiceSpec {
     name: "Redis",
