@@ -13,6 +13,8 @@
 #                                 running; Debian's mariadb-server installed if it is missing)
 #   FLAMINGOCK_TEST_RABBITMQ_URL  RabbitMQ on 127.0.0.1:5672, guest/guest (rabbitmq-server started if
 #                                 it is installed but not running), for the RabbitMQ target
+#   FLAMINGOCK_TEST_NATS_URL      NATS with JetStream on 127.0.0.1:4222 (nats-server -js started if it
+#                                 is installed but not running), for the NATS target
 #   FLAMINGOCK_TEST_REDIS_URL     Redis on 127.0.0.1:6379 (started with redis-server if it is
 #                                 installed but not running)
 #   FLAMINGOCK_TEST_MONGODB_URL   SecantusDB (secantusd-py, in-memory) on a free loopback port
@@ -76,6 +78,7 @@ STARTED_PG_VERSIONS=""
 STARTED_REDIS=""
 STARTED_MARIADB=""
 STARTED_RABBITMQ=""
+NATS_PID=""
 
 # True while $1 is a live process (a zombie child that has exited does not count).
 alive() {
@@ -107,6 +110,7 @@ cleanup() {
     stop_process "SecantusDB" "$MONGO_PID"
     stop_process "SecantusDB (standalone)" "$MONGO_SA_PID"
     stop_process "moto" "$MOTO_PID"
+    stop_process "nats-server" "$NATS_PID"
     if [[ -n $STARTED_RABBITMQ ]]; then
         rabbitmqctl stop >/dev/null 2>&1 || true
     fi
@@ -452,6 +456,35 @@ provide_rabbitmq() {
     say "rabbitmq: $url ($how)"
 }
 
+# NATS with JetStream: the machine's own server on its standard loopback port.
+provide_nats() {
+    if [[ -n ${FLAMINGOCK_TEST_NATS_URL:-} ]]; then
+        say "nats:     $FLAMINGOCK_TEST_NATS_URL (given)"
+        return 0
+    fi
+    local url="nats://127.0.0.1:4222" how="found running" i
+    if ! port_open 127.0.0.1 4222; then
+        if command -v nats-server >/dev/null 2>&1; then
+            nats-server -js -a 127.0.0.1 -p 4222 -sd "$RUN_DIR/nats" \
+                >"$LOG_DIR/nats.$RUN_ID.log" 2>&1 </dev/null &
+            NATS_PID=$!
+            for ((i = 0; i < 60; i++)); do
+                port_open 127.0.0.1 4222 && break
+                sleep 0.25
+            done
+            how="started"
+        fi
+        if ! port_open 127.0.0.1 4222; then
+            print_log_tail "nats" "$LOG_DIR/nats.$RUN_ID.log"
+            say "nats:     not available on 127.0.0.1:4222 and could not be started;" \
+                "set FLAMINGOCK_TEST_NATS_URL to provide one"
+            return 0
+        fi
+    fi
+    export FLAMINGOCK_TEST_NATS_URL="$url"
+    say "nats:     $url ($how)"
+}
+
 provide_pgbouncer() {
     if command -v pgbouncer >/dev/null 2>&1 || [[ -x /usr/sbin/pgbouncer ]]; then
         say "pgbouncer: found ($( (command -v pgbouncer || echo /usr/sbin/pgbouncer) | head -1))"
@@ -476,6 +509,7 @@ main() {
     provide_redis
     provide_mysql
     provide_rabbitmq
+    provide_nats
     provide_pgbouncer
     if [[ -z ${FLAMINGOCK_TEST_MONGODB_URL:-} || -z ${FLAMINGOCK_TEST_DYNAMODB_URL:-} ||
         -z ${FLAMINGOCK_TEST_MONGODB_STANDALONE_URL:-} ||

@@ -93,6 +93,23 @@ pub const RABBITMQ: ServiceSpec = ServiceSpec {
     },
 };
 
+/// NATS with JetStream (targets, not stores).
+pub const NATS: ServiceSpec = ServiceSpec {
+    name: "NATS JetStream",
+    env_var: "FLAMINGOCK_TEST_NATS_URL",
+    how: "run `bash scripts/test.sh` (it finds or starts one), or export FLAMINGOCK_TEST_NATS_URL=nats://host:4222 (a server started with -js)",
+    container: ContainerSpec {
+        image: "nats",
+        tag: "2.10-alpine",
+        port: 4222,
+        ready_line: "Server is ready",
+        env: &[],
+        cmd: &["-js"],
+        init: &[],
+        url: "nats://{host}:{port}",
+    },
+};
+
 /// Redis.
 pub const REDIS: ServiceSpec = ServiceSpec {
     name: "Redis",
