@@ -23,6 +23,8 @@
 #                                 so no transactions: the store's detection path)
 #   FLAMINGOCK_TEST_DYNAMODB_URL  moto's server (DynamoDB API) on a free loopback port, run through
 #                                 scripts/moto_server_serial.py, which makes its requests atomic
+#   FLAMINGOCK_TEST_AWS_URL       moto's server again, for the S3 and SQS targets (the same one when
+#                                 this script started it; another when a DynamoDB endpoint was given)
 # It also installs PgBouncer (Debian's package) when missing: the PostgreSQL suites start private
 # poolers of their own on free ports, in transaction and in session mode.
 # SecantusDB and moto come from a private virtualenv under the build cache, installed from the
@@ -74,6 +76,7 @@ elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 MONGO_PID="" MONGO_LOG=""
 MONGO_SA_PID=""
 MOTO_PID="" MOTO_LOG=""
+MOTO_AWS_PID=""
 STARTED_PG_VERSIONS=""
 STARTED_REDIS=""
 STARTED_MARIADB=""
@@ -110,6 +113,7 @@ cleanup() {
     stop_process "SecantusDB" "$MONGO_PID"
     stop_process "SecantusDB (standalone)" "$MONGO_SA_PID"
     stop_process "moto" "$MOTO_PID"
+    stop_process "moto (S3, SQS)" "$MOTO_AWS_PID"
     stop_process "nats-server" "$NATS_PID"
     if [[ -n $STARTED_RABBITMQ ]]; then
         rabbitmqctl stop >/dev/null 2>&1 || true
@@ -485,6 +489,24 @@ provide_nats() {
     say "nats:     $url ($how)"
 }
 
+# S3 and SQS: moto's server, the DynamoDB one when this script started it.
+provide_aws() {
+    if [[ -n ${FLAMINGOCK_TEST_AWS_URL:-} ]]; then
+        say "aws:      $FLAMINGOCK_TEST_AWS_URL (given)"
+        return 0
+    fi
+    if [[ -n $MOTO_PID ]]; then
+        export FLAMINGOCK_TEST_AWS_URL="$FLAMINGOCK_TEST_DYNAMODB_URL"
+        say "aws:      $FLAMINGOCK_TEST_AWS_URL (the moto server started for DynamoDB)"
+        return 0
+    fi
+    start_server moto-aws dynamodb_ping "http://127.0.0.1:PORT" \
+        "$VENV/bin/python" "$FLAMINGOCK_REPO_ROOT/scripts/moto_server_serial.py" -H 127.0.0.1 -p PORT
+    MOTO_AWS_PID=$STARTED_PID
+    export FLAMINGOCK_TEST_AWS_URL="$STARTED_URL"
+    say "aws:      $STARTED_URL (started moto, ready in ${STARTED_SECS}s)"
+}
+
 provide_pgbouncer() {
     if command -v pgbouncer >/dev/null 2>&1 || [[ -x /usr/sbin/pgbouncer ]]; then
         say "pgbouncer: found ($( (command -v pgbouncer || echo /usr/sbin/pgbouncer) | head -1))"
@@ -523,6 +545,7 @@ main() {
     provide_mongodb
     provide_mongodb_standalone
     provide_dynamodb
+    provide_aws
 
     # Credentials and region for the DynamoDB client; moto accepts any key.
     export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-test}"

@@ -110,6 +110,23 @@ pub const NATS: ServiceSpec = ServiceSpec {
     },
 };
 
+/// An S3 and SQS API (moto's server here; targets, not stores).
+pub const AWS: ServiceSpec = ServiceSpec {
+    name: "S3/SQS (moto)",
+    env_var: "FLAMINGOCK_TEST_AWS_URL",
+    how: "run `bash scripts/test.sh` (it starts moto's server from a virtualenv), or export FLAMINGOCK_TEST_AWS_URL=http://host:5000 (an endpoint serving S3 and SQS)",
+    container: ContainerSpec {
+        image: "motoserver/moto",
+        tag: "5.0.28",
+        port: 5000,
+        ready_line: "Running on",
+        env: &[],
+        cmd: &[],
+        init: &[],
+        url: "http://{host}:{port}",
+    },
+};
+
 /// Redis.
 pub const REDIS: ServiceSpec = ServiceSpec {
     name: "Redis",
