@@ -16,7 +16,9 @@ pub enum ChangeOutcome {
     Applied,
     /// Already applied before; nothing done.
     Skipped,
-    /// Found already committed by a previous run's marker and recorded APPLIED.
+    /// Found in place after an interrupted run, by the target's marker or the
+    /// change's already-in-place check, and recorded APPLIED without running
+    /// it again.
     RecoveredApplied,
     /// Failed in this run.
     Failed {
@@ -161,7 +163,9 @@ impl std::fmt::Display for RunReport {
             let what = match &c.outcome {
                 ChangeOutcome::Applied => "applied".to_owned(),
                 ChangeOutcome::Skipped => "skipped".to_owned(),
-                ChangeOutcome::RecoveredApplied => "applied (recovered from marker)".to_owned(),
+                ChangeOutcome::RecoveredApplied => {
+                    "applied (found in place: marker or check)".to_owned()
+                }
                 ChangeOutcome::Failed { error, rolled_back } => {
                     format!("FAILED (rolled back: {rolled_back}): {error}")
                 }
