@@ -1042,18 +1042,25 @@ mod tests {
     #[test]
     fn bad_schemes_are_named_and_never_show_the_password() {
         for url in [
-            "mysql://root:hunter2@db/app",
+            "oracle://root:hunter2@db/app",
             "HTTP://a:hunter2@b",
             "postgres:x:hunter2@h",
         ] {
             let e = StoreUrl::parse(url).expect_err(url).to_string();
             assert!(!e.contains("hunter2"), "{e}");
         }
-        let e = StoreUrl::parse("mysql://root:hunter2@db/app").expect_err("mysql");
+        let e = StoreUrl::parse("oracle://root:hunter2@db/app").expect_err("oracle");
         assert!(
-            e.to_string().contains("unknown store URL scheme 'mysql'"),
+            e.to_string().contains("unknown store URL scheme 'oracle'"),
             "{e}"
         );
+        // MySQL: parsed, the password never shown, the database required.
+        let u = StoreUrl::parse("mariadb://root:hunter2@db:3306/app?prefix=ops").expect("mysql");
+        assert_eq!(u.scheme(), "mysql");
+        assert!(!format!("{u:?}").contains("hunter2"), "{u:?}");
+        let e = StoreUrl::parse("mysql://root:hunter2@db").expect_err("no database");
+        assert!(e.to_string().contains("no database"), "{e}");
+        assert!(!e.to_string().contains("hunter2"), "{e}");
         #[cfg(not(feature = "mongodb"))]
         assert!(matches!(
             StoreUrl::parse("mongodb://h:27017/db"),
