@@ -181,11 +181,95 @@ pub trait Change: Send + Sync + 'static {
     /// Id, order, author and options.
     fn meta(&self) -> ChangeMeta;
 
-    /// Applies the change.
+    /// Applies the change. A change made of [`steps`](Self::steps) need not
+    /// write it: the default runs every step in order.
     fn apply(
         &self,
         ctx: &mut <Self::Target as TargetSystem>::Context,
-    ) -> impl Future<Output = ChangeResult> + Send;
+    ) -> impl Future<Output = ChangeResult> + Send {
+        async move {
+            for i in 0..self.steps().len() {
+                self.apply_step(ctx, i).await?;
+            }
+            Ok(())
+        }
+    }
+
+    /// The names of the change's steps, in order; empty (the default) for a
+    /// change of one piece.
+    ///
+    /// A multi-step change run non-transactionally (a target without
+    /// transactions, or `.transactional(false)`) saves its progress: after
+    /// each step the runner appends a STARTED entry whose metadata holds
+    /// `steps_done` (under the fence, like every entry). After a crash, the
+    /// next run resumes at the first unfinished step: it asks that step's
+    /// check ([`is_step_done`](Self::is_step_done)) first, goes on after it
+    /// when it is done, applies it when it is not, and blocks for an operator
+    /// (naming the step) when the step has no check, since the step may have
+    /// been cut anywhere. A failing step records FAILED with the position,
+    /// then the failed step and the completed ones are rolled back in reverse
+    /// order ([`rollback_step`](Self::rollback_step)): ROLLED_BACK when all of
+    /// them undo, else the change stays FAILED (a step without rollback) or
+    /// ROLLBACK_FAILED. On a transactional strategy the steps simply run in
+    /// the one transaction.
+    ///
+    /// ```
+    /// use flamingock_core::{BoxError, Change, ChangeMeta, ChangeResult, DependencyTarget};
+    /// use std::collections::BTreeSet;
+    /// use std::sync::{Arc, Mutex};
+    ///
+    /// type Broker = Arc<Mutex<BTreeSet<String>>>;
+    ///
+    /// struct OrdersTopology;
+    /// impl Change for OrdersTopology {
+    ///     type Target = DependencyTarget<Broker>;
+    ///     fn meta(&self) -> ChangeMeta { ChangeMeta::new("orders-topology").order("0001") }
+    ///     fn steps(&self) -> Vec<String> { vec!["exchange".into(), "queue".into()] }
+    ///     async fn apply_step(&self, b: &mut Broker, step: usize) -> ChangeResult {
+    ///         let name = ["orders-exchange", "orders-queue"][step];
+    ///         b.lock().map_err(|_| "poisoned")?.insert(name.into());
+    ///         Ok(())
+    ///     }
+    ///     async fn is_step_done(&self, b: &mut Broker, step: usize) -> Result<bool, BoxError> {
+    ///         let name = ["orders-exchange", "orders-queue"][step];
+    ///         Ok(b.lock().map_err(|_| "poisoned")?.contains(name))
+    ///     }
+    /// }
+    /// ```
+    fn steps(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Applies step `step` (0-based) of [`steps`](Self::steps).
+    fn apply_step(
+        &self,
+        ctx: &mut <Self::Target as TargetSystem>::Context,
+        step: usize,
+    ) -> impl Future<Output = ChangeResult> + Send {
+        let _ = (ctx, step);
+        async { Err("this change has no steps: implement apply".into()) }
+    }
+
+    /// Undoes step `step`; the default has no rollback ([`NoRollback`]).
+    fn rollback_step(
+        &self,
+        ctx: &mut <Self::Target as TargetSystem>::Context,
+        step: usize,
+    ) -> impl Future<Output = ChangeResult> + Send {
+        let _ = (ctx, step);
+        async { Err(Box::new(NoRollback) as BoxError) }
+    }
+
+    /// Whether step `step`'s effect is in place; the default has no check
+    /// ([`NoCheck`](crate::NoCheck)). Only reads.
+    fn is_step_done(
+        &self,
+        ctx: &mut <Self::Target as TargetSystem>::Context,
+        step: usize,
+    ) -> impl Future<Output = Result<bool, BoxError>> + Send {
+        let _ = (ctx, step);
+        async { Err(Box::new(crate::error::NoCheck) as BoxError) }
+    }
 
     /// Undoes the change after a failed non-transactional apply.
     fn rollback(

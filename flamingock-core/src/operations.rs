@@ -95,12 +95,17 @@ impl Flamingock {
             .find(|c| c.meta.id == e.change_id)
             .map_or_else(|| stored_recovery(e), |c| c.meta.recovery);
         match decide(Some(e), recovery) {
-            Decision::Block { reason } => Some(BlockedChange {
+            Decision::Block { mut reason } => Some(BlockedChange {
                 stage: e.stage_id.clone(),
                 change_id: e.change_id.clone(),
                 state: e.state,
                 error: e.error.as_ref().map(ToString::to_string),
-                reason,
+                reason: {
+                    if let Some(at) = crate::runner::step_position(e) {
+                        reason.push_str(&format!("; {at}"));
+                    }
+                    reason
+                },
                 resolution: resolution_for(&e.change_id, &e.target_system),
             }),
             Decision::Apply | Decision::Skip | Decision::ResolveByMarker => None,

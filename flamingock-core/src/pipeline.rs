@@ -184,6 +184,15 @@ pub(crate) trait BoundChange: Send + Sync {
     /// when it has none.
     fn undo<'a>(&'a self, target_id: &'a str, t: Timeouts)
         -> BoxFuture<'a, Result<bool, BoxError>>;
+    /// The names of the change's steps (empty: one piece).
+    fn steps(&self) -> Vec<String>;
+    /// Step `step`'s check on a non-transactional context; `Ok(None)` when it has none.
+    fn check_step<'a>(
+        &'a self,
+        target_id: &'a str,
+        t: Timeouts,
+        step: usize,
+    ) -> BoxFuture<'a, Result<Option<bool>, BoxError>>;
 }
 
 struct Bound<C: Change> {
@@ -215,6 +224,26 @@ impl<C: Change> BoundChange for Bound<C> {
             release_plain(&*self.target, target_id, t, ctx).await;
             match out {
                 Ok(in_place) => Ok(Some(in_place)),
+                Err(e) if e.is::<crate::error::NoCheck>() => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+    }
+    fn steps(&self) -> Vec<String> {
+        self.change.steps()
+    }
+    fn check_step<'a>(
+        &'a self,
+        target_id: &'a str,
+        t: Timeouts,
+        step: usize,
+    ) -> BoxFuture<'a, Result<Option<bool>, BoxError>> {
+        Box::pin(async move {
+            let mut ctx = plain_context(&*self.target, target_id, t).await?;
+            let out = limited(t.change, self.change.is_step_done(&mut ctx, step)).await;
+            release_plain(&*self.target, target_id, t, ctx).await;
+            match out {
+                Ok(done) => Ok(Some(done)),
                 Err(e) if e.is::<crate::error::NoCheck>() => Ok(None),
                 Err(e) => Err(e),
             }
@@ -307,6 +336,9 @@ pub(crate) struct ExecCtx<'a> {
     /// How a busy target is waited for (backoff, reports, the bound).
     pub(crate) lock_config: &'a LockConfig,
     pub(crate) shutdown: &'a Shutdown,
+    /// For a multi-step change run outside a transaction: the first step to
+    /// run (the steps before it are recorded done).
+    pub(crate) resume_from: usize,
 }
 
 /// Why an execution stopped without a normal failure record.
@@ -393,9 +425,36 @@ impl ExecCtx<'_> {
         started: Instant,
         error: Option<&BoxError>,
     ) -> Result<(), Abort> {
+        self.append_full(strategy, state, started, error, None)
+            .await
+    }
+
+    /// [`append_as`](Self::append_as), with `extra` merged into the entry's
+    /// metadata (a multi-step change's position).
+    async fn append_full(
+        &self,
+        strategy: TxStrategy,
+        state: AuditState,
+        started: Instant,
+        error: Option<&BoxError>,
+        extra: Option<serde_json::Value>,
+    ) -> Result<(), Abort> {
         self.lease.check().map_err(Abort::LeaseLost)?;
         let mut entry = self.entry(state, started.elapsed(), error);
         entry.tx_strategy = strategy;
+        if let Some(serde_json::Value::Object(extra)) = extra {
+            let mut meta = match entry.metadata.take() {
+                serde_json::Value::Object(m) => m,
+                serde_json::Value::Null => serde_json::Map::new(),
+                other => {
+                    let mut m = serde_json::Map::new();
+                    m.insert("run_metadata".into(), other);
+                    m
+                }
+            };
+            meta.extend(extra);
+            entry.metadata = serde_json::Value::Object(meta);
+        }
         self.store.append(&entry).await.map_err(Abort::Store)
     }
 
@@ -519,6 +578,9 @@ async fn execute<C: Change>(change: &C, target: &C::Target, x: &ExecCtx<'_>) -> 
             TxStrategy::SharedTx => shared_tx(change, target, x, started).await,
             TxStrategy::SeparateTx | TxStrategy::SeparateTxWithMarker => {
                 separate_tx(change, target, x, started).await
+            }
+            TxStrategy::NonTransactional | TxStrategy::Manual if !change.steps().is_empty() => {
+                multi_step(change, target, x, started).await
             }
             TxStrategy::NonTransactional | TxStrategy::Manual => {
                 non_transactional(change, target, x, started).await
@@ -906,6 +968,174 @@ async fn non_transactional<C: Change>(
         return Exec::Abort(Abort::Injected(e));
     }
     if let Err(a) = x.append(AuditState::Applied, started, None).await {
+        return Exec::Abort(a);
+    }
+    if let Err(e) = x.fault(FaultPoint::AfterApplied).await {
+        return Exec::Abort(Abort::Injected(e));
+    }
+    Exec::Applied
+}
+
+/// A multi-step change outside a transaction: STARTED (with the position),
+/// each step, a STARTED entry with `steps_done` after each step, APPLIED. On
+/// a failing step: FAILED with the position, then the failed step and the
+/// completed ones rolled back in reverse order.
+async fn multi_step<C: Change>(
+    change: &C,
+    target: &C::Target,
+    x: &ExecCtx<'_>,
+    started: Instant,
+) -> Exec {
+    let names = change.steps();
+    let n = names.len();
+    let strategy = x.change.strategy;
+    let position = |done: usize| {
+        serde_json::json!({
+            "steps_done": done,
+            "steps": n,
+            "next_step": names.get(done).cloned(),
+        })
+    };
+    let from = x.resume_from.min(n);
+    if from > 0 {
+        info!(change_id = %x.change.meta.id, step = from + 1, steps = n, "resuming at step {} of {n}", from + 1);
+    }
+    if let Err(a) = x
+        .append_full(
+            strategy,
+            AuditState::Started,
+            started,
+            None,
+            Some(position(from)),
+        )
+        .await
+    {
+        return Exec::Abort(a);
+    }
+    let mut ctx = match begin_bounded(target, ContextMode::NonTransactional, x).await {
+        Ok(c) => c,
+        Err(e) => return x.record_rolled_back_failure(started, Box::new(e)).await,
+    };
+    for i in from..n {
+        let mut applied = x
+            .bounded("apply", change.apply_step(&mut ctx, i), false)
+            .await;
+        if applied.is_ok() && i + 1 == n {
+            applied = x.fault(FaultPoint::BeforeCommit).await;
+        }
+        if let Err(error) = applied {
+            let error: BoxError = format!("step {} of {n} ({}): {error}", i + 1, names[i]).into();
+            let mut failed = position(i);
+            if let serde_json::Value::Object(m) = &mut failed {
+                m.insert("failed_step".into(), names[i].clone().into());
+            }
+            if let Err(a) = x
+                .append_full(
+                    strategy,
+                    AuditState::Failed,
+                    started,
+                    Some(&error),
+                    Some(failed),
+                )
+                .await
+            {
+                abort_bounded(target, ctx, x).await;
+                return Exec::Abort(a);
+            }
+            x.emit(Event::ChangeFailed {
+                change_id: x.id(),
+                error: error.to_string(),
+            });
+            // Undo the failed step and the completed ones, newest first.
+            let mut undone = true;
+            for j in (0..=i).rev() {
+                match x
+                    .bounded("rollback", change.rollback_step(&mut ctx, j), false)
+                    .await
+                {
+                    Ok(()) => {}
+                    Err(e) if e.is::<NoRollback>() => {
+                        undone = false;
+                        break;
+                    }
+                    Err(e) => {
+                        abort_bounded(target, ctx, x).await;
+                        let e: BoxError =
+                            format!("rollback of step {} of {n} ({}): {e}", j + 1, names[j]).into();
+                        if let Err(a) = x
+                            .append_full(
+                                strategy,
+                                AuditState::RollbackFailed,
+                                started,
+                                Some(&e),
+                                Some(position(j + 1)),
+                            )
+                            .await
+                        {
+                            return Exec::Abort(a);
+                        }
+                        return Exec::Failed {
+                            error,
+                            rolled_back: false,
+                        };
+                    }
+                }
+            }
+            abort_bounded(target, ctx, x).await;
+            if undone {
+                if let Err(a) = x
+                    .append_full(
+                        strategy,
+                        AuditState::RolledBack,
+                        started,
+                        None,
+                        Some(position(0)),
+                    )
+                    .await
+                {
+                    return Exec::Abort(a);
+                }
+                x.emit(Event::ChangeRolledBack { change_id: x.id() });
+            }
+            return Exec::Failed {
+                error,
+                rolled_back: undone,
+            };
+        }
+        if i + 1 < n {
+            if let Err(a) = x
+                .append_full(
+                    strategy,
+                    AuditState::Started,
+                    started,
+                    None,
+                    Some(position(i + 1)),
+                )
+                .await
+            {
+                abort_bounded(target, ctx, x).await;
+                return Exec::Abort(a);
+            }
+        }
+    }
+    let release = target.commit(ctx, CommitWith::Nothing);
+    let limit = x.timeouts.operation;
+    if let Err(e) = target_call(x.target_id(), "release the context", limit, release).await {
+        warn!(error = %e, "releasing the non-transactional context failed");
+    }
+    if let Err(e) = x.fault(FaultPoint::AfterCommit).await {
+        return Exec::Abort(Abort::Injected(e));
+    }
+    if let Err(a) = x
+        .append_full(
+            strategy,
+            AuditState::Applied,
+            started,
+            None,
+            Some(position(n)),
+        )
+        .await
+    {
         return Exec::Abort(a);
     }
     if let Err(e) = x.fault(FaultPoint::AfterApplied).await {

@@ -458,7 +458,17 @@ impl Flamingock {
                 recovered = committed;
                 d = decide(Some(&entry), c.meta.recovery);
             }
-            if let Some(prev) = prev.filter(|p| outcome_unknown_outside_a_transaction(p)) {
+            let mut resume_from = 0;
+            let stepped = prev.and_then(|p| step_progress(c, p));
+            if let (Some(done), Some(prev)) = (stepped, prev) {
+                match self.resume_point(c, prev, done).await {
+                    Ok(from) => {
+                        resume_from = from;
+                        d = Decision::Apply;
+                    }
+                    Err(reason) => d = Decision::Block { reason },
+                }
+            } else if let Some(prev) = prev.filter(|p| outcome_unknown_outside_a_transaction(p)) {
                 match self.resolve_by_check(c, prev, lease, epoch, who).await? {
                     Checked::Entry(entry) => {
                         recovered = entry.state == AuditState::Applied;
@@ -472,10 +482,15 @@ impl Flamingock {
                     Checked::NoCheck => {}
                 }
             }
+            if let (Decision::Block { reason }, Some(prev)) = (&mut d, prev) {
+                if let Some(at) = step_position(prev) {
+                    reason.push_str(&format!("; {at}"));
+                }
+            }
             if let Decision::Block { reason } = &d {
                 blocked_all.push(blocked(c, &latest, reason));
             }
-            decisions.push((d, recovered));
+            decisions.push((d, recovered, resume_from));
         }
         let mut stopped: Option<Error> = None;
         let mut idx = 0;
@@ -496,9 +511,9 @@ impl Flamingock {
             }
             if decisions[range.clone()]
                 .iter()
-                .any(|(d, _)| matches!(d, Decision::Block { .. }))
+                .any(|(d, _, _)| matches!(d, Decision::Block { .. }))
             {
-                for (c, (d, _)) in self.inner.changes[range.clone()]
+                for (c, (d, _, _)) in self.inner.changes[range.clone()]
                     .iter()
                     .zip(&decisions[range])
                 {
@@ -555,7 +570,7 @@ impl Flamingock {
         &self,
         run: &StageRun<'_>,
         range: std::ops::Range<usize>,
-        decisions: &[(Decision, bool)],
+        decisions: &[(Decision, bool, usize)],
         report: &mut RunReport,
     ) -> Result<(), Error> {
         let who = run.who;
@@ -566,7 +581,7 @@ impl Flamingock {
             });
         }
         let mut failed: Option<Error> = None;
-        for (c, (d, recovered)) in changes.iter().zip(decisions) {
+        for (c, (d, recovered, resume_from)) in changes.iter().zip(decisions) {
             if failed.is_some() {
                 report.changes.push(line(c, ChangeOutcome::NotRun));
                 continue;
@@ -597,6 +612,7 @@ impl Flamingock {
                         timeouts: self.inner.timeouts,
                         lock_config: &self.inner.lock_config,
                         shutdown: run.shutdown,
+                        resume_from: *resume_from,
                     };
                     let exec = c.bound.execute(&x).await;
                     let mut l = line(c, ChangeOutcome::Applied);
@@ -656,6 +672,45 @@ impl Flamingock {
     /// Resolves a STARTED entry of the separate-with-marker strategy: the marker
     /// exists for that run iff its transaction committed. Returns the entry
     /// written and whether the change turned out applied.
+    /// Where a multi-step change cut by a crash goes on: the step after the
+    /// `done` recorded ones, once its check says whether it is in place;
+    /// `Err` (the reason to block) when it has no check or the check fails.
+    pub(crate) async fn resume_point(
+        &self,
+        c: &PlannedChange,
+        prev: &AuditEntry,
+        done: usize,
+    ) -> Result<usize, String> {
+        let names = c.bound.steps();
+        let n = names.len();
+        if done >= n {
+            return Ok(n);
+        }
+        let name = &names[done];
+        match c
+            .bound
+            .check_step(&c.target_id, self.inner.timeouts, done)
+            .await
+        {
+            Ok(Some(true)) => {
+                info!(change_id = %c.meta.id, step = done + 1, steps = n, "the step a crashed run was in is in place (its check says so): going on after it");
+                Ok(done + 1)
+            }
+            Ok(Some(false)) => Ok(done),
+            Ok(None) => Err(format!(
+                "a run ({}) stopped in step {} of {n} ({name}) and that step has no check, so \
+                 whether it is in place is unknown (steps 1 to {done} are done)",
+                prev.run_id,
+                done + 1
+            )),
+            Err(e) => Err(format!(
+                "a run ({}) stopped in step {} of {n} ({name}) and the step's check failed: {e}",
+                prev.run_id,
+                done + 1
+            )),
+        }
+    }
+
     /// Asks the "already in place" check of a change whose last
     /// non-transactional execution left its outcome unknown, and records
     /// what it says: APPLIED (in place), or ROLLED_BACK after running the
@@ -906,6 +961,46 @@ pub(crate) fn interrupted(who: &RunIdentity, rolled_back: Option<&str>) -> Error
         detail,
         report: Box::default(),
     }
+}
+
+/// How many steps of multi-step change `c` its STARTED entry `prev` records
+/// done (a non-transactional run cut by a crash), if that is what it is.
+pub(crate) fn step_progress(c: &PlannedChange, prev: &AuditEntry) -> Option<usize> {
+    if prev.state != AuditState::Started
+        || !matches!(
+            prev.tx_strategy,
+            TxStrategy::NonTransactional | TxStrategy::Manual
+        )
+        || c.bound.steps().is_empty()
+    {
+        return None;
+    }
+    prev.metadata
+        .get("steps_done")
+        .and_then(serde_json::Value::as_u64)
+        .and_then(|d| usize::try_from(d).ok())
+}
+
+/// A multi-step change's position as an entry records it, for operators:
+/// `steps done: 2 of 3 (next: bind-queue)`.
+pub(crate) fn step_position(e: &AuditEntry) -> Option<String> {
+    let done = e.metadata.get("steps_done")?.as_u64()?;
+    let n = e.metadata.get("steps")?.as_u64()?;
+    let mut s = format!("steps done: {done} of {n}");
+    if let Some(step) = e
+        .metadata
+        .get("failed_step")
+        .and_then(serde_json::Value::as_str)
+    {
+        s.push_str(&format!(" (failed: {step})"));
+    } else if let Some(next) = e
+        .metadata
+        .get("next_step")
+        .and_then(serde_json::Value::as_str)
+    {
+        s.push_str(&format!(" (next: {next})"));
+    }
+    Some(s)
 }
 
 /// What [`Flamingock::resolve_by_check`] found.
