@@ -17,6 +17,11 @@
 //! | `mongodb` | `mongodb`: MongoDB audit store, lock and target |
 //! | `dynamodb` | `dynamodb`: DynamoDB audit store, lock and target |
 //! | `redis-lock` | `redis_lock`: a fenced lock on Redis |
+//! | `rabbitmq` | `rabbitmq`: a RabbitMQ target (exchanges, queues, bindings) |
+//! | `nats` | `nats`: a NATS JetStream target (streams, consumers) |
+//! | `aws` | `aws`: S3 and SQS targets |
+//! | `http` | `http`: an HTTP API target (put-if-changed, compare-and-set) |
+//! | `redis-target` | `redis_target`: configuration and feature flags on Redis |
 //! | `tls` (default) | TLS for PostgreSQL (`sslmode=require`, `verify-full`) and Redis (`rediss://`) |
 //! | `macros` (default) | `change`: `#[flamingock::change]` on an async function |
 //! | `sql-files` | `sql`, `embed_sql_dir!`, `SqlChanges`: directories of SQL files as changes |
@@ -101,6 +106,26 @@ pub use flamingock_dynamodb as dynamodb;
 /// A fenced lock on Redis (`flamingock-redis-lock`).
 #[cfg(feature = "redis-lock")]
 pub use flamingock_redis_lock as redis_lock;
+
+/// A RabbitMQ target (`flamingock-rabbitmq`).
+#[cfg(feature = "rabbitmq")]
+pub use flamingock_rabbitmq as rabbitmq;
+
+/// A NATS JetStream target (`flamingock-nats`).
+#[cfg(feature = "nats")]
+pub use flamingock_nats as nats;
+
+/// S3 and SQS targets (`flamingock-aws`).
+#[cfg(feature = "aws")]
+pub use flamingock_aws as aws;
+
+/// An HTTP API target (`flamingock-http`).
+#[cfg(feature = "http")]
+pub use flamingock_http as http;
+
+/// Configuration and feature flags on Redis (`flamingock-redis-target`).
+#[cfg(feature = "redis-target")]
+pub use flamingock_redis_target as redis_target;
 
 /// The operator commands, embeddable in the application's own parser
 /// (`flamingock-cli`).

@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
+use flamingock::aws::{S3Context, S3Target};
 use flamingock::postgres::sqlx::{self, AssertSqlSafe};
 use flamingock::postgres::{PgContext, PostgresAuditStore, PostgresTarget};
+use flamingock::rabbitmq::{ExchangeKind, QueueSpec, RabbitContext, RabbitTarget};
+use flamingock::redis_target::{RedisContext, RedisTarget};
 use flamingock::{BoxError, Change, ChangeMeta, ChangeResult, Flamingock, Stage};
-use flamingock_aws::{S3Context, S3Target};
-use flamingock_rabbitmq::{ExchangeKind, QueueSpec, RabbitContext, RabbitTarget};
-use flamingock_redis_target::{RedisContext, RedisTarget};
 
 /// How long each change waits after its effect, before the runner records
 /// it (`PAUSE_MS`): time to kill the process in the middle.
@@ -135,12 +135,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     .await?;
     // S3: AWS_ENDPOINT_URL for a local stand-in (moto), else AWS itself.
     let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let s3_conf = flamingock_aws::aws_sdk_s3::config::Builder::from(&aws)
+    let s3_conf = flamingock::aws::aws_sdk_s3::config::Builder::from(&aws)
         .force_path_style(std::env::var("AWS_ENDPOINT_URL").is_ok())
         .build();
     let s3 = S3Target::builder(
         "invoices",
-        flamingock_aws::aws_sdk_s3::Client::from_conf(s3_conf),
+        flamingock::aws::aws_sdk_s3::Client::from_conf(s3_conf),
     )
     .build()
     .await?;
