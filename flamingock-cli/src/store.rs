@@ -789,11 +789,13 @@ impl OpenedStore {
             #[cfg(feature = "postgres")]
             OpenedStore::Postgres(s) => {
                 let mut target = s.shared_target(TARGET_ID);
-                if s.is_behind_transaction_pooler()
-                    && s.schema() != flamingock_postgres::DEFAULT_SCHEMA
-                {
-                    // No connection option survives a transaction pooler:
-                    // each change's transaction sets the path itself.
+                if s.schema() != flamingock_postgres::DEFAULT_SCHEMA {
+                    // Each change's transaction sets the path itself (SET
+                    // LOCAL, in BEGIN's round trip), also where the
+                    // connection's own setting is there: behind a transaction
+                    // pooler nobody declared, the connection's SET went to
+                    // one server connection and the change's transaction may
+                    // run on another, which put tables in `public`.
                     target = target.search_path(search_path(s.schema()));
                 }
                 let b = b.audit_store(s.clone()).target(target.build().await?);
