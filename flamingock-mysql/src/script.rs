@@ -35,7 +35,7 @@ pub fn split_statements(sql: &str) -> Vec<&str> {
     let mut has_code = false;
     while i < b.len() {
         // A DELIMITER command: only where a statement starts, on its own line.
-        if !has_code && at_line_start(b, start, i) && starts_with_word(&b[i..], b"delimiter") {
+        if !has_code && at_line_start(b, i) && starts_with_word(&b[i..], b"delimiter") {
             let line_end = b[i..]
                 .iter()
                 .position(|c| *c == b'\n')
@@ -100,14 +100,15 @@ pub fn split_statements(sql: &str) -> Vec<&str> {
     out
 }
 
-fn at_line_start(b: &[u8], start: usize, i: usize) -> bool {
-    b[start..i].iter().all(|c| c.is_ascii_whitespace())
-        && (i == 0
-            || b[..i]
-                .iter()
-                .rev()
-                .take_while(|c| **c != b'\n')
-                .all(|c| c.is_ascii_whitespace()))
+/// Whether only blanks precede `i` on its line (comments and blank lines
+/// before it, since the statement's start, are fine: the caller checks
+/// that no code came since).
+fn at_line_start(b: &[u8], i: usize) -> bool {
+    b[..i]
+        .iter()
+        .rev()
+        .take_while(|c| **c != b'\n')
+        .all(|c| c.is_ascii_whitespace())
 }
 
 fn starts_with_word(b: &[u8], word: &[u8]) -> bool {
@@ -339,6 +340,16 @@ mod tests {
         assert_eq!(s.len(), 3, "{s:?}");
         assert!(s[1].starts_with("CREATE TRIGGER") && s[1].ends_with("END"));
         assert_eq!(s[2], "INSERT INTO t VALUES (1)");
+    }
+
+    #[test]
+    fn delimiter_after_a_comment() {
+        let s = split_statements(
+            "SELECT 1; # a comment; with a semicolon\n-- another\nDELIMITER $$\nCREATE PROCEDURE p() BEGIN SELECT 1; END$$\nDELIMITER ;\nSELECT 2;",
+        );
+        assert_eq!(s.len(), 3, "{s:?}");
+        assert!(s[1].ends_with("SELECT 1; END"), "{s:?}");
+        assert_eq!(s[2], "SELECT 2");
     }
 
     #[test]
