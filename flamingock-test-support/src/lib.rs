@@ -16,7 +16,7 @@
 //!   lock-free fast path.
 //! * [`process_suite`]: the same runner in real child processes, killed at
 //!   every fault point and at random instants, 16 racing, a holder paused
-//!   past its lease.
+//!   past its lease, multi-step changes killed inside a step.
 //!
 //! Each suite is a set of plain `pub async fn`s taking the implementation
 //! under test, plus a macro that expands to one `#[tokio::test]` per check:

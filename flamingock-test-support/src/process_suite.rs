@@ -28,6 +28,16 @@
 //! standard input before it goes on. It prints `LOCKED <token>` when it
 //! takes the lock and ends with one line `RESULT <kind> elapsed_ms=<ms> <detail>`
 //! and an exit code: 0 done, 3 lease lost, 4 blocked, 1 any other error.
+//!
+//! With `FLAMINGOCK_PROCESS_STEPS=<n>` the changes are multi-step changes of
+//! `n` steps on a directory of files (`FLAMINGOCK_PROCESS_EFFECTS_DIR`),
+//! with step checks when `FLAMINGOCK_PROCESS_STEP_CHECKS=1`, and
+//! `FLAMINGOCK_PROCESS_STOP_STEP=<begin|end>:<change>:<step>` stops the
+//! child inside a step (it prints `AT step-<begin|end> <change> <step>`):
+//! see [`multi_step_killed_between_steps`].
+
+mod steps;
+pub use steps::{multi_step_killed_between_steps, StepPoint};
 
 use std::io::{BufRead, BufReader, Write};
 use std::marker::PhantomData;
@@ -77,9 +87,14 @@ fn kind_name(k: Kind) -> &'static str {
 }
 
 fn kind_from(name: &str) -> Option<Kind> {
-    [Kind::Shared, Kind::SeparateMarker, Kind::Separate]
-        .into_iter()
-        .find(|k| kind_name(*k) == name)
+    [
+        Kind::Shared,
+        Kind::SeparateMarker,
+        Kind::Separate,
+        Kind::NonTx,
+    ]
+    .into_iter()
+    .find(|k| kind_name(*k) == name)
 }
 
 fn point_name(p: FaultPoint) -> &'static str {
@@ -255,23 +270,34 @@ async fn child_run<H: PipelineUnderTest>(sut: &H) -> Result<usize, ChildError> {
     let lease = env_ms(LEASE_MS, 10_000);
     let pause = env_ms(CHANGE_MS, 0);
     let env = sut.open(&ns).await?;
-    let target = target_of(&env, kind)
-        .ok_or("this backend has no target of that kind")?
-        .clone();
     let mut stage = Stage::new("process");
-    for i in 0..n {
-        stage.add(Bump::<H> {
-            id: change_id(i),
-            target: target.id().to_owned(),
-            pause,
-            _h: PhantomData,
-        });
+    let mut b = Flamingock::builder();
+    if let Some((changes, effects)) = steps::child_changes(n)? {
+        for c in changes {
+            stage.add(c);
+        }
+        b = b.target(flamingock_core::DependencyTarget::new(
+            steps::TARGET,
+            effects,
+        ));
+    } else {
+        let target = target_of(&env, kind)
+            .ok_or("this backend has no target of that kind")?
+            .clone();
+        for i in 0..n {
+            stage.add(Bump::<H> {
+                id: change_id(i),
+                target: target.id().to_owned(),
+                pause,
+                _h: PhantomData,
+            });
+        }
+        b = b.target(target);
     }
-    let mut b = Flamingock::builder()
+    let mut b = b
         .service("process-suite")
         .audit_store(env.store.clone())
         .lock_provider(env.lock.clone())
-        .target(target)
         .stage(stage)
         .lock_config(
             LockConfig::default()
@@ -336,6 +362,8 @@ pub struct ChildSpec {
     lease: Duration,
     change_ms: u64,
     stop_at: Option<(FaultPoint, String)>,
+    steps: Option<(usize, bool, std::path::PathBuf)>,
+    stop_step: Option<(StepPoint, String, usize)>,
     env: Vec<(String, String)>,
 }
 
@@ -349,6 +377,8 @@ impl ChildSpec {
             lease: FINISHER_LEASE,
             change_ms: 0,
             stop_at: None,
+            steps: None,
+            stop_step: None,
             env: Vec::new(),
         }
     }
@@ -365,6 +395,18 @@ impl ChildSpec {
     /// Stop at `point` of change number `index` (0-based) until told to go on.
     pub fn stop_at(mut self, point: FaultPoint, index: usize) -> Self {
         self.stop_at = Some((point, change_id(index)));
+        self
+    }
+    /// Multi-step changes of `steps` steps (with step checks when `checks`)
+    /// writing their effects as files in `dir`, instead of the backend's counters.
+    pub fn steps(mut self, steps: usize, checks: bool, dir: &std::path::Path) -> Self {
+        self.steps = Some((steps, checks, dir.to_owned()));
+        self
+    }
+    /// Stop at `point` of step `step` (0-based) of change number `index`
+    /// (0-based) until told to go on.
+    pub fn stop_in_step(mut self, point: StepPoint, index: usize, step: usize) -> Self {
+        self.stop_step = Some((point, change_id(index), step));
         self
     }
     /// An extra environment variable for the child (e.g. another endpoint).
@@ -390,6 +432,14 @@ impl ChildSpec {
             .stderr(Stdio::null());
         if let Some((p, c)) = &self.stop_at {
             cmd.env(STOP_AT, format!("{}:{c}", point_name(*p)));
+        }
+        if let Some((n, checks, dir)) = &self.steps {
+            cmd.env(steps::STEPS, n.to_string())
+                .env(steps::STEP_CHECKS, if *checks { "1" } else { "0" })
+                .env(steps::EFFECTS_DIR, dir);
+        }
+        if let Some((p, c, k)) = &self.stop_step {
+            cmd.env(steps::STOP_STEP, format!("{}:{c}:{k}", p.name()));
         }
         // Servers this process started in containers: the children use them.
         for (k, v) in crate::services::container_endpoints() {
@@ -749,6 +799,7 @@ macro_rules! process_tests {
         $crate::__process_check!($sut, killed_at_random_instants);
         $crate::__process_check!($sut, racing_processes);
         $crate::__process_check!($sut, paused_holder_past_its_lease);
+        $crate::__process_check!($sut, multi_step_killed_between_steps);
     };
 }
 
