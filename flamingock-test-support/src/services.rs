@@ -23,6 +23,11 @@ pub struct ContainerSpec {
     pub init: &'static [&'static str],
     /// The endpoint URL, with `{host}` and `{port}` placeholders.
     pub url: &'static str,
+    /// Environment entries whose value holds `{port}`: the service tells
+    /// clients its own address (Kafka's advertised listener), so the
+    /// container's port is published on the same free host port, which
+    /// replaces `{port}`. Empty: a port Docker picks.
+    pub port_env: &'static [(&'static str, &'static str)],
 }
 
 /// How a backend's tests find their server.
@@ -54,6 +59,7 @@ pub const POSTGRES: ServiceSpec = ServiceSpec {
         cmd: &[],
         init: &[],
         url: "postgres://postgres@{host}:{port}/test",
+        port_env: &[],
     },
 };
 
@@ -73,6 +79,7 @@ pub const MYSQL: ServiceSpec = ServiceSpec {
         cmd: &[],
         init: &[],
         url: "mysql://root@{host}:{port}/test",
+        port_env: &[],
     },
 };
 
@@ -90,6 +97,7 @@ pub const RABBITMQ: ServiceSpec = ServiceSpec {
         cmd: &[],
         init: &[],
         url: "amqp://guest:guest@{host}:{port}/%2f",
+        port_env: &[],
     },
 };
 
@@ -107,6 +115,7 @@ pub const NATS: ServiceSpec = ServiceSpec {
         cmd: &["-js"],
         init: &[],
         url: "nats://{host}:{port}",
+        port_env: &[],
     },
 };
 
@@ -124,6 +133,41 @@ pub const AWS: ServiceSpec = ServiceSpec {
         cmd: &[],
         init: &[],
         url: "http://{host}:{port}",
+        port_env: &[],
+    },
+};
+
+/// Kafka, a single KRaft node (targets, not stores). No broker runs on this
+/// project's CI machines; the Kafka tests are ignored there and run with
+/// `--ignored` given this variable or Docker.
+pub const KAFKA: ServiceSpec = ServiceSpec {
+    name: "Kafka",
+    env_var: "FLAMINGOCK_TEST_KAFKA_URL",
+    how: "export FLAMINGOCK_TEST_KAFKA_URL=host:9092 (a broker whose advertised listener is that address), or enable flamingock-test-support/testcontainers with a Docker daemon",
+    container: ContainerSpec {
+        image: "apache/kafka",
+        tag: "3.9.1",
+        port: 9092,
+        ready_line: "Kafka Server started",
+        env: &[
+            ("KAFKA_NODE_ID", "1"),
+            ("KAFKA_PROCESS_ROLES", "broker,controller"),
+            ("KAFKA_LISTENERS", "PLAINTEXT://:9092,CONTROLLER://:9093"),
+            ("KAFKA_CONTROLLER_LISTENER_NAMES", "CONTROLLER"),
+            (
+                "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP",
+                "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            ),
+            ("KAFKA_CONTROLLER_QUORUM_VOTERS", "1@localhost:9093"),
+            ("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR", "1"),
+            ("KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR", "1"),
+            ("KAFKA_TRANSACTION_STATE_LOG_MIN_ISR", "1"),
+            ("KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS", "0"),
+        ],
+        cmd: &[],
+        init: &[],
+        url: "{host}:{port}",
+        port_env: &[("KAFKA_ADVERTISED_LISTENERS", "PLAINTEXT://127.0.0.1:{port}")],
     },
 };
 
@@ -142,6 +186,7 @@ pub const REDIS: ServiceSpec = ServiceSpec {
         cmd: &["redis-server", "--save", "", "--appendonly", "no"],
         init: &[],
         url: "redis://{host}:{port}/",
+        port_env: &[],
     },
 };
 
@@ -167,6 +212,7 @@ pub const MONGODB: ServiceSpec = ServiceSpec {
              while (!db.hello().isWritablePrimary) { sleep(100); }",
         ],
         url: "mongodb://{host}:{port}/?directConnection=true",
+        port_env: &[],
     },
 };
 
@@ -185,6 +231,7 @@ pub const MONGODB_STANDALONE: ServiceSpec = ServiceSpec {
         cmd: &["--bind_ip_all"],
         init: &[],
         url: "mongodb://{host}:{port}/?directConnection=true",
+        port_env: &[],
     },
 };
 
@@ -204,6 +251,7 @@ pub const DYNAMODB: ServiceSpec = ServiceSpec {
         cmd: &["-jar", "DynamoDBLocal.jar", "-sharedDb", "-inMemory"],
         init: &[],
         url: "http://{host}:{port}",
+        port_env: &[],
     },
 };
 
@@ -311,6 +359,21 @@ mod docker {
                     .with_cmd(c.cmd.iter().copied());
                 for (k, v) in c.env {
                     image = image.with_env_var(*k, *v);
+                }
+                if !c.port_env.is_empty() {
+                    let port = match std::net::TcpListener::bind("127.0.0.1:0")
+                        .and_then(|l| l.local_addr())
+                    {
+                        Ok(a) => a.port(),
+                        Err(e) => {
+                            let _ = tx.send(Err(format!("no free port: {e}")));
+                            return;
+                        }
+                    };
+                    image = image.with_mapped_port(port, c.port.tcp());
+                    for (k, v) in c.port_env {
+                        image = image.with_env_var(*k, v.replace("{port}", &port.to_string()));
+                    }
                 }
                 let container = match image.start().await {
                     Ok(container) => container,

@@ -19,6 +19,7 @@
 //! | `redis-lock` | `redis_lock`: a fenced lock on Redis |
 //! | `rabbitmq` | `rabbitmq`: a RabbitMQ target (exchanges, queues, bindings) |
 //! | `nats` | `nats`: a NATS JetStream target (streams, consumers) |
+//! | `kafka` | `kafka`: a Kafka target (topics, through the admin API; pure Rust) |
 //! | `aws` | `aws`: S3 and SQS targets |
 //! | `http` | `http`: an HTTP API target (put-if-changed, compare-and-set) |
 //! | `redis-target` | `redis_target`: configuration and feature flags on Redis |
@@ -114,6 +115,10 @@ pub use flamingock_rabbitmq as rabbitmq;
 /// A NATS JetStream target (`flamingock-nats`).
 #[cfg(feature = "nats")]
 pub use flamingock_nats as nats;
+
+/// A Kafka target (`flamingock-kafka`).
+#[cfg(feature = "kafka")]
+pub use flamingock_kafka as kafka;
 
 /// S3 and SQS targets (`flamingock-aws`).
 #[cfg(feature = "aws")]
