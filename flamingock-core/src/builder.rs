@@ -142,8 +142,12 @@ impl FlamingockBuilder {
         self.drift = policy;
         self
     }
-    /// Fault injection for crash tests (see [`crate::fault`]).
-    #[doc(hidden)]
+    /// Fault injection for crash tests: `f` is called at every
+    /// [fault point](crate::fault::FaultPoint) of every change and may fail
+    /// the run there or freeze it (a test then drops the run's future, as a
+    /// crash would). Only with the `testing` feature, which
+    /// `flamingock-test-support` turns on; never in an application.
+    #[cfg(feature = "testing")]
     pub fn fault_injector(mut self, f: Arc<dyn FaultInjector>) -> Self {
         self.fault = Some(f);
         self

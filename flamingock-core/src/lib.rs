@@ -104,7 +104,10 @@ pub mod decision;
 pub mod discovery;
 pub mod error;
 pub mod events;
+#[cfg(feature = "testing")]
 pub mod fault;
+#[cfg(not(feature = "testing"))]
+mod fault;
 pub mod import;
 pub mod lock;
 mod marker_settings;

@@ -27,6 +27,7 @@
 //! | `macros` (default) | `change`: `#[flamingock::change]` on an async function |
 //! | `sql-files` | `sql`, `embed_sql_dir!`, `SqlChanges`: directories of SQL files as changes |
 //! | `cli` | `cli`: the operator commands, embeddable in the application's parser |
+//! | `testing` | `fault` and `FlamingockBuilder::fault_injector`: crash tests of your own (never in an application) |
 //! | `testcontainers` | `test_support`: backends' services in containers for tests |
 //!
 //! ```
