@@ -118,6 +118,7 @@ pub mod order;
 mod pipeline;
 mod plan;
 pub mod report;
+pub mod retry;
 mod runner;
 mod shutdown;
 pub mod summary;
@@ -143,6 +144,7 @@ pub use marker_settings::MarkerSettings;
 pub use pipeline::Stage;
 pub use plan::{PlanAction, PlanItem};
 pub use report::{ChangeOutcome, ChangeReport, RunReport, Totals};
+pub use retry::{RetryPolicy, Transient};
 pub use runner::Flamingock;
 pub use target::{
     CommitWith, ContextMode, DependencyTarget, Marker, TargetCapabilities, TargetSystem,

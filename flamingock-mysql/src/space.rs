@@ -4,9 +4,9 @@
 use std::future::Future;
 use std::time::Duration;
 
+use flamingock_core::retry::Transient;
 use sqlx::MySqlPool;
 use tokio::sync::OnceCell;
-use tracing::warn;
 
 use crate::db_error::{is_connection_lost, is_retryable_conflict, is_undefined_table};
 use crate::names::{Names, Table};
@@ -60,7 +60,7 @@ impl Space {
 
 /// How often a transaction of this crate's own is tried again after InnoDB
 /// chose it as a deadlock victim or its lock wait timed out.
-const CONFLICT_ATTEMPTS: usize = 5;
+const CONFLICT_ATTEMPTS: u32 = 5;
 
 /// Runs an idempotent operation (a read, a fence claim, a lock operation in
 /// a transaction of its own), once more on a fresh connection if the pooled
@@ -72,22 +72,24 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = Result<T, sqlx::Error>>,
 {
-    let mut lost_once = false;
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match f().await {
-            Err(e) if is_connection_lost(&e) && !lost_once => {
-                lost_once = true;
-                warn!(error = %e, operation = what, "connection lost; retrying once on a fresh connection");
-            }
-            Err(e) if is_retryable_conflict(&e) && attempt < CONFLICT_ATTEMPTS => {
-                tracing::debug!(error = %e, operation = what, attempt, "deadlock or lock wait timeout; retrying");
-                tokio::time::sleep(Duration::from_millis(5 * attempt as u64)).await;
-            }
-            r => return r,
-        }
-    }
+    flamingock_core::RetryPolicy::default()
+        .max_attempts(CONFLICT_ATTEMPTS)
+        .base_delay(Duration::from_millis(5))
+        .max_delay(Duration::from_millis(100))
+        .run(
+            what,
+            |e| {
+                if is_connection_lost(e) {
+                    Transient::ConnectionLost
+                } else if is_retryable_conflict(e) {
+                    Transient::Busy
+                } else {
+                    Transient::No
+                }
+            },
+            f,
+        )
+        .await
 }
 
 /// `mysql://user:secret@host/db` → `mysql://user:***@host/db`.

@@ -5,10 +5,10 @@
 use std::future::Future;
 use std::ops::{Deref, DerefMut};
 
+use flamingock_core::retry::Transient;
 use sqlx::pool::PoolConnection;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use tokio::sync::OnceCell;
-use tracing::warn;
 
 use crate::names::{Names, Table};
 use crate::schema::{self, SchemaError};
@@ -154,13 +154,19 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = Result<T, sqlx::Error>>,
 {
-    match f().await {
-        Err(e) if is_connection_lost(&e) => {
-            warn!(error = %e, operation = what, "connection lost; retrying once on a fresh connection");
-            f().await
-        }
-        r => r,
-    }
+    flamingock_core::RetryPolicy::none()
+        .run(
+            what,
+            |e| {
+                if is_connection_lost(e) {
+                    Transient::ConnectionLost
+                } else {
+                    Transient::No
+                }
+            },
+            f,
+        )
+        .await
 }
 
 /// `undefined_table` (or `invalid_schema_name`): the table does not exist.
