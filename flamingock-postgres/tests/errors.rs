@@ -1,17 +1,18 @@
-//! Bad input and failures on a real server: wrong credentials, a missing
-//! database, missing and wrong-shape tables, malformed rows, connections
-//! killed mid-run, fence rejections inside a change's transaction, and
-//! non-transactional changes (`CREATE INDEX CONCURRENTLY`).
+//! PostgreSQL's own bad input and failures on a real server: a missing
+//! database, a column of another type, malformed history columns, invalid
+//! names, and non-transactional changes (`CREATE INDEX CONCURRENTLY`). The
+//! checks every backend shares (malformed states, missing and misshapen
+//! tables, fence rejections inside a change's transaction, connections
+//! killed mid-run, wrong credentials) are the bad-input suite's, run from
+//! `tests/conformance.rs`.
 
 mod common;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use flamingock_core::{
-    AuditEntry, AuditState, AuditStore, Change, ChangeMeta, ChangeResult, CommitWith, ContextMode,
-    Error, Flamingock, HistoryFilter, LockConfig, StoreError, TargetError, TargetSystem,
-    TxStrategy,
+    AuditEntry, AuditState, AuditStore, Change, ChangeMeta, ChangeResult, ContextMode, Error,
+    Flamingock, HistoryFilter, TargetSystem, TxStrategy,
 };
 use flamingock_postgres::{
     quote_ident, PgContext, PostgresAuditStore, PostgresLock, PostgresTarget,
@@ -58,30 +59,6 @@ async fn store(url: &str, schema: &str) -> PostgresAuditStore {
 }
 
 #[tokio::test]
-async fn wrong_user_is_a_clear_connect_error() {
-    let Some(url) = common::url() else { return };
-    let bad = common::options(&url)
-        .username("flamingock_no_such_user")
-        .to_url_lossy()
-        .to_string();
-    let err = PostgresAuditStore::connect(&bad)
-        .await
-        .expect_err("must not connect");
-    let text = err.to_string();
-    assert!(
-        matches!(
-            err,
-            StoreError::Backend {
-                operation: "connect",
-                ..
-            }
-        ),
-        "{err:?}"
-    );
-    assert!(text.contains("flamingock_no_such_user"), "{text}");
-}
-
-#[tokio::test]
 async fn missing_database_is_a_clear_connect_error() {
     let Some(url) = common::url() else { return };
     let bad = common::options(&url)
@@ -105,75 +82,18 @@ async fn missing_database_is_a_clear_connect_error() {
     assert!(err.to_string().contains("flamingock_no_such_db"), "{err}");
 }
 
+/// A column of another type is named with both types (a missing column is
+/// the bad-input suite's `misshapen_tables_are_reported_not_used`).
 #[tokio::test]
-async fn passwords_are_not_echoed() {
-    let Some(url) = common::url() else { return };
-    let bad = common::options(&url)
-        .username("flamingock_no_such_user")
-        .password("s3cret-pw")
-        .to_url_lossy()
-        .to_string();
-    let err = PostgresAuditStore::connect(&bad).await.expect_err("fails");
-    assert!(!err.to_string().contains("s3cret-pw"), "{err}");
-}
-
-#[tokio::test]
-async fn auto_create_off_names_missing_tables_and_ddl() {
-    let Some(url) = common::url() else { return };
-    let s = Schema::new(&url, "nocreate").await;
-    let store = PostgresAuditStore::builder(common::pool(&url, 2))
-        .schema(&s.name)
-        .auto_create(false)
-        .build()
-        .await
-        .expect("build");
-    let err = store.prepare().await.expect_err("tables are missing");
-    let text = err.to_string();
-    assert!(matches!(err, StoreError::NotReady { .. }), "{err:?}");
-    assert!(
-        text.contains(&format!("{}.flamingock_audit_history", s.name)),
-        "{text}"
-    );
-    assert!(text.contains("CREATE TABLE IF NOT EXISTS"), "{text}");
-    // Running the DDL it gives makes the store usable.
-    exec(&s.admin, &store.ddl()).await;
-    store
-        .prepare()
-        .await
-        .expect("prepare after running the DDL");
-    let epoch = store.claim_fence().await.expect("claim");
-    store
-        .append(&AuditEntry::new("a", AuditState::Applied, epoch))
-        .await
-        .expect("append");
-    s.drop().await;
-}
-
-#[tokio::test]
-async fn wrong_shape_table_is_named_with_its_missing_column() {
+async fn a_column_of_another_type_is_named_with_both_types() {
     let Some(url) = common::url() else { return };
     let s = Schema::new(&url, "shape").await;
     exec(
         &s.admin,
         &format!(
-            "CREATE TABLE {}.flamingock_audit_current (change_id text PRIMARY KEY, state text)",
+            "CREATE TABLE {}.flamingock_fence (id smallint PRIMARY KEY, fence text)",
             s.q()
         ),
-    )
-    .await;
-    let store = store(&url, &s.name).await;
-    let err = store.prepare().await.expect_err("wrong shape");
-    let text = err.to_string();
-    assert!(matches!(err, StoreError::Malformed { .. }), "{err:?}");
-    assert!(
-        text.contains(&format!("{}.flamingock_audit_current", s.name)),
-        "{text}"
-    );
-    assert!(text.contains("state_rank"), "{text}");
-    // A column of another type is reported too.
-    exec(
-        &s.admin,
-        &format!("DROP TABLE {0}.flamingock_audit_current; CREATE TABLE {0}.flamingock_fence (id smallint PRIMARY KEY, fence text)", s.q()),
     )
     .await;
     let store = self::store(&url, &s.name).await;
@@ -185,13 +105,15 @@ async fn wrong_shape_table_is_named_with_its_missing_column() {
     s.drop().await;
 }
 
+/// Malformed history columns are named with the change (a malformed state
+/// is the bad-input suite's `malformed_entries_are_named_not_misread`).
 #[tokio::test]
-async fn malformed_rows_are_errors_naming_table_and_change() {
+async fn malformed_history_columns_are_errors_naming_column_and_change() {
     let Some(url) = common::url() else { return };
     let s = Schema::new(&url, "badrow").await;
     let store = store(&url, &s.name).await;
     store.prepare().await.expect("prepare");
-    for id in ["good", "bad-state", "bad-duration"] {
+    for id in ["good", "bad-duration"] {
         store
             .append(&AuditEntry::new(id, AuditState::Applied, 0))
             .await
@@ -200,19 +122,12 @@ async fn malformed_rows_are_errors_naming_table_and_change() {
     exec(
         &s.admin,
         &format!(
-            "UPDATE {0}.flamingock_audit_current SET state = 'EXPLODED' WHERE change_id = 'bad-state';
-             UPDATE {0}.flamingock_audit_history SET duration_ms = -5 WHERE change_id = 'bad-duration';
+            "UPDATE {0}.flamingock_audit_history SET duration_ms = -5 WHERE change_id = 'bad-duration';
              UPDATE {0}.flamingock_audit_history SET tx_strategy = 'TELEPATHY' WHERE change_id = 'good';",
             s.q()
         ),
     )
     .await;
-    let err = store.snapshot().await.expect_err("malformed state");
-    let text = err.to_string();
-    assert!(matches!(err, StoreError::Malformed { .. }), "{err:?}");
-    assert!(text.contains("flamingock_audit_current"), "{text}");
-    assert!(text.contains("bad-state"), "{text}");
-    assert!(text.contains("EXPLODED"), "{text}");
     let text = store
         .history(&HistoryFilter::all().change("bad-duration"))
         .await
@@ -255,226 +170,6 @@ async fn store_id_names_database_schema_and_prefix_across_pools() {
         .await
         .expect("build");
     assert_ne!(other.store_id(), a.store_id());
-    s.drop().await;
-}
-
-#[tokio::test]
-async fn fenced_shared_commit_rolls_the_change_back() {
-    let Some(url) = common::url() else { return };
-    let s = Schema::new(&url, "fenced").await;
-    let store = store(&url, &s.name).await;
-    store.prepare().await.expect("prepare");
-    exec(&s.admin, &format!("CREATE TABLE {}.effects (x int)", s.q())).await;
-    for _ in 0..7 {
-        store.claim_fence().await.expect("claim");
-    }
-    let target = store
-        .shared_target("db")
-        .build()
-        .await
-        .expect("shared target");
-    let mut ctx = target.begin(ContextMode::Transaction).await.expect("begin");
-    sqlx::query(AssertSqlSafe(format!(
-        "INSERT INTO {}.effects VALUES (1)",
-        s.q()
-    )))
-    .execute(ctx.conn())
-    .await
-    .expect("insert");
-    let entry = AuditEntry::new("c", AuditState::Applied, 6).strategy(TxStrategy::SharedTx);
-    match target.commit(ctx, CommitWith::Audit(&entry)).await {
-        Err(TargetError::Audit {
-            source: StoreError::Fenced {
-                token: 6, fence: 7, ..
-            },
-            ..
-        }) => {}
-        other => panic!("expected a fence rejection, got {other:?}"),
-    }
-    let n: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
-        "SELECT count(*) FROM {}.effects",
-        s.q()
-    )))
-    .fetch_one(&s.admin)
-    .await
-    .expect("count");
-    assert_eq!(
-        n, 0,
-        "the change's effect was rolled back with the audit write"
-    );
-    assert!(store.snapshot().await.expect("snapshot").is_empty());
-    // With a current token, both commit together.
-    let mut ctx = target.begin(ContextMode::Transaction).await.expect("begin");
-    sqlx::query(AssertSqlSafe(format!(
-        "INSERT INTO {}.effects VALUES (1)",
-        s.q()
-    )))
-    .execute(ctx.conn())
-    .await
-    .expect("insert");
-    let entry = AuditEntry::new("c", AuditState::Applied, 7).strategy(TxStrategy::SharedTx);
-    target
-        .commit(ctx, CommitWith::Audit(&entry))
-        .await
-        .expect("commit");
-    assert_eq!(store.snapshot().await.expect("snapshot").len(), 1);
-    s.drop().await;
-}
-
-/// A change that sleeps inside its transaction, then records its effect.
-struct Slow {
-    id: String,
-    order: String,
-    schema: String,
-}
-
-impl Change for Slow {
-    type Target = PostgresTarget;
-    fn meta(&self) -> ChangeMeta {
-        ChangeMeta::new(&self.id).order(&self.order)
-    }
-    async fn apply(&self, ctx: &mut PgContext) -> ChangeResult {
-        sqlx::query("SELECT pg_sleep(0.15)")
-            .execute(ctx.conn())
-            .await?;
-        sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO {}.effects (id) VALUES ($1)",
-            quote_ident(&self.schema)
-        )))
-        .bind(&self.id)
-        .execute(ctx.conn())
-        .await?;
-        Ok(())
-    }
-}
-
-fn slow_stage(schema: &str, n: usize) -> flamingock_core::Stage {
-    let mut stage = flamingock_core::Stage::new("slow");
-    for i in 0..n {
-        stage.add(Slow {
-            id: format!("c{i}"),
-            order: format!("{i:04}"),
-            schema: schema.to_owned(),
-        });
-    }
-    stage
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connections_killed_mid_run_lose_nothing() {
-    let Some(url) = common::url() else { return };
-    let s = Schema::new(&url, "killed").await;
-    exec(
-        &s.admin,
-        &format!("CREATE TABLE {}.effects (id text PRIMARY KEY)", s.q()),
-    )
-    .await;
-    let app = format!("fk-kill-{}", s.name);
-    // No ping before use: the first statement on a killed connection fails,
-    // which is the path worth testing.
-    let pool = PgPoolOptions::new()
-        .max_connections(3)
-        .test_before_acquire(false)
-        .connect_lazy_with(common::options(&url).application_name(&app));
-    let store = PostgresAuditStore::builder(pool)
-        .schema(&s.name)
-        .build()
-        .await
-        .expect("build");
-    let lock_cfg = LockConfig::default()
-        .lease(Duration::from_secs(2))
-        .retry_interval(Duration::from_millis(100))
-        .acquire_timeout(Duration::from_secs(30));
-    let runner = Flamingock::builder()
-        .audit_store(store.clone())
-        .target(
-            store
-                .shared_target("db")
-                .build()
-                .await
-                .expect("shared target"),
-        )
-        .stage(slow_stage(&s.name, 8))
-        .lock_config(lock_cfg)
-        .build()
-        .expect("build");
-    let run = tokio::spawn(async move { runner.run().await });
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    let killed: Vec<bool> = sqlx::query_scalar(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
-    )
-    .bind(&app)
-    .fetch_all(&s.admin)
-    .await
-    .expect("terminate");
-    assert!(!killed.is_empty(), "the run had connections to kill");
-    let first = run.await.expect("join");
-    let err = first.expect_err("a run whose connections were killed fails");
-    let text = err.to_string();
-    // Depending on which statement the kill hits: an audit write (names the
-    // store), a commit (names the target) or the change's own statement
-    // (names the change).
-    assert!(
-        text.contains(&s.name) || text.contains("target system db") || text.contains("change 'c"),
-        "the error names the store, the target or the change: {text}"
-    );
-    let before = store.history(&HistoryFilter::all()).await.expect("history");
-    let applied_before: Vec<String> = before
-        .iter()
-        .filter(|e| e.state == AuditState::Applied)
-        .map(|e| e.change_id.clone())
-        .collect();
-    assert!(
-        !applied_before.is_empty(),
-        "some changes ran before the kill"
-    );
-    assert!(applied_before.len() < 8, "the kill interrupted the run");
-    // The same store (its pool replaces dead connections) finishes the work
-    // once the dead runner's lease has run out.
-    let again = Flamingock::builder()
-        .audit_store(store.clone())
-        .target(
-            store
-                .shared_target("db")
-                .build()
-                .await
-                .expect("shared target"),
-        )
-        .stage(slow_stage(&s.name, 8))
-        .lock_config(lock_cfg)
-        .build()
-        .expect("build")
-        .run()
-        .await
-        .expect("second run");
-    assert_eq!(again.totals().skipped, applied_before.len(), "{again}");
-    let effects: Vec<String> = sqlx::query_scalar(AssertSqlSafe(format!(
-        "SELECT id FROM {}.effects ORDER BY id",
-        s.q()
-    )))
-    .fetch_all(&s.admin)
-    .await
-    .expect("effects");
-    assert_eq!(
-        effects.len(),
-        8,
-        "every change applied exactly once: {effects:?}"
-    );
-    let after = store.history(&HistoryFilter::all()).await.expect("history");
-    for e in &before {
-        assert!(
-            after.contains(e),
-            "an entry recorded before the kill was lost: {e:?}"
-        );
-    }
-    for i in 0..8 {
-        let id = format!("c{i}");
-        let n = after
-            .iter()
-            .filter(|e| e.change_id == id && e.state == AuditState::Applied)
-            .count();
-        assert_eq!(n, 1, "{id}: one APPLIED entry");
-    }
     s.drop().await;
 }
 

@@ -14,6 +14,9 @@
 //!   exactly-once under concurrent runners, every cell of the crash table,
 //!   lost leases, blocked stages, fix operations, validate-only, the
 //!   lock-free fast path.
+//! * [`bad_input_suite`]: stored entries that do not parse, missing and
+//!   misshapen tables, a fence rejection inside a change's transaction,
+//!   connections killed mid-run, wrong credentials; backends give small hooks.
 //! * [`process_suite`]: the same runner in real child processes, killed at
 //!   every fault point and at random instants, 16 racing, a holder paused
 //!   past its lease, multi-step changes killed inside a step.
@@ -36,6 +39,7 @@
 #![warn(unreachable_pub)]
 
 pub mod audit_suite;
+pub mod bad_input_suite;
 pub mod faults;
 pub mod lock_suite;
 pub mod memory;

@@ -16,12 +16,13 @@ use flamingock_postgres::{
     quote_ident, PgContext, PostgresAuditStore, PostgresLock, PostgresTarget,
 };
 use flamingock_test_support::audit_suite::AuditStoreUnderTest;
+use flamingock_test_support::bad_input_suite::{BadInputUnderTest, Misshapen, Unprepared};
 use flamingock_test_support::lock_suite::LockUnderTest;
 use flamingock_test_support::pipeline_suite::{
     PipelineCapabilities, PipelineEnv, PipelineUnderTest,
 };
 use futures::future::BoxFuture;
-use sqlx::{AssertSqlSafe, PgPool};
+use sqlx::{AssertSqlSafe, ConnectOptions, PgPool};
 
 /// The PostgreSQL backend under test.
 pub struct Pg {
@@ -61,7 +62,15 @@ impl Pg {
     /// `extra_float_digits`, which sqlx sends by default, is left out: a
     /// stock PgBouncer refuses it.
     pub fn pool(&self, max: u32) -> PgPool {
-        let options = super::options(&self.url).extra_float_digits(None);
+        self.pool_named(max, "flamingock-tests")
+    }
+
+    /// [`pool`](Self::pool) whose connections carry `application_name`
+    /// `name`, so that a test can find (and terminate) them.
+    pub fn pool_named(&self, max: u32, name: &str) -> PgPool {
+        let options = super::options(&self.url)
+            .extra_float_digits(None)
+            .application_name(name);
         if self.pooler {
             super::pool_with(options.statement_cache_capacity(0), max)
         } else {
@@ -74,6 +83,11 @@ impl Pg {
 /// runner that took over its lease is not blocked by its row locks (the
 /// suite's lease is 1.2 s).
 const IDLE: Duration = Duration::from_secs(2);
+
+/// The `application_name` of the connections of namespace `ns`.
+fn application(ns: &str) -> String {
+    format!("fk-{ns}")
+}
 
 /// The schema of the separate targets of namespace `ns`.
 fn elsewhere(ns: &str) -> String {
@@ -128,14 +142,15 @@ impl PipelineUnderTest for Pg {
         sqlx::raw_sql(AssertSqlSafe(ddl))
             .execute(&self.admin)
             .await?;
-        let store = PostgresAuditStore::builder(self.pool(2))
+        let app = application(ns);
+        let store = PostgresAuditStore::builder(self.pool_named(2, &app))
             .schema(ns)
             .transaction_pooler(self.pooler)
             .build()
             .await?;
         // Another pool to the same database; the marker table lives in the other schema.
         let elsewhere = |id: &str| {
-            PostgresTarget::builder(id, self.pool(1))
+            PostgresTarget::builder(id, self.pool_named(1, &app))
                 .schema(other.clone())
                 .transaction_pooler(self.pooler)
                 .idle_in_transaction_timeout(Some(IDLE))
@@ -202,6 +217,88 @@ impl PipelineUnderTest for Pg {
         match self.lease {
             Some(l) => caps.lease(l),
             None => caps,
+        }
+    }
+}
+
+async fn exec(admin: &PgPool, sql: String) -> Result<(), BoxError> {
+    sqlx::raw_sql(AssertSqlSafe(sql)).execute(admin).await?;
+    Ok(())
+}
+
+#[flamingock_core::async_trait]
+impl BadInputUnderTest for Pg {
+    async fn corrupt_state(&self, ns: &str, id: &str, bad: &str) -> Result<String, BoxError> {
+        sqlx::query(AssertSqlSafe(format!(
+            "UPDATE {}.flamingock_audit_current SET state = $1 WHERE change_id = $2",
+            quote_ident(ns)
+        )))
+        .bind(bad)
+        .bind(id)
+        .execute(&self.admin)
+        .await?;
+        Ok("flamingock_audit_current".into())
+    }
+
+    async fn open_without_auto_create(&self, ns: &str) -> Result<Unprepared, BoxError> {
+        // The operator's schema exists; the store's tables do not.
+        exec(&self.admin, format!("CREATE SCHEMA {}", quote_ident(ns))).await?;
+        let store = PostgresAuditStore::builder(self.pool(2))
+            .schema(ns)
+            .auto_create(false)
+            .build()
+            .await?;
+        Ok(Unprepared {
+            names: vec![format!("{ns}.flamingock_audit_history")],
+            ddl: Some(store.ddl()),
+            store: Arc::new(store),
+        })
+    }
+
+    async fn run_ddl(&self, _ns: &str, ddl: &str) -> Result<(), BoxError> {
+        exec(&self.admin, ddl.to_owned()).await
+    }
+
+    async fn misshape(&self, ns: &str) -> Result<Misshapen, BoxError> {
+        let s = quote_ident(ns);
+        exec(
+            &self.admin,
+            format!(
+                "CREATE SCHEMA {s};
+                 CREATE TABLE {s}.flamingock_audit_current (change_id text PRIMARY KEY, state text)"
+            ),
+        )
+        .await?;
+        let store = PostgresAuditStore::builder(self.pool(2))
+            .schema(ns)
+            .build()
+            .await?;
+        Ok(Misshapen {
+            store: Arc::new(store),
+            table: format!("{ns}.flamingock_audit_current"),
+            detail: "state_rank".into(),
+        })
+    }
+
+    async fn kill_connections(&self, ns: &str) -> Result<usize, BoxError> {
+        let killed: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+        )
+        .bind(application(ns))
+        .fetch_all(&self.admin)
+        .await?;
+        Ok(killed.into_iter().filter(|k| *k).count())
+    }
+
+    async fn connect_as(&self, user: &str, secret: &str) -> Result<String, BoxError> {
+        let bad = super::options(&self.url)
+            .username(user)
+            .password(secret)
+            .to_url_lossy()
+            .to_string();
+        match PostgresAuditStore::connect(&bad).await {
+            Ok(_) => Err(format!("connected as {user}").into()),
+            Err(e) => Ok(format!("{e} {e:?}")),
         }
     }
 }
