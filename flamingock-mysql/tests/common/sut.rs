@@ -11,6 +11,7 @@ use std::time::Duration;
 use flamingock_core::{AuditStore, BoxError, LockProvider};
 use flamingock_mysql::{quote_ident, MysqlAuditStore, MysqlContext, MysqlLock, MysqlTarget};
 use flamingock_test_support::audit_suite::AuditStoreUnderTest;
+use flamingock_test_support::bad_input_suite::{BadInputUnderTest, Misshapen, Unprepared};
 use flamingock_test_support::lock_suite::LockUnderTest;
 use flamingock_test_support::pipeline_suite::{
     PipelineCapabilities, PipelineEnv, PipelineUnderTest,
@@ -150,5 +151,101 @@ impl PipelineUnderTest for My {
         PipelineCapabilities::default()
             .runners(16)
             .repetitions(self.repetitions)
+    }
+}
+
+async fn exec(admin: &MySqlPool, sql: String) -> Result<(), BoxError> {
+    sqlx::raw_sql(AssertSqlSafe(sql)).execute(admin).await?;
+    Ok(())
+}
+
+#[flamingock_core::async_trait]
+impl BadInputUnderTest for My {
+    async fn corrupt_state(&self, ns: &str, id: &str, bad: &str) -> Result<String, BoxError> {
+        sqlx::query(AssertSqlSafe(format!(
+            "UPDATE {}.flamingock_audit_current SET state = ? WHERE change_id = ?",
+            quote_ident(ns)
+        )))
+        .bind(bad)
+        .bind(id)
+        .execute(&self.admin)
+        .await?;
+        Ok("flamingock_audit_current".into())
+    }
+
+    async fn open_without_auto_create(&self, ns: &str) -> Result<Unprepared, BoxError> {
+        super::create_databases(&self.admin, &[ns]).await?;
+        let store = MysqlAuditStore::builder(self.pool(ns, 2))
+            .auto_create(false)
+            .build()
+            .await?;
+        Ok(Unprepared {
+            names: vec![format!("{ns}.flamingock_audit_history")],
+            ddl: Some(store.ddl()),
+            store: Arc::new(store),
+        })
+    }
+
+    async fn run_ddl(&self, ns: &str, ddl: &str) -> Result<(), BoxError> {
+        // The script's statements, one at a time, in the namespace's database.
+        let pool = self.pool(ns, 1);
+        for stmt in ddl.split(";\n").filter(|s| !s.trim().is_empty()) {
+            sqlx::raw_sql(AssertSqlSafe(stmt.to_owned()))
+                .execute(&pool)
+                .await
+                .map_err(|e| format!("{stmt}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    async fn misshape(&self, ns: &str) -> Result<Misshapen, BoxError> {
+        super::create_databases(&self.admin, &[ns]).await?;
+        exec(
+            &self.admin,
+            format!(
+                "CREATE TABLE {}.flamingock_lock (name VARCHAR(255) PRIMARY KEY, holder TEXT)",
+                quote_ident(ns)
+            ),
+        )
+        .await?;
+        let store = MysqlAuditStore::builder(self.pool(ns, 2)).build().await?;
+        Ok(Misshapen {
+            store: Arc::new(store),
+            table: "flamingock_lock".into(),
+            detail: "column owner".into(),
+        })
+    }
+
+    async fn kill_connections(&self, ns: &str) -> Result<usize, BoxError> {
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT ID FROM information_schema.PROCESSLIST
+              WHERE DB IN (?, ?) AND ID <> CONNECTION_ID()",
+        )
+        .bind(ns)
+        .bind(elsewhere(ns))
+        .fetch_all(&self.admin)
+        .await?;
+        let mut killed = 0;
+        for id in ids {
+            // A connection may have ended meanwhile.
+            if exec(&self.admin, format!("KILL CONNECTION {id}"))
+                .await
+                .is_ok()
+            {
+                killed += 1;
+            }
+        }
+        Ok(killed)
+    }
+
+    async fn connect_as(&self, user: &str, secret: &str) -> Result<String, BoxError> {
+        let rest = self.url.split_once("://").map_or(&*self.url, |(_, r)| r);
+        let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+        let host = host.split_once('/').map_or(host, |(h, _)| h);
+        let bad = format!("mysql://{user}:{secret}@{host}/test");
+        match MysqlAuditStore::connect(&bad).await {
+            Ok(_) => Err(format!("connected as {user}").into()),
+            Err(e) => Ok(format!("{e} {e:?}")),
+        }
     }
 }
