@@ -713,6 +713,20 @@ impl AuditStore for SqliteAuditStore {
 
     async fn prepare(&self) -> Result<(), StoreError> {
         let i = &self.inner;
+        if !i.auto_create && i.no_file_yet() {
+            // Switching to WAL would create the file: with auto_create off
+            // nothing is created, not even an empty database.
+            return Err(StoreError::NotReady {
+                store: i.describe(),
+                detail: format!(
+                    "the database file {} does not exist (so neither does table {}) and \
+                     auto_create is off: create the tables (ddl()) or build the store with \
+                     auto_create(true)",
+                    i.file,
+                    i.history_table()
+                ),
+            });
+        }
         connect::ensure_wal(&i.pool, i.busy_timeout)
             .await
             .map_err(|e| StoreError::Backend {

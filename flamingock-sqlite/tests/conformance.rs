@@ -8,6 +8,7 @@ use std::sync::Arc;
 use flamingock_core::{async_trait, AuditStore, LockProvider, TargetSystem};
 use flamingock_sqlite::{sqlx, SqliteAuditStore, SqliteContext, SqliteLock, SqliteTarget};
 use flamingock_test_support::audit_suite::AuditStoreUnderTest;
+use flamingock_test_support::bad_input_suite::{BadInputUnderTest, Misshapen, Unprepared};
 use flamingock_test_support::lock_suite::LockUnderTest;
 use flamingock_test_support::pipeline_suite::{
     PipelineCapabilities, PipelineEnv, PipelineUnderTest,
@@ -222,6 +223,79 @@ impl PipelineUnderTest for Sqlite {
             .single_writer()
             .lease(std::time::Duration::from_secs(2))
     }
+}
+
+/// A read-write pool on `file`, outside the handles under test.
+async fn raw_pool(file: &std::path::Path) -> Result<sqlx::SqlitePool, BoxError> {
+    let opts = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(file)
+        .create_if_missing(true);
+    Ok(sqlx::SqlitePool::connect_with(opts).await?)
+}
+
+#[async_trait]
+impl BadInputUnderTest for Sqlite {
+    async fn corrupt_state(&self, ns: &str, id: &str, bad: &str) -> Result<String, BoxError> {
+        let pool = raw_pool(&self.main_file(ns)).await?;
+        sqlx::query("UPDATE flamingock_audit SET state = ?1 WHERE change_id = ?2")
+            .bind(bad)
+            .bind(id)
+            .execute(&pool)
+            .await?;
+        pool.close().await;
+        Ok("flamingock_audit".into())
+    }
+
+    async fn open_without_auto_create(&self, ns: &str) -> Result<Unprepared, BoxError> {
+        let store = SqliteAuditStore::builder(self.main_file(ns))
+            .auto_create(false)
+            .build()
+            .await?;
+        Ok(Unprepared {
+            names: vec!["flamingock_audit".into()],
+            ddl: Some(store.ddl()),
+            store: Arc::new(store),
+        })
+    }
+
+    async fn run_ddl(&self, ns: &str, ddl: &str) -> Result<(), BoxError> {
+        let pool = raw_pool(&self.main_file(ns)).await?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(ddl.to_owned()))
+            .execute(&pool)
+            .await?;
+        pool.close().await;
+        Ok(())
+    }
+
+    async fn misshape(&self, ns: &str) -> Result<Misshapen, BoxError> {
+        let pool = raw_pool(&self.main_file(ns)).await?;
+        sqlx::query("CREATE TABLE flamingock_audit (id INTEGER PRIMARY KEY, whatever TEXT)")
+            .execute(&pool)
+            .await?;
+        pool.close().await;
+        Ok(Misshapen {
+            store: Arc::new(SqliteAuditStore::connect(self.main_file(ns)).await?),
+            table: "flamingock_audit".into(),
+            detail: "change_id".into(),
+        })
+    }
+}
+
+/// Bad input and failures: the same checks on every backend.
+mod bad_input {
+    use super::sqlite;
+    flamingock_test_support::bad_input_tests!(sqlite,
+        run: [
+            malformed_entries_are_named_not_misread,
+            missing_tables_are_not_ready_without_auto_create,
+            misshapen_tables_are_reported_not_used,
+            fenced_shared_commit_rolls_the_change_back,
+        ],
+        ignored: [
+            connections_killed_mid_run_lose_nothing = "SQLite is a file: there is no server connection to kill (a killed process is the process-level suite's)",
+            wrong_credentials_are_clear_and_hide_the_password = "SQLite has no credentials",
+        ],
+    );
 }
 
 mod audit {

@@ -1,5 +1,7 @@
-//! Bad input: what the user gets for a directory, a read-only file, a table
-//! of the wrong shape, a corrupted file, missing tables and malformed rows.
+//! SQLite's own bad input: what the user gets for a directory, a read-only
+//! file, a lock table of the wrong shape, a corrupted file and malformed rows
+//! (the checks every backend shares are the bad-input suite's, in
+//! `tests/conformance.rs`).
 //! Every error must say what is wrong and name the file (or table and key).
 
 use std::path::Path;
@@ -112,31 +114,13 @@ async fn a_read_only_database_fails_writes_naming_the_file() {
     );
 }
 
+/// A lock table of another shape is reported (an audit table of another
+/// shape is the bad-input suite's `misshapen_tables_are_reported_not_used`).
 #[tokio::test]
-async fn a_table_of_the_wrong_shape_is_reported_not_used() {
+async fn a_lock_table_of_the_wrong_shape_is_reported_not_used() {
     let dir = tempdir();
     let path = dir.path().join("shape.db");
     let store = SqliteAuditStore::connect(&path).await.expect("open");
-    sqlx::query("CREATE TABLE flamingock_audit (id INTEGER PRIMARY KEY, whatever TEXT)")
-        .execute(store.pool())
-        .await
-        .expect("create a foreign table");
-    match store.prepare().await {
-        Err(StoreError::Malformed {
-            what,
-            detail,
-            store: s,
-        }) => {
-            assert!(what.contains("flamingock_audit"), "{what}");
-            assert!(
-                detail.contains("change_id"),
-                "lists missing columns: {detail}"
-            );
-            assert!(s.contains("shape.db"), "{s}");
-        }
-        other => panic!("expected Malformed, got {other:?}"),
-    }
-    // The lock table too.
     sqlx::query("CREATE TABLE flamingock_lock (id INTEGER PRIMARY KEY, holder TEXT)")
         .execute(store.pool())
         .await
@@ -150,48 +134,6 @@ async fn a_table_of_the_wrong_shape_is_reported_not_used() {
         }
         other => panic!("expected Malformed, got {other:?}"),
     }
-}
-
-#[tokio::test]
-async fn missing_tables_without_auto_create_are_not_ready() {
-    let dir = tempdir();
-    let path = dir.path().join("bare.db");
-    let store = SqliteAuditStore::builder(&path)
-        .auto_create(false)
-        .build()
-        .await
-        .expect("open");
-    match store.prepare().await {
-        Err(StoreError::NotReady { detail, .. }) => {
-            assert!(
-                detail.contains("flamingock_audit"),
-                "names the table: {detail}"
-            )
-        }
-        other => panic!("expected NotReady, got {other:?}"),
-    }
-    // Reads of a store whose tables do not exist answer "nothing here", and
-    // create nothing (looking never writes).
-    assert!(store.snapshot().await.expect("snapshot").is_empty());
-    assert_eq!(store.fence().await.expect("fence"), 0);
-    assert!(store.lock().inspect().await.expect("inspect").is_none());
-    let tables: i64 = sqlx::query_scalar("SELECT count(*) FROM sqlite_master")
-        .fetch_one(store.pool())
-        .await
-        .expect("catalog");
-    assert_eq!(tables, 0, "reading created tables");
-    // The tables created by hand from the store's own DDL are accepted.
-    sqlx::raw_sql(sqlx::AssertSqlSafe(store.ddl()))
-        .execute(store.pool())
-        .await
-        .expect("run the DDL");
-    store.prepare().await.expect("prepared by hand");
-    let fresh = SqliteAuditStore::builder(&path)
-        .auto_create(false)
-        .build()
-        .await
-        .expect("open");
-    assert!(fresh.lock().inspect().await.expect("lock table").is_none());
 }
 
 #[tokio::test]

@@ -220,10 +220,8 @@ pub async fn missing_tables_are_not_ready_without_auto_create<H: BadInputUnderTe
             "the error names {name}: {text}"
         );
     }
-    assert!(
-        sut.footprint(&ns).await.expect("footprint").is_empty(),
-        "nothing was created"
-    );
+    let created = sut.footprint(&ns).await.expect("footprint");
+    assert!(created.is_empty(), "nothing was created: {created:?}");
     if let Some(ddl) = &u.ddl {
         sut.run_ddl(&ns, ddl).await.expect("run the offered DDL");
         u.store.prepare().await.expect("prepared after the DDL");
