@@ -337,12 +337,32 @@ impl MongoAuditStore {
                     .to_owned(),
             });
         };
+        // Named in a failure (never the password): "authentication failed"
+        // alone does not say whose credentials were refused.
+        let user = options.credential.as_ref().and_then(|c| c.username.clone());
         let client = Client::with_options(options).map_err(|e| StoreError::Backend {
             store: format!("mongodb({database})"),
             operation: "create the client",
             source: crate::explain::boxed(e),
         })?;
-        Self::builder(client, database).build().await
+        Self::builder(client, database)
+            .build()
+            .await
+            .map_err(|e| match (e, user) {
+                (
+                    StoreError::Backend {
+                        store,
+                        operation,
+                        source,
+                    },
+                    Some(user),
+                ) => StoreError::Backend {
+                    store: format!("{store} as user '{user}'"),
+                    operation,
+                    source,
+                },
+                (e, _) => e,
+            })
     }
 
     /// A builder for a target whose changes commit in the same transaction

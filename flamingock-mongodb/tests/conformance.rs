@@ -20,6 +20,23 @@ mod pipeline {
     flamingock_test_support::pipeline_tests!(mongo);
 }
 
+/// Bad input and failures: the same checks on every backend.
+mod bad_input {
+    use super::mongo;
+    flamingock_test_support::bad_input_tests!(mongo,
+        run: [
+            malformed_entries_are_named_not_misread,
+            missing_tables_are_not_ready_without_auto_create,
+            fenced_shared_commit_rolls_the_change_back,
+            wrong_credentials_are_clear_and_hide_the_password,
+        ],
+        ignored: [
+            misshapen_tables_are_reported_not_used = "not applicable: MongoDB collections have no fixed shape (documents of another shape are malformed entries)",
+            connections_killed_mid_run_lose_nothing = "MongoDB has no command that ends another client's connections; tests/errors.rs kills a private server in the middle of a run instead",
+        ],
+    );
+}
+
 /// The suites that apply to a server without transactions, on `$sut`.
 macro_rules! without_transactions_suites {
     ($sut:ident) => {

@@ -10,6 +10,7 @@ use flamingock_mongodb::mongodb::bson::{doc, Bson, Document};
 use flamingock_mongodb::mongodb::Client;
 use flamingock_mongodb::{MongoAuditStore, MongoContext, MongoTarget};
 use flamingock_test_support::audit_suite::AuditStoreUnderTest;
+use flamingock_test_support::bad_input_suite::{BadInputUnderTest, Misshapen, Unprepared};
 use flamingock_test_support::lock_suite::LockUnderTest;
 use flamingock_test_support::pipeline_suite::{
     PipelineCapabilities, PipelineEnv, PipelineUnderTest,
@@ -237,5 +238,59 @@ impl PipelineUnderTest for Mongo {
         // exactly-once rather than about the server's latency.
         caps.lease = std::time::Duration::from_millis(2500);
         caps
+    }
+}
+
+#[flamingock_core::async_trait]
+impl BadInputUnderTest for Mongo {
+    async fn corrupt_state(&self, ns: &str, id: &str, bad: &str) -> Result<String, BoxError> {
+        self.client()
+            .await?
+            .database(ns)
+            .collection::<Document>("flamingock_audit_current")
+            .update_one(doc! { "_id": id }, doc! { "$set": { "state": bad } })
+            .await?;
+        Ok("flamingock_audit_current".into())
+    }
+
+    async fn open_without_auto_create(&self, ns: &str) -> Result<Unprepared, BoxError> {
+        let store = MongoAuditStore::builder(self.client().await?, ns)
+            .auto_create(false)
+            .build()
+            .await?;
+        Ok(Unprepared {
+            store: Arc::new(store),
+            names: [
+                "flamingock_audit_history",
+                "flamingock_audit_current",
+                "flamingock_fence",
+                "flamingock_lock",
+            ]
+            .map(String::from)
+            .to_vec(),
+            ddl: None,
+        })
+    }
+
+    async fn misshape(&self, _ns: &str) -> Result<Misshapen, BoxError> {
+        Err("MongoDB collections have no shape to get wrong".into())
+    }
+
+    async fn connect_as(&self, user: &str, secret: &str) -> Result<String, BoxError> {
+        let rest = self
+            .url
+            .strip_prefix("mongodb://")
+            .ok_or("a mongodb:// URL")?;
+        let rest = rest.split_once('@').map_or(rest, |(_, r)| r);
+        let bad = format!("mongodb://{user}:{secret}@{rest}");
+        let bad = if bad.contains('?') {
+            format!("{bad}&serverSelectionTimeoutMS=3000")
+        } else {
+            format!("{bad}?serverSelectionTimeoutMS=3000")
+        };
+        match MongoAuditStore::connect(&services::with_path(&bad, "whatever")).await {
+            Ok(_) => Err(format!("connected as {user}").into()),
+            Err(e) => Ok(format!("{e} {e:?}")),
+        }
     }
 }
