@@ -376,53 +376,6 @@ fn entry(id: &str, token: u64) -> AuditEntry {
     e
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fenced_shared_commit_writes_nothing() {
-    in_ns(|d, ns| async move {
-        let store = d.store(&ns).await;
-        store.prepare().await.expect("prepare");
-        let target = store
-            .shared_target("db")
-            .build()
-            .await
-            .expect("shared target");
-        let mut ctx = target.begin(ContextMode::Transaction).await.expect("begin");
-        ctx.put(format!("{ns}_data"), pk("fenced")).expect("put");
-        for _ in 0..10 {
-            store.claim_fence().await.expect("claim");
-        }
-        match target.commit(ctx, CommitWith::Audit(&entry("c", 5))).await {
-            Err(TargetError::Audit {
-                source:
-                    StoreError::Fenced {
-                        token: 5,
-                        fence: 10,
-                        ..
-                    },
-                ..
-            }) => {}
-            other => panic!("expected a fenced audit error, got {other:?}"),
-        }
-        assert!(!exists(&d, &format!("{ns}_data"), "fenced").await);
-        assert!(store.snapshot().await.expect("snapshot").is_empty());
-        assert!(store
-            .history(&HistoryFilter::all())
-            .await
-            .expect("history")
-            .is_empty());
-        // With the current token the same commit goes through.
-        let mut ctx = target.begin(ContextMode::Transaction).await.expect("begin");
-        ctx.put(format!("{ns}_data"), pk("fenced")).expect("put");
-        target
-            .commit(ctx, CommitWith::Audit(&entry("c", 10)))
-            .await
-            .expect("commit");
-        assert!(exists(&d, &format!("{ns}_data"), "fenced").await);
-        assert_eq!(states(&store, "c").await, [AuditState::Applied]);
-    })
-    .await;
-}
-
 /// What [`Inject`] does to `TransactWriteItems` requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fault {

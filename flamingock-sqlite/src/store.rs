@@ -624,6 +624,18 @@ impl StoreInner {
         Ok(e)
     }
 
+    /// A read found one of the store's tables missing: nothing to read,
+    /// unless another of its tables exists with another shape (a foreign
+    /// table under this prefix), which is reported instead of read as empty.
+    /// Looks at the catalog only.
+    async fn nothing_or_foreign(&self) -> Result<Vec<AuditEntry>, StoreError> {
+        let defs: Vec<&TableDef> = self.tables.iter().collect();
+        match schema::ensure(&self.pool, &defs, false).await {
+            Err(e @ EnsureError::WrongShape { .. }) => Err(self.ensure_error(e)),
+            _ => Ok(Vec::new()),
+        }
+    }
+
     fn ensure_error(&self, e: EnsureError) -> StoreError {
         match e {
             EnsureError::NotReady(table) => StoreError::NotReady {
@@ -823,7 +835,7 @@ impl AuditStore for SqliteAuditStore {
             return Ok(Vec::new());
         }
         let rows = match q(&i.sql.snapshot).fetch_all(&i.pool).await {
-            Err(e) if i.absent(&e) => return Ok(Vec::new()),
+            Err(e) if i.absent(&e) => return i.nothing_or_foreign().await,
             r => r.map_err(|e| i.backend("read the snapshot", e))?,
         };
         rows.iter()
@@ -846,7 +858,7 @@ impl AuditStore for SqliteAuditStore {
             query = query.bind(fmt_ts(ceil_micros(since)));
         }
         let rows = match query.fetch_all(&i.pool).await {
-            Err(e) if i.absent(&e) => return Ok(Vec::new()),
+            Err(e) if i.absent(&e) => return i.nothing_or_foreign().await,
             r => r.map_err(|e| i.backend("read the history", e))?,
         };
         rows.iter()

@@ -236,13 +236,21 @@ pub async fn missing_tables_are_not_ready_without_auto_create<H: BadInputUnderTe
 }
 
 /// A table of another shape is reported, naming it and what is wrong, and
-/// not used.
+/// not used: `prepare` refuses it (as malformed, or as not ready when the
+/// table cannot even be addressed as an audit table, e.g. DynamoDB's key
+/// schema), and so does reading it.
 pub async fn misshapen_tables_are_reported_not_used<H: BadInputUnderTest>(sut: &H) {
     let ns = namespace("shape");
     let m = sut.misshape(&ns).await.expect("a table of another shape");
     let err = m.store.prepare().await.expect_err("another shape");
     let text = err.to_string();
-    assert!(matches!(err, StoreError::Malformed { .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            StoreError::Malformed { .. } | StoreError::NotReady { .. }
+        ),
+        "{err:?}"
+    );
     assert!(
         text.contains(&m.table),
         "the error names {}: {text}",
@@ -252,6 +260,11 @@ pub async fn misshapen_tables_are_reported_not_used<H: BadInputUnderTest>(sut: &
         text.contains(&m.detail),
         "the error says {:?}: {text}",
         m.detail
+    );
+    let read = m.store.snapshot().await;
+    assert!(
+        read.is_err(),
+        "reading a table of another shape is an error, not an answer: {read:?}"
     );
     let _ = sut.cleanup(&ns).await;
 }

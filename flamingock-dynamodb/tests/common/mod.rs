@@ -15,6 +15,7 @@ use aws_sdk_dynamodb::Client;
 use flamingock_core::{AuditStore, BoxError, LockProvider};
 use flamingock_dynamodb::{DynamoAuditStore, DynamoContext, DynamoLock, DynamoTarget};
 use flamingock_test_support::audit_suite::{AuditCapabilities, AuditStoreUnderTest};
+use flamingock_test_support::bad_input_suite::{BadInputUnderTest, Misshapen, Unprepared};
 use flamingock_test_support::lock_suite::{LockCapabilities, LockUnderTest};
 use flamingock_test_support::pipeline_suite::{
     PipelineCapabilities, PipelineEnv, PipelineUnderTest,
@@ -341,5 +342,47 @@ impl PipelineUnderTest for Dynamo {
             // child lost its lease (refreshes 2 s late) before reaching the
             // fault point it was to be killed at.
             .lease(Duration::from_secs(5))
+    }
+}
+
+#[flamingock_core::async_trait]
+impl BadInputUnderTest for Dynamo {
+    async fn corrupt_state(&self, ns: &str, id: &str, bad: &str) -> Result<String, BoxError> {
+        let table = format!("{ns}_audit");
+        self.client()
+            .update_item()
+            .table_name(&table)
+            .key("pk", AttributeValue::S("CURRENT".into()))
+            .key("sk", AttributeValue::S(id.into()))
+            .update_expression("SET #s = :bad")
+            .expression_attribute_names("#s", "state")
+            .expression_attribute_values(":bad", AttributeValue::S(bad.into()))
+            .send()
+            .await?;
+        Ok(table)
+    }
+
+    async fn open_without_auto_create(&self, ns: &str) -> Result<Unprepared, BoxError> {
+        let store = DynamoAuditStore::builder(self.client())
+            .prefix(ns)
+            .auto_create(false)
+            .build()
+            .await?;
+        Ok(Unprepared {
+            store: Arc::new(store),
+            names: vec![format!("{ns}_audit")],
+            ddl: None,
+        })
+    }
+
+    async fn misshape(&self, ns: &str) -> Result<Misshapen, BoxError> {
+        // A table without the sort key `sk`: not an audit table.
+        let table = format!("{ns}_audit");
+        self.data_table(&table).await?;
+        Ok(Misshapen {
+            store: Arc::new(self.store(ns).await),
+            table,
+            detail: "key schema".into(),
+        })
     }
 }

@@ -203,7 +203,7 @@ impl BadInputUnderTest for My {
         exec(
             &self.admin,
             format!(
-                "CREATE TABLE {}.flamingock_lock (name VARCHAR(255) PRIMARY KEY, holder TEXT)",
+                "CREATE TABLE {}.flamingock_audit_current (change_id VARCHAR(255) PRIMARY KEY, state TEXT)",
                 quote_ident(ns)
             ),
         )
@@ -211,8 +211,8 @@ impl BadInputUnderTest for My {
         let store = MysqlAuditStore::builder(self.pool(ns, 2)).build().await?;
         Ok(Misshapen {
             store: Arc::new(store),
-            table: "flamingock_lock".into(),
-            detail: "column owner".into(),
+            table: "flamingock_audit_current".into(),
+            detail: "state_rank".into(),
         })
     }
 
