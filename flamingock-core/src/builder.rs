@@ -12,9 +12,9 @@ use crate::events::{Emitter, EventListener};
 use crate::fault::FaultInjector;
 use crate::import::{ForeignHistory, ImportOptions};
 use crate::lock::{LockConfig, LockProvider};
-use crate::pipeline::{
-    strategy_for, BoundChange, PlannedChange, RegisteredTarget, Stage, UnboundChange,
-};
+use crate::pipeline::{BoundChange, PlannedChange, RegisteredTarget};
+use crate::stage::{Stage, UnboundChange};
+use crate::strategy::strategy_for;
 use crate::target::TargetSystem;
 use crate::validate::{check_id, CheckPolicy, ValidationErrors, ValidationProblem};
 

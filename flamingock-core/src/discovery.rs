@@ -2,7 +2,7 @@
 //! `#[flamingock::change(stage = "...", ...)]`, collected into a stage by
 //! name, so that nobody lists every change by hand.
 
-use crate::pipeline::Stage;
+use crate::stage::Stage;
 
 /// One change registered for a stage (written by `#[change(stage = ...)]`).
 #[derive(Debug)]

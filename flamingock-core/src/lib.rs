@@ -121,6 +121,8 @@ pub mod report;
 pub mod retry;
 mod runner;
 mod shutdown;
+mod stage;
+mod strategy;
 pub mod summary;
 pub mod target;
 pub mod tls;
@@ -141,11 +143,11 @@ pub use error::{
 pub use events::{Event, EventListener};
 pub use lock::{Acquire, Lease, LockConfig, LockInfo, LockProvider};
 pub use marker_settings::MarkerSettings;
-pub use pipeline::Stage;
 pub use plan::{PlanAction, PlanItem};
 pub use report::{ChangeOutcome, ChangeReport, RunReport, Totals};
 pub use retry::{RetryPolicy, Transient};
 pub use runner::Flamingock;
+pub use stage::Stage;
 pub use target::{
     CommitWith, ContextMode, DependencyTarget, Marker, TargetCapabilities, TargetSystem,
 };

@@ -9,11 +9,11 @@ use crate::audit::{AuditEntry, AuditState, AuditStore, HistoryFilter, TxStrategy
 use crate::decision::{decide, resolution_for, Decision};
 use crate::error::{BlockedChange, Error, LockError};
 use crate::lock::{HeldLease, LockInfo, LockProvider, Waited};
-use crate::pipeline::stored_recovery;
 use crate::plan::{PlanAction, PlanItem};
 use crate::report::RunReport;
 use crate::runner::{append_under, baseline_entry, index, release_after, Flamingock};
 use crate::shutdown::Shutdown;
+use crate::strategy::stored_recovery;
 
 impl Flamingock {
     /// The ids of the pipeline's changes, in execution order.
