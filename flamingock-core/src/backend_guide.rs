@@ -5,8 +5,9 @@
 //! deciding, locking, waiting, fencing, recording) is this crate's; a
 //! backend only answers each call exactly. The conformance suites in
 //! `flamingock-test-support` are the definition of "exactly": a backend is
-//! done when `audit_store_tests!`, `lock_tests!`, `pipeline_tests!` and
-//! `process_tests!` pass against a real server, with every check that does
+//! done when `audit_store_tests!`, `lock_tests!`, `pipeline_tests!`,
+//! `bad_input_tests!` and `process_tests!` pass against a real server, with
+//! every check that does
 //! not apply listed under `ignored:` with its reason (it then shows as
 //! ignored, never as passed).
 //!
@@ -20,13 +21,13 @@
 //!
 //! | method | must | checked by |
 //! |---|---|---|
-//! | [`describe`](AuditStore::describe) | name the database and tables, never a password | each backend's error tests |
+//! | [`describe`](AuditStore::describe) | name the database and tables, never a password (a refused login names the user) | `wrong_credentials_are_clear_and_hide_the_password` |
 //! | [`store_id`](AuditStore::store_id) | be equal for two handles on the same tables, different otherwise; a target reporting this id in [`TargetCapabilities::shared_audit_store`] gets the shared-transaction strategy | `crash_table_shared_tx` |
-//! | [`prepare`](AuditStore::prepare) | create what is missing when allowed, or fail with [`StoreError::NotReady`] naming it (and the DDL); a table of another shape is [`StoreError::Malformed`] naming its columns; safe to run concurrently | `empty_store_and_idempotent_prepare` |
+//! | [`prepare`](AuditStore::prepare) | create what is missing when allowed, or fail with [`StoreError::NotReady`] naming it (and the DDL) and creating nothing; a table of another shape is [`StoreError::Malformed`] naming its columns, and reads refuse it too; safe to run concurrently | `empty_store_and_idempotent_prepare`, `missing_tables_are_not_ready_without_auto_create`, `misshapen_tables_are_reported_not_used` |
 //! | [`claim_fence`](AuditStore::claim_fence) | atomically increment the fence and return it (1 on an empty store); only a runner that just took the lock calls it | `fence_claim_and_reject` |
 //! | [`fence`](AuditStore::fence) | read it; 0 when nothing exists; never create anything | `reading_creates_nothing` |
 //! | [`append`](AuditStore::append) | in one atomic write: reject with [`StoreError::Fenced`] when `entry.fencing_token` is below the fence, else add the history entry and move the change's current state (and the summary, if kept); `created_at` strictly increasing per store | `append_and_snapshot`, `fence_claim_and_reject`, `concurrent_appends` |
-//! | [`snapshot`](AuditStore::snapshot) / [`history`](AuditStore::history) | equal the reduction of the history at every instant; a row the backend cannot read is [`StoreError::Malformed`] naming the table and key, never a panic or a silent skip | `snapshot_ordering_and_ties`, `history_filters`, `large_and_odd_values_roundtrip`, the bad-input tests |
+//! | [`snapshot`](AuditStore::snapshot) / [`history`](AuditStore::history) | equal the reduction of the history at every instant; a row the backend cannot read is [`StoreError::Malformed`] naming the table and key, never a panic or a silent skip | `snapshot_ordering_and_ties`, `history_filters`, `large_and_odd_values_roundtrip`, `malformed_entries_are_named_not_misread` |
 //! | [`summary`](AuditStore::summary) | `None`, or kept in the same atomic write as the current state, equal to [`AuditSummary::of_snapshot`](crate::summary::AuditSummary::of_snapshot) | `summary_matches_snapshot` |
 //!
 //! An error of a write whose outcome the backend cannot know (the
@@ -65,7 +66,9 @@
 //!   and, on [`CommitWith::Audit`], writes the entry **inside the change's
 //!   transaction** with the same fence check as `append`, so that a crash at
 //!   any instant leaves both or neither. The pipeline suite's crash table
-//!   (`crash_table_shared_tx`) kills the runner at every point of this.
+//!   (`crash_table_shared_tx`) kills the runner at every point of this;
+//!   `fenced_shared_commit_rolls_the_change_back` checks the fence
+//!   rejection inside the transaction directly.
 //! * **Separate transaction with marker.** On [`CommitWith::Marker`] write
 //!   the marker inside the change's transaction; [`marker`](TargetSystem::marker)
 //!   reads it back; `clear_marker` removes it (`crash_table_separate_tx_with_marker`).
@@ -90,8 +93,21 @@
 //!         ignored: [crash_table_shared_tx = "why it does not apply"],
 //!     );
 //! }
+//! mod bad_input {
+//!     flamingock_test_support::bad_input_tests!(my_backend,
+//!         run: [malformed_entries_are_named_not_misread, /* ... */],
+//!         ignored: [wrong_credentials_are_clear_and_hide_the_password = "no credentials"],
+//!     );
+//! }
 //! mod process { flamingock_test_support::process_tests!(my_backend); }
 //! ```
+//!
+//! The bad-input suite needs a few hooks only the backend can give
+//! (`BadInputUnderTest`: corrupt a stored state, open with auto-create off,
+//! put a table of another shape in place, kill the server connections,
+//! connect as an unknown user). A backend's setup that other crates pair
+//! with (PostgreSQL's, used by the Redis lock's tests) is exported by
+//! `flamingock-test-support` behind a feature of the backend's name.
 //!
 //! `my_backend` is an async function returning the backend's implementation
 //! of the suites' `*UnderTest` traits, or panicking with what to start when

@@ -3,6 +3,10 @@
 //! dropped with everything in it by `cleanup`. The backend under test is
 //! `common::sut::Pg`; `tests/pgbouncer.rs` runs the same through PgBouncer.
 
+// The nested futures of the pipeline over this backend's types need more
+// than the default depth to lay out.
+#![recursion_limit = "256"]
+
 mod common;
 
 use common::sut::Pg;

@@ -4,6 +4,10 @@
 //! pooling mode (nothing declared), with 16 concurrent runners in each.
 //! Then what a handle that was not told about a transaction pooler reports.
 
+// The nested futures of the pipeline over this backend's types need more
+// than the default depth to lay out.
+#![recursion_limit = "256"]
+
 mod common;
 
 use std::sync::Arc;
@@ -36,6 +40,7 @@ fn through(mode: PoolMode) -> Option<Pg> {
         // lease leaves the refresher too little margin.
         lease: Some(std::time::Duration::from_millis(2500)),
         keep_alive: Some(Arc::new(bouncer)),
+        idle: flamingock_test_support::postgres::IDLE,
     })
 }
 

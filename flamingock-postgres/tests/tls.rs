@@ -4,6 +4,9 @@
 //! certificate does not list, and a server without TLS when TLS is required
 //! each fail with an error that says what to do.
 #![cfg(feature = "tls")]
+// The nested futures of the pipeline over this backend's types need more
+// than the default depth to lay out.
+#![recursion_limit = "256"]
 
 mod common;
 

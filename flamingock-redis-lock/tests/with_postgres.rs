@@ -4,68 +4,40 @@
 //! different systems. Each namespace is a fresh schema (dropped by
 //! `cleanup`) and a fresh pair of Redis keys (deleted by `cleanup`).
 
+// The nested futures of the pipeline over this backend's types need more
+// than the default depth to lay out.
+#![recursion_limit = "256"]
+
 mod common;
 
-use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::Redis;
 use flamingock_core::{async_trait, BoxError};
-use flamingock_postgres::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use flamingock_postgres::sqlx::{self, AssertSqlSafe, PgPool};
-use flamingock_postgres::{quote_ident, PgContext, PostgresAuditStore, PostgresTarget};
+use flamingock_postgres::{PgContext, PostgresTarget};
 use flamingock_test_support::pipeline_suite::{
     PipelineCapabilities, PipelineEnv, PipelineUnderTest,
 };
-use flamingock_test_support::{require_service, services};
+use flamingock_test_support::postgres::Pg;
 use futures::future::BoxFuture;
 
-/// PostgreSQL audit store and targets, Redis lock.
+/// PostgreSQL audit store and targets (the PostgreSQL suites' own setup),
+/// Redis lock.
 struct PgRedis {
     redis: Redis,
-    /// The targets' `idle_in_transaction_timeout`.
-    idle: Duration,
-    pg_url: String,
-    admin: PgPool,
-}
-
-/// A small lazy pool, so 16 concurrent runners fit in the server's
-/// default `max_connections`.
-fn pool(url: &str, max: u32) -> PgPool {
-    PgPoolOptions::new()
-        .max_connections(max)
-        .min_connections(0)
-        .idle_timeout(Some(Duration::from_secs(5)))
-        .acquire_timeout(Duration::from_secs(60))
-        .connect_lazy_with(
-            PgConnectOptions::from_str(url).expect("FLAMINGOCK_TEST_POSTGRES_URL is not a URL"),
-        )
+    pg: Pg,
 }
 
 async fn pg_redis() -> Option<PgRedis> {
-    with_idle_timeout(IDLE)
+    with_idle_timeout(flamingock_test_support::postgres::IDLE)
 }
 
+/// With the targets' `idle_in_transaction_timeout` set to `idle`.
 fn with_idle_timeout(idle: Duration) -> Option<PgRedis> {
     let redis = common::redis()?;
-    let pg_url = require_service(&services::POSTGRES);
-    Some(PgRedis {
-        redis,
-        idle,
-        admin: pool(&pg_url, 2),
-        pg_url,
-    })
-}
-
-/// A stalled runner's transaction ends this long after it went idle, so the
-/// runner that took over its lease is not blocked by its row locks for
-/// long (the suite's lease is 1.2 s).
-const IDLE: Duration = Duration::from_secs(2);
-
-/// The schema of the separate targets of namespace `ns`.
-fn elsewhere(ns: &str) -> String {
-    format!("{ns}_t")
+    let mut pg = Pg::direct(flamingock_test_support::postgres::url()?);
+    pg.idle = idle;
+    Some(PgRedis { redis, pg })
 }
 
 #[async_trait]
@@ -73,91 +45,26 @@ impl PipelineUnderTest for PgRedis {
     type Target = PostgresTarget;
 
     async fn open(&self, ns: &str) -> Result<PipelineEnv<PostgresTarget>, BoxError> {
-        let other = elsewhere(ns);
-        // The counters the test changes bump, in both schemas (serialised:
-        // concurrent CREATE SCHEMA IF NOT EXISTS can collide).
-        let mut ddl = String::from("SELECT pg_advisory_xact_lock(4242);\n");
-        for s in [ns, other.as_str()] {
-            let s = quote_ident(s);
-            ddl.push_str(&format!(
-                "CREATE SCHEMA IF NOT EXISTS {s};
-                 CREATE TABLE IF NOT EXISTS {s}.counters (key text PRIMARY KEY, n bigint NOT NULL);\n"
-            ));
-        }
-        sqlx::raw_sql(AssertSqlSafe(ddl))
-            .execute(&self.admin)
-            .await?;
-        let store = PostgresAuditStore::builder(pool(&self.pg_url, 2))
-            .schema(ns)
-            .build()
-            .await?;
-        let elsewhere =
-            |id: &str| PostgresTarget::builder(id, pool(&self.pg_url, 1)).schema(other.clone());
-        Ok(PipelineEnv {
-            lock: Arc::new(self.redis.lock(ns).await?),
-            shared: Some(
-                store
-                    .shared_target("shared")
-                    .idle_in_transaction_timeout(Some(self.idle))
-                    .build()
-                    .await?,
-            ),
-            separate: Some(elsewhere("separate").marker(false).build().await?),
-            separate_marker: Some(elsewhere("separate-marker").build().await?),
-            store: Arc::new(store),
-        })
+        let mut env = self.pg.open(ns).await?;
+        env.lock = std::sync::Arc::new(self.redis.lock(ns).await?);
+        Ok(env)
     }
 
     fn bump<'a>(ctx: &'a mut PgContext, key: &'a str) -> BoxFuture<'a, Result<(), BoxError>> {
-        Box::pin(async move {
-            let q = format!(
-                "INSERT INTO {}.counters (key, n) VALUES ($1, 1)
-                 ON CONFLICT (key) DO UPDATE SET n = counters.n + 1",
-                quote_ident(ctx.schema())
-            );
-            sqlx::query(AssertSqlSafe(q))
-                .bind(key)
-                .execute(ctx.conn())
-                .await?;
-            Ok(())
-        })
+        Pg::bump(ctx, key)
     }
 
     async fn count(&self, target: &PostgresTarget, key: &str) -> Result<u64, BoxError> {
-        let q = format!(
-            "SELECT n FROM {}.counters WHERE key = $1",
-            quote_ident(target.schema().expect("a schema is set"))
-        );
-        let n: Option<i64> = sqlx::query_scalar(AssertSqlSafe(q))
-            .bind(key)
-            .fetch_optional(target.pool())
-            .await?;
-        Ok(u64::try_from(n.unwrap_or(0))?)
+        self.pg.count(target, key).await
     }
 
     async fn cleanup(&self, ns: &str) -> Result<(), BoxError> {
-        for s in [ns.to_owned(), elsewhere(ns)] {
-            sqlx::raw_sql(AssertSqlSafe(format!(
-                "DROP SCHEMA IF EXISTS {} CASCADE",
-                quote_ident(&s)
-            )))
-            .execute(&self.admin)
-            .await?;
-        }
+        PipelineUnderTest::cleanup(&self.pg, ns).await?;
         self.redis.delete_keys(ns).await
     }
 
     async fn footprint(&self, ns: &str) -> Result<Vec<String>, BoxError> {
-        let names = vec![ns.to_owned(), elsewhere(ns)];
-        let mut found: Vec<String> = sqlx::query_scalar(
-            "SELECT n.nspname || '.' || c.relname FROM pg_class c
-               JOIN pg_namespace n ON n.oid = c.relnamespace
-              WHERE n.nspname = ANY($1) AND c.relname NOT LIKE 'counters%'
-              ORDER BY 1",
-        )
-        .bind(&names)
-        .fetch_all(&self.admin)
-        .await?;
+        let mut found = self.pg.footprint(ns).await?;
         found.extend(self.redis.keys_of(ns).await?);
         Ok(found)
     }

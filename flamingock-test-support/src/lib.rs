@@ -45,6 +45,8 @@ pub mod lock_suite;
 pub mod memory;
 pub mod pgbouncer;
 pub mod pipeline_suite;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 mod private_server;
 pub mod process_suite;
 pub mod services;

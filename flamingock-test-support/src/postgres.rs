@@ -1,5 +1,9 @@
-//! The PostgreSQL backend as the conformance suites drive it, straight to
-//! the server or through a pooler (see `tests/pgbouncer.rs`).
+//! The PostgreSQL backend as every suite drives it (feature `postgres`):
+//! the audit store, lock and targets of `flamingock-postgres` on a fresh
+//! schema per namespace, with the hooks of the bad-input suite. Used by
+//! `flamingock-postgres`'s own tests and by crates that pair another part
+//! with PostgreSQL (`flamingock-redis-lock` runs its lock over this audit
+//! store), so the setup is written once.
 //!
 //! Connection budget (the server's default `max_connections` is 100): every
 //! handle gets its own small lazy pool: 2 connections for an audit store or a
@@ -8,21 +12,79 @@
 //! own handles, which leaves room for the one other test the harness runs
 //! at the same time.
 
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use flamingock_core::{AuditStore, BoxError, LockProvider};
+use flamingock_postgres::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use flamingock_postgres::sqlx::{self, AssertSqlSafe, ConnectOptions, PgPool};
 use flamingock_postgres::{
     quote_ident, PgContext, PostgresAuditStore, PostgresLock, PostgresTarget,
 };
-use flamingock_test_support::audit_suite::AuditStoreUnderTest;
-use flamingock_test_support::bad_input_suite::{BadInputUnderTest, Misshapen, Unprepared};
-use flamingock_test_support::lock_suite::LockUnderTest;
-use flamingock_test_support::pipeline_suite::{
-    PipelineCapabilities, PipelineEnv, PipelineUnderTest,
-};
 use futures::future::BoxFuture;
-use sqlx::{AssertSqlSafe, ConnectOptions, PgPool};
+
+use crate::audit_suite::AuditStoreUnderTest;
+use crate::bad_input_suite::{BadInputUnderTest, Misshapen, Unprepared};
+use crate::lock_suite::LockUnderTest;
+use crate::pipeline_suite::{PipelineCapabilities, PipelineEnv, PipelineUnderTest};
+
+/// The endpoint (a test without it fails, saying how to provide it).
+pub fn url() -> Option<String> {
+    Some(crate::require_service(&crate::services::POSTGRES))
+}
+
+/// The connect options of `url`.
+///
+/// # Panics
+/// When `url` is not a PostgreSQL URL.
+pub fn options(url: &str) -> PgConnectOptions {
+    PgConnectOptions::from_str(url).expect("FLAMINGOCK_TEST_POSTGRES_URL is not a valid URL")
+}
+
+/// A small lazy pool: connections open on first use, so many runners fit
+/// under the server's `max_connections`.
+pub fn pool(url: &str, max: u32) -> PgPool {
+    pool_with(options(url), max)
+}
+
+/// [`pool`] with given connect options.
+pub fn pool_with(options: PgConnectOptions, max: u32) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(max)
+        .min_connections(0)
+        .idle_timeout(Some(Duration::from_secs(5)))
+        .acquire_timeout(Duration::from_secs(60))
+        .connect_lazy_with(options)
+}
+
+/// Drops `schemas` (and everything in them).
+pub async fn drop_schemas(admin: &PgPool, schemas: &[&str]) -> Result<(), sqlx::Error> {
+    for s in schemas {
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "DROP SCHEMA IF EXISTS {} CASCADE",
+            quote_ident(s)
+        )))
+        .execute(admin)
+        .await?;
+    }
+    Ok(())
+}
+
+/// The tables (and sequences, views...) in `schemas` other than the suites'
+/// own `counters`, as `schema.name`: what the backend created there.
+pub async fn footprint(admin: &PgPool, schemas: &[&str]) -> Result<Vec<String>, sqlx::Error> {
+    let names: Vec<String> = schemas.iter().map(|s| (*s).to_owned()).collect();
+    sqlx::query_scalar(
+        "SELECT n.nspname || '.' || c.relname FROM pg_class c
+           JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE n.nspname = ANY($1) AND c.relname NOT LIKE 'counters%'
+          ORDER BY 1",
+    )
+    .bind(&names)
+    .fetch_all(admin)
+    .await
+}
 
 /// The PostgreSQL backend under test.
 pub struct Pg {
@@ -40,18 +102,33 @@ pub struct Pg {
     /// server), stopped when the backend is dropped (at the end of the test,
     /// also when it panics).
     pub keep_alive: Option<Arc<dyn std::any::Any + Send + Sync>>,
+    /// The targets' `idle_in_transaction_timeout` (default [`IDLE`]).
+    pub idle: Duration,
+}
+
+impl std::fmt::Debug for Pg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pg")
+            .field("url", &self.url)
+            .field("pooler", &self.pooler)
+            .field("repetitions", &self.repetitions)
+            .field("lease", &self.lease)
+            .field("idle", &self.idle)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Pg {
     /// The backend straight on the server of `FLAMINGOCK_TEST_POSTGRES_URL`.
     pub fn direct(url: String) -> Pg {
         Pg {
-            admin: super::pool(&url, 2),
+            admin: pool(&url, 2),
             url,
             pooler: false,
             repetitions: 50,
             lease: None,
             keep_alive: None,
+            idle: IDLE,
         }
     }
 
@@ -68,21 +145,21 @@ impl Pg {
     /// [`pool`](Self::pool) whose connections carry `application_name`
     /// `name`, so that a test can find (and terminate) them.
     pub fn pool_named(&self, max: u32, name: &str) -> PgPool {
-        let options = super::options(&self.url)
+        let options = options(&self.url)
             .extra_float_digits(None)
             .application_name(name);
         if self.pooler {
-            super::pool_with(options.statement_cache_capacity(0), max)
+            pool_with(options.statement_cache_capacity(0), max)
         } else {
-            super::pool_with(options, max)
+            pool_with(options, max)
         }
     }
 }
 
-/// A stalled runner's transaction ends this long after it went idle, so the
+/// A stalled runner's transaction ends, by default, this long after it went idle, so the
 /// runner that took over its lease is not blocked by its row locks (the
 /// suite's lease is 1.2 s).
-const IDLE: Duration = Duration::from_secs(2);
+pub const IDLE: Duration = Duration::from_secs(2);
 
 /// The `application_name` of the connections of namespace `ns`.
 fn application(ns: &str) -> String {
@@ -94,7 +171,7 @@ fn elsewhere(ns: &str) -> String {
     format!("{ns}_t")
 }
 
-#[flamingock_core::async_trait]
+#[async_trait::async_trait]
 impl AuditStoreUnderTest for Pg {
     async fn open(&self, ns: &str) -> Result<Arc<dyn AuditStore>, BoxError> {
         let store = PostgresAuditStore::builder(self.pool(2))
@@ -105,11 +182,11 @@ impl AuditStoreUnderTest for Pg {
         Ok(Arc::new(store))
     }
     async fn cleanup(&self, ns: &str) -> Result<(), BoxError> {
-        Ok(super::drop_schemas(&self.admin, &[ns]).await?)
+        Ok(drop_schemas(&self.admin, &[ns]).await?)
     }
 }
 
-#[flamingock_core::async_trait]
+#[async_trait::async_trait]
 impl LockUnderTest for Pg {
     async fn open(&self, ns: &str) -> Result<Arc<dyn LockProvider>, BoxError> {
         let lock = PostgresLock::builder(self.pool(2))
@@ -120,11 +197,11 @@ impl LockUnderTest for Pg {
         Ok(Arc::new(lock))
     }
     async fn cleanup(&self, ns: &str) -> Result<(), BoxError> {
-        Ok(super::drop_schemas(&self.admin, &[ns]).await?)
+        Ok(drop_schemas(&self.admin, &[ns]).await?)
     }
 }
 
-#[flamingock_core::async_trait]
+#[async_trait::async_trait]
 impl PipelineUnderTest for Pg {
     type Target = PostgresTarget;
 
@@ -153,14 +230,14 @@ impl PipelineUnderTest for Pg {
             PostgresTarget::builder(id, self.pool_named(1, &app))
                 .schema(other.clone())
                 .transaction_pooler(self.pooler)
-                .idle_in_transaction_timeout(Some(IDLE))
+                .idle_in_transaction_timeout(Some(self.idle))
         };
         Ok(PipelineEnv {
             lock: Arc::new(store.lock()),
             shared: Some(
                 store
                     .shared_target("shared")
-                    .idle_in_transaction_timeout(Some(IDLE))
+                    .idle_in_transaction_timeout(Some(self.idle))
                     .build()
                     .await?,
             ),
@@ -203,11 +280,11 @@ impl PipelineUnderTest for Pg {
     }
 
     async fn cleanup(&self, ns: &str) -> Result<(), BoxError> {
-        Ok(super::drop_schemas(&self.admin, &[ns, &elsewhere(ns)]).await?)
+        Ok(drop_schemas(&self.admin, &[ns, &elsewhere(ns)]).await?)
     }
 
     async fn footprint(&self, ns: &str) -> Result<Vec<String>, BoxError> {
-        Ok(super::footprint(&self.admin, &[ns, &elsewhere(ns)]).await?)
+        Ok(footprint(&self.admin, &[ns, &elsewhere(ns)]).await?)
     }
 
     fn capabilities(&self) -> PipelineCapabilities {
@@ -226,7 +303,7 @@ async fn exec(admin: &PgPool, sql: String) -> Result<(), BoxError> {
     Ok(())
 }
 
-#[flamingock_core::async_trait]
+#[async_trait::async_trait]
 impl BadInputUnderTest for Pg {
     async fn corrupt_state(&self, ns: &str, id: &str, bad: &str) -> Result<String, BoxError> {
         sqlx::query(AssertSqlSafe(format!(
@@ -291,7 +368,7 @@ impl BadInputUnderTest for Pg {
     }
 
     async fn connect_as(&self, user: &str, secret: &str) -> Result<String, BoxError> {
-        let bad = super::options(&self.url)
+        let bad = options(&self.url)
             .username(user)
             .password(secret)
             .to_url_lossy()
