@@ -16,13 +16,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use flamingock_core::{
-    AuditEntry, AuditState, AuditStore, Change, ChangeMeta, ChangeResult, CommitWith, ContextMode,
-    Flamingock, HistoryFilter, LockConfig, Stage, StoreError, TargetError, TargetSystem,
-    TxStrategy,
+    AuditEntry, AuditState, AuditStore, CommitWith, ContextMode, Flamingock, HistoryFilter,
+    LockConfig, Stage, StoreError, TargetError, TargetSystem, TxStrategy,
 };
 
 use crate::namespace;
 use crate::pipeline_suite::{Kind, PipelineEnv, PipelineUnderTest};
+use crate::process_suite::Bump;
 use crate::BoxError;
 
 /// A store opened with auto-create off on a namespace where nothing exists.
@@ -94,31 +94,6 @@ pub trait BadInputUnderTest: PipelineUnderTest {
     }
 }
 
-/// A change that bumps its counter, then sleeps inside its transaction.
-struct Slow<H> {
-    id: String,
-    target: String,
-    pause: Duration,
-    _h: std::marker::PhantomData<fn() -> H>,
-}
-
-impl<H: PipelineUnderTest> Change for Slow<H> {
-    type Target = H::Target;
-    fn meta(&self) -> ChangeMeta {
-        ChangeMeta::new(&self.id)
-            .order(&self.id)
-            .author("bad-input-suite")
-            .target(&self.target)
-    }
-    async fn apply(&self, ctx: &mut <H::Target as TargetSystem>::Context) -> ChangeResult {
-        H::bump(ctx, &self.id).await?;
-        if !self.pause.is_zero() {
-            tokio::time::sleep(self.pause).await;
-        }
-        Ok(())
-    }
-}
-
 fn best<T>(env: &PipelineEnv<T>) -> (Kind, &T) {
     if let Some(t) = &env.shared {
         return (Kind::Shared, t);
@@ -143,7 +118,7 @@ fn runner<H: PipelineUnderTest>(
     let (_, target) = best(env);
     let mut stage = Stage::new("bad-input");
     for id in ids {
-        stage.add(Slow::<H> {
+        stage.add(Bump::<H> {
             id: (*id).to_owned(),
             target: target.id().to_owned(),
             pause,

@@ -135,11 +135,13 @@ fn out(line: &str) {
 // ---------------------------------------------------------------------------
 // The child
 
-struct Bump<H> {
-    id: String,
-    target: String,
-    pause: Duration,
-    _h: PhantomData<fn() -> H>,
+/// A change that bumps its counter, then sleeps inside its transaction
+/// (also the bad-input suite's change).
+pub(crate) struct Bump<H> {
+    pub(crate) id: String,
+    pub(crate) target: String,
+    pub(crate) pause: Duration,
+    pub(crate) _h: PhantomData<fn() -> H>,
 }
 
 impl<H: PipelineUnderTest> Change for Bump<H> {
