@@ -13,7 +13,9 @@
 //!
 //! Follow the builder convention of the other backends (see the README's
 //! "Backends"): `X::builder(handle)`, setters named after what they set,
-//! `build().await?` that never writes, `connect(url)` on the store,
+//! `build().await?` that never writes and refuses a wrong configuration
+//! (an invalid prefix or schema, no database) with
+//! [`StoreError::InvalidConfig`] / [`LockError::InvalidConfig`], `connect(url)` on the store,
 //! `store.lock()` and `store.shared_target(id)`, `prefix(..)` for every name
 //! the backend makes.
 //!

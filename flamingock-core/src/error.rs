@@ -67,6 +67,15 @@ pub enum StoreError {
         /// What is missing and how to fix it.
         detail: String,
     },
+    /// The store was configured wrongly (an invalid prefix or schema name,
+    /// no database named): refused when it is built, before any I/O.
+    #[error("audit store {store}: invalid configuration: {detail}")]
+    InvalidConfig {
+        /// Store description.
+        store: String,
+        /// What is wrong and how to fix it.
+        detail: String,
+    },
 }
 
 /// Errors raised by a [`LockProvider`](crate::LockProvider) or by the lock protocol.
@@ -122,6 +131,15 @@ pub enum LockError {
         /// Lock description.
         lock: String,
         /// What is wrong with it.
+        detail: String,
+    },
+    /// The lock was configured wrongly (an invalid prefix or schema name, no
+    /// database named): refused when it is built, before any I/O.
+    #[error("lock {lock}: invalid configuration: {detail}")]
+    InvalidConfig {
+        /// Lock description.
+        lock: String,
+        /// What is wrong and how to fix it.
         detail: String,
     },
 }

@@ -98,10 +98,10 @@ impl DynamoAuditStoreBuilder {
     /// [`prepare`](AuditStore::prepare), when something is to be written.
     ///
     /// # Errors
-    /// [`StoreError::NotReady`] for an invalid prefix.
+    /// [`StoreError::InvalidConfig`] for an invalid prefix.
     pub async fn build(self) -> Result<DynamoAuditStore, StoreError> {
         if let Some(detail) = table::name_problem(&format!("{}_audit", self.prefix)) {
-            return Err(StoreError::NotReady {
+            return Err(StoreError::InvalidConfig {
                 store: format!("dynamodb({}_audit)", self.prefix),
                 detail,
             });

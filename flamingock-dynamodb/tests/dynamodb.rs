@@ -737,7 +737,6 @@ async fn missing_or_misshapen_tables_are_not_ready() {
             wrong.snapshot().await,
             Err(StoreError::NotReady { detail, .. }) if detail.contains("key schema")
         ));
-        // An invalid prefix is named as such.
         // An invalid prefix is refused when the store is built, naming it.
         let bad = DynamoAuditStore::builder(d.client())
             .prefix("no spaces allowed")
@@ -745,13 +744,13 @@ async fn missing_or_misshapen_tables_are_not_ready() {
             .await
             .expect_err("an invalid prefix");
         match bad {
-            StoreError::NotReady { detail, .. } => {
+            StoreError::InvalidConfig { detail, .. } => {
                 assert!(
                     detail.contains("not a valid DynamoDB table name"),
                     "{detail}"
                 )
             }
-            other => panic!("expected NotReady, got {other:?}"),
+            other => panic!("expected InvalidConfig, got {other:?}"),
         }
     })
     .await;

@@ -58,9 +58,9 @@ impl MongoLockBuilder {
                     100,
                 )
             })
-            .map_err(|e| LockError::Malformed {
+            .map_err(|e| LockError::InvalidConfig {
                 lock: format!("mongodb-lock({}.{}_lock)", self.database, self.prefix),
-                detail: format!("invalid configuration: {e}"),
+                detail: e.to_string(),
             })?;
         let coll = self
             .client

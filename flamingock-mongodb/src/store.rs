@@ -105,9 +105,9 @@ impl MongoAuditStoreBuilder {
                     )
                 });
         if let Err(e) = names_ok {
-            return Err(StoreError::NotReady {
+            return Err(StoreError::InvalidConfig {
                 store: describe,
-                detail: format!("invalid configuration: {e}"),
+                detail: e.to_string(),
             });
         }
         let transactions = if self.assume_no_transactions {
@@ -330,7 +330,7 @@ impl MongoAuditStore {
                 source: crate::explain::boxed(e),
             })?;
         let Some(database) = options.default_database.clone() else {
-            return Err(StoreError::NotReady {
+            return Err(StoreError::InvalidConfig {
                 store: "mongodb".to_owned(),
                 detail: "the connection string names no database: add it as the path \
                          (mongodb://host/app), or use MongoAuditStore::builder(client, \"app\")"

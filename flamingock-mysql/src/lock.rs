@@ -111,13 +111,14 @@ impl MysqlLockBuilder {
             .clone()
             .or_else(|| options.get_database().map(str::to_owned))
             .unwrap_or_default();
-        let names = Names::new(&database, &self.prefix).map_err(|detail| LockError::Malformed {
-            lock: format!("mysql({database}.{}_lock)", self.prefix),
-            detail: match database.is_empty() {
-                true => "no database: name it in the URL or with .database(..)".into(),
-                false => format!("invalid configuration: {detail}"),
-            },
-        })?;
+        let names =
+            Names::new(&database, &self.prefix).map_err(|detail| LockError::InvalidConfig {
+                lock: format!("mysql({database}.{}_lock)", self.prefix),
+                detail: match database.is_empty() {
+                    true => "no database: name it in the URL or with .database(..)".into(),
+                    false => detail,
+                },
+            })?;
         Ok(MysqlLock::from_space(Arc::new(Space::new(
             self.pool,
             names,

@@ -192,7 +192,7 @@ impl MysqlAuditStoreBuilder {
             .clone()
             .or_else(|| options.get_database().map(str::to_owned))
         else {
-            return Err(StoreError::NotReady {
+            return Err(StoreError::InvalidConfig {
                 store: format!("mysql({server})"),
                 detail: "no database: name it in the URL (mysql://user@host/DATABASE) or with \
                          MysqlAuditStore::builder(..).database(..)"
@@ -200,10 +200,11 @@ impl MysqlAuditStoreBuilder {
             });
         };
         let what = format!("mysql({database}.{}_*)", self.prefix);
-        let names = Names::new(&database, &self.prefix).map_err(|detail| StoreError::NotReady {
-            store: what.clone(),
-            detail: format!("invalid configuration: {detail}"),
-        })?;
+        let names =
+            Names::new(&database, &self.prefix).map_err(|detail| StoreError::InvalidConfig {
+                store: what.clone(),
+                detail,
+            })?;
         let id = format!("mysql://{server}/{database}/{}", self.prefix);
         let describe = format!("mysql({database}.{}_audit_*)", self.prefix);
         Ok(MysqlAuditStore {

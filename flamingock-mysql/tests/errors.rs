@@ -91,11 +91,14 @@ async fn invalid_names_are_rejected_before_any_sql() {
             .await
             .expect_err("refused");
         assert!(err.to_string().contains("invalid configuration"), "{err}");
-        assert!(MysqlLock::builder(db.pool(1))
-            .prefix(prefix)
-            .build()
-            .await
-            .is_err());
+        assert!(
+            matches!(err, flamingock_core::StoreError::InvalidConfig { .. }),
+            "{err:?}"
+        );
+        assert!(matches!(
+            MysqlLock::builder(db.pool(1)).prefix(prefix).build().await,
+            Err(flamingock_core::LockError::InvalidConfig { .. })
+        ));
         assert!(MysqlTarget::builder("t", db.pool(1))
             .prefix(prefix)
             .build()

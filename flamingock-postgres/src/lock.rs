@@ -120,9 +120,9 @@ impl PostgresLockBuilder {
     /// Validates the names. Does no I/O.
     pub async fn build(self) -> Result<PostgresLock, LockError> {
         let names =
-            Names::new(&self.schema, &self.prefix).map_err(|detail| LockError::Malformed {
+            Names::new(&self.schema, &self.prefix).map_err(|detail| LockError::InvalidConfig {
                 lock: format!("postgres({}.{}_lock)", self.schema, self.prefix),
-                detail: format!("invalid configuration: {detail}"),
+                detail,
             })?;
         Ok(PostgresLock::from_space(Arc::new(Space::new(
             self.pool,

@@ -217,9 +217,9 @@ impl PostgresAuditStoreBuilder {
     pub async fn build(self) -> Result<PostgresAuditStore, StoreError> {
         let what = format!("postgres({}.{}_*)", self.schema, self.prefix);
         let names =
-            Names::new(&self.schema, &self.prefix).map_err(|detail| StoreError::NotReady {
+            Names::new(&self.schema, &self.prefix).map_err(|detail| StoreError::InvalidConfig {
                 store: what.clone(),
-                detail: format!("invalid configuration: {detail}"),
+                detail,
             })?;
         // The identity of the database, from the pool's options (PostgreSQL
         // takes the user name when no database is given).

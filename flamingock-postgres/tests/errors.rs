@@ -357,6 +357,10 @@ async fn invalid_names_are_rejected_before_any_sql() {
         .await
         .expect_err("empty prefix");
     assert!(err.to_string().contains("table prefix"), "{err}");
+    assert!(
+        matches!(err, flamingock_core::StoreError::InvalidConfig { .. }),
+        "{err:?}"
+    );
     let err = PostgresAuditStore::builder(common::pool(&url, 1))
         .schema("s".repeat(70))
         .build()

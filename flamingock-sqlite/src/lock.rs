@@ -93,9 +93,9 @@ impl SqliteLockBuilder {
         if let Err(e) =
             flamingock_core::names::plain_identifier("table prefix", &self.prefix, &[], 100)
         {
-            return Err(LockError::Malformed {
+            return Err(LockError::InvalidConfig {
                 lock: format!("sqlite(table {}_lock)", self.prefix.escape_debug()),
-                detail: format!("invalid configuration: {e}"),
+                detail: e.to_string(),
             });
         }
         let pool = match self.source {

@@ -212,9 +212,9 @@ impl SqliteAuditStoreBuilder {
     /// reads of a store that does not exist yet answer "nothing recorded" and
     /// leave no file behind.
     pub async fn build(self) -> Result<SqliteAuditStore, StoreError> {
-        let invalid = |detail: String| StoreError::NotReady {
+        let invalid = |detail: String| StoreError::InvalidConfig {
             store: format!("sqlite(tables {}_*)", self.prefix.escape_debug()),
-            detail: format!("invalid configuration: {detail}"),
+            detail,
         };
         if let Err(e) =
             flamingock_core::names::plain_identifier("table prefix", &self.prefix, &[], 100)
