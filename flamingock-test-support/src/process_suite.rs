@@ -37,7 +37,9 @@
 //! see [`multi_step_killed_between_steps`].
 
 mod steps;
-pub use steps::{multi_step_killed_between_steps, StepPoint};
+pub use steps::{
+    multi_step_killed_between_steps, non_transactional_killed_with_and_without_check, StepPoint,
+};
 
 use std::io::{BufRead, BufReader, Write};
 use std::marker::PhantomData;
@@ -802,6 +804,7 @@ macro_rules! process_tests {
         $crate::__process_check!($sut, racing_processes);
         $crate::__process_check!($sut, paused_holder_past_its_lease);
         $crate::__process_check!($sut, multi_step_killed_between_steps);
+        $crate::__process_check!($sut, non_transactional_killed_with_and_without_check);
     };
 }
 

@@ -17,7 +17,9 @@ use flamingock_core::{
     NoCheck,
 };
 
-use super::{blocking, change_id, out, ChildSpec, EXIT_BLOCKED};
+use flamingock_core::fault::FaultPoint;
+
+use super::{blocking, change_id, out, point_name, ChildSpec, EXIT_BLOCKED};
 use crate::namespace;
 use crate::pipeline_suite::{Kind, PipelineUnderTest};
 
@@ -118,6 +120,24 @@ impl Change for Stepped {
     }
     fn steps(&self) -> Vec<String> {
         (0..self.steps).map(|i| format!("step{i}")).collect()
+    }
+    /// With no steps: a plain non-transactional change whose effect is
+    /// "step 0"; with steps: the steps in order (the transactional path).
+    async fn apply(&self, fx: &mut Effects) -> ChangeResult {
+        if self.steps == 0 {
+            fx.add(&self.id, 0)?;
+            return Ok(());
+        }
+        for i in 0..self.steps {
+            self.apply_step(fx, i).await?;
+        }
+        Ok(())
+    }
+    async fn is_applied(&self, fx: &mut Effects) -> Result<bool, BoxError> {
+        if self.steps > 0 || !self.checks {
+            return Err(Box::new(NoCheck));
+        }
+        Ok(fx.count(&self.id, 0) >= 1)
     }
     async fn apply_step(&self, fx: &mut Effects, step: usize) -> ChangeResult {
         self.maybe_stop(StepPoint::Begin, step).await?;
@@ -256,6 +276,94 @@ pub async fn multi_step_killed_between_steps<H: PipelineUnderTest>(sut: &H) {
                     Some(1),
                     "{cell}: the saved position is one step done: {history:?}"
                 );
+            }
+            assert!(
+                after.elapsed < short + Duration::from_secs(60),
+                "{cell}: the next runner took {:?}",
+                after.elapsed
+            );
+            let _ = sut.cleanup(&ns).await;
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+}
+
+/// Three plain non-transactional changes (no steps) on a system outside
+/// any transaction, the runner SIGKILLed at each fault point of the middle
+/// one, with and without an "already in place" check. The next runner (a
+/// new process) finds the crash table's outcome: after the effect and
+/// before APPLIED (`BeforeCommit`), the check settles it (recorded APPLIED
+/// by the check, the effect once) or, without a check, the stage blocks
+/// with the effect as the kill left it; at the other points every change
+/// takes effect exactly once.
+pub async fn non_transactional_killed_with_and_without_check<H: PipelineUnderTest>(sut: &H) {
+    const CHANGES: usize = 3;
+    let short = sut.capabilities().lease;
+    for checks in [true, false] {
+        for point in [
+            FaultPoint::BeforeStart,
+            FaultPoint::BeforeCommit,
+            FaultPoint::AfterApplied,
+        ] {
+            let ns = namespace("nontx");
+            let dir = std::env::temp_dir().join(format!("flamingock-{ns}"));
+            std::fs::create_dir_all(&dir).expect("create the effects directory");
+            let fx = Effects::new(dir.clone());
+            let cell = format!(
+                "killed at {} of c02, {}",
+                point_name(point),
+                if checks {
+                    "with a check"
+                } else {
+                    "without a check"
+                }
+            );
+            let spec = ChildSpec::new(&ns, Kind::NonTx, CHANGES)
+                .lease(short)
+                .steps(0, checks, &dir)
+                .stop_at(point, 1);
+            let ended = blocking(move || {
+                let mut a = spec.spawn("runner killed at a fault point");
+                a.wait_for("AT ");
+                a.kill()
+            })
+            .await;
+            assert_eq!(
+                ended.code, None,
+                "{cell}: the child was not killed: {ended:?}"
+            );
+            let next = ChildSpec::new(&ns, Kind::NonTx, CHANGES).steps(0, checks, &dir);
+            let after = blocking(move || next.spawn("next runner").finish()).await;
+            let counts: Vec<u64> = (0..CHANGES).map(|c| fx.count(&change_id(c), 0)).collect();
+            let env = sut.open(&ns).await.expect("open backend");
+            let history = env
+                .store
+                .history(&HistoryFilter::all().change("c02"))
+                .await
+                .expect("history");
+            if point == FaultPoint::BeforeCommit && !checks {
+                after.expect_code(&cell, EXIT_BLOCKED);
+                assert_eq!(counts, [1, 1, 0], "{cell}: blocked as the kill left it");
+                assert_eq!(
+                    history.last().map(|e| e.state),
+                    Some(AuditState::Started),
+                    "{cell}: {history:?}"
+                );
+            } else {
+                after.expect_code(&cell, 0);
+                assert_eq!(counts, [1, 1, 1], "{cell}: every change exactly once");
+                let applied: Vec<_> = history
+                    .iter()
+                    .filter(|e| e.state == AuditState::Applied)
+                    .collect();
+                assert_eq!(applied.len(), 1, "{cell}: one APPLIED entry: {history:?}");
+                if point == FaultPoint::BeforeCommit {
+                    assert_eq!(
+                        applied[0].metadata.get("resolved_by_check"),
+                        Some(&serde_json::Value::Bool(true)),
+                        "{cell}: settled by the check: {history:?}"
+                    );
+                }
             }
             assert!(
                 after.elapsed < short + Duration::from_secs(60),
