@@ -16,6 +16,7 @@ struct Args {
     transactional: Option<bool>,
     recovery: Option<LitStr>,
     rollback: Option<Path>,
+    check: Option<Path>,
     target_type: Option<Type>,
     stage: Option<LitStr>,
     krate: Path,
@@ -33,6 +34,7 @@ impl Parse for Args {
         let mut transactional = None;
         let mut recovery = None;
         let mut rollback = None;
+        let mut check = None;
         let mut target_type = None;
         let mut stage = None;
         let mut krate = None;
@@ -41,7 +43,7 @@ impl Parse for Args {
                 return Err(syn::Error::new_spanned(
                     &meta,
                     "expected `name = value` (id, order, author, description, target, \
-                     transactional, recovery, rollback, stage, target_type, crate)",
+                     transactional, recovery, rollback, check, stage, target_type, crate)",
                 ));
             };
             let name = nv
@@ -98,6 +100,7 @@ impl Parse for Args {
                     }
                 },
                 "rollback" => rollback = Some(path()?),
+                "check" => check = Some(path()?),
                 "target_type" => {
                     let v = &nv.value;
                     target_type = Some(syn::parse2::<Type>(quote!(#v))?);
@@ -108,7 +111,7 @@ impl Parse for Args {
                         &nv.path,
                         format!(
                             "unknown argument `{name}`: expected id, order, author, description, \
-                             target, transactional, recovery, rollback, stage, target_type or crate"
+                             target, transactional, recovery, rollback, check, stage, target_type or crate"
                         ),
                     ))
                 }
@@ -145,6 +148,7 @@ impl Parse for Args {
             transactional,
             recovery,
             rollback,
+            check,
             target_type,
             stage,
             krate: krate.unwrap_or_else(|| syn::parse_quote!(::flamingock)),
@@ -224,6 +228,17 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenS
             }
         }
     });
+    let check = args.check.as_ref().map(|c| {
+        quote! {
+            fn is_applied(
+                &self,
+                ctx: &mut <Self::Target as #krate::TargetSystem>::Context,
+            ) -> impl ::core::future::Future<Output = ::core::result::Result<bool, #krate::BoxError>>
+                   + Send {
+                #c(ctx)
+            }
+        }
+    });
     let doc = format!(
         "The change `{}` (order `{}`), declared with `#[change]` on an async function.",
         id.value(),
@@ -267,6 +282,7 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenS
                 #name::#body_fn(ctx)
             }
             #rollback
+            #check
         }
     })
 }

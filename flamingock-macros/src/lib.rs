@@ -49,7 +49,10 @@ use syn::LitStr;
 /// Arguments: `id` and `order` (required, strings; an empty or
 /// unprintable id is a compile error), `author`, `description`, `target`
 /// (the target id), `transactional = false`, `recovery = "always-retry"`,
-/// `rollback = path::to::async_fn` (same signature), `stage = "schema"`
+/// `rollback = path::to::async_fn` (same signature), `check =
+/// path::to::async_fn` (the "already in place" check: same argument,
+/// returning `Result<bool, BoxError>`; see `Change::is_applied`),
+/// `stage = "schema"`
 /// (registers it, so that `Stage::discover("schema")` collects every change
 /// declared for that stage anywhere in the binary), `target_type = T`
 /// (when the context type is not tied to one target, e.g. a

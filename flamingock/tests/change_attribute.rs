@@ -31,6 +31,41 @@ async fn add_index(tx: &mut KvTx) -> ChangeResult {
     Ok(())
 }
 
+async fn flag_is_on(tx: &mut KvTx) -> Result<bool, flamingock::BoxError> {
+    Ok(tx.get("flag").as_deref() == Some("on"))
+}
+
+/// A non-transactional change with an "already in place" check.
+#[flamingock::change(
+    id = "flag-on",
+    order = "0003",
+    transactional = false,
+    check = flag_is_on
+)]
+async fn turn_flag_on(tx: &mut KvTx) -> ChangeResult {
+    tx.put("flag", "on");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_declared_check_is_the_changes_already_in_place_check() {
+    let store = InMemoryAuditStore::new();
+    let target = store.shared_target("db");
+    let mut tx = target
+        .begin(flamingock::ContextMode::NonTransactional)
+        .await
+        .expect("context");
+    assert!(!turn_flag_on.is_applied(&mut tx).await.expect("check"));
+    turn_flag_on.apply(&mut tx).await.expect("apply");
+    assert!(turn_flag_on.is_applied(&mut tx).await.expect("check"));
+    // Without `check`, the change has none.
+    let err = create_users
+        .is_applied(&mut tx)
+        .await
+        .expect_err("no check declared");
+    assert!(err.is::<flamingock::NoCheck>(), "{err}");
+}
+
 #[test]
 fn the_metadata_is_what_a_hand_written_meta_gives() {
     assert_eq!(
