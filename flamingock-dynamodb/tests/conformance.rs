@@ -1,6 +1,9 @@
 //! Every conformance suite against a real DynamoDB-API server
 //! (`FLAMINGOCK_TEST_DYNAMODB_URL`; see the crate docs for running moto's
 //! server). DynamoDB-specific checks are in `dynamodb.rs`.
+// The nested futures of the suites' pipelines need more than the default
+// depth to lay out (rustc's query depth, not runtime recursion).
+#![recursion_limit = "256"]
 
 mod common;
 use common::dynamo;

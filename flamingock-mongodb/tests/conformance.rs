@@ -1,6 +1,9 @@
 //! Every conformance suite against a real MongoDB-protocol server
 //! (`FLAMINGOCK_TEST_MONGODB_URL`, and `FLAMINGOCK_TEST_MONGODB_STANDALONE_URL`
 //! for a server without a replica set).
+// The nested futures of the suites' pipelines need more than the default
+// depth to lay out (rustc's query depth, not runtime recursion).
+#![recursion_limit = "256"]
 
 mod common;
 use common::{mongo, mongo_standalone, mongo_without_transactions};

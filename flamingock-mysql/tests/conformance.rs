@@ -1,6 +1,9 @@
 //! Every conformance suite against a real MySQL or MariaDB server
 //! (`FLAMINGOCK_TEST_MYSQL_URL`). Each namespace is a fresh database,
 //! dropped with everything in it by `cleanup`.
+// The nested futures of the suites' pipelines need more than the default
+// depth to lay out (rustc's query depth, not runtime recursion).
+#![recursion_limit = "256"]
 
 mod common;
 

@@ -1,6 +1,9 @@
 //! The lock suite against a real Redis, the pipeline suite with a Redis lock
 //! over in-memory audit stores and targets, and a lease that expires in the
 //! middle of a change.
+// The nested futures of the suites' pipelines need more than the default
+// depth to lay out (rustc's query depth, not runtime recursion).
+#![recursion_limit = "256"]
 
 mod common;
 

@@ -3,6 +3,9 @@
 //! lock suite passes over it; a wrong CA, a host name the certificate does
 //! not list and a server without TLS are refused with errors that say why.
 #![cfg(feature = "tls")]
+// The nested futures of the suites' pipelines need more than the default
+// depth to lay out (rustc's query depth, not runtime recursion).
+#![recursion_limit = "256"]
 
 use std::net::TcpStream;
 use std::path::PathBuf;

@@ -2,6 +2,9 @@
 //! separate transactions (MULTI/EXEC) with and without a marker, over a
 //! SQLite audit store in a temporary directory. Every key lives under the
 //! namespace and is deleted by `cleanup`.
+// The nested futures of the suites' pipelines need more than the default
+// depth to lay out (rustc's query depth, not runtime recursion).
+#![recursion_limit = "256"]
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -10,7 +10,11 @@
 //! the file (WAL), builds the runner and applies 10 shared-transaction
 //! changes, each one bumping a counter row. Without `--bench` (as
 //! `cargo test --all-targets` runs it) it does one quick round.
-#![allow(clippy::print_stdout)] // a benchmark prints its figures
+#![allow(clippy::print_stdout)]
+// a benchmark prints its figures
+// The nested futures of the suites' pipelines need more than the default
+// depth to lay out (rustc's query depth, not runtime recursion).
+#![recursion_limit = "256"]
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -1,4 +1,7 @@
 //! Every conformance suite against the in-memory reference backends.
+// The nested futures of the suites' pipelines need more than the default
+// depth to lay out (rustc's query depth, not runtime recursion).
+#![recursion_limit = "256"]
 
 use flamingock_test_support::memory::memory;
 
