@@ -621,6 +621,27 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     tokio::task::spawn_blocking(f).await.expect("blocking task")
 }
 
+/// Starts `spec`, waits until it stops where it was told to (`AT ...`) and
+/// SIGKILLs it there; `cell` names the check's case in a failure.
+async fn killed_where_it_stops(spec: ChildSpec, cell: &str) -> Ended {
+    let ended = blocking(move || {
+        let mut a = spec.spawn("runner killed where it stopped");
+        a.wait_for("AT ");
+        a.kill()
+    })
+    .await;
+    assert_eq!(
+        ended.code, None,
+        "{cell}: the child was not killed: {ended:?}"
+    );
+    ended
+}
+
+/// Runs `spec` to its end (bounded by [`CHILD_DEADLINE`]).
+async fn run_to_end(spec: ChildSpec) -> Ended {
+    blocking(move || spec.spawn("next runner").finish()).await
+}
+
 /// What the crash table says the next run finds after a kill at `point` of
 /// the middle change: `None` = everything applied exactly once; `Some(c)` =
 /// blocked, with the middle change's effect count `c`.
@@ -646,18 +667,8 @@ pub async fn killed_at_each_fault_point<H: PipelineUnderTest>(sut: &H) {
             let ns = namespace("proc");
             let cell = format!("{} / {}", kind_name(kind), point_name(point));
             let spec = ChildSpec::new(&ns, kind, 3).lease(short).stop_at(point, 1);
-            let ended = blocking(move || {
-                let mut a = spec.spawn("runner killed at a fault point");
-                a.wait_for("AT ");
-                a.kill()
-            })
-            .await;
-            assert_eq!(
-                ended.code, None,
-                "{cell}: the child was not killed: {ended:?}"
-            );
-            let next = ChildSpec::new(&ns, kind, 3);
-            let ended = blocking(move || next.spawn("next runner").finish()).await;
+            killed_where_it_stops(spec, &cell).await;
+            let ended = run_to_end(ChildSpec::new(&ns, kind, 3)).await;
             let c = counts(sut, &ns, kind, 3).await;
             match crash_table(kind, point) {
                 None => {
@@ -705,8 +716,7 @@ pub async fn killed_at_random_instants<H: PipelineUnderTest>(sut: &H) {
             a.kill()
         })
         .await;
-        let next = ChildSpec::new(&ns, kind, 5);
-        let after = blocking(move || next.spawn("next runner").finish()).await;
+        let after = run_to_end(ChildSpec::new(&ns, kind, 5)).await;
         after.expect_code(&format!("round {round}, killed after {delay:?}"), 0);
         assert_eq!(
             counts(sut, &ns, kind, 5).await,

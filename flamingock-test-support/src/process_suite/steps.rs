@@ -19,7 +19,9 @@ use flamingock_core::{
 
 use flamingock_core::fault::FaultPoint;
 
-use super::{blocking, change_id, out, point_name, ChildSpec, EXIT_BLOCKED};
+use super::{
+    change_id, killed_where_it_stops, out, point_name, run_to_end, ChildSpec, EXIT_BLOCKED,
+};
 use crate::namespace;
 use crate::pipeline_suite::{Kind, PipelineUnderTest};
 
@@ -224,18 +226,11 @@ pub async fn multi_step_killed_between_steps<H: PipelineUnderTest>(sut: &H) {
                 .lease(short)
                 .steps(STEPS_EACH, checks, &dir)
                 .stop_in_step(point, 1, 1);
-            let ended = blocking(move || {
-                let mut a = spec.spawn("runner killed inside a step");
-                a.wait_for("AT step-");
-                a.kill()
-            })
+            killed_where_it_stops(spec, &cell).await;
+            let after = run_to_end(
+                ChildSpec::new(&ns, Kind::NonTx, CHANGES).steps(STEPS_EACH, checks, &dir),
+            )
             .await;
-            assert_eq!(
-                ended.code, None,
-                "{cell}: the child was not killed: {ended:?}"
-            );
-            let next = ChildSpec::new(&ns, Kind::NonTx, CHANGES).steps(STEPS_EACH, checks, &dir);
-            let after = blocking(move || next.spawn("next runner").finish()).await;
             let counts: Vec<Vec<u64>> = (0..CHANGES)
                 .map(|c| {
                     (0..STEPS_EACH)
@@ -322,18 +317,9 @@ pub async fn non_transactional_killed_with_and_without_check<H: PipelineUnderTes
                 .lease(short)
                 .steps(0, checks, &dir)
                 .stop_at(point, 1);
-            let ended = blocking(move || {
-                let mut a = spec.spawn("runner killed at a fault point");
-                a.wait_for("AT ");
-                a.kill()
-            })
-            .await;
-            assert_eq!(
-                ended.code, None,
-                "{cell}: the child was not killed: {ended:?}"
-            );
-            let next = ChildSpec::new(&ns, Kind::NonTx, CHANGES).steps(0, checks, &dir);
-            let after = blocking(move || next.spawn("next runner").finish()).await;
+            killed_where_it_stops(spec, &cell).await;
+            let after =
+                run_to_end(ChildSpec::new(&ns, Kind::NonTx, CHANGES).steps(0, checks, &dir)).await;
             let counts: Vec<u64> = (0..CHANGES).map(|c| fx.count(&change_id(c), 0)).collect();
             let env = sut.open(&ns).await.expect("open backend");
             let history = env
