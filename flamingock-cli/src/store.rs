@@ -569,11 +569,12 @@ impl OpenedStore {
             #[cfg(feature = "mysql")]
             StoreUrl::Mysql { url, prefix } => {
                 let shown = format!("mysql({})", redact_url(url));
-                let options: flamingock_mysql::sqlx::mysql::MySqlConnectOptions = url
-                    .parse()
-                    .map_err(|e: flamingock_mysql::sqlx::Error| StoreError::NotReady {
-                        store: shown.clone(),
-                        detail: format!("invalid URL: {e}"),
+                let options: flamingock_mysql::sqlx::mysql::MySqlConnectOptions =
+                    url.parse().map_err(|e: flamingock_mysql::sqlx::Error| {
+                        StoreError::InvalidConfig {
+                            store: shown.clone(),
+                            detail: format!("invalid URL: {e}"),
+                        }
                     })?;
                 let pool = flamingock_mysql::sqlx::mysql::MySqlPoolOptions::new()
                     .max_connections(3)
@@ -624,16 +625,19 @@ impl OpenedStore {
                     options = options.endpoint_url(e.clone());
                 }
                 if let Some(path) = ca_file {
-                    let pem = std::fs::read(path).map_err(|e| StoreError::NotReady {
+                    let pem = std::fs::read(path).map_err(|e| StoreError::InvalidConfig {
                         store: "dynamodb".into(),
                         detail: format!("cannot read tlsCAFile {}: {e}", path.display()),
                     })?;
                     options = options.ca_certificate(pem);
                 }
-                let client = options.connect().await.map_err(|e| StoreError::NotReady {
-                    store: "dynamodb".into(),
-                    detail: format!("tlsCAFile: {e}"),
-                })?;
+                let client = options
+                    .connect()
+                    .await
+                    .map_err(|e| StoreError::InvalidConfig {
+                        store: "dynamodb".into(),
+                        detail: format!("tlsCAFile: {e}"),
+                    })?;
                 let mut conf = client.config().to_builder();
                 if let Some(r) = region {
                     conf = conf.region(Region::new(r.clone()));
@@ -659,7 +663,7 @@ impl OpenedStore {
                 Ok(OpenedStore::Dynamodb(store))
             }
             #[allow(unreachable_patterns)]
-            other => Err(StoreError::NotReady {
+            other => Err(StoreError::InvalidConfig {
                 store: format!("{other:?}"),
                 detail: "this build of flamingock-cli has no backend for it".into(),
             }),
