@@ -31,17 +31,7 @@ mod pipeline {
 /// Bad input and failures: the same checks on every backend.
 mod bad_input {
     use super::my;
-    flamingock_test_support::bad_input_tests!(my,
-        run: [
-            malformed_entries_are_named_not_misread,
-            missing_tables_are_not_ready_without_auto_create,
-            misshapen_tables_are_reported_not_used,
-            fenced_shared_commit_rolls_the_change_back,
-            connections_killed_mid_run_lose_nothing,
-            wrong_credentials_are_clear_and_hide_the_password,
-        ],
-        ignored: [],
-    );
+    flamingock_test_support::bad_input_tests!(my);
 }
 
 /// The process-level suite: real child processes killed, paused and racing.
