@@ -63,14 +63,24 @@
 //! transaction refused: rolled back, the runner stops), and anything else
 //! (outcome unknown: nothing more is recorded).
 //!
-//! * **Shared transaction.** A target on the audit store's own database
-//!   reports the store's id in [`TargetCapabilities::shared_audit_store`]
-//!   and, on [`CommitWith::Audit`], writes the entry **inside the change's
+//! * **Shared transaction.** When the target is the audit store's own
+//!   database, implement [`AppendInTransaction`] on the store: its
+//!   `Transaction` is what the target holds while a change runs (a SQL
+//!   connection inside `BEGIN`, a MongoDB session, DynamoDB's batch), and
+//!   `append_in_transaction` writes the entry **inside the change's
 //!   transaction** with the same fence check as `append`, so that a crash at
-//!   any instant leaves both or neither. The pipeline suite's crash table
+//!   any instant leaves both or neither. The store's `shared_target(id)`
+//!   builds the target with a [`SharedAudit`] of the store (the pairing is by
+//!   type: the target's field only holds that store); the target's
+//!   capabilities are [`SharedAudit::capabilities`], and on
+//!   [`CommitWith::Audit`] its `commit` calls [`SharedAudit::append`] with
+//!   its open transaction, rolls back on an error and returns it unchanged
+//!   (the mapping to [`TargetError::Audit`] / [`TargetError::NotCommitted`]
+//!   is core's), then commits. The pipeline suite's crash table
 //!   (`crash_table_shared_tx`) kills the runner at every point of this;
-//!   `fenced_shared_commit_rolls_the_change_back` checks the fence
-//!   rejection inside the transaction directly.
+//!   the bad-input suite's `fenced_shared_commit_rolls_the_change_back`
+//!   checks the contract directly: a stale token is refused inside the
+//!   transaction and the change's effect goes with it.
 //! * **Separate transaction with marker.** On [`CommitWith::Marker`] write
 //!   the marker inside the change's transaction; [`marker`](TargetSystem::marker)
 //!   reads it back; `clear_marker` removes it (`crash_table_separate_tx_with_marker`).
@@ -119,6 +129,6 @@
 
 #[allow(unused_imports)] // for the links above
 use crate::{
-    Acquire, AuditStore, CommitWith, LockError, LockProvider, StoreError, TargetCapabilities,
-    TargetError, TargetSystem,
+    Acquire, AppendInTransaction, AuditStore, CommitWith, LockError, LockProvider, SharedAudit,
+    StoreError, TargetCapabilities, TargetError, TargetSystem,
 };

@@ -120,6 +120,7 @@ mod plan;
 pub mod report;
 pub mod retry;
 mod runner;
+pub mod shared_audit;
 mod shutdown;
 mod stage;
 mod strategy;
@@ -147,6 +148,7 @@ pub use plan::{PlanAction, PlanItem};
 pub use report::{ChangeOutcome, ChangeReport, RunReport, Totals};
 pub use retry::{RetryPolicy, Transient};
 pub use runner::Flamingock;
+pub use shared_audit::{AppendInTransaction, SharedAudit};
 pub use stage::Stage;
 pub use target::{
     CommitWith, ContextMode, DependencyTarget, Marker, TargetCapabilities, TargetSystem,

@@ -87,8 +87,12 @@ pub enum CommitWith<'a> {
     /// A marker record, in the same transaction.
     Marker(&'a Marker),
     /// The APPLIED audit entry, with the store's atomic fence check, in the
-    /// same transaction (shared-transaction strategy). A fence rejection must
-    /// abort the transaction and surface as [`TargetError::Audit`] wrapping
+    /// same transaction (shared-transaction strategy): only sent to a target
+    /// whose capabilities name the runner's store, i.e. one built with a
+    /// [`SharedAudit`](crate::SharedAudit), which writes it
+    /// ([`SharedAudit::append`](crate::SharedAudit::append)). A fence
+    /// rejection must abort the transaction and surface as
+    /// [`TargetError::Audit`] wrapping
     /// [`StoreError::Fenced`](crate::StoreError::Fenced).
     Audit(&'a AuditEntry),
 }

@@ -462,3 +462,23 @@ impl AuditStore for DynamoAuditStore {
         Some(Arc::new(self.lock()))
     }
 }
+
+/// DynamoDB's transaction is one `TransactWriteItems` request sent at
+/// commit: the entry is staged in the change's [`DynamoContext`], and the
+/// target sends it in the same request as the change's items, with the
+/// current-state item and the fence check. A fence rejection is therefore
+/// reported by the target's commit (the cancellation reason of the fence
+/// item), not here. Staging makes sure the audit table exists first.
+impl flamingock_core::AppendInTransaction for DynamoAuditStore {
+    type Transaction = crate::target::DynamoContext;
+
+    async fn append_in_transaction(
+        &self,
+        tx: &mut crate::target::DynamoContext,
+        entry: &AuditEntry,
+    ) -> Result<(), StoreError> {
+        self.ensure_ready().await?;
+        tx.audit = Some(entry.clone());
+        Ok(())
+    }
+}

@@ -6,9 +6,10 @@ use std::sync::Arc;
 
 use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem, Update};
 use aws_sdk_dynamodb::Client;
+use flamingock_core::shared_audit::commit_error;
 use flamingock_core::{
-    AuditStore, CommitWith, ContextMode, Marker, MarkerSettings, StoreError, TargetCapabilities,
-    TargetError, TargetSystem,
+    AuditEntry, CommitWith, ContextMode, Marker, MarkerSettings, SharedAudit, StoreError,
+    TargetCapabilities, TargetError, TargetSystem,
 };
 use tokio::sync::OnceCell;
 
@@ -42,7 +43,7 @@ pub struct DynamoTarget {
     id: String,
     client: Client,
     prefix: String,
-    shared: Option<DynamoAuditStore>,
+    shared: Option<SharedAudit<DynamoAuditStore>>,
     marker: bool,
     auto_create: bool,
     retry: RetryPolicy,
@@ -133,7 +134,7 @@ impl DynamoTargetBuilder {
                 client: store.inner.client.clone(),
                 prefix: store.inner.prefix.clone(),
                 retry: self.retry.unwrap_or(store.inner.retry),
-                shared: Some(store),
+                shared: Some(SharedAudit::new(store)),
                 marker: false,
                 auto_create: self.auto_create,
                 ready: Arc::default(),
@@ -251,18 +252,20 @@ impl DynamoTarget {
     }
 
     fn map_tx(&self, token: u64, e: TxError) -> TargetError {
+        let store = || {
+            self.shared
+                .as_ref()
+                .map_or_else(String::new, |st| st.store().name())
+        };
         match e {
-            TxError::Fenced { fence } => TargetError::Audit {
-                target: self.id.clone(),
-                source: StoreError::Fenced {
-                    store: self
-                        .shared
-                        .as_ref()
-                        .map_or_else(String::new, |st| st.name()),
+            TxError::Fenced { fence } => commit_error(
+                &self.id,
+                StoreError::Fenced {
+                    store: store(),
                     token,
                     fence,
                 },
-            },
+            ),
             TxError::OwnItem { detail } => self.not_committed(msg(format!(
                 "a condition of the change's own writes failed: {detail}"
             ))),
@@ -271,17 +274,17 @@ impl DynamoTarget {
                 source,
             }),
             TxError::Unknown(e) => self.backend("commit (outcome unknown)", e),
-            TxError::FenceUnreadable(e) => match &self.shared {
-                Some(st) => TargetError::Audit {
-                    target: self.id.clone(),
-                    source: StoreError::Backend {
-                        store: st.name(),
-                        operation: "read fence",
-                        source: e,
-                    },
+            // The transaction was cancelled (nothing committed), but why
+            // could not be read: not a fence rejection the runner could
+            // name, so it is recorded as not committed.
+            TxError::FenceUnreadable(e) => commit_error(
+                &self.id,
+                StoreError::Backend {
+                    store: store(),
+                    operation: "read fence",
+                    source: e,
                 },
-                None => self.backend("read fence", e),
-            },
+            ),
         }
     }
 }
@@ -301,6 +304,10 @@ pub struct DynamoContext {
     mode: ContextMode,
     target: String,
     prefix: String,
+    /// The APPLIED entry the shared store staged
+    /// ([`AppendInTransaction`](flamingock_core::AppendInTransaction)): sent
+    /// in the same request as the change's items.
+    pub(crate) audit: Option<AuditEntry>,
 }
 
 impl DynamoContext {
@@ -405,13 +412,11 @@ impl TargetSystem for DynamoTarget {
     }
 
     fn capabilities(&self) -> TargetCapabilities {
-        let mut caps = TargetCapabilities::transactional();
-        if let Some(store) = &self.shared {
-            caps = caps.sharing_audit_store(store.store_id());
-        } else if self.marker {
-            caps = caps.with_marker();
+        match &self.shared {
+            Some(shared) => shared.capabilities(),
+            None if self.marker => TargetCapabilities::transactional().with_marker(),
+            None => TargetCapabilities::transactional(),
         }
-        caps
     }
 
     async fn begin(&self, mode: ContextMode) -> Result<DynamoContext, TargetError> {
@@ -421,6 +426,7 @@ impl TargetSystem for DynamoTarget {
             mode,
             target: self.id.clone(),
             prefix: self.prefix.clone(),
+            audit: None,
         })
     }
 
@@ -429,36 +435,34 @@ impl TargetSystem for DynamoTarget {
             // `push` refuses items in this mode; nothing can be pending.
             return Ok(());
         }
-        let own = &ctx.items;
+        let mut ctx = ctx;
         match with {
             CommitWith::Audit(entry) => {
-                let Some(store) = &self.shared else {
+                let Some(shared) = &self.shared else {
                     return Err(TargetError::Unsupported {
                         target: self.id.clone(),
                         detail: "asked to commit an audit entry, but this target was not built by DynamoAuditStore::shared_target".into(),
                     });
                 };
                 self.check_size(
-                    own.len(),
+                    ctx.items.len(),
                     AUDIT_ITEMS,
                     "the APPLIED audit entry, the current-state item and the fence check",
                 )?;
-                store
-                    .ensure_ready()
-                    .await
-                    .map_err(|source| TargetError::Audit {
-                        target: self.id.clone(),
-                        source,
-                    })?;
-                let audit = AuditPart {
-                    table: store.table(),
-                    entry,
+                shared.append(&self.id, &mut ctx, entry).await?;
+                let Some(staged) = ctx.audit.take() else {
+                    return Ok(());
                 };
-                tx::send(&self.client, &self.retry, own, &[], Some(audit))
+                let audit = AuditPart {
+                    table: shared.store().table(),
+                    entry: &staged,
+                };
+                tx::send(&self.client, &self.retry, &ctx.items, &[], Some(audit))
                     .await
-                    .map_err(|e| self.map_tx(entry.fencing_token, e))
+                    .map_err(|e| self.map_tx(staged.fencing_token, e))
             }
             CommitWith::Marker(m) => {
+                let own = &ctx.items;
                 self.check_size(own.len(), 1, "the marker item")?;
                 self.marker_ready().await?;
                 let marker = self.marker_put(m)?;
@@ -467,6 +471,7 @@ impl TargetSystem for DynamoTarget {
                     .map_err(|e| self.map_tx(m.fencing_token, e))
             }
             _ => {
+                let own = &ctx.items;
                 self.check_size(own.len(), 0, "nothing")?;
                 tx::send(&self.client, &self.retry, own, &[], None)
                     .await

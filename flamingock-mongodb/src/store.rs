@@ -1103,3 +1103,26 @@ pub(crate) const STALL_HINT: &str =
      writes to the documents it touched until the server aborts it (MongoDB: after \
      transactionLifetimeLimitSeconds, 60 s by default; the next lock holder also kills the \
      sessions of such transactions when it claims the fence)";
+
+/// The shared-transaction write: the same fence check, history insert and
+/// current-state update as [`AuditStore::append`], inside the transaction
+/// open on the change's session. A conditional fence write that matched
+/// nothing is resolved against the fence actually recorded (read outside
+/// the transaction), so a rejection names the newer epoch.
+impl flamingock_core::AppendInTransaction for MongoAuditStore {
+    type Transaction = ClientSession;
+
+    async fn append_in_transaction(
+        &self,
+        tx: &mut ClientSession,
+        entry: &AuditEntry,
+    ) -> Result<(), StoreError> {
+        match self.write_in_transaction(tx, entry).await {
+            Ok(()) => Ok(()),
+            Err(f) if f.is_transient() => {
+                Err(f.into_store_error(&self.inner.describe, entry.fencing_token))
+            }
+            Err(f) => Err(self.resolve_fenced(f, entry.fencing_token).await),
+        }
+    }
+}

@@ -1,7 +1,8 @@
 //! MongoDB as a target system: changes run in a client-session transaction.
 
 use flamingock_core::{
-    CommitWith, ContextMode, Marker, MarkerSettings, TargetCapabilities, TargetError, TargetSystem,
+    CommitWith, ContextMode, Marker, MarkerSettings, SharedAudit, TargetCapabilities, TargetError,
+    TargetSystem,
 };
 use mongodb::bson::{doc, Document};
 use mongodb::error::{Error as DriverError, TRANSIENT_TRANSACTION_ERROR};
@@ -92,7 +93,7 @@ pub struct MongoTarget {
     id: String,
     db: Database,
     client: Client,
-    shared: Option<MongoAuditStore>,
+    shared: Option<SharedAudit<MongoAuditStore>>,
     marker: Option<Collection<Document>>,
     /// Sessions of this separate target's open transactions (see [`crate::sessions`]).
     sessions: Option<Collection<Document>>,
@@ -199,7 +200,7 @@ impl MongoTargetBuilder {
                 write_concern: self
                     .write_concern
                     .unwrap_or_else(|| inner.write_concern.clone()),
-                shared: Some(store),
+                shared: Some(SharedAudit::new(store)),
             });
         }
         let (prefix, marker) = self.markers.separate(DEFAULT_TARGET_PREFIX);
@@ -309,7 +310,7 @@ impl MongoTarget {
         }
         match with {
             CommitWith::Audit(entry) => {
-                let Some(store) = &self.shared else {
+                let Some(shared) = &self.shared else {
                     let _ = ctx.session.abort_transaction().await;
                     return Err(TargetError::Unsupported {
                         target: self.id.clone(),
@@ -318,21 +319,9 @@ impl MongoTarget {
                             .into(),
                     });
                 };
-                if let Err(f) = store.write_in_transaction(&mut ctx.session, entry).await {
+                if let Err(e) = shared.append(&self.id, &mut ctx.session, entry).await {
                     let _ = ctx.session.abort_transaction().await;
-                    if f.is_transient() {
-                        if let crate::store::WriteFailure::Driver { error, .. } = f {
-                            return Err(TargetError::NotCommitted {
-                                target: self.id.clone(),
-                                source: crate::explain::boxed(error),
-                            });
-                        }
-                    }
-                    let source = store.resolve_fenced(f, entry.fencing_token).await;
-                    return Err(TargetError::Audit {
-                        target: self.id.clone(),
-                        source,
-                    });
+                    return Err(e);
                 }
             }
             CommitWith::Marker(m) => {
@@ -368,7 +357,7 @@ impl MongoTarget {
             return;
         }
         if let Some(store) = &self.shared {
-            store.unregister_session(ctx.session.id()).await;
+            store.store().unregister_session(ctx.session.id()).await;
         } else if let Some(coll) = &self.sessions {
             sessions::unregister(coll, ctx.session.id()).await;
         }
@@ -396,13 +385,11 @@ impl TargetSystem for MongoTarget {
     }
 
     fn capabilities(&self) -> TargetCapabilities {
-        let mut caps = TargetCapabilities::transactional();
-        if self.marker.is_some() {
-            caps = caps.with_marker();
-        }
-        if let Some(store) = &self.shared {
-            caps = caps.sharing_audit_store(flamingock_core::AuditStore::store_id(store));
-        }
+        let mut caps = match (&self.shared, &self.marker) {
+            (Some(shared), _) => shared.capabilities(),
+            (None, Some(_)) => TargetCapabilities::transactional().with_marker(),
+            (None, None) => TargetCapabilities::transactional(),
+        };
         if let Transactions::Unavailable(why) = &self.transactions {
             caps = caps.transactions_unavailable(why.clone());
         }
@@ -432,6 +419,7 @@ impl TargetSystem for MongoTarget {
             // runner die or lose its lease mid-change (see the crate docs).
             if let Some(store) = &self.shared {
                 store
+                    .store()
                     .register_session(session.id())
                     .await
                     .map_err(self.backend("register transaction session"))?;

@@ -305,7 +305,7 @@ impl MysqlAuditStore {
     /// own): the fence row is locked first, so a runner whose token is below
     /// the fence writes nothing and gets [`StoreError::Fenced`]; the caller
     /// rolls back then.
-    pub(crate) async fn append_in(
+    async fn append_in(
         &self,
         conn: &mut MySqlConnection,
         entry: &AuditEntry,
@@ -765,5 +765,21 @@ impl AuditStore for MysqlAuditStore {
 
     fn default_lock(&self) -> Option<Arc<dyn LockProvider>> {
         Some(Arc::new(self.lock()))
+    }
+}
+
+/// The shared-transaction write: the same statements as
+/// [`AuditStore::append`] (the fence row locked first, then the history row,
+/// the current row and the summary), on the connection of the change's
+/// transaction.
+impl flamingock_core::AppendInTransaction for MysqlAuditStore {
+    type Transaction = MySqlConnection;
+
+    async fn append_in_transaction(
+        &self,
+        tx: &mut MySqlConnection,
+        entry: &AuditEntry,
+    ) -> Result<(), StoreError> {
+        self.append_in(tx, entry).await
     }
 }

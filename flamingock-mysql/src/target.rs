@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flamingock_core::{
-    AuditStore, CommitWith, ContextMode, Marker, MarkerSettings, StoreError, TargetCapabilities,
-    TargetError, TargetSystem,
+    CommitWith, ContextMode, Marker, MarkerSettings, SharedAudit, TargetCapabilities, TargetError,
+    TargetSystem,
 };
 use sqlx::pool::PoolConnection;
 use sqlx::{AssertSqlSafe, MySql, MySqlConnection, MySqlPool, Row, Transaction};
@@ -90,7 +90,7 @@ pub struct MysqlTarget {
     id: String,
     pool: MySqlPool,
     names: Names,
-    shared: Option<MysqlAuditStore>,
+    shared: Option<SharedAudit<MysqlAuditStore>>,
     marker: bool,
     marker_ready: Arc<OnceCell<()>>,
     /// `SET SESSION wait_timeout = ...`, sent before each transaction.
@@ -208,7 +208,7 @@ impl MysqlTargetBuilder {
             id: self.id,
             pool: self.pool,
             names,
-            shared: self.shared,
+            shared: self.shared.map(SharedAudit::new),
             marker,
             marker_ready: Arc::default(),
             session_sql,
@@ -436,14 +436,11 @@ impl TargetSystem for MysqlTarget {
     }
 
     fn capabilities(&self) -> TargetCapabilities {
-        let mut caps = TargetCapabilities::transactional();
-        if self.marker {
-            caps = caps.with_marker();
+        match &self.shared {
+            Some(shared) => shared.capabilities(),
+            None if self.marker => TargetCapabilities::transactional().with_marker(),
+            None => TargetCapabilities::transactional(),
         }
-        if let Some(store) = &self.shared {
-            caps = caps.sharing_audit_store(store.store_id());
-        }
-        caps
     }
 
     async fn begin(&self, mode: ContextMode) -> Result<MysqlContext, TargetError> {
@@ -506,25 +503,18 @@ impl TargetSystem for MysqlTarget {
         }
         match with {
             CommitWith::Audit(entry) => {
-                let Some(store) = &self.shared else {
+                let Some(shared) = &self.shared else {
                     let e = self.unsupported(
                         "asked to commit an audit entry but this target shares no audit store \
                          (build it with MysqlAuditStore::shared_target)",
                     );
                     return Err(self.not_committed(tx, Box::new(e)).await);
                 };
-                match store.append_in(&mut tx, entry).await {
-                    Ok(()) => {}
-                    Err(source @ StoreError::Fenced { .. }) => {
-                        if let Err(e) = tx.rollback().await {
-                            tracing::warn!(error = %e, "rollback of a fenced transaction failed");
-                        }
-                        return Err(TargetError::Audit {
-                            target: self.id.clone(),
-                            source,
-                        });
+                if let Err(e) = shared.append(&self.id, &mut tx, entry).await {
+                    if let Err(r) = tx.rollback().await {
+                        tracing::warn!(error = %r, "rollback after a refused audit write failed");
                     }
-                    Err(e) => return Err(self.not_committed(tx, Box::new(e)).await),
+                    return Err(e);
                 }
             }
             CommitWith::Marker(m) => {

@@ -687,3 +687,18 @@ impl AuditStore for PostgresAuditStore {
         Some(Arc::new(self.lock()))
     }
 }
+
+/// The shared-transaction write: the same one statement as
+/// [`AuditStore::append`] (fence check, history row, current-state row), on
+/// the connection of the change's transaction.
+impl flamingock_core::AppendInTransaction for PostgresAuditStore {
+    type Transaction = sqlx::PgConnection;
+
+    async fn append_in_transaction(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        entry: &AuditEntry,
+    ) -> Result<(), StoreError> {
+        self.append_on(tx, entry).await
+    }
+}

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flamingock_core::{
-    AuditStore, CommitWith, ContextMode, Marker, MarkerSettings, StoreError, TargetCapabilities,
-    TargetError, TargetSystem,
+    CommitWith, ContextMode, Marker, MarkerSettings, SharedAudit, TargetCapabilities, TargetError,
+    TargetSystem,
 };
 use sqlx::pool::PoolConnection;
 use sqlx::{AssertSqlSafe, Executor, PgConnection, PgPool, Postgres, Row, Transaction};
@@ -59,7 +59,7 @@ pub struct PostgresTarget {
     /// Marker table names, with the schema resolved.
     names: Arc<OnceCell<Names>>,
     prefix: String,
-    shared: Option<PostgresAuditStore>,
+    shared: Option<SharedAudit<PostgresAuditStore>>,
     marker: bool,
     marker_ready: Arc<OnceCell<()>>,
     /// See [`PostgresTargetBuilder::transaction_pooler`].
@@ -235,7 +235,7 @@ impl PostgresTargetBuilder {
             schema: self.schema.map(Arc::from),
             names: Arc::new(names),
             prefix,
-            shared: self.shared,
+            shared: self.shared.map(SharedAudit::new),
             marker_ready: Arc::default(),
             pooler: self.pooler,
         })
@@ -480,14 +480,11 @@ impl TargetSystem for PostgresTarget {
     }
 
     fn capabilities(&self) -> TargetCapabilities {
-        let mut caps = TargetCapabilities::transactional();
-        if self.marker {
-            caps = caps.with_marker();
+        match &self.shared {
+            Some(shared) => shared.capabilities(),
+            None if self.marker => TargetCapabilities::transactional().with_marker(),
+            None => TargetCapabilities::transactional(),
         }
-        if let Some(store) = &self.shared {
-            caps = caps.sharing_audit_store(store.store_id());
-        }
-        caps
     }
 
     async fn begin(&self, mode: ContextMode) -> Result<PgContext, TargetError> {
@@ -534,25 +531,18 @@ impl TargetSystem for PostgresTarget {
         };
         match with {
             CommitWith::Audit(entry) => {
-                let Some(store) = &self.shared else {
+                let Some(shared) = &self.shared else {
                     let e = self.unsupported(
                         "asked to commit an audit entry but this target shares no audit store \
                          (build it with PostgresAuditStore::shared_target)",
                     );
                     return Err(self.not_committed(tx, Box::new(e)).await);
                 };
-                match store.append_on(&mut *tx, entry).await {
-                    Ok(()) => {}
-                    Err(source @ StoreError::Fenced { .. }) => {
-                        if let Err(e) = tx.rollback().await {
-                            tracing::warn!(error = %e, "rollback of a fenced transaction failed");
-                        }
-                        return Err(TargetError::Audit {
-                            target: self.id.clone(),
-                            source,
-                        });
+                if let Err(e) = shared.append(&self.id, &mut tx, entry).await {
+                    if let Err(r) = tx.rollback().await {
+                        tracing::warn!(error = %r, "rollback after a refused audit write failed");
                     }
-                    Err(e) => return Err(self.not_committed(tx, Box::new(e)).await),
+                    return Err(e);
                 }
             }
             CommitWith::Marker(m) => {

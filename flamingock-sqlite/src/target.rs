@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use flamingock_core::{
-    AuditStore, CommitWith, ContextMode, Marker, MarkerSettings, TargetCapabilities, TargetError,
-    TargetSystem,
+    AuditStore, CommitWith, ContextMode, Marker, MarkerSettings, SharedAudit, TargetCapabilities,
+    TargetError, TargetSystem,
 };
 use sqlx::error::ErrorKind;
 use sqlx::pool::PoolConnection;
@@ -54,7 +54,7 @@ pub struct SqliteTarget {
 
 #[derive(Clone)]
 enum Kind {
-    Shared(SqliteAuditStore),
+    Shared(SharedAudit<SqliteAuditStore>),
     Separate { markers: Option<Arc<Markers>> },
 }
 
@@ -90,7 +90,7 @@ impl std::fmt::Debug for SqliteTarget {
         let mut d = f.debug_struct("SqliteTarget");
         d.field("id", &self.id);
         match &self.kind {
-            Kind::Shared(store) => d.field("shares_audit_store", &store.store_id()),
+            Kind::Shared(shared) => d.field("shares_audit_store", &shared.store().store_id()),
             Kind::Separate { markers } => d.field(
                 "marker_table",
                 &markers.as_ref().map(|m| m.table.name.as_str()),
@@ -147,7 +147,7 @@ impl SqliteTargetBuilder {
             return Ok(SqliteTarget {
                 id,
                 pool: store.pool().clone(),
-                kind: Kind::Shared(store),
+                kind: Kind::Shared(SharedAudit::new(store)),
             });
         }
         let (prefix, marker) = self.markers.separate(DEFAULT_PREFIX);
@@ -373,9 +373,7 @@ impl TargetSystem for SqliteTarget {
 
     fn capabilities(&self) -> TargetCapabilities {
         match &self.kind {
-            Kind::Shared(store) => {
-                TargetCapabilities::transactional().sharing_audit_store(store.store_id())
-            }
+            Kind::Shared(shared) => shared.capabilities(),
             Kind::Separate { markers: Some(_) } => {
                 TargetCapabilities::transactional().with_marker()
             }
@@ -424,7 +422,7 @@ impl TargetSystem for SqliteTarget {
             };
         match with {
             CommitWith::Audit(entry) => {
-                let Kind::Shared(store) = &self.kind else {
+                let Kind::Shared(shared) = &self.kind else {
                     let _ = tx.rollback().await;
                     return Err(self.unsupported(
                         "asked to commit an audit entry but this target shares no audit store",
@@ -432,12 +430,9 @@ impl TargetSystem for SqliteTarget {
                 };
                 // Same connection, same transaction: fence check, history and
                 // current state commit together with the change.
-                if let Err(source) = store.inner.append_in(&mut tx, entry).await {
+                if let Err(e) = shared.append(&self.id, &mut tx, entry).await {
                     let _ = tx.rollback().await;
-                    return Err(TargetError::Audit {
-                        target: self.id.clone(),
-                        source,
-                    });
+                    return Err(e);
                 }
             }
             CommitWith::Marker(m) => {

@@ -198,3 +198,20 @@ impl AuditStore for InMemoryAuditStore {
         Some(Arc::new(self.inner.lock.clone()))
     }
 }
+
+/// The in-memory "transaction" is the change's [`KvTx`]: the entry is staged
+/// in it and written, with the fence check, when the target commits it,
+/// under the same locks as the data (like a store whose transaction is one
+/// request sent at commit).
+impl crate::shared_audit::AppendInTransaction for InMemoryAuditStore {
+    type Transaction = super::target::KvTx;
+
+    async fn append_in_transaction(
+        &self,
+        tx: &mut super::target::KvTx,
+        entry: &AuditEntry,
+    ) -> Result<(), StoreError> {
+        tx.audit = Some(entry.clone());
+        Ok(())
+    }
+}

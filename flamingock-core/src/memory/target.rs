@@ -2,7 +2,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use super::store::{guard, InMemoryAuditStore};
+use crate::audit::AuditEntry;
 use crate::error::TargetError;
+use crate::shared_audit::{commit_error, SharedAudit};
 use crate::target::{CommitWith, ContextMode, Marker, TargetCapabilities, TargetSystem};
 
 #[derive(Debug, Default)]
@@ -26,7 +28,7 @@ pub(crate) struct KvData {
 pub struct InMemoryTarget {
     id: String,
     kv: Arc<Mutex<KvData>>,
-    shared: Option<InMemoryAuditStore>,
+    shared: Option<SharedAudit<InMemoryAuditStore>>,
     marker: bool,
 }
 
@@ -45,7 +47,7 @@ impl InMemoryTarget {
         InMemoryTarget {
             id,
             kv: store.inner.kv.clone(),
-            shared: Some(store),
+            shared: Some(SharedAudit::new(store)),
             marker: false,
         }
     }
@@ -79,6 +81,9 @@ pub struct KvTx {
     kv: Arc<Mutex<KvData>>,
     staged: BTreeMap<String, Option<String>>,
     transactional: bool,
+    /// The APPLIED entry staged by the shared store: written, with the
+    /// fence check, at commit, under the same locks as the data.
+    pub(crate) audit: Option<AuditEntry>,
 }
 
 impl KvTx {
@@ -145,14 +150,11 @@ impl TargetSystem for InMemoryTarget {
     }
 
     fn capabilities(&self) -> TargetCapabilities {
-        let mut caps = TargetCapabilities::transactional();
-        if self.marker {
-            caps = caps.with_marker();
+        match &self.shared {
+            Some(shared) => shared.capabilities(),
+            None if self.marker => TargetCapabilities::transactional().with_marker(),
+            None => TargetCapabilities::transactional(),
         }
-        if let Some(store) = &self.shared {
-            caps = caps.sharing_audit_store(crate::AuditStore::store_id(store));
-        }
-        caps
     }
 
     async fn begin(&self, mode: ContextMode) -> Result<KvTx, TargetError> {
@@ -160,13 +162,14 @@ impl TargetSystem for InMemoryTarget {
             kv: self.kv.clone(),
             staged: BTreeMap::new(),
             transactional: mode == ContextMode::Transaction,
+            audit: None,
         })
     }
 
     async fn commit(&self, tx: KvTx, with: CommitWith<'_>) -> Result<(), TargetError> {
         match with {
             CommitWith::Audit(entry) => {
-                let Some(store) = &self.shared else {
+                let Some(shared) = &self.shared else {
                     return Err(TargetError::Unsupported {
                         target: self.id.clone(),
                         detail:
@@ -174,13 +177,15 @@ impl TargetSystem for InMemoryTarget {
                                 .into(),
                     });
                 };
+                let mut tx = tx;
+                shared.append(&self.id, &mut tx, entry).await?;
+                let store = shared.store();
                 // Lock order: audit state, then data (the only place taking both).
                 let mut st = guard(&store.inner.state);
-                st.append(&crate::AuditStore::describe(store), entry)
-                    .map_err(|source| TargetError::Audit {
-                        target: self.id.clone(),
-                        source,
-                    })?;
+                if let Some(entry) = &tx.audit {
+                    st.append(&crate::AuditStore::describe(store), entry)
+                        .map_err(|e| commit_error(&self.id, e))?;
+                }
                 KvTx::flush(tx.staged, &mut guard(&self.kv));
             }
             CommitWith::Marker(m) => {
