@@ -399,16 +399,6 @@ impl Error {
             _ => None,
         }
     }
-
-    pub(crate) fn report_mut(&mut self) -> Option<&mut RunReport> {
-        match self {
-            Error::Blocked { report, .. }
-            | Error::ChangeFailed { report, .. }
-            | Error::LeaseLost { report, .. }
-            | Error::Interrupted { report, .. } => Some(report),
-            _ => None,
-        }
-    }
 }
 
 /// The error a change returns from its default `rollback`: it has none.

@@ -123,6 +123,7 @@ mod runner;
 pub mod shared_audit;
 mod shutdown;
 mod stage;
+mod stop;
 mod strategy;
 pub mod summary;
 pub mod target;

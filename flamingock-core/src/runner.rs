@@ -24,6 +24,7 @@ use crate::pipeline::{
 };
 use crate::report::{ChangeOutcome, ChangeReport, RunReport};
 use crate::shutdown::Shutdown;
+use crate::stop::Stop;
 use crate::validate::{CheckPolicy, ValidationErrors, ValidationProblem};
 
 pub(crate) struct Inner {
@@ -160,18 +161,9 @@ impl Flamingock {
                 run_id: run_id.clone(),
             });
             let started = Instant::now();
-            let mut res = self.run_inner(&run_id, &shutdown).await;
-            match &mut res {
-                Ok(r) => r.duration = started.elapsed(),
-                Err(e) => {
-                    if let Error::Interrupted { run_id: id, .. } = e {
-                        id.clone_from(&run_id);
-                    }
-                    if let Some(r) = e.report_mut() {
-                        r.run_id.clone_from(&run_id);
-                        r.duration = started.elapsed();
-                    }
-                }
+            let mut res = self.run_inner(&run_id, started, &shutdown).await;
+            if let Ok(r) = &mut res {
+                r.duration = started.elapsed();
             }
             match &res {
                 Ok(r) => {
@@ -247,9 +239,12 @@ impl Flamingock {
         report
     }
 
+    /// The run. An error that carries a report gets this run's, complete
+    /// (id, duration, every change's line), when it is made.
     pub(crate) async fn run_inner(
         &self,
         run_id: &str,
+        started: Instant,
         shutdown: &Shutdown,
     ) -> Result<RunReport, Error> {
         let report = RunReport {
@@ -280,12 +275,13 @@ impl Flamingock {
             return Ok(self.all_skipped(report));
         }
         if self.inner.validate_only {
+            let report = finished(report, started);
             return Err(self.validate_only_error(&latest, &decisions, report));
         }
         let mut still_needed = || -> BoxFuture<'_, Result<bool, Error>> {
             Box::pin(async { Ok(!self.nothing_pending().await?) })
         };
-        let lease = match HeldLease::acquire(
+        let waited = HeldLease::acquire(
             self.inner.lock.clone(),
             &self.inner.runner_id,
             &self.inner.lock_config,
@@ -293,10 +289,12 @@ impl Flamingock {
             &mut still_needed,
             shutdown,
         )
-        .await?
-        {
-            Waited::Acquired(lease) => lease,
-            Waited::NotNeeded => return Ok(self.all_skipped(report)),
+        .await;
+        let lease = match waited {
+            Ok(Waited::Acquired(lease)) => lease,
+            Ok(Waited::NotNeeded) => return Ok(self.all_skipped(report)),
+            // A shutdown while waiting: this run's report says nothing ran.
+            Err(e) => return Err(Stop::from(e).into_error(finished(report, started))),
         };
         let who = RunIdentity {
             run_id: run_id.to_owned(),
@@ -307,7 +305,7 @@ impl Flamingock {
         let mut report = report;
         report.took_lock = true;
         // Release on every exit path, panics included.
-        let result = AssertUnwindSafe(self.locked_run(&lease, &who, report, shutdown))
+        let result = AssertUnwindSafe(self.locked_run(&lease, &who, report, started, shutdown))
             .catch_unwind()
             .await;
         let released = lease.release().await;
@@ -429,8 +427,24 @@ impl Flamingock {
         lease: &HeldLease,
         who: &RunIdentity,
         mut report: RunReport,
+        started: Instant,
         shutdown: &Shutdown,
     ) -> Result<RunReport, Error> {
+        match self.locked_stages(lease, who, &mut report, shutdown).await {
+            Ok(()) => Ok(report),
+            Err(stop) => Err(stop.into_error(finished(report, started))),
+        }
+    }
+
+    /// Claims the epoch, settles what crashed runs left, then runs the
+    /// stages in order, writing each change's line into `report`.
+    async fn locked_stages(
+        &self,
+        lease: &HeldLease,
+        who: &RunIdentity,
+        report: &mut RunReport,
+        shutdown: &Shutdown,
+    ) -> Result<(), Stop> {
         let store = &*self.inner.store;
         let epoch = store.claim_fence().await?;
         report.fencing_token = Some(epoch);
@@ -492,7 +506,7 @@ impl Flamingock {
             }
             decisions.push((d, recovered, resume_from));
         }
-        let mut stopped: Option<Error> = None;
+        let mut stopped: Option<Stop> = None;
         let mut idx = 0;
         while idx < self.inner.changes.len() {
             let stage = self.inner.changes[idx].stage.to_string();
@@ -532,10 +546,7 @@ impl Flamingock {
                     stage: stage.clone(),
                     error: "blocked changes".into(),
                 });
-                stopped = Some(Error::Blocked {
-                    blocked: blocked_all.clone(),
-                    report: Box::default(),
-                });
+                stopped = Some(Stop::Blocked(blocked_all.clone()));
                 continue;
             }
             let stage_span = tracing::info_span!("stage", stage = %stage);
@@ -546,7 +557,7 @@ impl Flamingock {
                 shutdown,
             };
             let outcome = self
-                .run_stage(&run, range.clone(), &decisions[range], &mut report)
+                .run_stage(&run, range.clone(), &decisions[range], report)
                 .instrument(stage_span)
                 .await;
             match outcome {
@@ -561,8 +572,8 @@ impl Flamingock {
             }
         }
         match stopped {
-            None => Ok(report),
-            Some(e) => Err(attach_report(e, report)),
+            None => Ok(()),
+            Some(stop) => Err(stop),
         }
     }
 
@@ -572,7 +583,7 @@ impl Flamingock {
         range: std::ops::Range<usize>,
         decisions: &[(Decision, bool, usize)],
         report: &mut RunReport,
-    ) -> Result<(), Error> {
+    ) -> Result<(), Stop> {
         let who = run.who;
         let changes = &self.inner.changes[range];
         if let Some(first) = changes.first() {
@@ -580,7 +591,7 @@ impl Flamingock {
                 stage: first.stage.to_string(),
             });
         }
-        let mut failed: Option<Error> = None;
+        let mut failed: Option<Stop> = None;
         for (c, (d, recovered, resume_from)) in changes.iter().zip(decisions) {
             if failed.is_some() {
                 report.changes.push(line(c, ChangeOutcome::NotRun));
@@ -597,7 +608,7 @@ impl Flamingock {
                 )),
                 _ if run.shutdown.is_requested() => {
                     report.changes.push(line(c, ChangeOutcome::NotRun));
-                    failed = Some(interrupted(who, None));
+                    failed = Some(interrupted(None));
                 }
                 _ => {
                     let started = Instant::now();
@@ -626,37 +637,27 @@ impl Flamingock {
                             };
                             report.changes.push(l);
                             failed = Some(if error.is::<InterruptedApply>() {
-                                interrupted(who, Some(&c.meta.id))
+                                interrupted(Some(&c.meta.id))
                             } else {
-                                Error::ChangeFailed {
-                                    failure: ChangeFailure {
-                                        stage: c.stage.to_string(),
-                                        change_id: c.meta.id.clone(),
-                                        source: error,
-                                    },
-                                    report: Box::default(),
-                                }
+                                Stop::ChangeFailed(ChangeFailure {
+                                    stage: c.stage.to_string(),
+                                    change_id: c.meta.id.clone(),
+                                    source: error,
+                                })
                             });
                         }
                         Exec::Abort(a) => {
                             l.outcome = ChangeOutcome::NotRun;
                             report.changes.push(l);
                             failed = Some(match a {
-                                Abort::LeaseLost(detail) => Error::LeaseLost {
-                                    run_id: who.run_id.clone(),
-                                    detail,
-                                    report: Box::default(),
-                                },
-                                Abort::Store(e) => store_abort(e, who),
-                                Abort::Target(e) => Error::Target(e),
-                                Abort::Injected(source) => Error::ChangeFailed {
-                                    failure: ChangeFailure {
-                                        stage: c.stage.to_string(),
-                                        change_id: c.meta.id.clone(),
-                                        source,
-                                    },
-                                    report: Box::default(),
-                                },
+                                Abort::LeaseLost(detail) => Stop::LeaseLost(detail),
+                                Abort::Store(e) => Stop::store(e),
+                                Abort::Target(e) => Stop::from(e),
+                                Abort::Injected(source) => Stop::ChangeFailed(ChangeFailure {
+                                    stage: c.stage.to_string(),
+                                    change_id: c.meta.id.clone(),
+                                    source,
+                                }),
                             });
                         }
                     }
@@ -723,7 +724,7 @@ impl Flamingock {
         lease: &HeldLease,
         epoch: u64,
         who: &RunIdentity,
-    ) -> Result<Checked, Error> {
+    ) -> Result<Checked, Stop> {
         let t = self.inner.timeouts;
         let in_place = match c.bound.check(&c.target_id, t).await {
             Ok(None) => return Ok(Checked::NoCheck),
@@ -768,13 +769,9 @@ impl Flamingock {
             "previous_run": prev.run_id,
         });
         info!(change_id = %c.meta.id, in_place, rolled_back, "resolved an unknown outcome with the change's already-in-place check");
-        lease.check().map_err(|detail| Error::LeaseLost {
-            run_id: who.run_id.clone(),
-            detail,
-            report: Box::default(),
-        })?;
+        lease.check().map_err(Stop::LeaseLost)?;
         if let Err(e) = self.inner.store.append(&entry).await {
-            return Err(store_abort(e, who));
+            return Err(Stop::store(e));
         }
         Ok(Checked::Entry(Box::new(entry)))
     }
@@ -786,7 +783,7 @@ impl Flamingock {
         lease: &HeldLease,
         epoch: u64,
         who: &RunIdentity,
-    ) -> Result<(AuditEntry, bool), Error> {
+    ) -> Result<(AuditEntry, bool), Stop> {
         let limit = self.inner.timeouts.operation;
         let read = c.bound.marker(&c.meta.id);
         let marker = target_call(&c.target_id, "read the marker", limit, read).await?;
@@ -806,13 +803,9 @@ impl Flamingock {
             "resolved_by_run": who.run_id,
         });
         info!(change_id = %c.meta.id, committed, "resolved an interrupted execution from the target's marker");
-        lease.check().map_err(|detail| Error::LeaseLost {
-            run_id: who.run_id.clone(),
-            detail,
-            report: Box::default(),
-        })?;
+        lease.check().map_err(Stop::LeaseLost)?;
         if let Err(e) = self.inner.store.append(&entry).await {
-            return Err(store_abort(e, who));
+            return Err(Stop::store(e));
         }
         if committed {
             let clear = c.bound.clear_marker(&c.meta.id);
@@ -877,18 +870,6 @@ pub(crate) fn baseline_entry(c: &PlannedChange) -> AuditEntry {
     }
 }
 
-/// A store error that stops a run; a fence rejection means the lease is gone.
-pub(crate) fn store_abort(e: StoreError, who: &RunIdentity) -> Error {
-    match e {
-        StoreError::Fenced { .. } => Error::LeaseLost {
-            run_id: who.run_id.clone(),
-            detail: e.to_string(),
-            report: Box::default(),
-        },
-        other => Error::Store(other),
-    }
-}
-
 pub(crate) fn index(snapshot: &[AuditEntry]) -> HashMap<&str, &AuditEntry> {
     snapshot.iter().map(|e| (e.change_id.as_str(), e)).collect()
 }
@@ -919,33 +900,9 @@ pub(crate) fn blocked(
     }
 }
 
-pub(crate) fn attach_report(e: Error, report: RunReport) -> Error {
-    match e {
-        Error::Blocked { blocked, .. } => Error::Blocked {
-            blocked,
-            report: Box::new(report),
-        },
-        Error::ChangeFailed { failure, .. } => Error::ChangeFailed {
-            failure,
-            report: Box::new(report),
-        },
-        Error::LeaseLost { run_id, detail, .. } => Error::LeaseLost {
-            run_id,
-            detail,
-            report: Box::new(report),
-        },
-        Error::Interrupted { run_id, detail, .. } => Error::Interrupted {
-            run_id,
-            detail,
-            report: Box::new(report),
-        },
-        other => other,
-    }
-}
-
 /// The error of a run stopped by a shutdown request, saying what the next
 /// run will do.
-pub(crate) fn interrupted(who: &RunIdentity, rolled_back: Option<&str>) -> Error {
+pub(crate) fn interrupted(rolled_back: Option<&str>) -> Stop {
     let detail = match rolled_back {
         Some(id) => format!(
             "change '{id}' was cut short and rolled back (recorded FAILED, ROLLED_BACK); no \
@@ -956,11 +913,13 @@ pub(crate) fn interrupted(who: &RunIdentity, rolled_back: Option<&str>) -> Error
                  continues with the first change not applied"
             .to_owned(),
     };
-    Error::Interrupted {
-        run_id: who.run_id.clone(),
-        detail,
-        report: Box::default(),
-    }
+    Stop::Interrupted(detail)
+}
+
+/// `report` with the run's duration, for the error that carries it.
+fn finished(mut report: RunReport, started: Instant) -> RunReport {
+    report.duration = started.elapsed();
+    report
 }
 
 /// How many steps of multi-step change `c` its STARTED entry `prev` records

@@ -78,3 +78,56 @@ fn a_validation_error_debug_prints_as_its_message() {
         "{err:?}"
     );
 }
+
+/// The report an error carries is the run's own, complete when the error is
+/// made: its id (the one the audit entries carry), the lock and epoch it
+/// took, a line for every change and the time it ran.
+#[tokio::test]
+async fn a_failed_run_carries_its_whole_report() {
+    struct Ok1;
+    impl Change for Ok1 {
+        type Target = InMemoryTarget;
+        fn meta(&self) -> ChangeMeta {
+            ChangeMeta::new("create-users").order("0000")
+        }
+        async fn apply(&self, tx: &mut KvTx) -> ChangeResult {
+            tx.put("users", "");
+            Ok(())
+        }
+    }
+    let store = InMemoryAuditStore::new();
+    let err = Flamingock::builder()
+        .audit_store(store.clone())
+        .target(store.shared_target("db"))
+        .stage(Stage::new("schema").change(Ok1).change(Fails))
+        .stage(Stage::new("data").change(Later))
+        .build()
+        .expect("build")
+        .run()
+        .await
+        .expect_err("the change fails");
+    let report = err.report().expect("a failed run carries its report");
+    let history =
+        flamingock_core::AuditStore::history(&store, &flamingock_core::HistoryFilter::all())
+            .await
+            .expect("history");
+    assert!(!report.run_id.is_empty());
+    assert!(history.iter().all(|e| e.run_id == report.run_id));
+    assert!(report.took_lock);
+    assert_eq!(report.fencing_token, Some(1));
+    let ids: Vec<&str> = report.changes.iter().map(|c| &*c.change_id).collect();
+    assert_eq!(ids, ["create-users", "add-users", "later"]);
+    assert_eq!(report.applied(), ["create-users"]);
+    assert!(report.duration > std::time::Duration::ZERO);
+}
+
+struct Later;
+impl Change for Later {
+    type Target = InMemoryTarget;
+    fn meta(&self) -> ChangeMeta {
+        ChangeMeta::new("later").order("0002")
+    }
+    async fn apply(&self, _: &mut KvTx) -> ChangeResult {
+        Ok(())
+    }
+}
