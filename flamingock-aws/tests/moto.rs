@@ -3,6 +3,7 @@
 //! applied once; queues with dead-letter settings; a queue that exists with
 //! other attributes; a crash settled by the already-in-place check.
 
+use flamingock_core::error::ErrorChain as _;
 use std::sync::Arc;
 
 use aws_config::BehaviorVersion;
@@ -260,7 +261,7 @@ async fn a_queue_with_other_attributes_is_a_clear_error_and_is_left_alone() {
     .run()
     .await
     .expect_err("refused");
-    let text = err.to_string();
+    let text = err.chain().to_string();
     assert!(matches!(err, Error::ChangeFailed { .. }), "{err:?}");
     assert!(text.contains(&format!("SQS queue '{name}'")), "{text}");
     assert!(text.contains("VisibilityTimeout=60"), "asked: {text}");

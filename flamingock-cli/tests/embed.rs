@@ -2,6 +2,7 @@
 //! problems included.
 
 use flamingock_cli::sql::SqlChanges;
+use flamingock_core::error::ErrorChain as _;
 
 fn dir(name: &str) -> String {
     format!("{}/tests/sql/{name}", env!("CARGO_MANIFEST_DIR"))
@@ -75,7 +76,10 @@ fn other_tools_layouts_embed_as_they_load() {
     assert_eq!(named.files(), sqlx.files());
     let named = SqlChanges::load_dir_as(dir("sqlx"), Layout::Flamingock)
         .expect_err("not this project's names");
-    assert!(named.to_string().contains("malformed name"), "{named}");
+    assert!(
+        named.chain().to_string().contains("malformed name"),
+        "{named}"
+    );
 }
 
 #[test]

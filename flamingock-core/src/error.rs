@@ -39,7 +39,7 @@ pub enum StoreError {
         hint: Option<String>,
     },
     /// The driver or server failed.
-    #[error("audit store {store}: {operation} failed: {source}")]
+    #[error("audit store {store}: {operation} failed")]
     Backend {
         /// Store description.
         store: String,
@@ -103,7 +103,7 @@ pub enum LockError {
         token: u64,
     },
     /// The driver or server failed.
-    #[error("lock {lock}: {operation} failed: {source}")]
+    #[error("lock {lock}: {operation} failed")]
     Backend {
         /// Lock description.
         lock: String,
@@ -149,7 +149,7 @@ pub enum LockError {
 #[non_exhaustive]
 pub enum TargetError {
     /// The driver or server failed.
-    #[error("target system {target}: {operation} failed: {source}")]
+    #[error("target system {target}: {operation} failed")]
     Backend {
         /// Target id.
         target: String,
@@ -160,9 +160,7 @@ pub enum TargetError {
         source: BoxError,
     },
     /// The audit write that shares the change's transaction failed (fence included).
-    #[error(
-        "target system {target}: audit write inside the change's transaction failed: {source}"
-    )]
+    #[error("target system {target}: audit write inside the change's transaction failed")]
     Audit {
         /// Target id.
         target: String,
@@ -174,7 +172,7 @@ pub enum TargetError {
     /// writes for one transaction, a condition on the change's own writes
     /// failed, a constraint violated at commit). Recorded as a failure that
     /// the database rolled back.
-    #[error("target system {target}: transaction refused, nothing committed: {source}")]
+    #[error("target system {target}: transaction refused, nothing committed")]
     NotCommitted {
         /// Target id.
         target: String,
@@ -231,7 +229,7 @@ pub enum TargetError {
 
 /// A change that could not be applied, with its id and stage.
 #[derive(thiserror::Error)]
-#[error("change '{change_id}' (stage '{stage}') failed: {source}")]
+#[error("change '{change_id}' (stage '{stage}') failed")]
 pub struct ChangeFailure {
     /// Stage id.
     pub stage: String,
@@ -301,7 +299,7 @@ pub enum Error {
         report: Box<RunReport>,
     },
     /// A change failed; its outcome is recorded in the audit store.
-    #[error("{failure}")]
+    #[error("run {} stopped at change '{}'", report.run_id, failure.change_id)]
     ChangeFailed {
         /// The failure.
         #[source]
@@ -454,6 +452,75 @@ pub(crate) fn write_report(
         cur = cause.source();
     }
     Ok(())
+}
+
+/// An error and its causes on one line, `message: cause: cause`, for logs
+/// and one-line messages. Every error of this crate says only what its own
+/// layer knows in `Display` and keeps what caused it as its `source()`, so
+/// `{e}` alone does not show why; `{:?}` shows the causes one per line, and
+/// this shows them on the line. A cause whose text the line already holds
+/// (an error type of another crate that quotes its source) is not repeated.
+///
+/// ```
+/// use flamingock_core::error::Chain;
+/// use flamingock_core::StoreError;
+///
+/// let e = StoreError::Backend {
+///     store: "postgres(public.flamingock_audit)".into(),
+///     operation: "append",
+///     source: "connection reset by peer".into(),
+/// };
+/// assert_eq!(e.to_string(), "audit store postgres(public.flamingock_audit): append failed");
+/// assert_eq!(
+///     Chain(&e).to_string(),
+///     "audit store postgres(public.flamingock_audit): append failed: connection reset by peer"
+/// );
+/// ```
+pub struct Chain<'a, E: ?Sized>(pub &'a E);
+
+impl<E: std::error::Error + ?Sized> std::fmt::Display for Chain<'_, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut seen = self.0.to_string();
+        f.write_str(&seen)?;
+        let mut cur = self.0.source();
+        while let Some(cause) = cur {
+            let text = cause.to_string();
+            if !seen.contains(&text) {
+                write!(f, ": {text}")?;
+                seen.push('\n');
+                seen.push_str(&text);
+            }
+            cur = cause.source();
+        }
+        Ok(())
+    }
+}
+
+impl<E: std::error::Error + ?Sized> std::fmt::Debug for Chain<'_, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
+/// [`Chain`] as a method of every error (a boxed one too):
+/// `format!("{}", e.chain())`.
+///
+/// ```
+/// use flamingock_core::error::ErrorChain;
+/// use flamingock_core::BoxError;
+///
+/// let e: BoxError = "connection reset by peer".into();
+/// assert_eq!(e.chain().to_string(), "connection reset by peer");
+/// ```
+pub trait ErrorChain {
+    /// This error and its causes on one line.
+    fn chain(&self) -> Chain<'_, Self>;
+}
+
+impl<E: std::error::Error + ?Sized> ErrorChain for E {
+    fn chain(&self) -> Chain<'_, Self> {
+        Chain(self)
+    }
 }
 
 /// Formats an error and its `source` chain as a list of messages.

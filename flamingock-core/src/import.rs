@@ -250,7 +250,7 @@ impl ForeignRow {
 #[non_exhaustive]
 pub enum HistoryError {
     /// The database refused or failed the read.
-    #[error("{tool} history {table}: reading it failed: {source}")]
+    #[error("{tool} history {table}: reading it failed")]
     Read {
         /// The tool.
         tool: Tool,

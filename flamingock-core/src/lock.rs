@@ -559,7 +559,7 @@ async fn refresh_loop(
                 }
             }
             Err(e @ LockError::Lost { .. }) => {
-                warn!(error = %e, "lease lost: this runner will stop before its next write");
+                warn!(error = %crate::error::Chain(&e), "lease lost: this runner will stop before its next write");
                 st.lost = Some(e.to_string());
                 drop(st);
                 events.emit(Event::LeaseLost {
@@ -570,8 +570,8 @@ async fn refresh_loop(
                 return;
             }
             Err(e) => {
-                warn!(error = %e, "lease refresh failed; will retry");
-                st.refresh_error = Some(e.to_string());
+                warn!(error = %crate::error::Chain(&e), "lease refresh failed; will retry");
+                st.refresh_error = Some(crate::error::Chain(&e).to_string());
             }
         }
     }

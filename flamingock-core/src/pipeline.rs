@@ -169,7 +169,7 @@ async fn plain_context<T: TargetSystem>(
 async fn release_plain<T: TargetSystem>(target: &T, target_id: &str, t: Timeouts, ctx: T::Context) {
     let release = target.commit(ctx, CommitWith::Nothing);
     if let Err(e) = target_call(target_id, "release the context", t.operation, release).await {
-        warn!(error = %e, "releasing the non-transactional context failed");
+        warn!(error = %crate::error::Chain(&e), "releasing the non-transactional context failed");
     }
 }
 
@@ -379,7 +379,7 @@ impl ExecCtx<'_> {
         }
         self.emit(Event::ChangeFailed {
             change_id: self.id(),
-            error: error.to_string(),
+            error: crate::error::Chain(&*error).to_string(),
         });
         self.emit(Event::ChangeRolledBack {
             change_id: self.id(),

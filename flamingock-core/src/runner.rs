@@ -180,10 +180,10 @@ impl Flamingock {
                     });
                 }
                 Err(e) => {
-                    warn!(error = %e, "run failed");
+                    warn!(error = %crate::error::Chain(e), "run failed");
                     self.emit(Event::PipelineFailed {
                         run_id: run_id.clone(),
-                        error: e.to_string(),
+                        error: crate::error::Chain(e).to_string(),
                     });
                 }
             }
@@ -314,9 +314,9 @@ impl Flamingock {
             Err(panic) => std::panic::resume_unwind(panic),
         };
         if let Err(e) = released {
-            warn!(error = %e, "lock release failed; the lease will expire by itself");
+            warn!(error = %crate::error::Chain(&e), "lock release failed; the lease will expire by itself");
             if let Ok(r) = &mut result {
-                r.release_error = Some(e.to_string());
+                r.release_error = Some(crate::error::Chain(&e).to_string());
             }
         }
         result
@@ -632,7 +632,7 @@ impl Flamingock {
                         Exec::Applied => report.changes.push(l),
                         Exec::Failed { error, rolled_back } => {
                             l.outcome = ChangeOutcome::Failed {
-                                error: error.to_string(),
+                                error: crate::error::Chain(&*error).to_string(),
                                 rolled_back,
                             };
                             report.changes.push(l);
@@ -705,9 +705,10 @@ impl Flamingock {
                 done + 1
             )),
             Err(e) => Err(format!(
-                "a run ({}) stopped in step {} of {n} ({name}) and the step's check failed: {e}",
+                "a run ({}) stopped in step {} of {n} ({name}) and the step's check failed: {}",
                 prev.run_id,
-                done + 1
+                done + 1,
+                crate::error::Chain(&*e)
             )),
         }
     }
@@ -730,9 +731,10 @@ impl Flamingock {
             Ok(None) => return Ok(Checked::NoCheck),
             Ok(Some(in_place)) => in_place,
             Err(e) => {
-                warn!(change_id = %c.meta.id, error = %e, "the change's already-in-place check failed; its outcome stays unknown");
+                warn!(change_id = %c.meta.id, error = %crate::error::Chain(&*e), "the change's already-in-place check failed; its outcome stays unknown");
                 return Ok(Checked::Unresolved(format!(
-                    "its already-in-place check failed: {e}"
+                    "its already-in-place check failed: {}",
+                    crate::error::Chain(&*e)
                 )));
             }
         };
@@ -742,9 +744,10 @@ impl Flamingock {
             match c.bound.undo(&c.target_id, t).await {
                 Ok(ran) => ran,
                 Err(e) => {
-                    warn!(change_id = %c.meta.id, error = %e, "the change is not in place and its rollback failed");
+                    warn!(change_id = %c.meta.id, error = %crate::error::Chain(&*e), "the change is not in place and its rollback failed");
                     return Ok(Checked::Unresolved(format!(
-                        "its check says it is not in place, and its rollback failed: {e}"
+                        "its check says it is not in place, and its rollback failed: {}",
+                        crate::error::Chain(&*e)
                     )));
                 }
             }
@@ -810,7 +813,7 @@ impl Flamingock {
         if committed {
             let clear = c.bound.clear_marker(&c.meta.id);
             if let Err(e) = target_call(&c.target_id, "clear the marker", limit, clear).await {
-                warn!(error = %e, "could not remove a resolved marker");
+                warn!(error = %crate::error::Chain(&e), "could not remove a resolved marker");
             }
         }
         Ok((entry, committed))
@@ -834,7 +837,7 @@ pub(crate) async fn release_after<T>(
     let released = lease.release().await;
     let value = result?;
     if let Err(e) = released {
-        warn!(error = %e, "lock release after fix failed; the lease will expire by itself");
+        warn!(error = %crate::error::Chain(&e), "lock release after fix failed; the lease will expire by itself");
     }
     Ok(value)
 }

@@ -5,7 +5,9 @@
 //! once, in [`Stop::into_error`], together with the report of everything it
 //! did, so every error that carries a report carries the real one.
 
-use crate::error::{BlockedChange, ChangeFailure, Error, LockError, StoreError, TargetError};
+use crate::error::{
+    BlockedChange, Chain, ChangeFailure, Error, LockError, StoreError, TargetError,
+};
 use crate::report::RunReport;
 
 /// Why a run stopped early; see the module docs.
@@ -59,10 +61,10 @@ impl std::fmt::Display for Stop {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Stop::Blocked(_) => f.write_str("blocked changes"),
-            Stop::ChangeFailed(failure) => write!(f, "{failure}"),
+            Stop::ChangeFailed(failure) => write!(f, "{}", Chain(failure)),
             Stop::LeaseLost(detail) => write!(f, "the lock lease was lost ({detail})"),
             Stop::Interrupted(detail) => write!(f, "interrupted by a shutdown request: {detail}"),
-            Stop::Other(e) => write!(f, "{e}"),
+            Stop::Other(e) => write!(f, "{}", Chain(e)),
         }
     }
 }

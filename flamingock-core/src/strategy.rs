@@ -117,7 +117,7 @@ async fn abort_bounded<T: TargetSystem>(
         Ok(()) => None,
         Err(e @ TargetError::ImplicitlyCommitted { .. }) => Some(e),
         Err(e) => {
-            warn!(error = %e, "rollback of the change's transaction failed");
+            warn!(error = %crate::error::Chain(&e), "rollback of the change's transaction failed");
             None
         }
     }
@@ -128,7 +128,7 @@ async fn abort_bounded<T: TargetSystem>(
 fn warn_implicit_commit(x: &ExecCtx<'_>, e: &TargetError) {
     warn!(
         change_id = %x.change.meta.id,
-        error = %e,
+        error = %crate::error::Chain(e),
         "change '{}' was declared transactional but its transaction was committed implicitly \
          (DDL?): it is not atomic with its audit entry, and its outcome is recorded under the \
          non-transactional rules; declare such a change .transactional(false), one DDL \
@@ -150,7 +150,12 @@ async fn implicitly_committed_failure<C: Change>(
     implicit: TargetError,
 ) -> Exec {
     warn_implicit_commit(x, &implicit);
-    let error: BoxError = format!("{error} (and {implicit})").into();
+    let error: BoxError = format!(
+        "{} (and {})",
+        crate::error::Chain(&*error),
+        crate::error::Chain(&implicit)
+    )
+    .into();
     let ctx = begin_bounded(target, ContextMode::NonTransactional, x).await;
     fail_non_transactional(
         change,
@@ -186,7 +191,7 @@ async fn fail_non_transactional<C: Change>(
     }
     x.emit(Event::ChangeFailed {
         change_id: x.id(),
-        error: error.to_string(),
+        error: crate::error::Chain(&*error).to_string(),
     });
     let Some(mut ctx) = ctx else {
         return Exec::Failed {
@@ -383,7 +388,7 @@ async fn separate_tx<C: Change>(
         )
         .await
         {
-            warn!(error = %e, "could not remove the change's marker (harmless: APPLIED is recorded)");
+            warn!(error = %crate::error::Chain(&e), "could not remove the change's marker (harmless: APPLIED is recorded)");
         }
     }
     if let Err(e) = x.fault(FaultPoint::AfterApplied).await {
@@ -422,7 +427,7 @@ async fn non_transactional<C: Change>(
     }
     let release = target.commit(ctx, CommitWith::Nothing);
     if let Err(e) = target_call(x.target_id(), "release the context", limit, release).await {
-        warn!(error = %e, "releasing the non-transactional context failed");
+        warn!(error = %crate::error::Chain(&e), "releasing the non-transactional context failed");
     }
     if let Err(e) = x.fault(FaultPoint::AfterCommit).await {
         return Exec::Abort(Abort::Injected(e));
@@ -484,7 +489,13 @@ async fn multi_step<C: Change>(
             applied = x.fault(FaultPoint::BeforeCommit).await;
         }
         if let Err(error) = applied {
-            let error: BoxError = format!("step {} of {n} ({}): {error}", i + 1, names[i]).into();
+            let error: BoxError = format!(
+                "step {} of {n} ({}): {}",
+                i + 1,
+                names[i],
+                crate::error::Chain(&*error)
+            )
+            .into();
             let mut failed = position(i);
             if let serde_json::Value::Object(m) = &mut failed {
                 m.insert("failed_step".into(), names[i].clone().into());
@@ -504,7 +515,7 @@ async fn multi_step<C: Change>(
             }
             x.emit(Event::ChangeFailed {
                 change_id: x.id(),
-                error: error.to_string(),
+                error: crate::error::Chain(&*error).to_string(),
             });
             // Undo the failed step and the completed ones, newest first.
             let mut undone = true;
@@ -520,8 +531,13 @@ async fn multi_step<C: Change>(
                     }
                     Err(e) => {
                         abort_bounded(target, ctx, x).await;
-                        let e: BoxError =
-                            format!("rollback of step {} of {n} ({}): {e}", j + 1, names[j]).into();
+                        let e: BoxError = format!(
+                            "rollback of step {} of {n} ({}): {}",
+                            j + 1,
+                            names[j],
+                            crate::error::Chain(&*e)
+                        )
+                        .into();
                         if let Err(a) = x
                             .append_full(
                                 strategy,
@@ -581,7 +597,7 @@ async fn multi_step<C: Change>(
     let release = target.commit(ctx, CommitWith::Nothing);
     let limit = x.timeouts.operation;
     if let Err(e) = target_call(x.target_id(), "release the context", limit, release).await {
-        warn!(error = %e, "releasing the non-transactional context failed");
+        warn!(error = %crate::error::Chain(&e), "releasing the non-transactional context failed");
     }
     if let Err(e) = x.fault(FaultPoint::AfterCommit).await {
         return Exec::Abort(Abort::Injected(e));

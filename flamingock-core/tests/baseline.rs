@@ -2,6 +2,7 @@
 //! restored from a dump, migrated by another tool) is recorded as applied up
 //! to that change, and only what follows runs.
 
+use flamingock_core::error::ErrorChain as _;
 use flamingock_core::memory::{InMemoryAuditStore, KvTx};
 use flamingock_core::{
     AuditState, AuditStore, Change, ChangeMeta, ChangeResult, Error, Flamingock, HistoryFilter,
@@ -139,7 +140,10 @@ async fn changes_with_entries_refuse_the_whole_baseline_and_nothing_is_written()
         .baseline_up_to("create-users", "adopt")
         .await
         .expect_err("refused");
-    assert!(err.to_string().contains("create-users (APPLIED)"), "{err}");
+    assert!(
+        err.chain().to_string().contains("create-users (APPLIED)"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

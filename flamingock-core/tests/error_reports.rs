@@ -37,19 +37,67 @@ async fn a_failed_run_debug_prints_as_a_message_with_its_causes() {
         .run()
         .await
         .expect_err("the change fails");
-    assert!(matches!(err, Error::ChangeFailed { .. }));
+    let Error::ChangeFailed { report, .. } = &err else {
+        panic!("expected ChangeFailed, got {err:?}");
+    };
+    let run_id = report.run_id.clone();
     let boxed: Box<dyn std::error::Error> = err.into();
     let debug = format!("{boxed:?}");
     assert_eq!(
         debug,
-        "change 'add-users' (stage 'schema') failed: cannot write the users table\n\
-         \n\
-         Caused by:\n    the disk is full",
+        format!(
+            "run {run_id} stopped at change 'add-users'\n\
+             \n\
+             Caused by:\n    change 'add-users' (stage 'schema') failed\n    \
+             cannot write the users table\n    the disk is full"
+        ),
     );
     assert_eq!(format!("{boxed:#?}"), debug);
     for dump in ["ChangeFailed", "RunReport", "failure:", "{"] {
         assert!(!debug.contains(dump), "{debug}");
     }
+}
+
+/// Each layer says what it knows and keeps its cause as `source()`, never
+/// both: walking the chain (as anyhow's `{:#}` does) prints every cause once.
+#[tokio::test]
+async fn every_cause_prints_once_along_the_chain() {
+    let store = InMemoryAuditStore::new();
+    let err = Flamingock::builder()
+        .audit_store(store.clone())
+        .target(store.shared_target("db"))
+        .stage(Stage::new("schema").change(Fails))
+        .build()
+        .expect("build")
+        .run()
+        .await
+        .expect_err("the change fails");
+    let mut layers = Vec::new();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&err);
+    while let Some(e) = cur {
+        layers.push(e.to_string());
+        cur = e.source();
+    }
+    assert_eq!(layers.len(), 4, "{layers:?}");
+    for pair in layers.windows(2) {
+        assert!(
+            !pair[0].contains(&pair[1]),
+            "{:?} repeats its cause {:?}",
+            pair[0],
+            pair[1]
+        );
+    }
+    let line = flamingock_core::error::Chain(&err).to_string();
+    assert_eq!(line.matches("the disk is full").count(), 1, "{line}");
+    let target = flamingock_core::TargetError::NotCommitted {
+        target: "db".into(),
+        source: Box::new(WriteFailed(DiskFull)),
+    };
+    assert_eq!(
+        flamingock_core::error::Chain(&target).to_string(),
+        "target system db: transaction refused, nothing committed: cannot write the users \
+         table: the disk is full"
+    );
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! applied, only the rest runs, and whatever does not fit is listed before
 //! anything is written.
 
+use flamingock_core::error::ErrorChain as _;
 use flamingock_core::import::{
     ForeignHistory, ForeignKey, ForeignRow, ForeignState, ImportMismatch, ImportOptions, Tool,
 };
@@ -138,7 +139,7 @@ async fn anything_that_does_not_fit_refuses_the_import_with_the_list() {
         .import_history(&history, &opts)
         .await
         .expect_err("refused");
-    let text = e.to_string();
+    let text = e.chain().to_string();
     assert!(matches!(e, Error::ImportRefused { .. }), "{e:?}");
     for needle in [
         "3 row(s)",
@@ -206,7 +207,8 @@ async fn a_change_recorded_here_as_not_in_place_is_a_mismatch_and_never_overwrit
         .await
         .expect_err("refused");
     assert!(
-        e.to_string()
+        e.chain()
+            .to_string()
             .contains("change V1__init: recorded here as MANUAL_MARKED_AS_ROLLED_BACK"),
         "{e}"
     );

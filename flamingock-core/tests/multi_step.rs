@@ -3,6 +3,7 @@
 //! a step without check blocking with its position, and a failing step
 //! undoing the completed ones in reverse order.
 
+use flamingock_core::error::ErrorChain as _;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -241,7 +242,8 @@ async fn a_failing_step_undoes_the_completed_ones_in_reverse_order() {
     };
     let err = w.runner(plan).run().await.expect_err("fails");
     assert!(
-        err.to_string()
+        err.chain()
+            .to_string()
             .contains("step 3 of 3 (binding): binding refused"),
         "{err}"
     );

@@ -3,6 +3,7 @@
 //! events, its early end when another runner did the work) and
 //! `run_until`.
 
+use flamingock_core::error::ErrorChain as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -102,7 +103,7 @@ async fn a_store_that_never_answers_ends_the_run_at_the_operation_deadline() {
         }
         other => panic!("expected Unresponsive, got {other:?}"),
     }
-    let text = err.to_string();
+    let text = err.chain().to_string();
     assert!(text.contains("did not answer within 200 ms"), "{text}");
     assert!(text.contains("look for the stalled thing"), "{text}");
 }
@@ -124,7 +125,8 @@ async fn a_change_past_its_time_limit_fails_and_is_rolled_back() {
         .expect("build");
     let err = runner.run().await.expect_err("past its limit");
     assert!(
-        err.to_string()
+        err.chain()
+            .to_string()
             .contains("did not finish within the change time limit of 100 ms"),
         "{err}"
     );

@@ -88,7 +88,7 @@ pub enum ContextError {
         target: String,
     },
     /// The SDK refused to build the write (e.g. no table name).
-    #[error("target system {target}: invalid transaction item: {source}")]
+    #[error("target system {target}: invalid transaction item")]
     Build {
         /// Target id.
         target: String,

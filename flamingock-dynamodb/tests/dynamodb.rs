@@ -3,6 +3,7 @@
 //! changes, fencing inside the change's transaction, outcome-unknown
 //! commits, throttling retries, malformed items and missing tables.
 
+use flamingock_core::error::ErrorChain as _;
 mod common;
 
 use std::collections::HashMap;
@@ -647,13 +648,13 @@ async fn malformed_items_are_reported_with_table_and_key() {
         put_raw(&d, &table, fence).await;
         let err = store.fence().await.expect_err("fence of the wrong type");
         eprintln!("error seen: {err}");
-        assert!(err.to_string().contains("fence"), "{err}");
+        assert!(err.chain().to_string().contains("fence"), "{err}");
         let err = store
             .append(&entry("x", 3))
             .await
             .expect_err("append against a broken fence");
         eprintln!("error seen: {err}");
-        assert!(err.to_string().contains("pk=FENCE"), "{err}");
+        assert!(err.chain().to_string().contains("pk=FENCE"), "{err}");
 
         // A lock item of the wrong shape.
         let lock = DynamoLock::builder(d.client())

@@ -7,6 +7,7 @@
 // The nested futures of the suites' pipelines need more than the default
 // depth to lay out (rustc's query depth, not runtime recursion).
 #![recursion_limit = "256"]
+use flamingock_core::error::ErrorChain as _;
 
 mod common;
 
@@ -144,7 +145,7 @@ async fn an_unreadable_authority_is_refused_before_any_request() {
         .await
         .expect_err("no PEM certificate");
     assert!(
-        err.to_string().contains("holds no PEM certificate"),
+        err.chain().to_string().contains("holds no PEM certificate"),
         "{err}"
     );
 }

@@ -29,7 +29,7 @@ pub enum HttpError {
         expected: String,
     },
     /// No answer (connection refused, timeout) or an unreadable one.
-    #[error("{method} {url} failed: {source}")]
+    #[error("{method} {url} failed")]
     Request {
         /// The method.
         method: Method,

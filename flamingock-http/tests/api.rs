@@ -2,6 +2,7 @@
 //! on a free loopback port (axum): writes once, compare-and-set, a refused
 //! token, an unreachable API, and a crash settled by the check.
 
+use flamingock_core::error::ErrorChain as _;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -195,7 +196,7 @@ async fn a_refused_token_and_an_unreachable_api_are_clear_errors() {
         .run()
         .await
         .expect_err("refused");
-    let text = err.to_string();
+    let text = err.chain().to_string();
     assert!(matches!(err, Error::ChangeFailed { .. }), "{err:?}");
     assert!(
         text.contains("GET") && text.contains("/flags/checkout"),
@@ -216,7 +217,10 @@ async fn a_refused_token_and_an_unreachable_api_are_clear_errors() {
         .build()
         .await
         .expect_err("not http");
-    assert!(err.to_string().contains("not http:// or https://"), "{err}");
+    assert!(
+        err.chain().to_string().contains("not http:// or https://"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

@@ -9,6 +9,7 @@
 //! are ignored there with that reason: `cargo test -p flamingock-kafka --
 //! --ignored` runs them. The checks that need no broker always run.
 
+use flamingock_core::error::ErrorChain as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -153,7 +154,7 @@ async fn a_topic_with_another_partition_count_is_a_clear_error_and_stays_as_it_i
         .run()
         .await
         .expect_err("refused");
-    let text = err.to_string();
+    let text = err.chain().to_string();
     assert!(matches!(err, Error::ChangeFailed { .. }), "{err:?}");
     assert!(text.contains(&format!("topic '{}'", w.topic)), "{text}");
     assert!(
@@ -194,7 +195,10 @@ async fn a_failure_after_the_topic_was_made_rolls_it_back() {
     let mut change = w.change(1);
     change.fail_after = true;
     let err = w.runner(change, None).run().await.expect_err("fails");
-    assert!(err.to_string().contains("refused after the topic"), "{err}");
+    assert!(
+        err.chain().to_string().contains("refused after the topic"),
+        "{err}"
+    );
     assert_eq!(
         w.states().await,
         [
@@ -229,8 +233,11 @@ async fn an_unreachable_cluster_is_a_bounded_clear_error() {
         .begin(ContextMode::NonTransactional)
         .await
         .expect_err("unreachable");
-    assert!(err.to_string().contains("connect to Kafka"), "{err}");
-    assert!(err.to_string().contains("127.0.0.1:1"), "{err}");
+    assert!(
+        err.chain().to_string().contains("connect to Kafka"),
+        "{err}"
+    );
+    assert!(err.chain().to_string().contains("127.0.0.1:1"), "{err}");
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "bounded by the timeout: {:?}",
@@ -246,8 +253,8 @@ async fn bad_addresses_are_refused_before_anything_is_sent() {
             .await
             .expect_err(bad);
         assert!(
-            err.to_string().contains("broker address")
-                || err.to_string().contains("no bootstrap broker"),
+            err.chain().to_string().contains("broker address")
+                || err.chain().to_string().contains("no bootstrap broker"),
             "{bad}: {err}"
         );
     }

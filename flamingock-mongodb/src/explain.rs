@@ -8,7 +8,7 @@ use mongodb::error::{Error as DriverError, ErrorKind};
 
 /// A driver error with advice in front of it.
 #[derive(Debug, thiserror::Error)]
-#[error("{advice}: {source}")]
+#[error("{advice}")]
 pub(crate) struct Explained {
     advice: String,
     #[source]

@@ -4,6 +4,7 @@
 //! and missing collections among them, are the bad-input suite's, in
 //! `tests/conformance.rs`).
 
+use flamingock_core::error::ErrorChain as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -103,7 +104,7 @@ async fn malformed_documents_are_reported_with_collection_and_id() {
             .await
             .expect_err("append over a malformed current state"),
     ] {
-        let text = err.to_string();
+        let text = err.chain().to_string();
         assert!(matches!(err, StoreError::Malformed { .. }), "{text}");
         assert!(
             text.contains("flamingock_audit_current") && text.contains("bad-change"),
@@ -228,7 +229,7 @@ async fn check_without_transactions(store: MongoAuditStore, target: MongoTarget,
         .stage(Stage::new("s").change(EmailIndex).change(NeedsTx))
         .build()
         .expect_err("a transactional change on a server without transactions");
-    let text = err.to_string();
+    let text = err.chain().to_string();
     assert!(matches!(err, Error::Validation(_)), "{text}");
     assert!(
         text.contains("seed") && !text.contains("email-index"),

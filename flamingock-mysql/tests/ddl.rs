@@ -2,6 +2,7 @@
 //! then, for Rust changes and SQL files, and a run killed between two DDL
 //! statements. Against the real server (`FLAMINGOCK_TEST_MYSQL_URL`).
 
+use flamingock_core::error::ErrorChain as _;
 mod common;
 
 use std::time::Duration;
@@ -191,7 +192,7 @@ async fn failure_after_ddl_blocks_instead_of_retrying_silently() {
     let runner = w.runner(Stage::new("s").change(change())).await;
     let err = runner.run().await.expect_err("the change fails");
     assert!(
-        err.to_string().contains("committed implicitly"),
+        err.chain().to_string().contains("committed implicitly"),
         "the error says what happened: {err}"
     );
     // The table the DDL made is there: the database committed it.

@@ -4,6 +4,7 @@
 //! a change's transaction, connections killed mid-run, wrong credentials)
 //! are the bad-input suite's, run from `tests/conformance.rs`.
 
+use flamingock_core::error::ErrorChain as _;
 mod common;
 
 use flamingock_core::{AuditEntry, AuditState, AuditStore, HistoryFilter, TargetError};
@@ -66,7 +67,7 @@ async fn missing_database_is_a_clear_connect_error() {
     let err = MysqlAuditStore::connect(&with(&url, "root", &missing))
         .await
         .expect_err("no such database");
-    let text = err.to_string();
+    let text = err.chain().to_string();
     assert!(
         text.contains(&missing) && text.contains("Unknown database"),
         "{text}"
@@ -78,7 +79,7 @@ async fn missing_database_is_a_clear_connect_error() {
     .build()
     .await
     .expect_err("no database");
-    assert!(err.to_string().contains("no database"), "{err}");
+    assert!(err.chain().to_string().contains("no database"), "{err}");
 }
 
 #[tokio::test]
@@ -90,7 +91,10 @@ async fn invalid_names_are_rejected_before_any_sql() {
             .build()
             .await
             .expect_err("refused");
-        assert!(err.to_string().contains("invalid configuration"), "{err}");
+        assert!(
+            err.chain().to_string().contains("invalid configuration"),
+            "{err}"
+        );
         assert!(
             matches!(err, flamingock_core::StoreError::InvalidConfig { .. }),
             "{err:?}"
@@ -110,7 +114,10 @@ async fn invalid_names_are_rejected_before_any_sql() {
         .build()
         .await
         .expect_err("refused");
-    assert!(err.to_string().contains("not a plain identifier"), "{err}");
+    assert!(
+        err.chain().to_string().contains("not a plain identifier"),
+        "{err}"
+    );
     // A shared target keeps no marker.
     let store = db.store().await;
     let err = store

@@ -5,6 +5,7 @@
 //! unreachable server. Streams are named after a fresh namespace and
 //! deleted at the end.
 
+use flamingock_core::error::ErrorChain as _;
 use std::sync::Arc;
 
 use flamingock_core::fault::{FaultInjector, FaultPoint};
@@ -147,7 +148,7 @@ async fn a_stream_with_another_configuration_is_a_clear_error_and_is_left_alone(
         .run()
         .await
         .expect_err("refused");
-    let text = err.to_string();
+    let text = err.chain().to_string();
     assert!(matches!(err, Error::ChangeFailed { .. }), "{err:?}");
     assert!(text.contains(&format!("stream '{}'", w.stream)), "{text}");
     assert!(
@@ -197,10 +198,13 @@ async fn an_unreachable_server_and_a_wrong_url_are_clear_errors() {
         .begin(ContextMode::NonTransactional)
         .await
         .expect_err("unreachable");
-    assert!(err.to_string().contains("connect to NATS"), "{err}");
+    assert!(err.chain().to_string().contains("connect to NATS"), "{err}");
     let err = NatsTarget::builder("events", "http://127.0.0.1:4222")
         .build()
         .await
         .expect_err("not nats://");
-    assert!(err.to_string().contains("not a nats:// URL"), "{err}");
+    assert!(
+        err.chain().to_string().contains("not a nats:// URL"),
+        "{err}"
+    );
 }

@@ -6,6 +6,7 @@
 //! killed mid-run, wrong credentials) are the bad-input suite's, run from
 //! `tests/conformance.rs`.
 
+use flamingock_core::error::ErrorChain as _;
 mod common;
 
 use std::sync::Arc;
@@ -68,7 +69,7 @@ async fn missing_database_is_a_clear_connect_error() {
     let err = PostgresAuditStore::connect(&bad)
         .await
         .expect_err("must not connect");
-    let text = err.to_string();
+    let text = err.chain().to_string();
     assert!(text.contains("flamingock_no_such_db"), "{text}");
     assert!(text.contains("connect failed"), "{text}");
     // The same through a lazy pool: building does no I/O, the first
@@ -79,7 +80,10 @@ async fn missing_database_is_a_clear_connect_error() {
         .await
         .expect("building does no I/O");
     let err = store.summary().await.expect_err("must not read");
-    assert!(err.to_string().contains("flamingock_no_such_db"), "{err}");
+    assert!(
+        err.chain().to_string().contains("flamingock_no_such_db"),
+        "{err}"
+    );
 }
 
 /// A column of another type is named with both types (a missing column is
@@ -275,14 +279,14 @@ async fn a_script_error_names_the_failing_statement() {
         .await
         .expect_err("second statement fails");
     assert_eq!(err.index, 1);
-    assert!(err.to_string().contains("statement #2"), "{err}");
+    assert!(err.chain().to_string().contains("statement #2"), "{err}");
     assert!(
-        err.to_string().contains("flamingock_no_such_table"),
+        err.chain().to_string().contains("flamingock_no_such_table"),
         "{err}"
     );
     // PostgreSQL's message and SQLSTATE; not sqlx's prefix, nor the line of
     // the server's C source (`at line 1454`), and the cause printed once.
-    let text = err.to_string();
+    let text = err.chain().to_string();
     assert!(text.contains("does not exist (SQLSTATE 42P01)"), "{text}");
     assert!(
         !text.contains(" at line ") && !text.contains("error returned from database"),
@@ -337,14 +341,14 @@ async fn a_shared_target_refuses_marker_settings() {
         .build()
         .await
         .expect_err("a shared target keeps no marker");
-    assert!(err.to_string().contains("keeps no marker"), "{err}");
+    assert!(err.chain().to_string().contains("keeps no marker"), "{err}");
     let err = store
         .shared_target("db")
         .prefix("x")
         .build()
         .await
         .expect_err("nor a marker prefix");
-    assert!(err.to_string().contains("prefix"), "{err}");
+    assert!(err.chain().to_string().contains("prefix"), "{err}");
     s.drop().await;
 }
 
@@ -356,7 +360,7 @@ async fn invalid_names_are_rejected_before_any_sql() {
         .build()
         .await
         .expect_err("empty prefix");
-    assert!(err.to_string().contains("table prefix"), "{err}");
+    assert!(err.chain().to_string().contains("table prefix"), "{err}");
     assert!(
         matches!(err, flamingock_core::StoreError::InvalidConfig { .. }),
         "{err:?}"
@@ -366,7 +370,7 @@ async fn invalid_names_are_rejected_before_any_sql() {
         .build()
         .await
         .expect_err("long schema");
-    assert!(err.to_string().contains("too long"), "{err}");
+    assert!(err.chain().to_string().contains("too long"), "{err}");
     // A name that is not a plain identifier is refused before anything is
     // sent: no schema of that name appears.
     let odd = format!("{}\"; DROP", namespace("odd"));
@@ -376,7 +380,9 @@ async fn invalid_names_are_rejected_before_any_sql() {
         .await
         .expect_err("odd schema");
     assert!(
-        err.to_string().contains("is not a plain identifier"),
+        err.chain()
+            .to_string()
+            .contains("is not a plain identifier"),
         "{err}"
     );
     let lock = PostgresLock::builder(common::pool(&url, 1))
@@ -385,7 +391,9 @@ async fn invalid_names_are_rejected_before_any_sql() {
         .await
         .expect_err("odd lock schema");
     assert!(
-        lock.to_string().contains("is not a plain identifier"),
+        lock.chain()
+            .to_string()
+            .contains("is not a plain identifier"),
         "{lock}"
     );
     let admin = common::pool(&url, 1);
@@ -429,7 +437,9 @@ async fn blocked_run_lists_issue_for_non_transactional_failure() {
     let err = runner.run().await.expect_err("fails");
     assert!(matches!(err, Error::ChangeFailed { .. }), "{err}");
     assert!(
-        err.to_string().contains("flamingock_missing_relation"),
+        err.chain()
+            .to_string()
+            .contains("flamingock_missing_relation"),
         "{err}"
     );
     let issues = runner.issues().await.expect("issues");

@@ -8,6 +8,7 @@
 // than the default depth to lay out.
 #![recursion_limit = "256"]
 
+use flamingock_core::error::ErrorChain as _;
 mod common;
 
 use std::sync::Arc;
@@ -109,7 +110,7 @@ async fn an_undeclared_transaction_pooler_is_named_in_the_error() {
         }
         .await;
         if let Err(e) = result {
-            errors.push(e.to_string());
+            errors.push(e.chain().to_string());
         }
     }
     assert!(

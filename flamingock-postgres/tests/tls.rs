@@ -7,6 +7,7 @@
 // The nested futures of the pipeline over this backend's types need more
 // than the default depth to lay out.
 #![recursion_limit = "256"]
+use flamingock_core::error::ErrorChain as _;
 
 mod common;
 
@@ -104,7 +105,7 @@ async fn verify_full_with_the_ca_connects_and_refusals_say_why() {
     let err = PostgresAuditStore::connect(&url)
         .await
         .expect_err("wrong CA");
-    let text = err.to_string();
+    let text = err.chain().to_string();
     assert!(text.contains("sslrootcert"), "{text}");
 
     // The certificate names localhost, not 127.0.0.1.
@@ -115,7 +116,7 @@ async fn verify_full_with_the_ca_connects_and_refusals_say_why() {
     let err = PostgresAuditStore::connect(&url)
         .await
         .expect_err("host name mismatch");
-    let text = err.to_string();
+    let text = err.chain().to_string();
     assert!(text.contains("verify-ca"), "{text}");
 }
 
@@ -166,6 +167,6 @@ async fn tls_required_from_a_server_without_it_says_so() {
     let err = PostgresAuditStore::connect(&url)
         .await
         .expect_err("no TLS there");
-    let text = err.to_string();
+    let text = err.chain().to_string();
     assert!(text.contains("does not accept TLS"), "{text}");
 }

@@ -16,7 +16,7 @@ pub enum RabbitError {
         broker: String,
     },
     /// The broker refused or failed an operation.
-    #[error("{operation} failed: {source}")]
+    #[error("{operation} failed")]
     Broker {
         /// What was being done, e.g. `declare queue 'orders'`.
         operation: String,

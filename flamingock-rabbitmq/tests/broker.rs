@@ -4,6 +4,7 @@
 //! check, an unreachable broker and wrong credentials. Every queue and
 //! exchange is named after a fresh namespace and deleted at the end.
 
+use flamingock_core::error::ErrorChain as _;
 use std::sync::Arc;
 
 use flamingock_core::fault::{FaultInjector, FaultPoint};
@@ -137,7 +138,7 @@ async fn a_queue_with_other_arguments_is_a_clear_error_and_is_left_alone() {
         .run()
         .await
         .expect_err("refused");
-    let text = err.to_string();
+    let text = err.chain().to_string();
     assert!(matches!(err, Error::ChangeFailed { .. }), "{err:?}");
     assert!(
         text.contains(&format!("queue '{}'", w.name("created"))),
@@ -234,12 +235,15 @@ async fn unreachable_broker_and_wrong_credentials_are_clear_errors() {
         .begin(ContextMode::NonTransactional)
         .await
         .expect_err("refused");
-    let text = format!("{err}");
+    let text = err.chain().to_string();
     assert!(text.contains("connect to the broker"), "{text}");
     assert!(!text.contains("wrong-password"), "{text}");
     let err = RabbitTarget::builder("broker", "http://127.0.0.1:5672")
         .build()
         .await
         .expect_err("not amqp");
-    assert!(err.to_string().contains("not an amqp:// URI"), "{err}");
+    assert!(
+        err.chain().to_string().contains("not an amqp:// URI"),
+        "{err}"
+    );
 }

@@ -28,17 +28,14 @@ pub enum RedisLockError {
     },
     /// The connection URL could not be parsed (the URL itself is not
     /// repeated: it may hold a password).
-    #[error("redis lock: invalid Redis URL: {source}")]
+    #[error("redis lock: invalid Redis URL")]
     InvalidUrl {
         /// Driver error.
         #[source]
         source: redis::RedisError,
     },
     /// The server could not be reached or refused the connection.
-    #[error(
-        "redis lock: cannot connect to {endpoint}: {}: {source}",
-        explain(source)
-    )]
+    #[error("redis lock: cannot connect to {endpoint}: {}", explain(source))]
     Connect {
         /// `host:port/db` (never the password).
         endpoint: String,
@@ -50,7 +47,7 @@ pub enum RedisLockError {
 
 /// A driver error with a sentence saying what it most likely means.
 #[derive(Debug, thiserror::Error)]
-#[error("{}: {source}", explain(source))]
+#[error("{}", explain(source))]
 pub(crate) struct Explained {
     #[source]
     pub(crate) source: redis::RedisError,

@@ -2,6 +2,7 @@
 //! keys of the wrong shape under the lock's name, unusable names. Each must
 //! give an error that says what and where; none may panic.
 
+use flamingock_core::error::ErrorChain as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -50,7 +51,7 @@ async fn unreachable_server_is_named() {
         .build()
         .await
         .expect_err("nothing listens on port 1");
-    let text = err.to_string();
+    let text = err.chain().to_string();
     assert!(matches!(err, RedisLockError::Connect { .. }), "{err:?}");
     assert!(text.contains("127.0.0.1:1"), "{text}");
     assert!(text.contains("unreachable"), "{text}");
@@ -73,7 +74,7 @@ async fn wrong_password_says_authentication_failed_and_hides_it() {
             .build()
             .await
             .expect_err("the server must refuse these credentials");
-        let text = err.to_string();
+        let text = err.chain().to_string();
         assert!(matches!(err, RedisLockError::Connect { .. }), "{err:?}");
         assert!(
             text.contains("authentication failed"),
@@ -94,7 +95,7 @@ async fn unparseable_url_is_rejected_without_echoing_it() {
         .await
         .expect_err("not a redis URL");
     assert!(matches!(err, RedisLockError::InvalidUrl { .. }), "{err:?}");
-    assert!(!err.to_string().contains("secret"), "{err}");
+    assert!(!err.chain().to_string().contains("secret"), "{err}");
 }
 
 #[tokio::test]
@@ -164,7 +165,10 @@ async fn connection_settings_on_your_own_connection_are_refused() {
         matches!(err, RedisLockError::InvalidSetting { .. }),
         "{err:?}"
     );
-    assert!(err.to_string().contains("connection manager"), "{err}");
+    assert!(
+        err.chain().to_string().contains("connection manager"),
+        "{err}"
+    );
     let lock = RedisLock::builder(conn).build().await.expect("no settings");
     assert_eq!(lock.lock_key(), "{flamingock}:lock");
 }
@@ -475,7 +479,7 @@ async fn server_gone_mid_use_is_a_backend_error_then_recovers() {
             operation, source, ..
         }) => {
             assert_eq!(operation, "extend");
-            let text = source.to_string();
+            let text = source.chain().to_string();
             assert!(
                 text.contains("dropped") || text.contains("unreachable"),
                 "says the connection went away: {text}"
@@ -561,5 +565,8 @@ async fn server_that_is_not_redis_is_an_error() {
         .expect_err("not a Redis server");
     task.abort();
     assert!(matches!(err, RedisLockError::Connect { .. }), "{err:?}");
-    assert!(err.to_string().contains("not the Redis protocol"), "{err}");
+    assert!(
+        err.chain().to_string().contains("not the Redis protocol"),
+        "{err}"
+    );
 }

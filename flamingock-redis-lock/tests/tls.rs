@@ -6,6 +6,7 @@
 // The nested futures of the suites' pipelines need more than the default
 // depth to lay out (rustc's query depth, not runtime recursion).
 #![recursion_limit = "256"]
+use flamingock_core::error::ErrorChain as _;
 
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -137,7 +138,7 @@ async fn refusals_say_why() {
         .build()
         .await
         .expect_err("wrong CA");
-    assert!(err.to_string().contains("ca_certificate"), "{err}");
+    assert!(err.chain().to_string().contains("ca_certificate"), "{err}");
     // The certificate names localhost, not 127.0.0.1.
     let err = RedisLock::builder(server.url("127.0.0.1"))
         .name("tls")
@@ -145,14 +146,17 @@ async fn refusals_say_why() {
         .build()
         .await
         .expect_err("host name mismatch");
-    assert!(err.to_string().contains("does not name the host"), "{err}");
+    assert!(
+        err.chain().to_string().contains("does not name the host"),
+        "{err}"
+    );
     // The system's roots do not include the test CA.
     let err = RedisLock::builder(server.url("localhost"))
         .name("tls")
         .build()
         .await
         .expect_err("untrusted without the CA");
-    assert!(err.to_string().contains("cannot connect"), "{err}");
+    assert!(err.chain().to_string().contains("cannot connect"), "{err}");
     // A server without TLS.
     {
         let plain =
@@ -165,6 +169,6 @@ async fn refusals_say_why() {
             .build()
             .await
             .expect_err("no TLS there");
-        assert!(err.to_string().contains("cannot connect"), "{err}");
+        assert!(err.chain().to_string().contains("cannot connect"), "{err}");
     }
 }

@@ -1,6 +1,7 @@
 //! Bad input for the Redis target: an invalid URL, an unreachable server
 //! (password hidden), a marker key someone overwrote.
 
+use flamingock_core::error::ErrorChain as _;
 use flamingock_core::{ContextMode, TargetError, TargetSystem};
 use flamingock_redis_target::redis::AsyncCommands;
 use flamingock_redis_target::RedisTarget;
@@ -12,13 +13,16 @@ async fn invalid_url_and_prefix_are_refused_at_build() {
         .await
         .expect_err("not a Redis URL");
     assert!(matches!(err, TargetError::Unsupported { .. }), "{err:?}");
-    assert!(err.to_string().contains("invalid Redis URL"), "{err}");
+    assert!(
+        err.chain().to_string().contains("invalid Redis URL"),
+        "{err}"
+    );
     let err = RedisTarget::builder("flags", "redis://127.0.0.1:6379/")
         .prefix("bad prefix")
         .build()
         .await
         .expect_err("not a plain name");
-    assert!(err.to_string().contains("bad prefix"), "{err}");
+    assert!(err.chain().to_string().contains("bad prefix"), "{err}");
 }
 
 #[tokio::test]
@@ -52,7 +56,7 @@ async fn an_overwritten_marker_is_an_error_naming_its_key() {
         .await
         .expect("set");
     let err = target.marker("c").await.expect_err("malformed");
-    assert!(err.to_string().contains(&key), "{err}");
+    assert!(err.chain().to_string().contains(&key), "{err}");
     conn.set::<_, _, ()>(&key, "7|run-1").await.expect("set");
     let m = target.marker("c").await.expect("read").expect("a marker");
     assert_eq!((m.fencing_token, m.run_id.as_str()), (7, "run-1"));

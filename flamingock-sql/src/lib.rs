@@ -1381,6 +1381,7 @@ impl<T: SqlTarget> Change for SqlFileChange<T> {
 
 #[cfg(test)]
 mod tests {
+    use flamingock_core::error::ErrorChain as _;
 
     #[test]
     fn a_directory_changed_since_the_build_is_named_file_by_file() {
@@ -1693,19 +1694,24 @@ mod tests {
         std::fs::write(dir.path().join("0005__bin.sql"), [0xff, 0xfe, 0x00]).expect("write");
         let e = SqlChanges::load_dir(dir.path()).expect_err("non-utf8");
         assert!(
-            e.to_string().contains("0005__bin.sql: cannot be read"),
+            e.chain()
+                .to_string()
+                .contains("0005__bin.sql: cannot be read"),
             "{e}"
         );
 
         let e = SqlChanges::load_dir(dir.path().join("missing")).expect_err("missing dir");
-        assert!(e.to_string().contains("cannot read the directory"), "{e}");
+        assert!(
+            e.chain().to_string().contains("cannot read the directory"),
+            "{e}"
+        );
     }
 
     #[test]
     fn a_directory_without_change_files_is_an_error() {
         let dir = tempfile::tempdir().expect("tempdir");
         let e = SqlChanges::load_dir(dir.path()).expect_err("empty dir");
-        let text = e.to_string();
+        let text = e.chain().to_string();
         assert!(
             text.contains("no change files: the directory is empty")
                 && text.contains("expected <order>__<id>.sql files"),

@@ -121,13 +121,13 @@ pub(crate) enum OpenError {
     IsDirectory,
     #[error("the directory {0} does not exist")]
     NoDirectory(String),
-    #[error("invalid SQLite URL: {0}")]
+    #[error("invalid SQLite URL")]
     BadUrl(#[source] sqlx::Error),
-    #[error("cannot open the file as a SQLite database: {0}")]
+    #[error("cannot open the file as a SQLite database")]
     Open(#[source] sqlx::Error),
-    #[error("the file is not a usable SQLite database: {0}")]
+    #[error("the file is not a usable SQLite database")]
     NotADatabase(#[source] sqlx::Error),
-    #[error("could not switch the database to WAL journal mode within {timeout:?}: {source}")]
+    #[error("could not switch the database to WAL journal mode within {timeout:?}")]
     Wal {
         timeout: Duration,
         #[source]

@@ -871,6 +871,21 @@ impl AuditStore for SqliteAuditStore {
     }
 }
 
+/// The shared-transaction write: the same fence check, history row and
+/// current-state row as [`AuditStore::append`], on the connection of the
+/// change's `BEGIN IMMEDIATE` transaction.
+impl flamingock_core::AppendInTransaction for SqliteAuditStore {
+    type Transaction = SqliteConnection;
+
+    async fn append_in_transaction(
+        &self,
+        tx: &mut SqliteConnection,
+        entry: &AuditEntry,
+    ) -> Result<(), StoreError> {
+        self.inner.append_in(tx, entry).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -889,20 +904,5 @@ mod tests {
         let s1 = stamp(Some(far));
         let s2 = stamp(None);
         assert!(s1 > far && s2 > s1);
-    }
-}
-
-/// The shared-transaction write: the same fence check, history row and
-/// current-state row as [`AuditStore::append`], on the connection of the
-/// change's `BEGIN IMMEDIATE` transaction.
-impl flamingock_core::AppendInTransaction for SqliteAuditStore {
-    type Transaction = SqliteConnection;
-
-    async fn append_in_transaction(
-        &self,
-        tx: &mut SqliteConnection,
-        entry: &AuditEntry,
-    ) -> Result<(), StoreError> {
-        self.inner.append_in(tx, entry).await
     }
 }

@@ -4,6 +4,7 @@
 //! `tests/conformance.rs`).
 //! Every error must say what is wrong and name the file (or table and key).
 
+use flamingock_core::error::ErrorChain as _;
 use std::path::Path;
 use std::time::Duration;
 
@@ -59,13 +60,16 @@ async fn a_corrupted_file_is_refused_at_open_naming_it() {
         .build()
         .await
         .expect_err("lock refused");
-    assert!(lock_err.to_string().contains("corrupt.db"), "{lock_err}");
+    assert!(
+        lock_err.chain().to_string().contains("corrupt.db"),
+        "{lock_err}"
+    );
     let target_err = SqliteTarget::builder("t", &path)
         .build()
         .await
         .expect_err("target refused");
     assert!(
-        target_err.to_string().contains("corrupt.db"),
+        target_err.chain().to_string().contains("corrupt.db"),
         "{target_err}"
     );
     // Nothing was written over the user's file.
@@ -301,7 +305,7 @@ async fn in_memory_store_runs_a_pipeline_and_rolls_back_failures() {
         .build()
         .expect("build");
     let err = runner.run().await.expect_err("broken fails");
-    assert!(err.to_string().contains("no_such_table"), "{err}");
+    assert!(err.chain().to_string().contains("no_such_table"), "{err}");
     let n: i64 = sqlx::query_scalar("SELECT count(*) FROM t")
         .fetch_one(store.pool())
         .await

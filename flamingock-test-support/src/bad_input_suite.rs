@@ -11,6 +11,7 @@
 //! takes any credentials) is listed in the macro's `ignored` list with the
 //! reason, so the check shows as ignored, never as passed.
 
+use flamingock_core::error::ErrorChain as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -158,7 +159,7 @@ pub async fn malformed_entries_are_named_not_misread<H: BadInputUnderTest>(sut: 
         .await
         .expect("corrupt an entry");
     let err = env.store.snapshot().await.expect_err("a malformed state");
-    let text = err.to_string();
+    let text = err.chain().to_string();
     assert!(matches!(err, StoreError::Malformed { .. }), "{err:?}");
     for part in [table.as_str(), "c01", "EXPLODED"] {
         assert!(text.contains(part), "the error names {part:?}: {text}");
@@ -167,7 +168,7 @@ pub async fn malformed_entries_are_named_not_misread<H: BadInputUnderTest>(sut: 
         .run()
         .await
         .expect_err("a run on a malformed store stops");
-    assert!(err.to_string().contains("c01"), "{err}");
+    assert!(err.chain().to_string().contains("c01"), "{err}");
     let (_, target) = best(&env);
     assert_eq!(
         sut.count(target, "c03").await.expect("count"),
@@ -187,7 +188,7 @@ pub async fn missing_tables_are_not_ready_without_auto_create<H: BadInputUnderTe
         .await
         .expect("open without auto-create");
     let err = u.store.prepare().await.expect_err("the tables are missing");
-    let text = err.to_string();
+    let text = err.chain().to_string();
     assert!(matches!(err, StoreError::NotReady { .. }), "{err:?}");
     for name in &u.names {
         assert!(
@@ -218,7 +219,7 @@ pub async fn misshapen_tables_are_reported_not_used<H: BadInputUnderTest>(sut: &
     let ns = namespace("shape");
     let m = sut.misshape(&ns).await.expect("a table of another shape");
     let err = m.store.prepare().await.expect_err("another shape");
-    let text = err.to_string();
+    let text = err.chain().to_string();
     assert!(
         matches!(
             err,

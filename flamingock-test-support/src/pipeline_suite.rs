@@ -2,6 +2,7 @@
 //! the crash table of DESIGN section 5, lost leases, blocked stages, fixes,
 //! validate-only and the lock-free fast path.
 
+use flamingock_core::error::ErrorChain as _;
 use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::sync::atomic::Ordering;
@@ -919,7 +920,7 @@ async fn failing_in_a_transaction<H: PipelineUnderTest>(sut: &H, kind: Kind) {
             match w.runner(vec![w.stage("s", &fail)]).run().await {
                 Err(Error::ChangeFailed { failure, report }) => {
                     assert_eq!(failure.change_id, "c");
-                    assert!(failure.to_string().contains("boom"), "{failure}");
+                    assert!(failure.chain().to_string().contains("boom"), "{failure}");
                     assert!(matches!(
                         outcome_of(&report, "c"),
                         ChangeOutcome::Failed {
@@ -1081,7 +1082,10 @@ pub async fn panicking_change_releases_lock<H: PipelineUnderTest>(sut: &H) {
             std::panic::set_hook(hook);
             match r {
                 Err(Error::ChangeFailed { failure, .. }) => {
-                    assert!(failure.to_string().contains("panicked"), "{failure}")
+                    assert!(
+                        failure.chain().to_string().contains("panicked"),
+                        "{failure}"
+                    )
                 }
                 other => panic!("expected ChangeFailed, got {other:?}"),
             }
@@ -1219,7 +1223,7 @@ pub async fn blocked_stages_report_every_blocked_change<H: PipelineUnderTest>(su
             };
             match w.runner(stages()).run().await {
                 Err(err @ Error::Blocked { .. }) => {
-                    let text = err.to_string();
+                    let text = err.chain().to_string();
                     let Error::Blocked { blocked, report } = err else {
                         unreachable!()
                     };
