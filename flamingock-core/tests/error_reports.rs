@@ -25,10 +25,10 @@ impl Change for Fails {
     }
 }
 
-#[tokio::test]
-async fn a_failed_run_debug_prints_as_a_message_with_its_causes() {
+/// A run whose one change fails.
+async fn failed_run() -> Error {
     let store = InMemoryAuditStore::new();
-    let err = Flamingock::builder()
+    Flamingock::builder()
         .audit_store(store.clone())
         .target(store.shared_target("db"))
         .stage(Stage::new("schema").change(Fails))
@@ -36,7 +36,12 @@ async fn a_failed_run_debug_prints_as_a_message_with_its_causes() {
         .expect("build")
         .run()
         .await
-        .expect_err("the change fails");
+        .expect_err("the change fails")
+}
+
+#[tokio::test]
+async fn a_failed_run_debug_prints_as_a_message_with_its_causes() {
+    let err = failed_run().await;
     let Error::ChangeFailed { report, .. } = &err else {
         panic!("expected ChangeFailed, got {err:?}");
     };
@@ -62,16 +67,7 @@ async fn a_failed_run_debug_prints_as_a_message_with_its_causes() {
 /// both: walking the chain (as anyhow's `{:#}` does) prints every cause once.
 #[tokio::test]
 async fn every_cause_prints_once_along_the_chain() {
-    let store = InMemoryAuditStore::new();
-    let err = Flamingock::builder()
-        .audit_store(store.clone())
-        .target(store.shared_target("db"))
-        .stage(Stage::new("schema").change(Fails))
-        .build()
-        .expect("build")
-        .run()
-        .await
-        .expect_err("the change fails");
+    let err = failed_run().await;
     let mut layers = Vec::new();
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&err);
     while let Some(e) = cur {
