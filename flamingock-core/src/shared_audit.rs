@@ -112,6 +112,19 @@ impl<S: AppendInTransaction> SharedAudit<S> {
     }
 }
 
+/// The capabilities of a backend's transactional target: sharing `shared`'s
+/// store when it was built from one, else keeping markers when `marker`.
+pub fn transactional_capabilities<S: AppendInTransaction>(
+    shared: Option<&SharedAudit<S>>,
+    marker: bool,
+) -> TargetCapabilities {
+    match shared {
+        Some(shared) => shared.capabilities(),
+        None if marker => TargetCapabilities::transactional().with_marker(),
+        None => TargetCapabilities::transactional(),
+    }
+}
+
 /// How a failed audit write inside a change's transaction is reported by
 /// [`TargetSystem::commit`](crate::TargetSystem::commit): see
 /// [`SharedAudit::append`]. For a store that finds the fence rejection only

@@ -385,11 +385,10 @@ impl TargetSystem for MongoTarget {
     }
 
     fn capabilities(&self) -> TargetCapabilities {
-        let mut caps = match (&self.shared, &self.marker) {
-            (Some(shared), _) => shared.capabilities(),
-            (None, Some(_)) => TargetCapabilities::transactional().with_marker(),
-            (None, None) => TargetCapabilities::transactional(),
-        };
+        let mut caps = flamingock_core::shared_audit::transactional_capabilities(
+            self.shared.as_ref(),
+            self.marker.is_some(),
+        );
         if let Transactions::Unavailable(why) = &self.transactions {
             caps = caps.transactions_unavailable(why.clone());
         }

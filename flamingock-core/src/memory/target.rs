@@ -150,11 +150,7 @@ impl TargetSystem for InMemoryTarget {
     }
 
     fn capabilities(&self) -> TargetCapabilities {
-        match &self.shared {
-            Some(shared) => shared.capabilities(),
-            None if self.marker => TargetCapabilities::transactional().with_marker(),
-            None => TargetCapabilities::transactional(),
-        }
+        crate::shared_audit::transactional_capabilities(self.shared.as_ref(), self.marker)
     }
 
     async fn begin(&self, mode: ContextMode) -> Result<KvTx, TargetError> {
