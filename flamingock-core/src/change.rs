@@ -2,43 +2,10 @@
 
 use std::future::Future;
 
-use serde::{Deserialize, Serialize};
-
 use crate::error::{BoxError, NoRollback};
 use crate::target::TargetSystem;
 
-/// What the runner does with a change whose previous execution ended in an
-/// uncertain state (see the decision table in [`decide`](crate::decide)).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum RecoveryStrategy {
-    /// Stop and ask an operator (default: safety first).
-    #[default]
-    ManualIntervention,
-    /// Apply again: only for idempotent changes.
-    AlwaysRetry,
-}
-
-impl RecoveryStrategy {
-    /// The stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RecoveryStrategy::ManualIntervention => "MANUAL_INTERVENTION",
-            RecoveryStrategy::AlwaysRetry => "ALWAYS_RETRY",
-        }
-    }
-}
-
-impl std::str::FromStr for RecoveryStrategy {
-    type Err = crate::audit::UnknownState;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "MANUAL_INTERVENTION" => Ok(RecoveryStrategy::ManualIntervention),
-            "ALWAYS_RETRY" => Ok(RecoveryStrategy::AlwaysRetry),
-            other => Err(crate::audit::UnknownState(other.to_owned())),
-        }
-    }
-}
+pub use crate::model::RecoveryStrategy;
 
 /// What a change declares about itself.
 ///

@@ -3,8 +3,7 @@
 
 use std::time::Duration;
 
-use crate::audit::AuditState;
-use crate::lock::LockInfo;
+use crate::model::{AuditState, LockInfo};
 use crate::report::RunReport;
 use crate::validate::ValidationErrors;
 

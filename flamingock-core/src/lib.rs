@@ -112,6 +112,7 @@ pub mod import;
 pub mod lock;
 mod marker_settings;
 pub mod memory;
+mod model;
 pub mod names;
 mod operations;
 pub mod order;

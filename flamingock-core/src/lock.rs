@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
-use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
 use crate::deadline::human;
@@ -16,36 +15,7 @@ use crate::error::LockError;
 use crate::events::{Emitter, Event};
 use crate::shutdown::Shutdown;
 
-/// The current holder of a lock, as the store sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct LockInfo {
-    /// Owner id (`service@hostname#uuid`).
-    pub owner: String,
-    /// Fencing token of the lease.
-    pub token: u64,
-    /// When the lease ends (store clock where the store has one).
-    pub expires_at: DateTime<Utc>,
-    /// Whether the lease has already ended, judged by the store.
-    pub expired: bool,
-}
-
-impl LockInfo {
-    /// What a lock backend reports of the holder.
-    pub fn new(
-        owner: impl Into<String>,
-        token: u64,
-        expires_at: DateTime<Utc>,
-        expired: bool,
-    ) -> Self {
-        LockInfo {
-            owner: owner.into(),
-            token,
-            expires_at,
-            expired,
-        }
-    }
-}
+pub use crate::model::LockInfo;
 
 /// A granted lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::audit::TxStrategy;
+use crate::model::TxStrategy;
 
 /// What happened to one change in a run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
